@@ -1,0 +1,220 @@
+//! Parsing `#[failcore::tool(...)]` arguments.
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
+
+/// Collects errors so that all of them are reported at once.
+#[derive(Default)]
+pub struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub fn push(&mut self, e: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+    pub fn at(&mut self, span: Span, msg: impl std::fmt::Display) {
+        self.push(syn::Error::new(span, msg));
+    }
+    pub fn into_result(self) -> Result<(), syn::Error> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+pub enum PolicyArg {
+    Named(LitStr),
+    Expr(Box<Expr>),
+}
+
+/// A string argument restricted to a set of values.
+pub struct Choice {
+    pub value: String,
+}
+
+#[derive(Default)]
+pub struct ToolArgs {
+    pub policy: Option<PolicyArg>,
+    pub name: Option<LitStr>,
+    pub version: Option<LitStr>,
+    pub effect: Option<Choice>,
+    pub skip: Vec<Ident>,
+    pub redact: Vec<Ident>,
+    pub replay: Option<Choice>,
+    pub output: Option<Choice>,
+    pub krate: Option<Path>,
+}
+
+pub const EFFECTS: &[&str] = &["pure", "read", "write", "network", "exec"];
+pub const REPLAYS: &[&str] = &["auto", "never"];
+pub const OUTPUTS: &[&str] = &["json", "text"];
+const ARGS: &str = "policy, name, version, effect, skip, redact, replay, output, crate";
+
+/// One `key = value` or `key(a, b)` item.
+enum Item {
+    Value(Ident, Expr),
+    List(Ident, Punctuated<Ident, Token![,]>),
+}
+
+impl Parse for Item {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        // `crate` is a keyword; accept it as an argument name.
+        let key = if input.peek(Token![crate]) {
+            let kw: Token![crate] = input.parse()?;
+            Ident::new("crate", kw.span)
+        } else {
+            input.call(syn::ext::IdentExt::parse_any)?
+        };
+        if input.peek(syn::token::Paren) {
+            let content;
+            syn::parenthesized!(content in input);
+            Ok(Item::List(
+                key,
+                content.parse_terminated(Ident::parse, Token![,])?,
+            ))
+        } else {
+            input.parse::<Token![=]>().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    format!("expected `{key} = ...` or `{key}(...)` after `{key}`"),
+                )
+            })?;
+            Ok(Item::Value(key, input.parse()?))
+        }
+    }
+}
+
+impl ToolArgs {
+    pub fn parse(tokens: TokenStream, errors: &mut Errors) -> ToolArgs {
+        let mut args = ToolArgs::default();
+        let items = match Punctuated::<Item, Token![,]>::parse_terminated.parse2(tokens) {
+            Ok(items) => items,
+            Err(e) => {
+                errors.push(e);
+                return args;
+            }
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for item in items {
+            let key = match &item {
+                Item::Value(k, _) | Item::List(k, _) => k.clone(),
+            };
+            let name = key.to_string();
+            if seen.contains(&name) {
+                errors.at(
+                    key.span(),
+                    format!("duplicate argument `{name}`: give it once"),
+                );
+                continue;
+            }
+            seen.push(name.clone());
+            match (name.as_str(), item) {
+                ("policy", Item::Value(_, expr)) => {
+                    args.policy = Some(match expr {
+                        Expr::Lit(ExprLit {
+                            lit: Lit::Str(s), ..
+                        }) => PolicyArg::Named(s),
+                        other => PolicyArg::Expr(Box::new(other)),
+                    })
+                }
+                ("name", Item::Value(_, e)) => args.name = lit_str(&e, "name", errors),
+                ("version", Item::Value(_, e)) => args.version = lit_str(&e, "version", errors),
+                ("effect", Item::Value(_, e)) => {
+                    args.effect = choice(&e, "effect", EFFECTS, errors)
+                }
+                ("replay", Item::Value(_, e)) => {
+                    args.replay = choice(&e, "replay", REPLAYS, errors)
+                }
+                ("output", Item::Value(_, e)) => {
+                    args.output = choice(&e, "output", OUTPUTS, errors)
+                }
+                ("crate", Item::Value(_, e)) => match e {
+                    Expr::Path(p) => args.krate = Some(p.path),
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(s), ..
+                    }) => match s.parse::<Path>() {
+                        Ok(p) => args.krate = Some(p),
+                        Err(_) => {
+                            errors.at(s.span(), "`crate` takes a path: `crate = my_failcore`")
+                        }
+                    },
+                    other => errors.push(syn::Error::new_spanned(
+                        other,
+                        "`crate` takes a path: `crate = my_failcore`",
+                    )),
+                },
+                ("skip", Item::List(_, list)) => args.skip = list.into_iter().collect(),
+                ("redact", Item::List(_, list)) => args.redact = list.into_iter().collect(),
+                ("skip" | "redact", Item::Value(..)) => errors.at(
+                    key.span(),
+                    format!("`{name}` takes a list of arguments: `{name}(a, b)`"),
+                ),
+                (_, Item::List(..))
+                    if [
+                        "policy", "name", "version", "effect", "replay", "output", "crate",
+                    ]
+                    .contains(&name.as_str()) =>
+                {
+                    errors.at(
+                        key.span(),
+                        format!("`{name}` takes a value: `{name} = ...`"),
+                    )
+                }
+                _ => errors.at(
+                    key.span(),
+                    format!("unknown argument `{name}`: expected one of {ARGS}"),
+                ),
+            }
+        }
+        args
+    }
+}
+
+fn lit_str(e: &Expr, what: &str, errors: &mut Errors) -> Option<LitStr> {
+    match e {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) if !s.value().is_empty() => Some(s.clone()),
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                format!("`{what}` takes a non-empty string: `{what} = \"...\"`"),
+            ));
+            None
+        }
+    }
+}
+
+fn choice(e: &Expr, what: &str, allowed: &[&str], errors: &mut Errors) -> Option<Choice> {
+    let expected = allowed
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match e {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) if allowed.contains(&s.value().as_str()) => Some(Choice { value: s.value() }),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => {
+            errors.at(
+                s.span(),
+                format!(
+                    "unknown {what} \"{}\": expected one of {expected}",
+                    s.value()
+                ),
+            );
+            None
+        }
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                format!("`{what}` takes a string: one of {expected}"),
+            ));
+            None
+        }
+    }
+}

@@ -1,0 +1,43 @@
+use std::io;
+
+/// An error from a trace store or the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not read or write.
+    #[error("trace store I/O error on {target}: {source}")]
+    Io {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Another writer holds the run.
+    #[error("run {run} is already open for writing by another writer ({detail})")]
+    Locked { run: String, detail: String },
+    /// A run was created twice.
+    #[error("run {run} already exists")]
+    Exists { run: String },
+    /// The run does not exist in the store.
+    #[error("no run {run} in {store}")]
+    NotFound { run: String, store: String },
+    /// The store holds no runs at all (asked for `last`).
+    #[error("no runs in {store}")]
+    Empty { store: String },
+    /// The journal failed earlier (a failed write or fsync is fatal to a run, never retried).
+    #[error("the trace journal of run {run} failed earlier and accepts no more records: {reason}")]
+    Failed { run: String, reason: String },
+    /// A record could not be encoded.
+    #[error("could not encode a trace record: {0}")]
+    Encode(String),
+    /// The backend refused the operation for another reason.
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(target: impl Into<String>, source: io::Error) -> Self {
+        StoreError::Io {
+            target: target.into(),
+            source,
+        }
+    }
+}

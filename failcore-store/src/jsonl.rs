@@ -1,0 +1,190 @@
+//! The JSONL store: one file per run, `<dir>/runs/<run>.jsonl`, one record per line.
+
+use crate::store::check_run_id;
+use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Runs as JSON Lines files under a directory (default `./.failcore`).
+#[derive(Debug, Clone)]
+pub struct JsonlStore {
+    dir: PathBuf,
+}
+
+impl JsonlStore {
+    /// A store rooted at `dir`; the directory is created on the first write.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        JsonlStore { dir: dir.into() }
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file that holds `run`.
+    pub fn run_path(&self, run: &str) -> PathBuf {
+        self.dir.join("runs").join(format!("{run}.jsonl"))
+    }
+}
+
+struct JsonlWriter {
+    file: File,
+    path: String,
+    buf: Vec<u8>,
+}
+
+impl RunWriter for JsonlWriter {
+    fn append(&mut self, lines: &[Line]) -> Result<(), StoreError> {
+        // One write per batch: a crash tears at most the last line of it.
+        self.buf.clear();
+        for line in lines {
+            self.buf.extend_from_slice(&line.bytes);
+            self.buf.push(b'\n');
+        }
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.file
+            .sync_data()
+            .map_err(|e| StoreError::io(&self.path, e))
+    }
+}
+
+/// Reads a run file line by line, bounded by [`crate::MAX_LINE_BYTES`] per line.
+pub(crate) struct FileLines<R> {
+    reader: R,
+    name: String,
+}
+
+impl<R: BufRead + Send> FileLines<R> {
+    pub(crate) fn new(reader: R, name: String) -> Self {
+        FileLines { reader, name }
+    }
+}
+
+impl<R: BufRead + Send> LineSource for FileLines<R> {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, StoreError> {
+        let mut line = Vec::new();
+        // One byte more than the limit, so that an over-long line is seen as such by the reader.
+        let limit = crate::MAX_LINE_BYTES as u64 + 2;
+        let n = (&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| StoreError::io(&self.name, e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            Ok(Some(Chunk::Line(line)))
+        } else if n as u64 == limit {
+            // Over-long: hand it on as a line; the reader reports it by its length.
+            Ok(Some(Chunk::Line(line)))
+        } else {
+            Ok(Some(Chunk::Unterminated(line)))
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl TraceStore for JsonlStore {
+    fn location(&self) -> String {
+        format!("jsonl:{}", self.dir.display())
+    }
+
+    fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError> {
+        check_run_id(run)?;
+        let runs = self.dir.join("runs");
+        fs::create_dir_all(&runs).map_err(|e| StoreError::io(runs.display().to_string(), e))?;
+        let path = self.run_path(run);
+        let name = path.display().to_string();
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    StoreError::Exists {
+                        run: run.to_owned(),
+                    }
+                } else {
+                    StoreError::io(&name, e)
+                }
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    run: run.to_owned(),
+                    detail: format!("{name} is locked"),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(StoreError::io(&name, e)),
+        }
+        Ok(Box::new(JsonlWriter {
+            file,
+            path: name,
+            buf: Vec::with_capacity(4096),
+        }))
+    }
+
+    fn runs(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.dir.join("runs");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(dir.display().to_string(), e)),
+        };
+        let mut runs = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(dir.display().to_string(), e))?;
+            let name = entry.file_name();
+            // Files that are not runs (editor backups, notes) are not ours to list.
+            if let Some(run) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")) {
+                if check_run_id(run).is_ok() {
+                    runs.push(run.to_owned());
+                }
+            }
+        }
+        runs.sort();
+        Ok(runs)
+    }
+
+    fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError> {
+        check_run_id(run)?;
+        let path = self.run_path(run);
+        let name = path.display().to_string();
+        let file = File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound {
+                    run: run.to_owned(),
+                    store: self.location(),
+                }
+            } else {
+                StoreError::io(&name, e)
+            }
+        })?;
+        Ok(Box::new(FileLines::new(
+            BufReader::with_capacity(64 * 1024, file),
+            name,
+        )))
+    }
+}
+
+/// Reads any JSONL trace file, inside a store or not (for `failcore verify <file>`).
+pub fn open_file(path: &Path) -> Result<Box<dyn LineSource>, StoreError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|e| StoreError::io(&name, e))?;
+    Ok(Box::new(FileLines::new(
+        BufReader::with_capacity(64 * 1024, file),
+        name,
+    )))
+}

@@ -1,0 +1,52 @@
+//! FailCore's trace format (v1) and the stores that hold it.
+//!
+//! A trace is one run of an agent: an append-only sequence of JSON records (`run_start`, `step_start`,
+//! `step_end`, `run_end`), each holding the BLAKE3 hash of the previous record's exact bytes, so that any
+//! edit, reordering or deletion is detected by [`verify()`]. The normative specification is
+//! `docs/TRACE_FORMAT.md` in the repository.
+//!
+//! This crate depends on nothing else of FailCore's. It owns:
+//! - the record model ([`Record`], [`Body`]) and the line encoding ([`encode_line`]);
+//! - the [`TraceStore`] trait and its backends ([`MemoryStore`], and [`JsonlStore`] behind the `jsonl`
+//!   feature);
+//! - the [`Journal`]: a background writer that numbers, chains and commits records with the durability each
+//!   caller asks for ([`Durability`]), sharing one fsync between concurrent callers;
+//! - the [`RunReader`], which never panics on what it reads, and [`verify()`].
+//!
+//! ```
+//! use failcore_store::{Body, Durability, Journal, MemoryStore, RunReader, RunStatus, TraceStore};
+//! use std::sync::Arc;
+//!
+//! let store: Arc<dyn TraceStore> = Arc::new(MemoryStore::new());
+//! let journal = Journal::open(store.clone(), "run-1", Durability::Flushed).unwrap();
+//! journal.send(Body::run_end_empty(RunStatus::Ok));
+//! journal.close().unwrap();
+//! let records: Vec<_> = RunReader::open(store.as_ref(), "run-1").unwrap().collect();
+//! assert_eq!(records.len(), 1);
+//! ```
+
+mod chain;
+mod error;
+mod journal;
+#[cfg(feature = "jsonl")]
+mod jsonl;
+mod memory;
+mod reader;
+mod record;
+mod store;
+pub mod time;
+mod verify;
+
+pub use chain::{check_seal, genesis_hash, line_hash, seal_line};
+pub use error::StoreError;
+pub use journal::{Ack, Committed, Journal};
+#[cfg(feature = "jsonl")]
+pub use jsonl::{open_file, JsonlStore};
+pub use memory::MemoryStore;
+pub use reader::{ReadError, RunReader, TraceRecord, MAX_LINE_BYTES};
+pub use record::{
+    encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, RunEnd, RunStart,
+    RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
+};
+pub use store::{check_run_id, Chunk, Durability, Line, LineSource, RunWriter, TraceStore};
+pub use verify::{verify, Fault, FaultKind, VerifyReport};

@@ -1,0 +1,173 @@
+//! Reading a run back: decoding each line, detecting a torn tail, never panicking on what is read.
+
+use crate::{Chunk, LineSource, Record, StoreError, TraceStore, FORMAT_VERSION};
+use serde::Deserialize;
+use std::fmt;
+
+/// The longest line a reader accepts (64 MiB); a longer one is reported as corrupt, not buffered.
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// One record as read: its 1-based line number, its exact bytes and its decoded form.
+#[derive(Debug, Clone)]
+pub struct TraceRecord {
+    pub line: u64,
+    pub bytes: Vec<u8>,
+    pub record: Record,
+}
+
+/// Why a trace could not be read further.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A line that is not a valid record (and is not the torn last line).
+    #[error("{file}: line {line} is corrupt: {reason}")]
+    Corrupt {
+        file: String,
+        line: u64,
+        reason: String,
+    },
+    /// A record written by a newer format version.
+    #[error("{file}: line {line} has trace format v{found}; this version of FailCore reads v{FORMAT_VERSION} and older, upgrade it to read this trace")]
+    NewerVersion { file: String, line: u64, found: u64 },
+    /// The store failed while reading.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ReadError {
+    /// The 1-based line the error is about, when it is about one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            ReadError::Corrupt { line, .. } | ReadError::NewerVersion { line, .. } => Some(*line),
+            ReadError::Store(_) => None,
+        }
+    }
+}
+
+/// Iterates over the records of a run. Stops after the first error.
+///
+/// A last line with no terminator is a write cut off by a crash: it is not yielded, and
+/// [`RunReader::torn_tail`] reports its length once iteration has reached it.
+pub struct RunReader {
+    source: Box<dyn LineSource>,
+    line: u64,
+    torn: Option<usize>,
+    done: bool,
+}
+
+impl fmt::Debug for RunReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunReader")
+            .field("source", &self.source.name())
+            .field("line", &self.line)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: u64,
+}
+
+impl RunReader {
+    /// Reads `run` from `store`.
+    pub fn open(store: &dyn TraceStore, run: &str) -> Result<RunReader, StoreError> {
+        Ok(RunReader::new(store.lines(run)?))
+    }
+
+    /// Reads from any line source.
+    pub fn new(source: Box<dyn LineSource>) -> RunReader {
+        RunReader {
+            source,
+            line: 0,
+            torn: None,
+            done: false,
+        }
+    }
+
+    /// The length in bytes of the torn last line that was dropped, if there was one.
+    pub fn torn_tail(&self) -> Option<usize> {
+        self.torn
+    }
+
+    /// The name of what is being read, for messages.
+    pub fn name(&self) -> &str {
+        self.source.name()
+    }
+
+    /// Decodes one line; `line` is its 1-based number.
+    pub fn decode(name: &str, line: u64, bytes: &[u8]) -> Result<Record, ReadError> {
+        let corrupt = |reason: String| ReadError::Corrupt {
+            file: name.to_owned(),
+            line,
+            reason,
+        };
+        if bytes.len() > MAX_LINE_BYTES {
+            return Err(corrupt(format!(
+                "line is longer than {MAX_LINE_BYTES} bytes"
+            )));
+        }
+        if bytes.is_empty() {
+            return Err(corrupt("empty line".into()));
+        }
+        match serde_json::from_slice::<Record>(bytes) {
+            Ok(record) if u64::from(record.v) > u64::from(FORMAT_VERSION) => {
+                Err(ReadError::NewerVersion {
+                    file: name.to_owned(),
+                    line,
+                    found: record.v.into(),
+                })
+            }
+            Ok(record) if record.v == 0 => Err(corrupt("format version 0 does not exist".into())),
+            Ok(record) => Ok(record),
+            Err(e) => match serde_json::from_slice::<VersionProbe>(bytes) {
+                // A newer format may not decode as v1: say so rather than "corrupt".
+                Ok(p) if p.v > u64::from(FORMAT_VERSION) => Err(ReadError::NewerVersion {
+                    file: name.to_owned(),
+                    line,
+                    found: p.v,
+                }),
+                _ => Err(corrupt(e.to_string())),
+            },
+        }
+    }
+}
+
+impl Iterator for RunReader {
+    type Item = Result<TraceRecord, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let chunk = match self.source.next_chunk() {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e.into()));
+            }
+        };
+        self.line += 1;
+        match chunk {
+            Chunk::Unterminated(bytes) => {
+                self.done = true;
+                self.torn = Some(bytes.len());
+                None
+            }
+            Chunk::Line(bytes) => match RunReader::decode(self.source.name(), self.line, &bytes) {
+                Ok(record) => Some(Ok(TraceRecord {
+                    line: self.line,
+                    bytes,
+                    record,
+                })),
+                Err(e) => {
+                    self.done = true;
+                    Some(Err(e))
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The record model of trace format v1.
+//!
+//! A line is `{"v":1,"seq":N,"ts":"…","run":"…","prev":"…","kind":"…", <body fields>}`. The header is written
+//! by [`encode_line`]; the body fields by serde from [`RunStart`], [`StepStart`], [`StepEnd`] or [`RunEnd`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::io::Write;
+
+/// The format version this crate writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One decoded record: the header every record carries, and its body.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    pub seq: u64,
+    pub ts: String,
+    pub run: String,
+    pub prev: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// What a record says, by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    RunStart(RunStart),
+    StepStart(StepStart),
+    StepEnd(StepEnd),
+    RunEnd(RunEnd),
+}
+
+impl Body {
+    /// The `kind` string of this body.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::RunStart(_) => "run_start",
+            Body::StepStart(_) => "step_start",
+            Body::StepEnd(_) => "step_end",
+            Body::RunEnd(_) => "run_end",
+        }
+    }
+
+    /// A `run_end` with zero counts, for runs that made no calls.
+    pub fn run_end_empty(status: RunStatus) -> Body {
+        Body::RunEnd(RunEnd {
+            status,
+            counts: Counts::default(),
+            steps: 0,
+            total_ns: 0,
+            saved_ns: 0,
+            head: None,
+            seal: None,
+        })
+    }
+
+    /// The fields of this body as a JSON object, without `kind` (the header carries it).
+    pub fn encode_fields(&self) -> Result<Vec<u8>, serde_json::Error> {
+        match self {
+            Body::RunStart(b) => serde_json::to_vec(b),
+            Body::StepStart(b) => serde_json::to_vec(b),
+            Body::StepEnd(b) => serde_json::to_vec(b),
+            Body::RunEnd(b) => serde_json::to_vec(b),
+        }
+    }
+}
+
+/// The mode a run was made in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A new run: every call executes.
+    Record,
+    /// A new run linked to an earlier one; recorded successes are served without executing.
+    Resume,
+    /// Like resume, but a call with no recorded success is an error and nothing executes.
+    Offline,
+}
+
+/// The first record of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
+    pub mode: Mode,
+    pub program: String,
+    pub host: String,
+    pub pid: u32,
+    /// Versions of the writer: `{"failcore": "0.1.0", ...}`.
+    #[serde(default)]
+    pub versions: serde_json::Map<String, Value>,
+}
+
+/// A call's intent, written before its body runs (write-ahead).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepStart {
+    /// The step id, dense from 0 per run; `step_end` refers to it.
+    pub step: u64,
+    pub tool: String,
+    /// The tool's contract version (part of the fingerprint).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool_version: String,
+    /// BLAKE3 fingerprint of (tool, version, canonical args), hex.
+    pub fp: String,
+    /// Which call of this fingerprint in the run this is, from 0.
+    pub occ: u32,
+    /// The canonical arguments with skips and redactions applied.
+    pub args: Value,
+    /// The step of the tool call this one was made from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u64>,
+    pub decision: Decision,
+}
+
+/// What the policy decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub outcome: DecisionOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Decision {
+    /// An allow with no policy attached.
+    pub fn allow() -> Decision {
+        Decision {
+            outcome: DecisionOutcome::Allow,
+            policy: None,
+            rule: None,
+            reason: None,
+        }
+    }
+}
+
+/// The outcome of a policy decision, after approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionOutcome {
+    Allow,
+    Deny,
+    /// The policy asked and the approval handler approved.
+    Approved,
+    /// The policy asked and the handler refused (or there was none).
+    Refused,
+}
+
+/// The outcome of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEnd {
+    pub step: u64,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Wall time of the body (0 for steps that did not execute).
+    pub latency_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_from: Option<Source>,
+    /// For replayed steps: the latency of the source step, saved by not executing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_ns: Option<u64>,
+    /// Output-contract checks that failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Drift>,
+}
+
+/// Where a replayed output came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub run: String,
+    pub seq: u64,
+}
+
+/// An output that broke its contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    /// The contract: `json`, `text`, ...
+    pub contract: String,
+    pub detail: String,
+}
+
+/// The status of a finished step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Failed,
+    Blocked,
+    Replayed,
+    Cancelled,
+    Panicked,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Ok,
+        Status::Failed,
+        Status::Blocked,
+        Status::Replayed,
+        Status::Cancelled,
+        Status::Panicked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Blocked => "blocked",
+            Status::Replayed => "replayed",
+            Status::Cancelled => "cancelled",
+            Status::Panicked => "panicked",
+        }
+    }
+
+    /// Whether a resumed run may serve this step's output instead of executing.
+    pub fn is_success(self) -> bool {
+        matches!(self, Status::Ok | Status::Replayed)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last record of a run that ended (a crashed run has none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEnd {
+    pub status: RunStatus,
+    pub counts: Counts,
+    /// Number of steps started.
+    pub steps: u64,
+    pub total_ns: u64,
+    pub saved_ns: u64,
+    /// The chain head: hash of the record before this one. Filled by the journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// BLAKE3 of this line without the seal: the last record has no successor to chain it, so it
+    /// seals itself. Filled by the journal; always the last field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every step ended ok, replayed or blocked.
+    Ok,
+    /// At least one step failed, panicked or was cancelled.
+    Failed,
+}
+
+/// Steps per status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    #[serde(default)]
+    pub ok: u64,
+    #[serde(default)]
+    pub failed: u64,
+    #[serde(default)]
+    pub blocked: u64,
+    #[serde(default)]
+    pub replayed: u64,
+    #[serde(default)]
+    pub cancelled: u64,
+    #[serde(default)]
+    pub panicked: u64,
+}
+
+impl Counts {
+    pub fn get(&self, s: Status) -> u64 {
+        match s {
+            Status::Ok => self.ok,
+            Status::Failed => self.failed,
+            Status::Blocked => self.blocked,
+            Status::Replayed => self.replayed,
+            Status::Cancelled => self.cancelled,
+            Status::Panicked => self.panicked,
+        }
+    }
+
+    pub fn add(&mut self, s: Status) {
+        *match s {
+            Status::Ok => &mut self.ok,
+            Status::Failed => &mut self.failed,
+            Status::Blocked => &mut self.blocked,
+            Status::Replayed => &mut self.replayed,
+            Status::Cancelled => &mut self.cancelled,
+            Status::Panicked => &mut self.panicked,
+        } += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        Status::ALL.iter().map(|s| self.get(*s)).sum()
+    }
+}
+
+/// Encodes one line (without its newline): the header, then the body's fields.
+///
+/// `fields` is the body serialized as a JSON object (`{...}`), as [`Body::encode_fields`] makes it.
+pub fn encode_line(
+    seq: u64,
+    ts: &str,
+    run: &str,
+    prev: &str,
+    kind: &str,
+    fields: &[u8],
+) -> Vec<u8> {
+    let mut line = Vec::with_capacity(128 + run.len() + fields.len());
+    // Run ids and kinds are ASCII without quotes (checked where runs are created); ts and prev are ours.
+    let _ = write!(
+        line,
+        "{{\"v\":{FORMAT_VERSION},\"seq\":{seq},\"ts\":\"{ts}\",\"run\":\"{run}\",\"prev\":\"{prev}\",\"kind\":\"{kind}\""
+    );
+    match fields {
+        [b'{', b'}'] | [] => line.push(b'}'),
+        [b'{', rest @ ..] => {
+            line.push(b',');
+            line.extend_from_slice(rest);
+        }
+        _ => line.push(b'}'),
+    }
+    line
+}

@@ -1,0 +1,136 @@
+//! The `TraceStore` trait that every backend implements.
+
+use crate::StoreError;
+use std::fmt;
+use std::str::FromStr;
+
+/// How durable a record must be before the call that wrote it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Durability {
+    /// Handed to the background writer; a crash may lose the tail. Fastest.
+    Buffered,
+    /// Written to the OS before the call returns: survives a crash of the process.
+    #[default]
+    Flushed,
+    /// Synced to stable storage (fsync) before the call returns: survives power loss. Concurrent callers
+    /// share one sync (group commit).
+    Synced,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Buffered => "buffered",
+            Durability::Flushed => "flushed",
+            Durability::Synced => "synced",
+        }
+    }
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "buffered" => Ok(Durability::Buffered),
+            "flushed" => Ok(Durability::Flushed),
+            "synced" => Ok(Durability::Synced),
+            other => Err(format!(
+                "unknown durability `{other}`: expected buffered, flushed or synced"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One encoded record: its seq and its exact bytes, without the newline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// What a [`LineSource`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// A whole line (its terminator removed).
+    Line(Vec<u8>),
+    /// Bytes at the end with no terminator: a write that was cut off.
+    Unterminated(Vec<u8>),
+}
+
+/// The stored lines of one run, in order.
+pub trait LineSource: Send {
+    /// The next line, `None` at the end.
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, StoreError>;
+    /// A name for error messages (a file path, a table and run id).
+    fn name(&self) -> &str;
+}
+
+/// The writer of one run. Only one exists per run at a time: backends refuse a second one.
+pub trait RunWriter: Send {
+    /// Appends whole records in order and hands them to the OS (or the database) before returning.
+    fn append(&mut self, lines: &[Line]) -> Result<(), StoreError>;
+    /// Makes everything appended so far durable against power loss.
+    fn sync(&mut self) -> Result<(), StoreError>;
+}
+
+/// A place where traces live.
+pub trait TraceStore: Send + Sync + fmt::Debug {
+    /// Where this store is, for messages (`jsonl:.failcore`, `memory`, ...).
+    fn location(&self) -> String;
+
+    /// Creates a new run and returns its only writer. Fails if the run exists.
+    fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError>;
+
+    /// The ids of all runs, oldest first (run ids sort by creation time).
+    fn runs(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The lines of one run.
+    fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError>;
+
+    /// Resolves `last` to the newest run, and checks that any other id exists.
+    fn resolve(&self, run_or_last: &str) -> Result<String, StoreError> {
+        let runs = self.runs()?;
+        if run_or_last == "last" {
+            return runs.last().cloned().ok_or_else(|| StoreError::Empty {
+                store: self.location(),
+            });
+        }
+        if runs.iter().any(|r| r == run_or_last) {
+            return Ok(run_or_last.to_owned());
+        }
+        // A unique prefix is accepted, as with git revisions.
+        let mut matching = runs.iter().filter(|r| r.starts_with(run_or_last));
+        match (matching.next(), matching.next()) {
+            (Some(one), None) if !run_or_last.is_empty() => Ok(one.clone()),
+            _ => Err(StoreError::NotFound {
+                run: run_or_last.to_owned(),
+                store: self.location(),
+            }),
+        }
+    }
+}
+
+/// Whether `run` is a well-formed run id: 1 to 64 ASCII letters, digits, `-` or `_`.
+///
+/// Stores refuse any other id, so an id can never escape a directory or break a line's JSON.
+pub fn check_run_id(run: &str) -> Result<(), StoreError> {
+    let ok = !run.is_empty()
+        && run.len() <= 64
+        && run
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && run != "last";
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!(
+            "invalid run id {run:?}: use 1 to 64 ASCII letters, digits, '-' or '_' (and not `last`)"
+        )))
+    }
+}

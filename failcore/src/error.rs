@@ -1,0 +1,132 @@
+//! `failcore::Error`: one enum, a stable set of variants, each with a message a user can act on.
+
+use failcore_store::{ReadError, StoreError};
+
+/// Everything that can go wrong in FailCore. Tool functions return it through their own error type
+/// (`E: From<failcore::Error>`), so a blocked call is an ordinary `Err`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The policy refused the call; the tool body did not run.
+    #[error("{tool}: blocked by policy `{policy}` (rule `{rule}`): {reason}")]
+    Blocked {
+        tool: String,
+        policy: String,
+        rule: String,
+        reason: String,
+    },
+
+    /// Offline mode: the run being replayed has no recorded success for this call, so nothing ran.
+    #[error("{tool}: no recorded success to replay in run {run} (fingerprint {fingerprint}, call #{occurrence} of it){detail}")]
+    ReplayMiss {
+        tool: String,
+        run: String,
+        fingerprint: String,
+        occurrence: u32,
+        detail: String,
+    },
+
+    /// The arguments or the output have no canonical JSON form (a NaN, a non-string map key, ...).
+    #[error("{tool}: {what} cannot be recorded: {reason}")]
+    Serialize {
+        tool: String,
+        what: &'static str,
+        reason: String,
+    },
+
+    /// A recorded output no longer decodes into the tool's output type.
+    #[error("{tool}: the recorded output of run {run} seq {seq} does not decode into the output type ({reason}); bump the tool's `version` when its output type changes")]
+    ReplayDecode {
+        tool: String,
+        run: String,
+        seq: u64,
+        reason: String,
+    },
+
+    /// The output broke the tool's `output` contract, and the session is strict.
+    #[error("{tool}: output contract `{contract}` broken: {detail}")]
+    Contract {
+        tool: String,
+        contract: String,
+        detail: String,
+    },
+
+    /// The trace store failed; the run cannot record, so calls fail rather than run unrecorded.
+    #[error("trace store: {0}")]
+    Store(#[from] StoreError),
+
+    /// A trace could not be read.
+    #[error("{file}: line {line}: {reason}")]
+    Corrupt {
+        file: String,
+        line: u64,
+        reason: String,
+    },
+
+    /// A session or policy configuration error, found at startup.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// Two tools linked into the binary share one name.
+    #[error("two tools are named `{name}`: one in {first}, one in {second}; give one of them `name = \"...\"`")]
+    DuplicateTool {
+        name: String,
+        first: String,
+        second: String,
+    },
+
+    /// `call_json` named a tool that is not registered.
+    #[error("no tool named `{0}` is linked into this binary (see failcore::tools(); a crate whose items are never used is not linked: add `use that_crate as _;`)")]
+    UnknownTool(String),
+
+    /// The tool exists but cannot be called by name.
+    #[error("tool `{tool}` cannot be called by name: {reason}")]
+    NotCallable { tool: String, reason: String },
+
+    /// `call_json` arguments did not fit the tool's parameters.
+    #[error("tool `{tool}`: invalid arguments: {reason}")]
+    InvalidArguments { tool: String, reason: String },
+
+    /// The tool ran (or was replayed) and returned its own error, shown here as text (`call_json`).
+    #[error("tool `{tool}` failed: {message}")]
+    Tool { tool: String, message: String },
+}
+
+impl Error {
+    /// A short machine-readable name of the variant (`blocked`, `replay_miss`, ...), used as the
+    /// `error.type` of telemetry spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Blocked { .. } => "blocked",
+            Error::ReplayMiss { .. } => "replay_miss",
+            Error::Serialize { .. } => "serialize",
+            Error::ReplayDecode { .. } => "replay_decode",
+            Error::Contract { .. } => "contract",
+            Error::Store(_) => "store",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Config(_) => "config",
+            Error::DuplicateTool { .. } => "duplicate_tool",
+            Error::UnknownTool(_) => "unknown_tool",
+            Error::NotCallable { .. } => "not_callable",
+            Error::InvalidArguments { .. } => "invalid_arguments",
+            Error::Tool { .. } => "tool",
+        }
+    }
+}
+
+impl From<ReadError> for Error {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Corrupt { file, line, reason } => Error::Corrupt { file, line, reason },
+            ReadError::NewerVersion { file, line, found } => Error::Corrupt {
+                file,
+                line,
+                reason: format!(
+                    "trace format v{found} is newer than this FailCore reads (v{}); upgrade FailCore",
+                    failcore_store::FORMAT_VERSION
+                ),
+            },
+            ReadError::Store(s) => Error::Store(s),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! FailCore: a flight recorder and airbag beneath AI agents.
+//!
+//! Annotate an async tool function with [`#[failcore::tool]`](tool). From then on every call is
+//! fingerprinted, checked against its policy (a denied call never runs), served from the trace when the
+//! run being resumed already has its output, and otherwise executed and committed to an append-only,
+//! tamper-evident trace.
+//!
+//! ```
+//! use failcore::Session;
+//!
+//! #[derive(Debug)]
+//! struct ToolError(String);
+//! impl std::fmt::Display for ToolError {
+//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.0) }
+//! }
+//! impl From<failcore::Error> for ToolError {
+//!     fn from(e: failcore::Error) -> Self { ToolError(e.to_string()) }
+//! }
+//!
+//! /// Adds two numbers.
+//! #[failcore::tool(effect = "pure")]
+//! async fn add(a: i64, b: i64) -> Result<i64, ToolError> {
+//!     Ok(a + b)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), failcore::Error> {
+//! let store = std::sync::Arc::new(failcore::store::MemoryStore::new());
+//! let session = Session::builder().store(store.clone()).open()?;
+//! let sum = session.scope(add(2, 3)).await;
+//! assert_eq!(sum.unwrap(), 5);
+//! session.finish().await?;
+//!
+//! // Resume that run: the call is served from the trace without running.
+//! let resumed = Session::builder().store(store).resume(session.run_id()).open()?;
+//! assert_eq!(resumed.scope(add(2, 3)).await.unwrap(), 5);
+//! # Ok(()) }
+//! ```
+//!
+//! Sessions ([`Session`]) choose the store, the mode (record, resume, offline), the durability and the
+//! policies; a call made outside any session uses the process default session, configured from the
+//! environment (`FAILCORE_DIR`, `FAILCORE_RESUME=<run id|last>`, ...). See `docs/ARCHITECTURE.md` and
+//! `docs/TRACE_FORMAT.md` in the repository.
+//!
+//! # Registration
+//! Tools register at link time: [`tools()`] lists them and [`call_json`] calls one by name with the
+//! arguments an LLM emits. A crate whose items are never referenced is not linked, and its tools are
+//! missing: add `use my_tools as _;` where the binary starts, and check with [`expect_tools`].
+
+mod error;
+mod fingerprint;
+mod lifecycle;
+pub mod policy;
+mod registry;
+mod replay;
+mod runid;
+mod session;
+
+pub use error::Error;
+pub use failcore_store::{Durability, Mode, RunStatus, Status};
+pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
+pub use policy::{CallView, Policy, PolicyError, Verdict};
+pub use registry::{
+    call_json, expect_tools, tool as find_tool, tools, Effect, OutputContract, ToolInfo,
+};
+pub use replay::{InFlightStep, ResumeReport};
+pub use session::{
+    current, default_session, finish, spawn, ApprovalRequest, Approver, InFlight, RunSummary,
+    Session, SessionBuilder,
+};
+
+/// Trace format and stores (re-exported from `failcore-store`).
+pub mod store {
+    pub use failcore_store::*;
+}
+
+/// Turns an `async fn` returning `Result<T, E>` into a FailCore tool.
+///
+/// | argument | meaning |
+/// | --- | --- |
+/// | `policy = "name"` or `policy = <expr>` | a named policy (preset or defined on the session), or any expression yielding a [`Policy`]; evaluated once |
+/// | `name = "..."` | tool name in traces and the registry (default: the function's name); unique in a binary |
+/// | `version = "..."` | contract version, part of the fingerprint: bump it to stop replaying old outputs |
+/// | `effect = "pure" \| "read" \| "write" \| "network" \| "exec"` | what the tool touches |
+/// | `skip(a, b)` | arguments left out of the fingerprint and the trace (clients, handles) |
+/// | `redact(a)` | arguments fingerprinted but recorded only as a keyed hash |
+/// | `replay = "auto" \| "never"` | `never`: always execute, even when resuming (clock reads, randomness) |
+/// | `output = "json" \| "text"` | the output contract; a mismatch is recorded as drift |
+/// | `crate = path` | where `failcore` is, if renamed |
+///
+/// `T` must be `Serialize + DeserializeOwned`, `E: Display + From<failcore::Error>`, and every argument not
+/// skipped must be `Serialize`. Arguments typed `PathBuf`/`Path` are the path arguments of fs policies.
+pub use failcore_macros::tool;
+
+/// Opens a store from a spec: `jsonl:<dir>` or a bare directory.
+pub fn store_from_spec(spec: &str) -> Result<std::sync::Arc<dyn store::TraceStore>, Error> {
+    if let Some(dir) = spec.strip_prefix("jsonl:") {
+        return jsonl_store(std::path::Path::new(dir));
+    }
+    if spec.starts_with("sqlite:")
+        || spec.starts_with("postgres:")
+        || spec.starts_with("postgresql:")
+    {
+        return Err(Error::Config(format!(
+            "store `{spec}` needs a backend this build of failcore does not have"
+        )));
+    }
+    if spec.contains("://") {
+        return Err(Error::Config(format!(
+            "unknown store `{spec}`: expected jsonl:<dir>"
+        )));
+    }
+    jsonl_store(std::path::Path::new(spec))
+}
+
+#[cfg(feature = "jsonl")]
+pub(crate) fn jsonl_store(
+    dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn store::TraceStore>, Error> {
+    Ok(std::sync::Arc::new(failcore_store::JsonlStore::new(dir)))
+}
+
+#[cfg(not(feature = "jsonl"))]
+pub(crate) fn jsonl_store(
+    _: &std::path::Path,
+) -> Result<std::sync::Arc<dyn store::TraceStore>, Error> {
+    Err(Error::Config(
+        "the JSONL store needs the `jsonl` feature of failcore: enable it, or pass a store".into(),
+    ))
+}
+
+/// What generated code uses. Not public API: no stability promise.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::lifecycle::{enter, run, serialize_args, Entered, Prepared};
+    pub use crate::policy::{IntoPolicy, PolicyRef};
+    pub use crate::registry::{
+        encode_output, DescriptorCache, Effect, Invocation, InvokeLocal, InvokeSend, InvokeWrap,
+        Invoker, JsonArgs, OutputContract, Param, ParamRole, PolicySource, Registration,
+        ToolDescriptor,
+    };
+    pub use erased_serde::Serialize as ErasedSerialize;
+    pub use inventory;
+    pub use serde;
+    pub use serde_json;
+
+    pub fn into_policy<P: IntoPolicy>(p: P) -> PolicyRef {
+        p.into_policy()
+    }
+}

@@ -1,0 +1,757 @@
+//! The lifecycle of one call: resolve, validate, execute, commit.
+//!
+//! Generated code calls [`serialize_args`] (synchronous, so that no borrowed argument is held across an
+//! await), then [`enter`] (non-generic: fingerprint, policy, replay lookup, intent record), then [`run`],
+//! the only generic function, which decodes a replayed output or runs the body and hands its outcome back
+//! to non-generic commit functions.
+
+use crate::fingerprint::{fingerprint, write_canonical, CanonicalError};
+use crate::policy::{CallView, PolicyRef, Refuse, Verdict};
+use crate::registry::{Effect, OutputContract, ParamRole, PolicySource, ToolDescriptor, ToolInfo};
+use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
+use crate::Error;
+use failcore_store::{Decision, DecisionOutcome, Drift, Durability, Mode, Status};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::fmt::Display;
+use std::future::Future;
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+/// The arguments of a call, serialized before anything is awaited.
+pub struct Prepared(Result<Args, Error>);
+
+struct Args {
+    /// Canonical JSON of the non-skipped arguments, redacted ones in clear: what is fingerprinted.
+    canonical: Vec<u8>,
+    /// The same with redacted values replaced by their keyed hash: what is recorded. `None` if equal.
+    stored: Option<Vec<u8>>,
+    /// Positions of redacted values, to be hashed once the session (and its key) is known.
+    redacted: Vec<(std::ops::Range<usize>, usize)>,
+}
+
+/// Serializes the arguments (in parameter order, skipped ones left out) into canonical JSON.
+pub fn serialize_args(
+    tool: &'static ToolDescriptor,
+    values: &[&dyn erased_serde::Serialize],
+) -> Prepared {
+    let params = tool.params.iter().filter(|p| p.role != ParamRole::Skipped);
+    let mut entries: Vec<(&'static str, bool, &dyn erased_serde::Serialize)> = params
+        .zip(values.iter())
+        .map(|(p, v)| (p.name, p.role == ParamRole::Redacted, *v))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut canonical = Vec::with_capacity(64);
+    let mut redacted = Vec::new();
+    canonical.push(b'{');
+    for (i, (name, redact, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            canonical.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut canonical, name);
+        canonical.push(b':');
+        let start = canonical.len();
+        if let Err(e) = write_canonical(value, &mut canonical) {
+            return Prepared(Err(Error::Serialize {
+                tool: tool.name.to_owned(),
+                what: "the arguments",
+                reason: format!("argument `{name}`: {}", e.0),
+            }));
+        }
+        if redact {
+            redacted.push((start..canonical.len(), i));
+        }
+    }
+    canonical.push(b'}');
+    Prepared(Ok(Args {
+        canonical,
+        stored: None,
+        redacted,
+    }))
+}
+
+impl Args {
+    fn apply_redactions(&mut self, key: &[u8; 32]) {
+        if self.redacted.is_empty() {
+            return;
+        }
+        let mut stored = Vec::with_capacity(self.canonical.len());
+        let mut at = 0;
+        for (range, _) in &self.redacted {
+            stored.extend_from_slice(&self.canonical[at..range.start]);
+            let hash = blake3::keyed_hash(key, &self.canonical[range.clone()]);
+            let _ = write!(stored, "\"redacted:{}\"", &hash.to_hex()[..32]);
+            at = range.end;
+        }
+        stored.extend_from_slice(&self.canonical[at..]);
+        self.stored = Some(stored);
+    }
+
+    fn recorded(&self) -> &[u8] {
+        self.stored.as_deref().unwrap_or(&self.canonical)
+    }
+}
+
+/// Where a call stands after [`enter`].
+pub struct Entered(State);
+
+enum State {
+    /// Nothing to run: blocked, a replay miss offline, unserializable arguments, no session.
+    Done(Error),
+    Replay(ReplayStep),
+    Execute(StepGuard),
+}
+
+struct ReplayStep {
+    session: Session,
+    tool: &'static ToolDescriptor,
+    step: u64,
+    source_seq: u64,
+    saved_ns: u64,
+    output: Box<RawValue>,
+}
+
+/// Resolves and validates a call, and either serves it from the replay index or records its intent.
+pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered {
+    let ctx = match crate::session::context() {
+        Ok(ctx) => ctx,
+        Err(e) => return Entered(State::Done(e)),
+    };
+    let Context { session, parent } = ctx;
+    let inner = &session.inner;
+    let step = inner.next_step();
+    let durability = inner.durability_for(tool.name);
+
+    let mut args = match prepared.0 {
+        Ok(args) => args,
+        Err(e) => {
+            let start = encode_start(tool, step, "", 0, b"null", parent, &Decision::allow());
+            let end = encode_end(
+                step,
+                Status::Failed,
+                None,
+                Some(&e.to_string()),
+                0,
+                None,
+                &[],
+            );
+            return Entered(State::Done(
+                commit_pair(&session, start, end, Status::Failed, durability, e).await,
+            ));
+        }
+    };
+    args.apply_redactions(&inner.redact_key);
+    let fp = fingerprint(tool.name, tool.version, &args.canonical);
+    let occ = inner.next_occurrence(&fp);
+
+    // validate
+    let (mut decision, denied) = decide(&session, tool, &args.canonical).await;
+    if let Some(blocked) = denied {
+        return Entered(State::Done(
+            block(
+                &session, tool, step, &fp, occ, &args, parent, &decision, blocked,
+            )
+            .await,
+        ));
+    }
+
+    // execute: replay first
+    if let (Some(index), true) = (&inner.replay, tool.replay) {
+        if let Some(hit) = index.take(&fp) {
+            let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+            // Ordered before the step_end by the journal; the caller waits only for the step_end.
+            let _ = inner
+                .journal
+                .append_encoded("step_start", start, Durability::Buffered);
+            return Entered(State::Replay(ReplayStep {
+                session: session.clone(),
+                tool,
+                step,
+                source_seq: hit.seq,
+                saved_ns: hit.saved_ns,
+                output: hit.output,
+            }));
+        }
+        if inner.mode == Mode::Offline {
+            let err = Error::ReplayMiss {
+                tool: tool.name.to_owned(),
+                run: index.source.clone(),
+                fingerprint: fp.clone(),
+                occurrence: occ,
+                detail: String::new(),
+            };
+            let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+            let end = encode_end(
+                step,
+                Status::Failed,
+                None,
+                Some(&err.to_string()),
+                0,
+                None,
+                &[],
+            );
+            return Entered(State::Done(
+                commit_pair(&session, start, end, Status::Failed, durability, err).await,
+            ));
+        }
+        if index.take_in_flight(&fp)
+            && inner.on_in_flight == InFlight::Block
+            && matches!(tool.effect, Effect::Write | Effect::Exec)
+        {
+            decision = Decision {
+                outcome: DecisionOutcome::Deny,
+                policy: Some("resume".into()),
+                rule: Some("resume.in_flight".into()),
+                reason: Some(format!(
+                    "this `{}` call was in flight when run {} died and may have taken effect; \
+                     check it by hand, then resume with on_in_flight = rerun",
+                    tool.effect, index.source
+                )),
+            };
+            let err = blocked_error(tool, &decision);
+            return Entered(State::Done(
+                block(
+                    &session, tool, step, &fp, occ, &args, parent, &decision, err,
+                )
+                .await,
+            ));
+        }
+    }
+
+    // Write-ahead intent: durable (per the mode) before the body runs.
+    let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+    if let Err(e) = inner
+        .journal
+        .append_encoded("step_start", start, durability)
+        .await
+    {
+        return Entered(State::Done(e.into()));
+    }
+    Entered(State::Execute(StepGuard {
+        session: session.clone(),
+        tool,
+        step,
+        durability,
+        done: false,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn block(
+    session: &Session,
+    tool: &'static ToolDescriptor,
+    step: u64,
+    fp: &str,
+    occ: u32,
+    args: &Args,
+    parent: Option<u64>,
+    decision: &Decision,
+    err: Error,
+) -> Error {
+    tracing::warn!(
+        tool = tool.name,
+        rule = decision.rule.as_deref().unwrap_or(""),
+        "call blocked: {err}"
+    );
+    let start = encode_start(tool, step, fp, occ, args.recorded(), parent, decision);
+    let end = encode_end(
+        step,
+        Status::Blocked,
+        None,
+        Some(&err.to_string()),
+        0,
+        None,
+        &[],
+    );
+    commit_pair(
+        session,
+        start,
+        end,
+        Status::Blocked,
+        session.inner.durability_for(tool.name),
+        err,
+    )
+    .await
+}
+
+/// Records a step that did not execute (start and end together) and returns the error to give back.
+async fn commit_pair(
+    session: &Session,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    status: Status,
+    durability: Durability,
+    err: Error,
+) -> Error {
+    let journal = &session.inner.journal;
+    let _ = journal.append_encoded("step_start", start, Durability::Buffered);
+    session.inner.count(status);
+    match journal.append_encoded("step_end", end, durability).await {
+        Ok(_) => err,
+        // The trace could not take the record: the store's failure is the more urgent news.
+        Err(store) => Error::Store(store),
+    }
+}
+
+fn blocked_error(tool: &ToolDescriptor, d: &Decision) -> Error {
+    Error::Blocked {
+        tool: tool.name.to_owned(),
+        policy: d.policy.clone().unwrap_or_default(),
+        rule: d.rule.clone().unwrap_or_default(),
+        reason: d.reason.clone().unwrap_or_default(),
+    }
+}
+
+fn tool_policy(session: &Session, tool: &'static ToolDescriptor) -> Option<PolicyRef> {
+    match tool.policy {
+        PolicySource::None => None,
+        PolicySource::Named(name) => Some(
+            session
+                .inner
+                .policies
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(Refuse {
+                        name: name.to_owned(),
+                        rule: "policy.unknown",
+                        reason: format!("policy `{name}` is not defined in this session"),
+                    })
+                }),
+        ),
+        PolicySource::Expr(make) => Some(
+            tool.cache
+                .policy
+                .get_or_init(|| {
+                    catch_unwind(make).unwrap_or_else(|_| {
+                        Arc::new(Refuse {
+                            name: "<expr>".into(),
+                            rule: "policy.panic",
+                            reason: format!(
+                                "the policy expression of tool `{}` panicked",
+                                tool.name
+                            ),
+                        })
+                    })
+                })
+                .clone(),
+        ),
+    }
+}
+
+/// Runs the session's guards, then the tool's policy. The first denial wins; asks go to the approver.
+async fn decide(
+    session: &Session,
+    tool: &'static ToolDescriptor,
+    args: &[u8],
+) -> (Decision, Option<Error>) {
+    let inner = &session.inner;
+    let own = tool_policy(session, tool);
+    if inner.guards.is_empty() && own.is_none() {
+        return (Decision::allow(), None);
+    }
+    let view = CallView::new(tool, args);
+    let mut outcome = DecisionOutcome::Allow;
+    let mut last_name = None;
+    for policy in inner.guards.iter().chain(own.iter()) {
+        let name = policy.name().to_owned();
+        let verdict = match catch_unwind(AssertUnwindSafe(|| policy.check(&view))) {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => Verdict::deny(
+                "policy.error",
+                format!("policy `{name}` failed to decide: {e}"),
+            ),
+            Err(_) => Verdict::deny(
+                "policy.panic",
+                format!("policy `{name}` panicked while deciding"),
+            ),
+        };
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Deny { rule, reason } => {
+                let d = Decision {
+                    outcome: DecisionOutcome::Deny,
+                    policy: Some(name),
+                    rule: Some(rule),
+                    reason: Some(reason),
+                };
+                let err = blocked_error(tool, &d);
+                return (d, Some(err));
+            }
+            Verdict::Ask { reason } => {
+                let approved = match &inner.approver {
+                    Some(approver) => {
+                        let request = ApprovalRequest {
+                            tool: ToolInfo(tool),
+                            args: view.args().clone(),
+                            policy: name.clone(),
+                            reason: reason.clone(),
+                            run: inner.run.clone(),
+                        };
+                        approver.approve(&request).await
+                    }
+                    None => false,
+                };
+                if !approved {
+                    let why = if inner.approver.is_some() {
+                        format!("approval refused: {reason}")
+                    } else {
+                        format!("needs approval and the session has no approval handler: {reason}")
+                    };
+                    let d = Decision {
+                        outcome: DecisionOutcome::Refused,
+                        policy: Some(name),
+                        rule: Some("approval".into()),
+                        reason: Some(why),
+                    };
+                    let err = blocked_error(tool, &d);
+                    return (d, Some(err));
+                }
+                outcome = DecisionOutcome::Approved;
+            }
+        }
+        last_name = Some(name);
+    }
+    (
+        Decision {
+            outcome,
+            policy: last_name,
+            rule: None,
+            reason: None,
+        },
+        None,
+    )
+}
+
+/// Records the outcome of an executing step; if dropped first, records it as cancelled.
+struct StepGuard {
+    session: Session,
+    tool: &'static ToolDescriptor,
+    step: u64,
+    durability: Durability,
+    done: bool,
+}
+
+impl StepGuard {
+    async fn end(
+        &mut self,
+        status: Status,
+        output: Option<&[u8]>,
+        error: Option<&str>,
+        latency_ns: u64,
+        drift: &[Drift],
+    ) -> Result<(), Error> {
+        self.done = true;
+        self.session.inner.count(status);
+        let end = encode_end(self.step, status, output, error, latency_ns, None, drift);
+        self.session
+            .inner
+            .journal
+            .append_encoded("step_end", end, self.durability)
+            .await?;
+        Ok(())
+    }
+
+    /// Commits a successful output, after checking its contract.
+    async fn ok(&mut self, output: &[u8], latency_ns: u64) -> Result<(), Error> {
+        let drift = check_contract(self.tool.output, output);
+        if let (Some(d), true) = (drift.first(), self.session.inner.strict_contracts) {
+            let err = Error::Contract {
+                tool: self.tool.name.to_owned(),
+                contract: d.contract.clone(),
+                detail: d.detail.clone(),
+            };
+            self.end(
+                Status::Failed,
+                Some(output),
+                Some(&err.to_string()),
+                latency_ns,
+                &drift,
+            )
+            .await?;
+            return Err(err);
+        }
+        if let Some(d) = drift.first() {
+            tracing::warn!(tool = self.tool.name, contract = %d.contract, "output drift: {}", d.detail);
+        }
+        self.end(Status::Ok, Some(output), None, latency_ns, &drift)
+            .await
+    }
+}
+
+impl Drop for StepGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            // The future was dropped mid-call: nothing can be awaited here, so the record is queued.
+            self.session.inner.count(Status::Cancelled);
+            let end = encode_end(
+                self.step,
+                Status::Cancelled,
+                None,
+                Some("the call's future was dropped before it completed"),
+                0,
+                None,
+                &[],
+            );
+            let _ =
+                self.session
+                    .inner
+                    .journal
+                    .append_encoded("step_end", end, Durability::Buffered);
+        }
+    }
+}
+
+fn check_contract(contract: OutputContract, output: &[u8]) -> Vec<Drift> {
+    let as_string = || serde_json::from_slice::<String>(output).ok();
+    match contract {
+        OutputContract::Any => Vec::new(),
+        OutputContract::Json => match as_string() {
+            Some(s) if serde_json::from_str::<serde::de::IgnoredAny>(&s).is_err() => vec![Drift {
+                contract: "json".into(),
+                detail: format!("expected JSON, got text: {:?}", preview(&s)),
+            }],
+            _ => Vec::new(),
+        },
+        OutputContract::Text => match as_string() {
+            Some(_) => Vec::new(),
+            None => vec![Drift {
+                contract: "text".into(),
+                detail: "expected a string output".into(),
+            }],
+        },
+    }
+}
+
+fn preview(s: &str) -> String {
+    let mut p: String = s.chars().take(60).collect();
+    if p.len() < s.len() {
+        p.push('…');
+    }
+    p
+}
+
+/// Runs a call entered with [`enter`]: decodes a replayed output, or runs the body and commits its outcome.
+pub async fn run<T, E, F>(entered: Entered, body: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    T: Serialize + DeserializeOwned,
+    E: Display + From<Error>,
+{
+    match entered.0 {
+        State::Done(e) => Err(E::from(e)),
+        State::Replay(replay) => match serde_json::from_str::<T>(replay.output.get()) {
+            Ok(value) => replay.commit().await.map(|()| value).map_err(E::from),
+            Err(e) => Err(E::from(replay.undecodable(e.to_string()).await)),
+        },
+        State::Execute(mut guard) => {
+            let ctx = Context {
+                session: guard.session.clone(),
+                parent: Some(guard.step),
+            };
+            let started = Instant::now();
+            let outcome = CatchUnwind(in_context(ctx, body)).await;
+            let latency = started.elapsed().as_nanos() as u64;
+            match outcome {
+                Ok(Ok(value)) => {
+                    let mut out = Vec::with_capacity(64);
+                    match write_canonical(&value, &mut out) {
+                        Ok(()) => guard
+                            .ok(&out, latency)
+                            .await
+                            .map(|()| value)
+                            .map_err(E::from),
+                        Err(e) => Err(E::from(unrecordable(&mut guard, e, latency).await)),
+                    }
+                }
+                Ok(Err(e)) => {
+                    // The tool's own error is what the caller needs; a store failure shows on the next call.
+                    let _ = guard
+                        .end(Status::Failed, None, Some(&e.to_string()), latency, &[])
+                        .await;
+                    Err(e)
+                }
+                Err(panic) => {
+                    let msg = panic_message(&*panic);
+                    let _ = guard
+                        .end(Status::Panicked, None, Some(&msg), latency, &[])
+                        .await;
+                    std::panic::resume_unwind(panic)
+                }
+            }
+        }
+    }
+}
+
+async fn unrecordable(guard: &mut StepGuard, e: CanonicalError, latency: u64) -> Error {
+    let err = Error::Serialize {
+        tool: guard.tool.name.to_owned(),
+        what: "the output",
+        reason: e.0,
+    };
+    match guard
+        .end(Status::Failed, None, Some(&err.to_string()), latency, &[])
+        .await
+    {
+        Ok(()) => err,
+        Err(store) => store,
+    }
+}
+
+impl ReplayStep {
+    async fn commit(self) -> Result<(), Error> {
+        let inner = &self.session.inner;
+        let source = inner
+            .replay
+            .as_ref()
+            .map(|r| r.source.as_str())
+            .unwrap_or_default();
+        inner.count(Status::Replayed);
+        inner.add_saved(self.saved_ns);
+        let end = encode_end(
+            self.step,
+            Status::Replayed,
+            Some(self.output.get().as_bytes()),
+            None,
+            0,
+            Some((source, self.source_seq, self.saved_ns)),
+            &[],
+        );
+        inner
+            .journal
+            .append_encoded("step_end", end, inner.durability_for(self.tool.name))
+            .await?;
+        Ok(())
+    }
+
+    async fn undecodable(self, reason: String) -> Error {
+        let inner = &self.session.inner;
+        let err = Error::ReplayDecode {
+            tool: self.tool.name.to_owned(),
+            run: inner
+                .replay
+                .as_ref()
+                .map(|r| r.source.clone())
+                .unwrap_or_default(),
+            seq: self.source_seq,
+            reason,
+        };
+        inner.count(Status::Failed);
+        let end = encode_end(
+            self.step,
+            Status::Failed,
+            None,
+            Some(&err.to_string()),
+            0,
+            None,
+            &[],
+        );
+        match inner
+            .journal
+            .append_encoded("step_end", end, inner.durability_for(self.tool.name))
+            .await
+        {
+            Ok(_) => err,
+            Err(store) => store.into(),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".into());
+    format!("panicked: {text}")
+}
+
+/// Catches a panic raised while polling the inner future.
+struct CatchUnwind<F>(F);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning of the only field; it is never moved out.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+// Record encoding for the hot path: the arguments and output are already canonical JSON, so they are
+// spliced in as they are rather than parsed and serialized again. Golden tests pin that these bytes decode
+// into failcore_store's record types.
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn encode_start(
+    tool: &ToolDescriptor,
+    step: u64,
+    fp: &str,
+    occ: u32,
+    args: &[u8],
+    parent: Option<u64>,
+    decision: &Decision,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + args.len());
+    let _ = write!(out, "{{\"step\":{step},\"tool\":");
+    json_str(&mut out, tool.name);
+    if !tool.version.is_empty() {
+        out.extend_from_slice(b",\"tool_version\":");
+        json_str(&mut out, tool.version);
+    }
+    let _ = write!(out, ",\"fp\":\"{fp}\",\"occ\":{occ},\"args\":");
+    out.extend_from_slice(args);
+    if let Some(p) = parent {
+        let _ = write!(out, ",\"parent\":{p}");
+    }
+    out.extend_from_slice(b",\"decision\":");
+    let _ = serde_json::to_writer(&mut out, decision);
+    out.push(b'}');
+    out
+}
+
+fn encode_end(
+    step: u64,
+    status: Status,
+    output: Option<&[u8]>,
+    error: Option<&str>,
+    latency_ns: u64,
+    replayed_from: Option<(&str, u64, u64)>,
+    drift: &[Drift],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + output.map_or(0, <[u8]>::len));
+    let _ = write!(out, "{{\"step\":{step},\"status\":\"{}\"", status.as_str());
+    if let Some(o) = output {
+        out.extend_from_slice(b",\"output\":");
+        out.extend_from_slice(o);
+    }
+    if let Some(e) = error {
+        out.extend_from_slice(b",\"error\":");
+        json_str(&mut out, e);
+    }
+    let _ = write!(out, ",\"latency_ns\":{latency_ns}");
+    if let Some((run, seq, saved)) = replayed_from {
+        let _ = write!(
+            out,
+            ",\"replayed_from\":{{\"run\":\"{run}\",\"seq\":{seq}}},\"saved_ns\":{saved}"
+        );
+    }
+    if !drift.is_empty() {
+        out.extend_from_slice(b",\"drift\":");
+        let _ = serde_json::to_writer(&mut out, drift);
+    }
+    out.push(b'}');
+    out
+}

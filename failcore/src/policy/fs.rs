@@ -1,0 +1,225 @@
+//! The `fs` preset: path arguments must stay beneath a root.
+
+use super::{CallView, Policy, PolicyError, Verdict};
+use crate::Effect;
+use serde_json::Value;
+use std::path::{Component, Path, PathBuf};
+
+/// Paths must resolve beneath `root`: no `..` escape, no absolute path elsewhere, no symlink out, no NUL or
+/// control characters, no Windows separators, drive letters or device names.
+///
+/// Which arguments are paths is declared: arguments typed `PathBuf`/`Path`, plus the names given to
+/// [`FsPolicy::paths`]. A tool with this policy and no path argument is refused (rule
+/// `fs.no_path_argument`): a policy that checks nothing would be an allow in disguise.
+///
+/// ```
+/// use failcore::policy::FsPolicy;
+/// let policy = FsPolicy::new("./workspace").paths(["dest"]).read_only(false);
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone)]
+pub struct FsPolicy {
+    name: String,
+    root: PathBuf,
+    resolved_root: Result<PathBuf, String>,
+    paths: Vec<String>,
+    read_only: bool,
+}
+
+impl FsPolicy {
+    /// Paths beneath `root`. The root must exist when calls are checked.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let resolved_root = std::fs::canonicalize(&root).map_err(|e| {
+            format!(
+                "the sandbox root {} cannot be resolved: {e}",
+                root.display()
+            )
+        });
+        FsPolicy {
+            name: "fs".into(),
+            root,
+            resolved_root,
+            paths: Vec::new(),
+            read_only: false,
+        }
+    }
+
+    /// The name recorded with decisions (default `fs`).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Declares more arguments (by name) as paths, besides those typed `PathBuf` or `Path`.
+    pub fn paths<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.paths.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Refuses tools whose effect is `write` or `exec`.
+    pub fn read_only(mut self, yes: bool) -> Self {
+        self.read_only = yes;
+        self
+    }
+
+    /// The root, as given.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Checks one path string; `Ok(())` if it stays beneath the root.
+    pub fn check_path(&self, raw: &str) -> Result<(), Verdict> {
+        let root = self
+            .resolved_root
+            .as_ref()
+            .map_err(|e| Verdict::deny("fs.root_missing", e.clone()))?;
+        let deny = |rule: &str, why: &str| Verdict::deny(rule, format!("path {raw:?} {why}"));
+        if raw.is_empty() {
+            return Err(deny("fs.empty", "is empty"));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(deny(
+                "fs.control_char",
+                "contains a NUL or control character",
+            ));
+        }
+        if raw.contains('\\') {
+            return Err(deny(
+                "fs.windows_separator",
+                "contains a backslash; use `/` separators",
+            ));
+        }
+        let bytes = raw.as_bytes();
+        if bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
+            return Err(deny("fs.drive_letter", "names a drive"));
+        }
+        if raw.starts_with("//") {
+            return Err(deny("fs.unc", "is a UNC or network path"));
+        }
+        let path = Path::new(raw);
+        for comp in path.components() {
+            if let Component::Normal(c) = comp {
+                if is_device_name(&c.to_string_lossy()) {
+                    return Err(deny("fs.device_name", "names a Windows device"));
+                }
+            }
+        }
+        // Walk the path as the OS would, resolving every existing prefix (so symlinks are followed), and
+        // refuse as soon as it leaves the root.
+        let mut current = if path.is_absolute() {
+            PathBuf::from("/")
+        } else {
+            root.clone()
+        };
+        for comp in path.components() {
+            match comp {
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    current.pop();
+                    if !path.is_absolute() && !current.starts_with(root) {
+                        return Err(deny(
+                            "fs.escape",
+                            &format!("climbs out of the sandbox {}", self.root.display()),
+                        ));
+                    }
+                }
+                Component::Normal(c) => {
+                    current.push(c);
+                    if std::fs::symlink_metadata(&current).is_ok() {
+                        current = std::fs::canonicalize(&current).map_err(|e| {
+                            deny(
+                                "fs.unresolvable",
+                                &format!("cannot be resolved ({e}); refused rather than guessed"),
+                            )
+                        })?;
+                        if !path.is_absolute() && !current.starts_with(root) {
+                            return Err(deny(
+                                "fs.symlink_escape",
+                                &format!(
+                                    "leads through a symlink out of the sandbox {}",
+                                    self.root.display()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if !current.starts_with(root) {
+            return Err(deny(
+                "fs.outside_root",
+                &format!("is outside the sandbox {}", self.root.display()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_device_name(component: &str) -> bool {
+    let stem = component
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .to_ascii_uppercase();
+    matches!(
+        stem.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+        && stem.len() == 4
+        && stem.as_bytes()[3].is_ascii_digit()
+        && stem.as_bytes()[3] != b'0')
+}
+
+impl Policy for FsPolicy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self, call: &CallView<'_>) -> Result<Verdict, PolicyError> {
+        let tool = call.tool();
+        if self.read_only && matches!(tool.effect(), Effect::Write | Effect::Exec) {
+            return Ok(Verdict::deny(
+                "fs.read_only",
+                format!(
+                    "tool `{}` has effect `{}` and this policy is read-only",
+                    tool.name(),
+                    tool.effect()
+                ),
+            ));
+        }
+        let mut names: Vec<&str> = call.typed_path_args().collect();
+        names.extend(self.paths.iter().map(String::as_str));
+        if names.is_empty() {
+            return Ok(Verdict::deny(
+                "fs.no_path_argument",
+                format!(
+                    "tool `{}` has no argument declared as a path: type it `PathBuf` or list it in FsPolicy::paths",
+                    tool.name()
+                ),
+            ));
+        }
+        for name in names {
+            let verdict = match call.arg(name) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) => self.check_path(s),
+                Some(Value::Array(items)) => items.iter().try_for_each(|item| match item {
+                    Value::String(s) => self.check_path(s),
+                    _ => Err(Verdict::deny(
+                        "fs.not_a_path",
+                        format!("argument `{name}` holds a non-string path"),
+                    )),
+                }),
+                Some(_) => Err(Verdict::deny(
+                    "fs.not_a_path",
+                    format!("argument `{name}` is not a path string"),
+                )),
+            };
+            if let Err(deny) = verdict {
+                return Ok(deny);
+            }
+        }
+        Ok(Verdict::Allow)
+    }
+}

@@ -1,0 +1,215 @@
+//! Policies: what decides whether a call may run.
+//!
+//! A [`Policy`] sees the call ([`CallView`]: the tool, its effect, its canonical arguments) and returns a
+//! [`Verdict`]. Policies fail closed: an `Err` from `check`, or a panic inside it, is a denial. Every
+//! decision is recorded in the trace with the policy's name, the rule and the reason.
+//!
+//! Policies attach to tools explicitly (`#[failcore::tool(policy = ...)]`) or to every tool of a
+//! session ([`crate::SessionBuilder::guard`]); they are never matched by tool-name patterns.
+
+mod fs;
+
+pub use fs::FsPolicy;
+
+use crate::registry::{ParamRole, ToolDescriptor, ToolInfo};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// What a policy decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The call may run.
+    Allow,
+    /// The call must not run. `rule` is a stable id (`fs.escape`), `reason` says what to change.
+    Deny { rule: String, reason: String },
+    /// A person must approve: the session's approval handler decides; with none, the call is denied.
+    Ask { reason: String },
+}
+
+impl Verdict {
+    /// A denial by `rule`, with a reason a person can act on.
+    pub fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Verdict {
+        Verdict::Deny {
+            rule: rule.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a policy could not decide. The call is denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError(pub String);
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// A rule set that decides calls.
+pub trait Policy: Send + Sync + 'static {
+    /// The name recorded with each decision.
+    fn name(&self) -> &str;
+    /// Decides one call. An `Err` denies it (rule `policy.error`).
+    fn check(&self, call: &CallView<'_>) -> Result<Verdict, PolicyError>;
+}
+
+/// A shared policy.
+pub type PolicyRef = Arc<dyn Policy>;
+
+/// Anything usable as `policy = <expr>`: a policy value or an already shared one.
+pub trait IntoPolicy {
+    fn into_policy(self) -> PolicyRef;
+}
+
+impl<P: Policy> IntoPolicy for P {
+    fn into_policy(self) -> PolicyRef {
+        Arc::new(self)
+    }
+}
+
+impl IntoPolicy for PolicyRef {
+    fn into_policy(self) -> PolicyRef {
+        self
+    }
+}
+
+/// The call a policy decides on.
+pub struct CallView<'a> {
+    pub(crate) tool: &'static ToolDescriptor,
+    pub(crate) args: &'a [u8],
+    pub(crate) parsed: OnceLock<Value>,
+}
+
+impl<'a> CallView<'a> {
+    pub(crate) fn new(tool: &'static ToolDescriptor, args: &'a [u8]) -> Self {
+        CallView {
+            tool,
+            args,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The tool being called.
+    pub fn tool(&self) -> ToolInfo {
+        ToolInfo(self.tool)
+    }
+
+    /// The canonical JSON of the arguments (skipped ones left out; redacted ones in clear).
+    pub fn args_json(&self) -> &'a [u8] {
+        self.args
+    }
+
+    /// The arguments as a JSON object (parsed on first use).
+    pub fn args(&self) -> &Value {
+        self.parsed
+            .get_or_init(|| serde_json::from_slice(self.args).unwrap_or(Value::Null))
+    }
+
+    /// One argument by name.
+    pub fn arg(&self, name: &str) -> Option<&Value> {
+        self.args().get(name)
+    }
+
+    /// The names of the arguments declared as paths by their type (`PathBuf`, `&Path`, ...).
+    pub fn typed_path_args(&self) -> impl Iterator<Item = &'static str> {
+        self.tool
+            .params
+            .iter()
+            .filter(|p| p.path && p.role != ParamRole::Skipped)
+            .map(|p| p.name)
+    }
+}
+
+/// Refuses every call to the named tools (rule `deny_tools`).
+#[derive(Debug, Clone)]
+pub struct DenyTools {
+    names: HashSet<String>,
+}
+
+impl DenyTools {
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(names: I) -> Self {
+        DenyTools {
+            names: names.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl Policy for DenyTools {
+    fn name(&self) -> &str {
+        "deny_tools"
+    }
+    fn check(&self, call: &CallView<'_>) -> Result<Verdict, PolicyError> {
+        let tool = call.tool().name();
+        Ok(if self.names.contains(tool) {
+            Verdict::deny(
+                "deny_tools",
+                format!("tool `{tool}` is on the session's deny list"),
+            )
+        } else {
+            Verdict::Allow
+        })
+    }
+}
+
+/// Refuses everything, with a reason: what a named policy that cannot be built becomes.
+#[derive(Debug, Clone)]
+pub(crate) struct Refuse {
+    pub name: String,
+    pub rule: &'static str,
+    pub reason: String,
+}
+
+impl Policy for Refuse {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn check(&self, _: &CallView<'_>) -> Result<Verdict, PolicyError> {
+        Ok(Verdict::deny(self.rule, self.reason.clone()))
+    }
+}
+
+/// The named policies of a session: built-in presets plus the ones the session defines.
+#[derive(Clone, Default)]
+pub(crate) struct PolicySet {
+    named: BTreeMap<String, PolicyRef>,
+}
+
+impl PolicySet {
+    /// The built-in presets, configured from the session.
+    pub fn builtin(sandbox_root: Option<&PathBuf>) -> PolicySet {
+        let mut set = PolicySet::default();
+        for (name, read_only) in [("fs_safe", false), ("fs_read_only", true)] {
+            let policy: PolicyRef = match sandbox_root {
+                Some(root) => Arc::new(FsPolicy::new(root).named(name).read_only(read_only)),
+                None => Arc::new(Refuse {
+                    name: name.into(),
+                    rule: "fs.no_root",
+                    reason:
+                        "no sandbox root is configured: set Session::builder().sandbox_root(dir) \
+                             or FAILCORE_SANDBOX"
+                            .into(),
+                }),
+            };
+            set.named.insert(name.into(), policy);
+        }
+        set
+    }
+
+    pub fn insert(&mut self, name: String, policy: PolicyRef) {
+        self.named.insert(name, policy);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&PolicyRef> {
+        self.named.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.named.keys().map(String::as_str)
+    }
+}

@@ -1,0 +1,421 @@
+//! Tool descriptors, link-time registration (inventory), and calls by name.
+
+use crate::policy::PolicyRef;
+use crate::Error;
+use serde_json::{Map, Value};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+
+/// What a tool touches. Policies and replay use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// Not declared.
+    Unspecified,
+    Pure,
+    Read,
+    Write,
+    Network,
+    Exec,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Unspecified => "unspecified",
+            Effect::Pure => "pure",
+            Effect::Read => "read",
+            Effect::Write => "write",
+            Effect::Network => "network",
+            Effect::Exec => "exec",
+        }
+    }
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tool's output contract (`output = "json" | "text"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputContract {
+    Any,
+    /// A `String` output must hold JSON.
+    Json,
+    /// The output must be a string.
+    Text,
+}
+
+/// How an argument is treated.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamRole {
+    Fingerprinted,
+    Redacted,
+    Skipped,
+}
+
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Param {
+    pub name: &'static str,
+    pub role: ParamRole,
+    /// Typed `PathBuf`/`Path`: a path for fs policies.
+    pub path: bool,
+}
+
+#[doc(hidden)]
+pub enum PolicySource {
+    None,
+    Named(&'static str),
+    Expr(fn() -> PolicyRef),
+}
+
+/// The future of a by-name call: the output as JSON, or the tool's error as text.
+pub type Invocation = Pin<Box<dyn Future<Output = Result<Value, InvokeError>> + Send>>;
+
+/// Why a by-name call did not produce an output.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum InvokeError {
+    Arguments(String),
+    Tool(String),
+    NotSend,
+}
+
+#[doc(hidden)]
+pub enum Invoker {
+    Callable(fn(JsonArgs) -> Invocation),
+    NotCallable(&'static str),
+}
+
+/// Per-tool state computed once (the tool's `policy = <expr>`).
+#[doc(hidden)]
+pub struct DescriptorCache {
+    pub(crate) policy: OnceLock<PolicyRef>,
+}
+
+impl DescriptorCache {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        DescriptorCache {
+            policy: OnceLock::new(),
+        }
+    }
+}
+
+/// The static descriptor each `#[failcore::tool]` generates.
+#[doc(hidden)]
+pub struct ToolDescriptor {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub module: &'static str,
+    pub description: &'static str,
+    pub effect: Effect,
+    pub policy: PolicySource,
+    pub params: &'static [Param],
+    pub replay: bool,
+    pub output: OutputContract,
+    pub invoker: Invoker,
+    pub file: &'static str,
+    pub line: u32,
+    pub cache: DescriptorCache,
+}
+
+#[doc(hidden)]
+pub struct Registration(pub &'static ToolDescriptor);
+
+inventory::collect!(Registration);
+
+/// A registered tool, as [`tools()`] lists it.
+#[derive(Clone, Copy)]
+pub struct ToolInfo(pub(crate) &'static ToolDescriptor);
+
+impl ToolInfo {
+    pub fn name(&self) -> &'static str {
+        self.0.name
+    }
+    /// The contract version (`version = "..."`), empty when not set.
+    pub fn version(&self) -> &'static str {
+        self.0.version
+    }
+    /// The module that defines it.
+    pub fn module(&self) -> &'static str {
+        self.0.module
+    }
+    /// The doc comment.
+    pub fn description(&self) -> &'static str {
+        self.0.description
+    }
+    pub fn effect(&self) -> Effect {
+        self.0.effect
+    }
+    /// `Some(name)` for a named policy; `Some("<expr>")` for a policy given as an expression.
+    pub fn policy(&self) -> Option<&'static str> {
+        match self.0.policy {
+            PolicySource::None => None,
+            PolicySource::Named(n) => Some(n),
+            PolicySource::Expr(_) => Some("<expr>"),
+        }
+    }
+    /// The argument names, in order (skipped ones included).
+    pub fn params(&self) -> impl Iterator<Item = &'static str> {
+        self.0.params.iter().map(|p| p.name)
+    }
+    /// Whether `replay = "auto"` (the default).
+    pub fn replays(&self) -> bool {
+        self.0.replay
+    }
+    pub fn output(&self) -> OutputContract {
+        self.0.output
+    }
+    /// `Err(reason)` when the tool cannot be called by name (methods, skipped arguments).
+    pub fn callable(&self) -> Result<(), &'static str> {
+        match self.0.invoker {
+            Invoker::Callable(_) => Ok(()),
+            Invoker::NotCallable(why) => Err(why),
+        }
+    }
+    /// Where it is defined: `file:line`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.0.file, self.0.line)
+    }
+}
+
+impl fmt::Debug for ToolInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolInfo")
+            .field("name", &self.name())
+            .field("module", &self.module())
+            .field("effect", &self.effect())
+            .field("policy", &self.policy())
+            .finish()
+    }
+}
+
+/// Every tool linked into this binary, sorted by name.
+///
+/// A crate whose items are never referenced is not linked, and its tools are missing: reference it
+/// (`use my_tools as _;`) and check at startup with [`expect_tools`].
+pub fn tools() -> Vec<ToolInfo> {
+    let mut all: Vec<ToolInfo> = inventory::iter::<Registration>
+        .into_iter()
+        .map(|r| ToolInfo(r.0))
+        .collect();
+    all.sort_by(|a, b| a.name().cmp(b.name()).then(a.module().cmp(b.module())));
+    all
+}
+
+/// The first pair of tools that share a name, if any.
+pub(crate) fn check_unique() -> Result<(), Error> {
+    let all = tools();
+    for pair in all.windows(2) {
+        if pair[0].name() == pair[1].name() {
+            return Err(Error::DuplicateTool {
+                name: pair[0].name().to_owned(),
+                first: format!("{} ({})", pair[0].module(), pair[0].location()),
+                second: format!("{} ({})", pair[1].module(), pair[1].location()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn by_name() -> &'static HashMap<&'static str, Result<ToolInfo, Error>> {
+    static INDEX: OnceLock<HashMap<&'static str, Result<ToolInfo, Error>>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut index: HashMap<&'static str, Result<ToolInfo, Error>> = HashMap::new();
+        for tool in tools() {
+            let entry = match index.remove(tool.name()) {
+                None => Ok(tool),
+                Some(Ok(first)) => Err(Error::DuplicateTool {
+                    name: tool.name().to_owned(),
+                    first: format!("{} ({})", first.module(), first.location()),
+                    second: format!("{} ({})", tool.module(), tool.location()),
+                }),
+                Some(Err(e)) => Err(e),
+            };
+            index.insert(tool.name(), entry);
+        }
+        index
+    })
+}
+
+/// Checks that each named tool is linked into the binary, so that a registration lost to the linker is
+/// found at startup rather than when an agent first calls it.
+pub fn expect_tools(names: &[&str]) -> Result<(), Error> {
+    for name in names {
+        match by_name().get(name) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(clone_dup(e)),
+            None => return Err(Error::UnknownTool((*name).to_owned())),
+        }
+    }
+    Ok(())
+}
+
+fn clone_dup(e: &Error) -> Error {
+    match e {
+        Error::DuplicateTool {
+            name,
+            first,
+            second,
+        } => Error::DuplicateTool {
+            name: name.clone(),
+            first: first.clone(),
+            second: second.clone(),
+        },
+        other => Error::Config(other.to_string()),
+    }
+}
+
+/// Finds a tool by name.
+pub fn tool(name: &str) -> Result<ToolInfo, Error> {
+    match by_name().get(name) {
+        Some(Ok(t)) => Ok(*t),
+        Some(Err(e)) => Err(clone_dup(e)),
+        None => Err(Error::UnknownTool(name.to_owned())),
+    }
+}
+
+/// Calls a tool by name with the `arguments` object an LLM emits, through the full lifecycle (policy,
+/// replay, trace), in the current session.
+///
+/// Accepts the arguments as a JSON object, or as a string holding one (as some providers send them).
+pub async fn call_json(name: &str, arguments: Value) -> Result<Value, Error> {
+    let tool = tool(name)?;
+    let Invoker::Callable(invoke) = tool.0.invoker else {
+        return Err(Error::NotCallable {
+            tool: name.to_owned(),
+            reason: tool.callable().err().unwrap_or("").into(),
+        });
+    };
+    let arguments = match arguments {
+        Value::String(s) => serde_json::from_str(&s).map_err(|e| Error::InvalidArguments {
+            tool: name.to_owned(),
+            reason: format!("not JSON: {e}"),
+        })?,
+        other => other,
+    };
+    let args = match arguments {
+        Value::Object(map) => JsonArgs { map },
+        Value::Null => JsonArgs { map: Map::new() },
+        other => {
+            return Err(Error::InvalidArguments {
+                tool: name.to_owned(),
+                reason: format!("arguments must be a JSON object, not {}", json_type(&other)),
+            })
+        }
+    };
+    match invoke(args).await {
+        Ok(v) => Ok(v),
+        Err(InvokeError::Arguments(reason)) => Err(Error::InvalidArguments {
+            tool: name.to_owned(),
+            reason,
+        }),
+        Err(InvokeError::Tool(message)) => Err(Error::Tool {
+            tool: name.to_owned(),
+            message,
+        }),
+        Err(InvokeError::NotSend) => Err(Error::NotCallable {
+            tool: name.to_owned(),
+            reason: "its future is not Send, and calls by name run on any thread".into(),
+        }),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The arguments of a by-name call, taken one parameter at a time by the generated code.
+#[doc(hidden)]
+pub struct JsonArgs {
+    map: Map<String, Value>,
+}
+
+impl JsonArgs {
+    pub fn take<T: serde::de::DeserializeOwned>(&mut self, name: &str) -> Result<T, InvokeError> {
+        let present = self.map.contains_key(name);
+        let value = self.map.remove(name).unwrap_or(Value::Null);
+        serde_json::from_value(value).map_err(|e| {
+            InvokeError::Arguments(if present {
+                format!("argument `{name}`: {e}")
+            } else {
+                format!("missing argument `{name}`")
+            })
+        })
+    }
+
+    pub fn finish(&self) -> Result<(), InvokeError> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(InvokeError::Arguments(format!("unknown argument `{k}`"))),
+        }
+    }
+}
+
+#[doc(hidden)]
+pub fn encode_output<T: serde::Serialize, E: fmt::Display>(
+    out: Result<T, E>,
+) -> Result<Value, InvokeError> {
+    match out {
+        Ok(v) => serde_json::to_value(&v)
+            .map_err(|e| InvokeError::Tool(format!("output not serializable: {e}"))),
+        Err(e) => Err(InvokeError::Tool(e.to_string())),
+    }
+}
+
+/// Boxes a by-name call's future when it is `Send`, and reports it otherwise, without requiring `Send`
+/// of every tool: on `(&&wrap).__failcore_invocation()`, method resolution picks [`InvokeSend`] (receiver
+/// `&&InvokeWrap`) when its bound holds, else derefs once and picks [`InvokeLocal`].
+#[doc(hidden)]
+pub struct InvokeWrap<F>(Cell<Option<F>>);
+
+impl<F> InvokeWrap<F> {
+    pub fn new(f: F) -> Self {
+        InvokeWrap(Cell::new(Some(f)))
+    }
+}
+
+#[doc(hidden)]
+pub trait InvokeSend {
+    fn __failcore_invocation(&self) -> Invocation;
+}
+
+impl<F> InvokeSend for &InvokeWrap<F>
+where
+    F: Future<Output = Result<Value, InvokeError>> + Send + 'static,
+{
+    fn __failcore_invocation(&self) -> Invocation {
+        match self.0.take() {
+            Some(f) => Box::pin(f),
+            None => {
+                Box::pin(async { Err(InvokeError::Arguments("invocation taken twice".into())) })
+            }
+        }
+    }
+}
+
+#[doc(hidden)]
+pub trait InvokeLocal {
+    fn __failcore_invocation(&self) -> Invocation;
+}
+
+impl<F> InvokeLocal for InvokeWrap<F> {
+    fn __failcore_invocation(&self) -> Invocation {
+        Box::pin(async { Err(InvokeError::NotSend) })
+    }
+}

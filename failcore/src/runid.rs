@@ -1,0 +1,45 @@
+//! Run ids: 26 characters of Crockford base32, a 48-bit millisecond timestamp then 80 random bits, so
+//! ids sort by creation time and are unique across machines without coordination.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+pub(crate) fn new_run_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0) as u128;
+    let mut random = [0u8; 10];
+    if getrandom::fill(&mut random).is_err() {
+        // No OS randomness: fall back to hashing what differs between processes and calls.
+        let seed = format!(
+            "{:?}{}{:?}",
+            SystemTime::now(),
+            std::process::id(),
+            std::thread::current().id()
+        );
+        random.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..10]);
+    }
+    let mut value: u128 = (ms & 0xFFFF_FFFF_FFFF) << 80;
+    for (i, b) in random.iter().enumerate() {
+        value |= u128::from(*b) << (8 * (9 - i));
+    }
+    (0..26)
+        .rev()
+        .map(|i| ALPHABET[((value >> (5 * i)) & 31) as usize] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_unique_sortable_and_valid() {
+        let a = super::new_run_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = super::new_run_id();
+        assert_eq!(a.len(), 26);
+        assert!(a < b, "{a} < {b}");
+        failcore_store::check_run_id(&a).unwrap();
+    }
+}

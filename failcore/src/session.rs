@@ -1,0 +1,604 @@
+//! Sessions: one run each, with its store, mode, replay index and policies.
+
+use crate::policy::{PolicyRef, PolicySet};
+use crate::registry::{self, PolicySource};
+use crate::replay::{ReplayIndex, ResumeReport};
+use crate::runid::new_run_id;
+use crate::{Error, ToolInfo};
+use failcore_store::{
+    Body, Counts, Durability, Journal, Mode, RunEnd, RunStart, RunStatus, Status, TraceStore,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+tokio::task_local! {
+    static CONTEXT: Context;
+}
+
+/// The session a call runs in, and the step it was made from (for nested tool calls).
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub session: Session,
+    pub parent: Option<u64>,
+}
+
+/// What to do on resume with a step that was in flight (started, never ended) when the run died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InFlight {
+    /// Run it again (at-least-once).
+    #[default]
+    Rerun,
+    /// Refuse it if its tool's effect is `write` or `exec` (it may have happened already).
+    Block,
+}
+
+/// A person's answer to a policy that asked.
+pub trait Approver: Send + Sync {
+    fn approve<'a>(
+        &'a self,
+        request: &'a ApprovalRequest,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+}
+
+impl<F: Fn(&ApprovalRequest) -> bool + Send + Sync> Approver for F {
+    fn approve<'a>(
+        &'a self,
+        request: &'a ApprovalRequest,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        let answer = self(request);
+        Box::pin(async move { answer })
+    }
+}
+
+/// A call waiting for approval.
+#[derive(Debug)]
+pub struct ApprovalRequest {
+    pub tool: ToolInfo,
+    pub args: serde_json::Value,
+    pub policy: String,
+    pub reason: String,
+    pub run: String,
+}
+
+/// The result of [`Session::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    pub run: String,
+    pub status: RunStatus,
+    pub counts: Counts,
+    pub steps: u64,
+    pub total_ns: u64,
+    pub saved_ns: u64,
+}
+
+/// One run of an agent: every tool call made inside [`Session::scope`] is checked, replayed or executed,
+/// and recorded here. Cloning is cheap and shares the run.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), failcore::Error> {
+/// let session = failcore::Session::builder().dir(".failcore").resume("last").open()?;
+/// session.scope(async { /* call tools */ }).await;
+/// session.finish().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub run: String,
+    pub mode: Mode,
+    pub journal: Journal,
+    pub store: Arc<dyn TraceStore>,
+    pub durability: Durability,
+    pub tool_durability: HashMap<String, Durability>,
+    pub replay: Option<ReplayIndex>,
+    pub resume_report: Option<ResumeReport>,
+    occurrences: Mutex<HashMap<String, u32>>,
+    pub policies: PolicySet,
+    pub guards: Vec<PolicyRef>,
+    pub approver: Option<Arc<dyn Approver>>,
+    pub strict_contracts: bool,
+    pub on_in_flight: InFlight,
+    pub redact_key: [u8; 32],
+    next_step: AtomicU64,
+    counts: [AtomicU64; 6],
+    saved_ns: AtomicU64,
+    started: Instant,
+    finished: AtomicBool,
+}
+
+impl Inner {
+    pub fn next_step(&self) -> u64 {
+        self.next_step.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn next_occurrence(&self, fp: &str) -> u32 {
+        let mut map = self.occurrences.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(fp) {
+            *n += 1;
+            *n - 1
+        } else {
+            map.insert(fp.to_owned(), 1);
+            0
+        }
+    }
+
+    pub fn count(&self, status: Status) {
+        let i = Status::ALL.iter().position(|s| *s == status).unwrap_or(0);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_saved(&self, ns: u64) {
+        self.saved_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    pub fn durability_for(&self, tool: &str) -> Durability {
+        if self.tool_durability.is_empty() {
+            return self.durability;
+        }
+        self.tool_durability
+            .get(tool)
+            .copied()
+            .unwrap_or(self.durability)
+    }
+
+    fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for (i, s) in Status::ALL.iter().enumerate() {
+            let n = self.counts[i].load(Ordering::Relaxed);
+            match s {
+                Status::Ok => c.ok = n,
+                Status::Failed => c.failed = n,
+                Status::Blocked => c.blocked = n,
+                Status::Replayed => c.replayed = n,
+                Status::Cancelled => c.cancelled = n,
+                Status::Panicked => c.panicked = n,
+            }
+        }
+        c
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("run", &self.inner.run)
+            .field("mode", &self.inner.mode)
+            .field("store", &self.inner.store.location())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A builder with defaults: JSONL store in `./.failcore`, record mode, `flushed` durability.
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder::default()
+    }
+
+    /// A builder configured from the environment: `FAILCORE_DIR`, `FAILCORE_STORE` (`jsonl:<dir>`),
+    /// `FAILCORE_RESUME` (`<run id>` or `last`), `FAILCORE_OFFLINE` (same), `FAILCORE_DURABILITY`,
+    /// `FAILCORE_SANDBOX` (the root of the `fs_safe` policy).
+    pub fn from_env() -> Result<SessionBuilder, Error> {
+        let mut b = SessionBuilder::default();
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(dir) = var("FAILCORE_DIR") {
+            b = b.dir(dir);
+        }
+        if let Some(spec) = var("FAILCORE_STORE") {
+            b = b.store(crate::store_from_spec(&spec)?);
+        }
+        match (var("FAILCORE_RESUME"), var("FAILCORE_OFFLINE")) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "set FAILCORE_RESUME or FAILCORE_OFFLINE, not both".into(),
+                ));
+            }
+            (Some(run), None) => b = b.resume(run),
+            (None, Some(run)) => b = b.offline(run),
+            (None, None) => {}
+        }
+        if let Some(d) = var("FAILCORE_DURABILITY") {
+            b = b.durability(
+                d.parse()
+                    .map_err(|e: String| Error::Config(format!("FAILCORE_DURABILITY: {e}")))?,
+            );
+        }
+        if let Some(root) = var("FAILCORE_SANDBOX") {
+            b = b.sandbox_root(root);
+        }
+        Ok(b)
+    }
+
+    /// This run's id.
+    pub fn run_id(&self) -> &str {
+        &self.inner.run
+    }
+
+    /// The mode this run was opened in.
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// The store this run is written to.
+    pub fn store(&self) -> Arc<dyn TraceStore> {
+        self.inner.store.clone()
+    }
+
+    /// What was found in the run being resumed (resume and offline modes).
+    pub fn resume_report(&self) -> Option<&ResumeReport> {
+        self.inner.resume_report.as_ref()
+    }
+
+    /// Runs `fut` with this session as the current one: tool calls inside it are recorded here.
+    pub async fn scope<F: Future>(&self, fut: F) -> F::Output {
+        CONTEXT
+            .scope(
+                Context {
+                    session: self.clone(),
+                    parent: None,
+                },
+                fut,
+            )
+            .await
+    }
+
+    /// Writes the run_end record (counts, time saved, chain head) and waits until it is durable.
+    /// Calls made after it are still checked and executed, but a second `finish` is refused.
+    pub async fn finish(&self) -> Result<RunSummary, Error> {
+        let inner = &self.inner;
+        if inner.finished.swap(true, Ordering::SeqCst) {
+            return Err(Error::Config(format!(
+                "run {} is already finished",
+                inner.run
+            )));
+        }
+        let counts = inner.counts();
+        let failed = counts.failed + counts.panicked + counts.cancelled > 0;
+        let summary = RunSummary {
+            run: inner.run.clone(),
+            status: if failed {
+                RunStatus::Failed
+            } else {
+                RunStatus::Ok
+            },
+            counts,
+            steps: inner.next_step.load(Ordering::Relaxed),
+            total_ns: inner.started.elapsed().as_nanos() as u64,
+            saved_ns: inner.saved_ns.load(Ordering::Relaxed),
+        };
+        let end = RunEnd {
+            status: summary.status,
+            counts,
+            steps: summary.steps,
+            total_ns: summary.total_ns,
+            saved_ns: summary.saved_ns,
+            head: None,
+            seal: None,
+        };
+        inner
+            .journal
+            .append(Body::RunEnd(end), inner.durability.max(Durability::Flushed))
+            .await?;
+        Ok(summary)
+    }
+}
+
+/// Configures and opens a [`Session`].
+#[derive(Default)]
+#[must_use]
+pub struct SessionBuilder {
+    store: Option<Arc<dyn TraceStore>>,
+    dir: Option<PathBuf>,
+    source: Option<(Mode, String)>,
+    durability: Durability,
+    tool_durability: HashMap<String, Durability>,
+    sandbox_root: Option<PathBuf>,
+    policies: Vec<(String, PolicyRef)>,
+    guards: Vec<PolicyRef>,
+    approver: Option<Arc<dyn Approver>>,
+    strict_contracts: bool,
+    on_in_flight: InFlight,
+    redact_key: Option<[u8; 32]>,
+}
+
+impl SessionBuilder {
+    /// Traces go to a JSONL store in `dir` (default `./.failcore`).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Traces go to this store.
+    pub fn store(mut self, store: Arc<dyn TraceStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Resume an earlier run (`"last"` for the newest): its recorded successes are served, the rest runs.
+    pub fn resume(mut self, run: impl Into<String>) -> Self {
+        self.source = Some((Mode::Resume, run.into()));
+        self
+    }
+
+    /// Replay an earlier run offline: a call with no recorded success is an error, nothing executes.
+    pub fn offline(mut self, run: impl Into<String>) -> Self {
+        self.source = Some((Mode::Offline, run.into()));
+        self
+    }
+
+    /// The durability of every record (default `flushed`).
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// The durability of one tool's records.
+    pub fn tool_durability(mut self, tool: impl Into<String>, d: Durability) -> Self {
+        self.tool_durability.insert(tool.into(), d);
+        self
+    }
+
+    /// The root of the `fs_safe` and `fs_read_only` presets.
+    pub fn sandbox_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.sandbox_root = Some(root.into());
+        self
+    }
+
+    /// Defines a named policy that tools refer to with `policy = "name"` (overrides a preset).
+    pub fn policy(
+        mut self,
+        name: impl Into<String>,
+        policy: impl crate::policy::IntoPolicy,
+    ) -> Self {
+        self.policies.push((name.into(), policy.into_policy()));
+        self
+    }
+
+    /// A policy checked on every call of this session, before the tool's own.
+    pub fn guard(mut self, policy: impl crate::policy::IntoPolicy) -> Self {
+        self.guards.push(policy.into_policy());
+        self
+    }
+
+    /// Who answers when a policy asks. Without one, asking means denied.
+    pub fn approval(mut self, approver: impl Approver + 'static) -> Self {
+        self.approver = Some(Arc::new(approver));
+        self
+    }
+
+    /// Turns output-contract drift into an error (the step fails) instead of a note on the step.
+    pub fn strict_contracts(mut self, yes: bool) -> Self {
+        self.strict_contracts = yes;
+        self
+    }
+
+    /// What to do with steps in flight when the resumed run died (default: run them again).
+    pub fn on_in_flight(mut self, what: InFlight) -> Self {
+        self.on_in_flight = what;
+        self
+    }
+
+    /// The key of the keyed hash that stands in for `redact`ed arguments (default: a key kept in the
+    /// store directory, or a random one per session for other stores).
+    pub fn redact_key(mut self, key: [u8; 32]) -> Self {
+        self.redact_key = Some(key);
+        self
+    }
+
+    /// Opens the run: checks the registry and the policies, loads the run being resumed, creates the new
+    /// run and writes its run_start. Does blocking I/O: call it before or outside async hot paths.
+    pub fn open(self) -> Result<Session, Error> {
+        registry::check_unique()?;
+        let dir = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".failcore"));
+        let dir_store = self.store.is_none();
+        let store: Arc<dyn TraceStore> = match self.store {
+            Some(s) => s,
+            None => crate::jsonl_store(&dir)?,
+        };
+
+        let mut policies = PolicySet::builtin(self.sandbox_root.as_ref());
+        for (name, p) in self.policies {
+            policies.insert(name, p);
+        }
+        for tool in registry::tools() {
+            if let PolicySource::Named(name) = tool.0.policy {
+                if policies.get(name).is_none() {
+                    return Err(Error::Config(format!(
+                        "tool `{}` ({}) uses policy `{name}`, which is not defined; defined: {}",
+                        tool.name(),
+                        tool.location(),
+                        policies.names().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
+
+        let (mode, replay, resume_report) = match &self.source {
+            None => (Mode::Record, None, None),
+            Some((mode, run)) => {
+                let source = store.resolve(run)?;
+                let (index, report) = ReplayIndex::load(store.as_ref(), &source)?;
+                for step in &report.in_flight {
+                    tracing::warn!(run = %source, step = step.step, tool = %step.tool, "step was in flight when the run died");
+                }
+                if let Some(bytes) = report.torn_tail {
+                    tracing::warn!(run = %source, bytes, "dropped a torn last line");
+                }
+                (*mode, Some(index), Some(report))
+            }
+        };
+
+        let redact_key = match self.redact_key {
+            Some(k) => k,
+            None if dir_store => load_or_create_key(&dir)?,
+            None => random_key(),
+        };
+
+        let run = new_run_id();
+        let journal = Journal::open(store.clone(), &run, self.durability)?;
+        let start = RunStart {
+            resumed_from: replay.as_ref().map(|r: &ReplayIndex| r.source.clone()),
+            mode,
+            program: std::env::args().next().unwrap_or_default(),
+            host: hostname(),
+            pid: std::process::id(),
+            versions: [
+                (
+                    "failcore".to_owned(),
+                    serde_json::Value::from(env!("CARGO_PKG_VERSION")),
+                ),
+                (
+                    "format".to_owned(),
+                    serde_json::Value::from(failcore_store::FORMAT_VERSION),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        journal.send(Body::RunStart(start));
+        tracing::info!(run = %run, store = %store.location(), mode = ?mode, "failcore run started");
+
+        Ok(Session {
+            inner: Arc::new(Inner {
+                run,
+                mode,
+                journal,
+                store,
+                durability: self.durability,
+                tool_durability: self.tool_durability,
+                replay,
+                resume_report,
+                occurrences: Mutex::new(HashMap::new()),
+                policies,
+                guards: self.guards,
+                approver: self.approver,
+                strict_contracts: self.strict_contracts,
+                on_in_flight: self.on_in_flight,
+                redact_key,
+                next_step: AtomicU64::new(0),
+                counts: Default::default(),
+                saved_ns: AtomicU64::new(0),
+                started: Instant::now(),
+                finished: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if getrandom::fill(&mut key).is_err() {
+        key = *blake3::hash(format!("{:?}{}", Instant::now(), std::process::id()).as_bytes())
+            .as_bytes();
+    }
+    key
+}
+
+/// The redaction key of a store directory: created once (mode 0600), so that redacted values hash the
+/// same across the runs of that store and can be compared.
+fn load_or_create_key(dir: &Path) -> Result<[u8; 32], Error> {
+    let path = dir.join("redact.key");
+    let io = |e: std::io::Error| Error::Config(format!("redaction key {}: {e}", path.display()));
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 32 => return Ok(bytes.try_into().unwrap_or([0; 32])),
+        Ok(_) => {
+            return Err(Error::Config(format!(
+                "redaction key {} is not 32 bytes",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let key = random_key();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(&path) {
+        Ok(mut f) => {
+            std::io::Write::write_all(&mut f, &key).map_err(io)?;
+            Ok(key)
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(dir),
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// The session of the current scope, else the process default session.
+pub(crate) fn context() -> Result<Context, Error> {
+    if let Ok(ctx) = CONTEXT.try_with(Clone::clone) {
+        return Ok(ctx);
+    }
+    Ok(Context {
+        session: default_session()?,
+        parent: None,
+    })
+}
+
+pub(crate) async fn in_context<F: Future>(ctx: Context, fut: F) -> F::Output {
+    CONTEXT.scope(ctx, fut).await
+}
+
+/// The session of the current scope, if any.
+pub fn current() -> Option<Session> {
+    CONTEXT.try_with(|c| c.session.clone()).ok()
+}
+
+static DEFAULT: OnceLock<Result<Session, String>> = OnceLock::new();
+
+/// The process default session, created on first use from the environment ([`Session::from_env`]).
+pub fn default_session() -> Result<Session, Error> {
+    DEFAULT
+        .get_or_init(|| {
+            Session::from_env()
+                .and_then(SessionBuilder::open)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| Error::Config(format!("the default session could not be opened: {e}")))
+}
+
+/// Finishes the process default session, if one was opened (writes its run_end).
+pub async fn finish() -> Result<Option<RunSummary>, Error> {
+    match DEFAULT.get() {
+        Some(Ok(session)) => session.finish().await.map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Spawns a task on the tokio runtime that runs in the current session (and under the current step, for
+/// nested calls).
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match CONTEXT.try_with(Clone::clone) {
+        Ok(ctx) => tokio::spawn(CONTEXT.scope(ctx, fut)),
+        Err(_) => tokio::spawn(fut),
+    }
+}

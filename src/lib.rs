@@ -1,0 +1,1 @@
+//! Hosts FailCore's examples and cross-crate tests; not published.
