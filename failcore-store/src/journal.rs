@@ -182,6 +182,17 @@ impl Journal {
         self.submit(Payload::Encoded { kind, fields }, durability)
     }
 
+    /// Queues an encoded body without waiting for it: it is ordered before anything sent after it, and as
+    /// durable as the next record that is waited for.
+    pub fn enqueue_encoded(&self, kind: &'static str, fields: Vec<u8>) {
+        let payload = Payload::Encoded { kind, fields };
+        let _ = self.tx.send(Msg::Record {
+            payload,
+            durability: Durability::Buffered,
+            ack: None,
+        });
+    }
+
     /// Appends a body.
     pub fn append(&self, body: Body, durability: Durability) -> Ack {
         self.submit(Payload::Body(Box::new(body)), durability)

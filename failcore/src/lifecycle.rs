@@ -165,9 +165,7 @@ pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered
         if let Some(hit) = index.take(&fp) {
             let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
             // Ordered before the step_end by the journal; the caller waits only for the step_end.
-            let _ = inner
-                .journal
-                .append_encoded("step_start", start, Durability::Buffered);
+            inner.journal.enqueue_encoded("step_start", start);
             return Entered(State::Replay(ReplayStep {
                 session: session.clone(),
                 tool,
@@ -289,7 +287,7 @@ async fn commit_pair(
     err: Error,
 ) -> Error {
     let journal = &session.inner.journal;
-    let _ = journal.append_encoded("step_start", start, Durability::Buffered);
+    journal.enqueue_encoded("step_start", start);
     session.inner.count(status);
     match journal.append_encoded("step_end", end, durability).await {
         Ok(_) => err,
@@ -498,11 +496,7 @@ impl Drop for StepGuard {
                 None,
                 &[],
             );
-            let _ =
-                self.session
-                    .inner
-                    .journal
-                    .append_encoded("step_end", end, Durability::Buffered);
+            self.session.inner.journal.enqueue_encoded("step_end", end);
         }
     }
 }

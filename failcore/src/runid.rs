@@ -9,7 +9,7 @@ pub(crate) fn new_run_id() -> String {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
-        .unwrap_or(0) as u128;
+        .unwrap_or(0);
     let mut random = [0u8; 10];
     if getrandom::fill(&mut random).is_err() {
         // No OS randomness: fall back to hashing what differs between processes and calls.

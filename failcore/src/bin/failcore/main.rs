@@ -1,1 +1,56 @@
-fn main() {}
+//! The `failcore` command: run the sample, list runs, show and verify traces.
+
+mod common;
+mod list;
+mod sample;
+mod show;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "failcore",
+    version,
+    about = "Inspect, verify and replay FailCore traces"
+)]
+struct Cli {
+    /// The trace store: a directory, `jsonl:<dir>`, ... (default: $FAILCORE_STORE, $FAILCORE_DIR or .failcore)
+    #[arg(long, global = true, value_name = "STORE")]
+    store: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the built-in demo: a ten-step agent workflow that is blocked, drifts, crashes and resumes.
+    Sample,
+    /// List runs, newest first.
+    List(list::Args),
+    /// Show one run as a timeline.
+    Show(show::Args),
+    /// Check a run's hash chain, sequence and summary.
+    Verify(verify::Args),
+}
+
+fn main() -> ExitCode {
+    if sample::is_child() {
+        return sample::run();
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sample => return sample::run(),
+        Command::List(args) => list::run(cli.store.as_deref(), args),
+        Command::Show(args) => show::run(cli.store.as_deref(), args),
+        Command::Verify(args) => verify::run(cli.store.as_deref(), args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("failcore: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
