@@ -1,0 +1,19 @@
+#[derive(Debug)]
+struct E;
+impl std::fmt::Display for E {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("e")
+    }
+}
+impl From<failcore::Error> for E {
+    fn from(_: failcore::Error) -> Self {
+        E
+    }
+}
+
+#[failcore::tool(effect = "delete")]
+async fn rm(path: String) -> Result<(), E> {
+    let _ = path;
+    Ok(())
+}
+fn main() {}
