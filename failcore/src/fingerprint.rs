@@ -651,3 +651,18 @@ mod tests {
         assert_eq!(a, fingerprint("ab", "c", b"{}"));
     }
 }
+
+#[cfg(test)]
+mod pinned {
+    /// The same value and expected hex as the root package's golden test, which is built with serde_json's
+    /// `preserve_order` on; this crate's unit tests are built with it off. Both must agree.
+    #[test]
+    fn fingerprint_is_pinned_without_preserve_order() {
+        let v = serde_json::json!({"b": {"y": 1, "x": [1.5, "s"]}, "a": null});
+        let canonical = super::canonical_json(&v).unwrap();
+        assert_eq!(
+            super::fingerprint("t", "1", &canonical),
+            "56af37e8d3813fb29d5096fb449a74cb7078490ee3f05b3de702dfaf1178d973"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! The trace format is an API: these tests pin it.
+//!
+//! - `tests/golden/*.jsonl` hold normalised traces of fixed sessions (volatile values such as timestamps,
+//!   run ids and hashes replaced by placeholders). A renamed, reordered or removed field fails the test;
+//!   change the format only with a version bump, then regenerate with `FAILCORE_BLESS=1`.
+//! - Every line the runtime writes re-encodes to the same bytes through `failcore_store`'s own serde
+//!   encoder, so the hot-path encoder and the record model can never drift apart.
+//! - This test binary is built with serde_json's `preserve_order` on (see the root Cargo.toml): fingerprints
+//!   and records must not change with it.
+
+use failcore::store::{encode_line, verify, Body, MemoryStore, RunReader};
+use failcore::{Error, Session};
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct ToolError(String);
+impl std::fmt::Display for ToolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl From<Error> for ToolError {
+    fn from(e: Error) -> Self {
+        ToolError(e.to_string())
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Reply {
+    zeta: f64,
+    alpha: Vec<String>,
+}
+
+/// Adds.
+#[failcore::tool(effect = "pure", version = "2")]
+async fn g_add(a: i64, b: i64) -> Result<i64, ToolError> {
+    Ok(a + b)
+}
+
+#[failcore::tool(redact(token), output = "json")]
+async fn g_login(user: String, token: String) -> Result<String, ToolError> {
+    let _ = token;
+    Ok(format!("welcome {user}"))
+}
+
+#[failcore::tool]
+async fn g_fails(why: String) -> Result<(), ToolError> {
+    Err(ToolError(why))
+}
+
+#[failcore::tool]
+async fn g_outer(n: u8) -> Result<Reply, ToolError> {
+    let x = g_add(i64::from(n), 1).await?;
+    Ok(Reply { zeta: x as f64 / 2.0, alpha: vec!["é\"\n".into()] })
+}
+
+async fn scenario(session: &Session) {
+    session
+        .scope(async {
+            g_add(1, 2).await.unwrap();
+            g_login("ada".into(), "s3cret".into()).await.unwrap();
+            g_fails("no disk".into()).await.unwrap_err();
+            g_outer(7).await.unwrap();
+            g_add(40, 2).await.unwrap_err(); // denied by the guard, in both runs
+        })
+        .await;
+}
+
+struct DenyAnswer;
+impl failcore::Policy for DenyAnswer {
+    fn name(&self) -> &str {
+        "no_answer"
+    }
+    fn check(&self, call: &failcore::CallView<'_>) -> Result<failcore::Verdict, failcore::PolicyError> {
+        let r = match (call.arg("a"), call.arg("b")) {
+            (Some(a), Some(b)) if a.as_i64() == Some(40) && b.as_i64() == Some(2) => failcore::Verdict::deny("answer", "42 is reserved"),
+            _ => failcore::Verdict::Allow,
+        };
+        Ok(r)
+    }
+}
+
+fn lines(store: &MemoryStore, run: &str) -> Vec<Vec<u8>> {
+    RunReader::open(store, run).unwrap().map(|r| r.unwrap().bytes).collect()
+}
+
+/// Replaces the values of volatile fields with placeholders.
+fn normalise(line: &[u8]) -> String {
+    let mut s = String::from_utf8(line.to_vec()).unwrap();
+    for key in [
+        "ts", "run", "prev", "latency_ns", "total_ns", "head", "seal", "pid", "program", "host", "resumed_from",
+        "saved_ns",
+    ] {
+        let pat = format!("\"{key}\":");
+        let mut from = 0;
+        while let Some(at) = s[from..].find(&pat).map(|i| i + from + pat.len()) {
+            let rest = &s[at..];
+            let (len, placeholder) = if let Some(body) = rest.strip_prefix('"') {
+                (body.find('"').unwrap() + 2, format!("\"<{key}>\""))
+            } else {
+                (rest.find(|c: char| !c.is_ascii_digit()).unwrap(), "0".to_owned())
+            };
+            s.replace_range(at..at + len, &placeholder);
+            from = at + placeholder.len();
+        }
+    }
+    s
+}
+
+fn check_golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("FAILCORE_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with FAILCORE_BLESS=1 to create it)", path.display()));
+    assert_eq!(actual, expected, "trace format changed: bump the format version, then FAILCORE_BLESS=1");
+}
+
+/// Re-encodes a decoded line with the store's serde encoder.
+fn reencode(bytes: &[u8]) -> Vec<u8> {
+    let rec = RunReader::decode("golden", 1, bytes).unwrap();
+    let fields = rec.body.encode_fields().unwrap();
+    encode_line(rec.seq, &rec.ts, &rec.run, &rec.prev, rec.body.kind(), &fields)
+}
+
+#[tokio::test]
+async fn the_trace_format_is_pinned_and_both_encoders_agree() {
+    // The feature is really on in this binary: a map keeps insertion order.
+    let mut probe = serde_json::Map::new();
+    probe.insert("b".into(), 1.into());
+    probe.insert("a".into(), 2.into());
+    assert_eq!(probe.keys().next().map(String::as_str), Some("b"), "preserve_order is not enabled");
+
+    let store = Arc::new(MemoryStore::new());
+    let record = Session::builder().store(store.clone()).redact_key([7; 32]).guard(DenyAnswer).open().unwrap();
+    scenario(&record).await;
+    record.finish().await.unwrap();
+    let resume = Session::builder()
+        .store(store.clone())
+        .redact_key([7; 32])
+        .guard(DenyAnswer)
+        .resume(record.run_id())
+        .open()
+        .unwrap();
+    scenario(&resume).await;
+    resume.finish().await.unwrap();
+
+    for (run, golden) in [(record.run_id(), "v1_record.jsonl"), (resume.run_id(), "v1_resume.jsonl")] {
+        let raw = lines(&store, run);
+        for line in &raw {
+            assert_eq!(
+                String::from_utf8_lossy(&reencode(line)),
+                String::from_utf8_lossy(line),
+                "the runtime's encoding differs from the record model's"
+            );
+        }
+        let normalised: String = raw.iter().map(|l| normalise(l) + "\n").collect();
+        check_golden(golden, &normalised);
+        let report = verify(RunReader::open(store.as_ref(), run).unwrap());
+        assert!(report.is_ok(), "{report:?}");
+    }
+
+    // Every kind of record and every field of the model appears in the golden files.
+    let all = lines(&store, resume.run_id());
+    let kinds: std::collections::BTreeSet<_> =
+        all.iter().map(|l| RunReader::decode("g", 1, l).unwrap().body.kind()).collect();
+    assert_eq!(kinds.len(), 4);
+    assert!(all.iter().any(|l| matches!(RunReader::decode("g", 1, l).unwrap().body, Body::StepEnd(ref e) if e.replayed_from.is_some())));
+}
+
+#[test]
+fn fingerprints_do_not_change_with_preserve_order() {
+    // The same value as in failcore's unit tests (built without preserve_order), same expected hex.
+    let v = serde_json::json!({"b": {"y": 1, "x": [1.5, "s"]}, "a": null});
+    let canonical = failcore::canonical_json(&v).unwrap();
+    assert_eq!(String::from_utf8(canonical.clone()).unwrap(), r#"{"a":null,"b":{"x":[1.5,"s"],"y":1}}"#);
+    assert_eq!(failcore::fingerprint("t", "1", &canonical), PINNED_FP);
+}
+
+const PINNED_FP: &str = "56af37e8d3813fb29d5096fb449a74cb7078490ee3f05b3de702dfaf1178d973";
