@@ -51,7 +51,10 @@ async fn g_fails(why: String) -> Result<(), ToolError> {
 #[failcore::tool]
 async fn g_outer(n: u8) -> Result<Reply, ToolError> {
     let x = g_add(i64::from(n), 1).await?;
-    Ok(Reply { zeta: x as f64 / 2.0, alpha: vec!["é\"\n".into()] })
+    Ok(Reply {
+        zeta: x as f64 / 2.0,
+        alpha: vec!["é\"\n".into()],
+    })
 }
 
 async fn scenario(session: &Session) {
@@ -71,9 +74,14 @@ impl failcore::Policy for DenyAnswer {
     fn name(&self) -> &str {
         "no_answer"
     }
-    fn check(&self, call: &failcore::CallView<'_>) -> Result<failcore::Verdict, failcore::PolicyError> {
+    fn check(
+        &self,
+        call: &failcore::CallView<'_>,
+    ) -> Result<failcore::Verdict, failcore::PolicyError> {
         let r = match (call.arg("a"), call.arg("b")) {
-            (Some(a), Some(b)) if a.as_i64() == Some(40) && b.as_i64() == Some(2) => failcore::Verdict::deny("answer", "42 is reserved"),
+            (Some(a), Some(b)) if a.as_i64() == Some(40) && b.as_i64() == Some(2) => {
+                failcore::Verdict::deny("answer", "42 is reserved")
+            }
             _ => failcore::Verdict::Allow,
         };
         Ok(r)
@@ -81,14 +89,27 @@ impl failcore::Policy for DenyAnswer {
 }
 
 fn lines(store: &MemoryStore, run: &str) -> Vec<Vec<u8>> {
-    RunReader::open(store, run).unwrap().map(|r| r.unwrap().bytes).collect()
+    RunReader::open(store, run)
+        .unwrap()
+        .map(|r| r.unwrap().bytes)
+        .collect()
 }
 
 /// Replaces the values of volatile fields with placeholders.
 fn normalise(line: &[u8]) -> String {
     let mut s = String::from_utf8(line.to_vec()).unwrap();
     for key in [
-        "ts", "run", "prev", "latency_ns", "total_ns", "head", "seal", "pid", "program", "host", "resumed_from",
+        "ts",
+        "run",
+        "prev",
+        "latency_ns",
+        "total_ns",
+        "head",
+        "seal",
+        "pid",
+        "program",
+        "host",
+        "resumed_from",
         "saved_ns",
     ] {
         let pat = format!("\"{key}\":");
@@ -98,7 +119,10 @@ fn normalise(line: &[u8]) -> String {
             let (len, placeholder) = if let Some(body) = rest.strip_prefix('"') {
                 (body.find('"').unwrap() + 2, format!("\"<{key}>\""))
             } else {
-                (rest.find(|c: char| !c.is_ascii_digit()).unwrap(), "0".to_owned())
+                (
+                    rest.find(|c: char| !c.is_ascii_digit()).unwrap(),
+                    "0".to_owned(),
+                )
             };
             s.replace_range(at..at + len, &placeholder);
             from = at + placeholder.len();
@@ -108,21 +132,37 @@ fn normalise(line: &[u8]) -> String {
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("FAILCORE_BLESS").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with FAILCORE_BLESS=1 to create it)", path.display()));
-    assert_eq!(actual, expected, "trace format changed: bump the format version, then FAILCORE_BLESS=1");
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with FAILCORE_BLESS=1 to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, expected,
+        "trace format changed: bump the format version, then FAILCORE_BLESS=1"
+    );
 }
 
 /// Re-encodes a decoded line with the store's serde encoder.
 fn reencode(bytes: &[u8]) -> Vec<u8> {
     let rec = RunReader::decode("golden", 1, bytes).unwrap();
     let fields = rec.body.encode_fields().unwrap();
-    encode_line(rec.seq, &rec.ts, &rec.run, &rec.prev, rec.body.kind(), &fields)
+    encode_line(
+        rec.seq,
+        &rec.ts,
+        &rec.run,
+        &rec.prev,
+        rec.body.kind(),
+        &fields,
+    )
 }
 
 #[tokio::test]
@@ -131,10 +171,19 @@ async fn the_trace_format_is_pinned_and_both_encoders_agree() {
     let mut probe = serde_json::Map::new();
     probe.insert("b".into(), 1.into());
     probe.insert("a".into(), 2.into());
-    assert_eq!(probe.keys().next().map(String::as_str), Some("b"), "preserve_order is not enabled");
+    assert_eq!(
+        probe.keys().next().map(String::as_str),
+        Some("b"),
+        "preserve_order is not enabled"
+    );
 
     let store = Arc::new(MemoryStore::new());
-    let record = Session::builder().store(store.clone()).redact_key([7; 32]).guard(DenyAnswer).open().unwrap();
+    let record = Session::builder()
+        .store(store.clone())
+        .redact_key([7; 32])
+        .guard(DenyAnswer)
+        .open()
+        .unwrap();
     scenario(&record).await;
     record.finish().await.unwrap();
     let resume = Session::builder()
@@ -147,7 +196,10 @@ async fn the_trace_format_is_pinned_and_both_encoders_agree() {
     scenario(&resume).await;
     resume.finish().await.unwrap();
 
-    for (run, golden) in [(record.run_id(), "v1_record.jsonl"), (resume.run_id(), "v1_resume.jsonl")] {
+    for (run, golden) in [
+        (record.run_id(), "v1_record.jsonl"),
+        (resume.run_id(), "v1_resume.jsonl"),
+    ] {
         let raw = lines(&store, run);
         for line in &raw {
             assert_eq!(
@@ -164,8 +216,10 @@ async fn the_trace_format_is_pinned_and_both_encoders_agree() {
 
     // Every kind of record and every field of the model appears in the golden files.
     let all = lines(&store, resume.run_id());
-    let kinds: std::collections::BTreeSet<_> =
-        all.iter().map(|l| RunReader::decode("g", 1, l).unwrap().body.kind()).collect();
+    let kinds: std::collections::BTreeSet<_> = all
+        .iter()
+        .map(|l| RunReader::decode("g", 1, l).unwrap().body.kind())
+        .collect();
     assert_eq!(kinds.len(), 4);
     assert!(all.iter().any(|l| matches!(RunReader::decode("g", 1, l).unwrap().body, Body::StepEnd(ref e) if e.replayed_from.is_some())));
 }
@@ -175,7 +229,10 @@ fn fingerprints_do_not_change_with_preserve_order() {
     // The same value as in failcore's unit tests (built without preserve_order), same expected hex.
     let v = serde_json::json!({"b": {"y": 1, "x": [1.5, "s"]}, "a": null});
     let canonical = failcore::canonical_json(&v).unwrap();
-    assert_eq!(String::from_utf8(canonical.clone()).unwrap(), r#"{"a":null,"b":{"x":[1.5,"s"],"y":1}}"#);
+    assert_eq!(
+        String::from_utf8(canonical.clone()).unwrap(),
+        r#"{"a":null,"b":{"x":[1.5,"s"],"y":1}}"#
+    );
     assert_eq!(failcore::fingerprint("t", "1", &canonical), PINNED_FP);
 }
 
