@@ -13,13 +13,20 @@ use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 
 /// How long the writer waits for more `buffered` records before writing what it has.
 const BUFFERED_LINGER: Duration = Duration::from_millis(2);
 /// How many bytes the writer gathers at most before it writes, whatever the durability.
 const BATCH_BYTES: usize = 256 * 1024;
+/// How long the writer polls for the next record before it parks. A call writes two records a few
+/// microseconds apart; parking between them would cost a thread wake-up each.
+const WRITER_SPIN: Duration = Duration::from_micros(50);
+/// How long a waiting caller polls its ack before it registers a waker and yields. The ack of a `flushed`
+/// record usually arrives within a few microseconds; yielding would cost a wake-up of the caller's thread.
+/// Bounded and small: the executor thread is never held for long, and never for disk I/O.
+const ACK_SPIN: Duration = Duration::from_micros(20);
 
 /// What the journal reports back for a committed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,16 +107,33 @@ impl Future for Ack {
             AckState::Ready(result) => Poll::Ready(result.take().unwrap_or(Err(
                 StoreError::Backend("ack polled after completion".into()),
             ))),
-            AckState::Waiting(rx, shared) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result),
-                Poll::Ready(Err(_)) => Poll::Ready(Err(shared.failure().unwrap_or_else(|| {
-                    StoreError::Failed {
-                        run: shared.run.clone(),
-                        reason: "the writer thread stopped".into(),
+            AckState::Waiting(rx, shared) => {
+                let started = Instant::now();
+                loop {
+                    match rx.try_recv() {
+                        Ok(result) => return Poll::Ready(result),
+                        Err(oneshot::error::TryRecvError::Closed) => break,
+                        Err(oneshot::error::TryRecvError::Empty)
+                            if started.elapsed() < ACK_SPIN =>
+                        {
+                            std::hint::spin_loop()
+                        }
+                        Err(oneshot::error::TryRecvError::Empty) => break,
                     }
-                }))),
-                Poll::Pending => Poll::Pending,
-            },
+                }
+                match Pin::new(rx).poll(cx) {
+                    Poll::Ready(Ok(result)) => Poll::Ready(result),
+                    Poll::Ready(Err(_)) => {
+                        Poll::Ready(Err(shared.failure().unwrap_or_else(|| {
+                            StoreError::Failed {
+                                run: shared.run.clone(),
+                                reason: "the writer thread stopped".into(),
+                            }
+                        })))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }
@@ -270,6 +294,19 @@ impl Journal {
     }
 }
 
+/// Polls for a message for [`WRITER_SPIN`], then blocks. `Err(true)` when the channel is closed.
+fn spin_then_recv(rx: &mpsc::Receiver<Msg>) -> Result<Msg, bool> {
+    let started = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(msg) => return Ok(msg),
+            Err(TryRecvError::Disconnected) => return Err(true),
+            Err(TryRecvError::Empty) if started.elapsed() < WRITER_SPIN => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) => return rx.recv().map_err(|_| true),
+        }
+    }
+}
+
 struct WriterState {
     writer: Box<dyn RunWriter>,
     run: String,
@@ -297,7 +334,7 @@ impl WriterState {
         while !closed {
             let idle = batch.lines.is_empty() && batch.acks.is_empty();
             let next = if idle {
-                rx.recv().map_err(|_| true)
+                spin_then_recv(&rx)
             } else {
                 rx.try_recv().map_err(|e| e == TryRecvError::Disconnected)
             };

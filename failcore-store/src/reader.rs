@@ -132,6 +132,50 @@ impl RunReader {
     }
 }
 
+impl RunReader {
+    /// The next whole line, undecoded, with its 1-based number: for readers that decode only the fields
+    /// they need. A torn last line ends iteration as in [`Iterator::next`]; the caller decodes (and must
+    /// check `v`) itself.
+    pub fn next_line(&mut self) -> Option<Result<(u64, Vec<u8>), ReadError>> {
+        if self.done {
+            return None;
+        }
+        let chunk = match self.source.next_chunk() {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e.into()));
+            }
+        };
+        self.line += 1;
+        match chunk {
+            Chunk::Unterminated(bytes) => {
+                self.done = true;
+                self.torn = Some(bytes.len());
+                None
+            }
+            Chunk::Line(bytes) if bytes.len() > MAX_LINE_BYTES => {
+                self.done = true;
+                Some(Err(ReadError::Corrupt {
+                    file: self.source.name().to_owned(),
+                    line: self.line,
+                    reason: format!("line is longer than {MAX_LINE_BYTES} bytes"),
+                }))
+            }
+            Chunk::Line(bytes) => Some(Ok((self.line, bytes))),
+        }
+    }
+
+    /// Marks the reader as stopped (after a caller found a line it cannot accept).
+    pub fn stop(&mut self) {
+        self.done = true;
+    }
+}
+
 impl Iterator for RunReader {
     type Item = Result<TraceRecord, ReadError>;
 

@@ -1,0 +1,174 @@
+//! What FailCore adds to a tool call (DESIGN §10), beside the bare call measured in the same run.
+//!
+//! `cargo bench --bench overhead`. Figures and the machine they were measured on: docs/BENCHMARKS.md.
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use failcore::store::{MemoryStore, TraceStore};
+use failcore::{Durability, Session};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug)]
+struct E;
+impl std::fmt::Display for E {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("e")
+    }
+}
+impl From<failcore::Error> for E {
+    fn from(_: failcore::Error) -> Self {
+        E
+    }
+}
+
+#[inline(never)]
+async fn add_bare(a: i64, b: i64) -> Result<i64, E> {
+    Ok(std::hint::black_box(a) + b)
+}
+
+#[failcore::tool(effect = "pure")]
+async fn add(a: i64, b: i64) -> Result<i64, E> {
+    Ok(std::hint::black_box(a) + b)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn calls(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = c.benchmark_group("call");
+    g.measurement_time(Duration::from_secs(4));
+    let mut i = 0i64;
+    g.bench_function("bare", |b| {
+        b.iter(|| {
+            i += 1;
+            rt.block_on(add_bare(i, 1))
+        })
+    });
+    let memory = Session::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .open()
+        .expect("session");
+    g.bench_function("guarded/memory/flushed", |b| {
+        b.iter(|| {
+            i += 1;
+            rt.block_on(memory.scope(add(i, 1)))
+        })
+    });
+    for d in [Durability::Buffered, Durability::Flushed] {
+        let s = Session::builder()
+            .dir(dir.path().join(d.as_str()))
+            .durability(d)
+            .open()
+            .expect("session");
+        g.bench_function(BenchmarkId::new("guarded/jsonl", d.as_str()), |b| {
+            b.iter(|| {
+                i += 1;
+                rt.block_on(s.scope(add(i, 1)))
+            })
+        });
+    }
+    g.sample_size(20);
+    let synced = Session::builder()
+        .dir(dir.path().join("synced"))
+        .durability(Durability::Synced)
+        .open()
+        .expect("session");
+    g.bench_function("guarded/jsonl/synced", |b| {
+        b.iter(|| {
+            i += 1;
+            rt.block_on(synced.scope(add(i, 1)))
+        })
+    });
+    g.finish();
+
+    // Replay hits: a run of 200,000 recorded calls, resumed; each iteration is served from the index.
+    let store: Arc<dyn TraceStore> = Arc::new(MemoryStore::new());
+    let source = Session::builder()
+        .store(store.clone())
+        .durability(Durability::Buffered)
+        .open()
+        .expect("session");
+    rt.block_on(source.scope(async {
+        for k in 0..200_000 {
+            let _ = add(k, 1).await;
+        }
+    }));
+    rt.block_on(source.finish()).expect("finish");
+    let resumed = Session::builder()
+        .store(store)
+        .durability(Durability::Buffered)
+        .resume(source.run_id())
+        .open()
+        .expect("resume");
+    let mut k = 0i64;
+    c.bench_function("call/replay_hit", |b| {
+        b.iter(|| {
+            k += 1;
+            rt.block_on(resumed.scope(add(k % 200_000, 1)))
+        })
+    });
+}
+
+fn fingerprints(c: &mut Criterion) {
+    let small = serde_json::json!({"a": 1, "b": 2});
+    let big: Vec<String> = (0..1024).map(|i| format!("{i:0>96}")).collect(); // ~100 KiB
+    let mut g = c.benchmark_group("fingerprint");
+    for (name, value) in [
+        ("small", small),
+        ("100KiB", serde_json::json!({ "rows": big })),
+    ] {
+        let bytes = failcore::canonical_json(&value).expect("canonical").len() as u64;
+        g.throughput(Throughput::Bytes(bytes));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let canonical = failcore::canonical_json(&value).expect("canonical");
+                failcore::fingerprint("tool", "1", &canonical)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn resume_index(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = Session::builder()
+        .dir(dir.path())
+        .durability(Durability::Buffered)
+        .open()
+        .expect("session");
+    rt.block_on(source.scope(async {
+        for k in 0..100_000 {
+            let _ = add(k, 1).await;
+        }
+    }));
+    rt.block_on(source.finish()).expect("finish");
+    let run = source.run_id().to_owned();
+    drop(source);
+    let mut g = c.benchmark_group("resume");
+    g.sample_size(10);
+    g.bench_function("load_and_index_100k_steps", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                Session::builder()
+                    .dir(dir.path())
+                    .durability(Durability::Buffered)
+                    .resume(&run)
+                    .open()
+                    .expect("resume")
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, calls, fingerprints, resume_index);
+criterion_main!(benches);
