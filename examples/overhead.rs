@@ -73,7 +73,7 @@ fn main() {
         "bare async fn (baseline)", bare, "-", "-"
     );
 
-    let mut row = |label: &str, session: Session, bytes: Option<Box<dyn Fn() -> u64>>| {
+    let row = |label: &str, session: Session, bytes: Option<Box<dyn Fn() -> u64>>| {
         let s = session.clone();
         let t = per_call(&rt, rounds, n, |base| {
             let s = s.clone();
