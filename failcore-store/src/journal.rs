@@ -163,6 +163,8 @@ impl Journal {
             failed: OnceLock::new(),
         });
         let state = WriterState {
+            stamper: time::Stamper::default(),
+            ts: String::with_capacity(32),
             writer,
             run: run.to_owned(),
             seq: next_seq,
@@ -308,6 +310,8 @@ fn spin_then_recv(rx: &mpsc::Receiver<Msg>) -> Result<Msg, bool> {
 }
 
 struct WriterState {
+    stamper: time::Stamper,
+    ts: String,
     writer: Box<dyn RunWriter>,
     run: String,
     seq: u64,
@@ -381,12 +385,14 @@ impl WriterState {
                     }
                     return;
                 }
-                let ts = time::format_rfc3339(SystemTime::now());
+                self.stamper.stamp(SystemTime::now(), &mut self.ts);
+                let ts = &self.ts;
                 let line = match payload {
                     Payload::Encoded { kind, fields } => {
-                        encode_line(self.seq, &ts, &self.run, &self.prev, kind, &fields)
+                        encode_line(self.seq, ts, &self.run, &self.prev, kind, &fields)
                     }
                     Payload::Body(mut body) => {
+                        let ts = ts.as_str();
                         if let Body::RunEnd(end) = body.as_mut() {
                             end.head = Some(self.prev.clone());
                         }
@@ -414,7 +420,8 @@ impl WriterState {
                         }
                     }
                 };
-                self.prev = chain::line_hash(&line);
+                self.prev.clear();
+                self.prev.push_str(blake3::hash(&line).to_hex().as_str());
                 let committed = Committed { seq: self.seq };
                 self.seq += 1;
                 batch.bytes += line.len() + 1;

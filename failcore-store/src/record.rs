@@ -6,7 +6,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
-use std::io::Write;
 
 /// The format version this crate writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -316,12 +315,23 @@ pub fn encode_line(
     kind: &str,
     fields: &[u8],
 ) -> Vec<u8> {
-    let mut line = Vec::with_capacity(128 + run.len() + fields.len());
+    let mut line = Vec::with_capacity(160 + run.len() + fields.len());
     // Run ids and kinds are ASCII without quotes (checked where runs are created); ts and prev are ours.
-    let _ = write!(
-        line,
-        "{{\"v\":{FORMAT_VERSION},\"seq\":{seq},\"ts\":\"{ts}\",\"run\":\"{run}\",\"prev\":\"{prev}\",\"kind\":\"{kind}\""
-    );
+    let mut num = itoa::Buffer::new();
+    line.extend_from_slice(b"{\"v\":");
+    line.extend_from_slice(num.format(FORMAT_VERSION).as_bytes());
+    line.extend_from_slice(b",\"seq\":");
+    line.extend_from_slice(num.format(seq).as_bytes());
+    for (key, value) in [
+        (&b",\"ts\":\""[..], ts),
+        (b"\",\"run\":\"", run),
+        (b"\",\"prev\":\"", prev),
+        (b"\",\"kind\":\"", kind),
+    ] {
+        line.extend_from_slice(key);
+        line.extend_from_slice(value.as_bytes());
+    }
+    line.push(b'"');
     match fields {
         [b'{', b'}'] | [] => line.push(b'}'),
         [b'{', rest @ ..] => {

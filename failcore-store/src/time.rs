@@ -17,6 +17,38 @@ pub fn format_rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Formats timestamps like [`format_rfc3339`], reusing the date-and-seconds part while it stays the same:
+/// a writer stamping many records per second formats only the microseconds of most of them.
+#[derive(Debug, Default)]
+pub struct Stamper {
+    second: u64,
+    prefix: String,
+}
+
+impl Stamper {
+    /// The RFC 3339 form of `t`, into `out` (cleared first).
+    pub fn stamp(&mut self, t: SystemTime, out: &mut String) {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let secs = since.as_secs();
+        if self.prefix.is_empty() || secs != self.second {
+            let full = format_rfc3339(t);
+            self.prefix = full[..full.len() - 7].to_owned();
+            self.second = secs;
+        }
+        out.clear();
+        out.push_str(&self.prefix);
+        let micros = since.subsec_micros();
+        let mut digits = [b'0'; 6];
+        let mut n = micros;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+        out.push('Z');
+    }
+}
+
 /// Parses a timestamp written by [`format_rfc3339`] (any number of fraction digits, `Z` or `+00:00`).
 /// Returns `None` for anything else rather than guessing.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
@@ -89,6 +121,22 @@ mod tests {
         let s = format_rfc3339(t);
         assert_eq!(s, "2026-11-18T11:08:43.456789Z");
         assert_eq!(parse_rfc3339(&s), Some(t));
+    }
+
+    #[test]
+    fn the_stamper_agrees_with_the_formatter() {
+        let mut stamper = Stamper::default();
+        let mut out = String::new();
+        for (s, us) in [
+            (1_795_000_123, 456_789),
+            (1_795_000_123, 7),
+            (1_795_000_124, 0),
+            (0, 999_999),
+        ] {
+            let t = UNIX_EPOCH + Duration::new(s, us * 1000);
+            stamper.stamp(t, &mut out);
+            assert_eq!(out, format_rfc3339(t));
+        }
     }
 
     #[test]

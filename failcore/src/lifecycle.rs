@@ -689,6 +689,10 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
 fn encode_start(
     tool: &ToolDescriptor,
     step: u64,
@@ -699,19 +703,30 @@ fn encode_start(
     decision: &Decision,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + args.len());
-    let _ = write!(out, "{{\"step\":{step},\"tool\":");
+    out.extend_from_slice(b"{\"step\":");
+    push_u64(&mut out, step);
+    out.extend_from_slice(b",\"tool\":");
     json_str(&mut out, tool.name);
     if !tool.version.is_empty() {
         out.extend_from_slice(b",\"tool_version\":");
         json_str(&mut out, tool.version);
     }
-    let _ = write!(out, ",\"fp\":\"{fp}\",\"occ\":{occ},\"args\":");
+    out.extend_from_slice(b",\"fp\":\"");
+    out.extend_from_slice(fp.as_bytes());
+    out.extend_from_slice(b"\",\"occ\":");
+    push_u64(&mut out, u64::from(occ));
+    out.extend_from_slice(b",\"args\":");
     out.extend_from_slice(args);
     if let Some(p) = parent {
-        let _ = write!(out, ",\"parent\":{p}");
+        out.extend_from_slice(b",\"parent\":");
+        push_u64(&mut out, p);
     }
     out.extend_from_slice(b",\"decision\":");
-    let _ = serde_json::to_writer(&mut out, decision);
+    if *decision == Decision::allow() {
+        out.extend_from_slice(b"{\"outcome\":\"allow\"}");
+    } else {
+        let _ = serde_json::to_writer(&mut out, decision);
+    }
     out.push(b'}');
     out
 }
@@ -726,7 +741,11 @@ fn encode_end(
     drift: &[Drift],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + output.map_or(0, <[u8]>::len));
-    let _ = write!(out, "{{\"step\":{step},\"status\":\"{}\"", status.as_str());
+    out.extend_from_slice(b"{\"step\":");
+    push_u64(&mut out, step);
+    out.extend_from_slice(b",\"status\":\"");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b'"');
     if let Some(o) = output {
         out.extend_from_slice(b",\"output\":");
         out.extend_from_slice(o);
@@ -735,12 +754,15 @@ fn encode_end(
         out.extend_from_slice(b",\"error\":");
         json_str(&mut out, e);
     }
-    let _ = write!(out, ",\"latency_ns\":{latency_ns}");
+    out.extend_from_slice(b",\"latency_ns\":");
+    push_u64(&mut out, latency_ns);
     if let Some((run, seq, saved)) = replayed_from {
-        let _ = write!(
-            out,
-            ",\"replayed_from\":{{\"run\":\"{run}\",\"seq\":{seq}}},\"saved_ns\":{saved}"
-        );
+        out.extend_from_slice(b",\"replayed_from\":{\"run\":\"");
+        out.extend_from_slice(run.as_bytes());
+        out.extend_from_slice(b"\",\"seq\":");
+        push_u64(&mut out, seq);
+        out.extend_from_slice(b"},\"saved_ns\":");
+        push_u64(&mut out, saved);
     }
     if !drift.is_empty() {
         out.extend_from_slice(b",\"drift\":");
