@@ -9,6 +9,7 @@
 use crate::{chain, encode_line, time, Body, Durability, Line, RunWriter, StoreError, TraceStore};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -27,6 +28,9 @@ const WRITER_SPIN: Duration = Duration::from_micros(50);
 /// record usually arrives within a few microseconds; yielding would cost a wake-up of the caller's thread.
 /// Bounded and small: the executor thread is never held for long, and never for disk I/O.
 const ACK_SPIN: Duration = Duration::from_micros(20);
+/// Records queued for the writer beyond which a `buffered` caller waits for its record to be written:
+/// backpressure, so that a caller faster than the disk cannot grow the queue without bound.
+const HIGH_WATER: usize = 8192;
 
 /// What the journal reports back for a committed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,8 @@ enum Msg {
 struct Shared {
     run: String,
     failed: OnceLock<String>,
+    /// Records sent and not yet taken by the writer: past [`HIGH_WATER`], `buffered` callers wait.
+    queued: AtomicUsize,
 }
 
 impl Shared {
@@ -161,6 +167,7 @@ impl Journal {
         let shared = Arc::new(Shared {
             run: run.to_owned(),
             failed: OnceLock::new(),
+            queued: AtomicUsize::new(0),
         });
         let state = WriterState {
             stamper: time::Stamper::default(),
@@ -211,6 +218,7 @@ impl Journal {
     /// Queues an encoded body without waiting for it: it is ordered before anything sent after it, and as
     /// durable as the next record that is waited for.
     pub fn enqueue_encoded(&self, kind: &'static str, fields: Vec<u8>) {
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let payload = Payload::Encoded { kind, fields };
         let _ = self.tx.send(Msg::Record {
             payload,
@@ -226,6 +234,7 @@ impl Journal {
 
     /// Appends a body without waiting for it (used from `Drop`, where nothing can be awaited).
     pub fn send(&self, body: Body) {
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(Msg::Record {
             payload: Payload::Body(Box::new(body)),
             durability: self.durability,
@@ -260,7 +269,8 @@ impl Journal {
         if let Some(e) = self.shared.failure() {
             return Ack(AckState::Ready(Some(Err(e))));
         }
-        if durability == Durability::Buffered {
+        let queued = self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        if durability == Durability::Buffered && queued < HIGH_WATER {
             return match self.tx.send(Msg::Record {
                 payload,
                 durability,

@@ -10,6 +10,7 @@ use failcore_store::{
 };
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -100,7 +101,9 @@ pub(crate) struct Inner {
     pub tool_durability: HashMap<String, Durability>,
     pub replay: Option<ReplayIndex>,
     pub resume_report: Option<ResumeReport>,
-    occurrences: Mutex<HashMap<String, u32>>,
+    /// Calls per fingerprint so far, keyed by the fingerprint's first 128 bits (already uniformly
+    /// distributed, so not hashed again): about 32 bytes per distinct fingerprint.
+    occurrences: Mutex<HashMap<u128, u32, BuildHasherDefault<PrehashedKey>>>,
     pub policies: PolicySet,
     pub guards: Vec<PolicyRef>,
     pub approver: Option<Arc<dyn Approver>>,
@@ -120,14 +123,14 @@ impl Inner {
     }
 
     pub fn next_occurrence(&self, fp: &str) -> u32 {
+        let key = fp
+            .get(..32)
+            .and_then(|h| u128::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
         let mut map = self.occurrences.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(fp) {
-            *n += 1;
-            *n - 1
-        } else {
-            map.insert(fp.to_owned(), 1);
-            0
-        }
+        let n = map.entry(key).or_insert(0);
+        *n += 1;
+        *n - 1
     }
 
     pub fn count(&self, status: Status) {
@@ -163,6 +166,24 @@ impl Inner {
             }
         }
         c
+    }
+}
+
+/// A hasher for keys that are already hashes: it passes their low bits through.
+#[derive(Default)]
+pub(crate) struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
     }
 }
 
@@ -478,7 +499,7 @@ impl SessionBuilder {
                 tool_durability: self.tool_durability,
                 replay,
                 resume_report,
-                occurrences: Mutex::new(HashMap::new()),
+                occurrences: Mutex::new(HashMap::default()),
                 policies,
                 guards: self.guards,
                 approver: self.approver,
