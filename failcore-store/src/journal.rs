@@ -410,7 +410,7 @@ impl WriterState {
                             Ok(fields) => {
                                 let mut line = encode_line(
                                     self.seq,
-                                    &ts,
+                                    ts,
                                     &self.run,
                                     &self.prev,
                                     body.kind(),
