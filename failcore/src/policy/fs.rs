@@ -24,6 +24,8 @@ pub struct FsPolicy {
     resolved_root: Result<PathBuf, String>,
     paths: Vec<String>,
     read_only: bool,
+    decodes_percent: bool,
+    allow_hidden: bool,
 }
 
 impl FsPolicy {
@@ -42,6 +44,8 @@ impl FsPolicy {
             resolved_root,
             paths: Vec::new(),
             read_only: false,
+            decodes_percent: false,
+            allow_hidden: false,
         }
     }
 
@@ -63,13 +67,67 @@ impl FsPolicy {
         self
     }
 
+    /// Declares that the tool percent-decodes its paths (as a URL handler would): every decoded form
+    /// (`%2e%2e%2f`, double-encoded `%252e`, ...) is checked too, and input that does not decode to UTF-8
+    /// is refused (rule `fs.bad_encoding`).
+    pub fn decodes_percent(mut self, yes: bool) -> Self {
+        self.decodes_percent = yes;
+        self
+    }
+
+    /// Allows path components that start with a dot (`.env`, `.git/`, `.ssh/`). Off by default: hidden
+    /// files hold credentials and hooks (rule `fs.hidden`).
+    pub fn allow_hidden(mut self, yes: bool) -> Self {
+        self.allow_hidden = yes;
+        self
+    }
+
     /// The root, as given.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Checks one path string; `Ok(())` if it stays beneath the root.
+    /// Checks one path string; `Ok(())` if it stays beneath the root. When the tool decodes percent
+    /// escapes, the raw string and each decoded form must pass.
     pub fn check_path(&self, raw: &str) -> Result<(), Verdict> {
+        self.check_one(raw)?;
+        if !self.decodes_percent {
+            return Ok(());
+        }
+        let mut current = raw.to_owned();
+        // Each round removes at least two bytes, so this ends; a bound keeps it cheap all the same.
+        for _ in 0..8 {
+            if !current.contains('%') {
+                return Ok(());
+            }
+            let decoded = match percent_decode(&current) {
+                Some(d) => d,
+                None => {
+                    return Err(Verdict::deny(
+                        "fs.bad_encoding",
+                        format!("path {raw:?} does not percent-decode to UTF-8 text"),
+                    ))
+                }
+            };
+            if decoded == current {
+                return Ok(());
+            }
+            self.check_one(&decoded).map_err(|v| match v {
+                Verdict::Deny { rule, reason } => Verdict::deny(
+                    rule,
+                    format!("{reason} (after percent-decoding {raw:?}, as the tool does)"),
+                ),
+                other => other,
+            })?;
+            current = decoded;
+        }
+        Err(Verdict::deny(
+            "fs.bad_encoding",
+            format!("path {raw:?} is percent-encoded more than 8 levels deep"),
+        ))
+    }
+
+    fn check_one(&self, raw: &str) -> Result<(), Verdict> {
         let root = self
             .resolved_root
             .as_ref()
@@ -100,8 +158,25 @@ impl FsPolicy {
         let path = Path::new(raw);
         for comp in path.components() {
             if let Component::Normal(c) = comp {
-                if is_device_name(&c.to_string_lossy()) {
+                let c = c.to_string_lossy();
+                if is_device_name(&c) {
                     return Err(deny("fs.device_name", "names a Windows device"));
+                }
+                if c.starts_with("..") {
+                    return Err(deny(
+                        "fs.dot_segment",
+                        &format!(
+                            "has a component {c:?} that some systems and servers rewrite to `..`"
+                        ),
+                    ));
+                }
+                if c.starts_with('.') && !self.allow_hidden {
+                    return Err(deny(
+                        "fs.hidden",
+                        &format!(
+                            "names a hidden file or directory {c:?}; allow it with allow_hidden(true)"
+                        ),
+                    ));
                 }
             }
         }
@@ -126,7 +201,10 @@ impl FsPolicy {
                 }
                 Component::Normal(c) => {
                     current.push(c);
-                    if std::fs::symlink_metadata(&current).is_ok() {
+                    let is_link = std::fs::symlink_metadata(&current)
+                        .map(|m| m.file_type().is_symlink())
+                        .unwrap_or(false);
+                    if is_link {
                         current = std::fs::canonicalize(&current).map_err(|e| {
                             deny(
                                 "fs.unresolvable",
@@ -154,6 +232,27 @@ impl FsPolicy {
         }
         Ok(())
     }
+}
+
+/// Percent-decodes once; `None` if the bytes are not UTF-8. A `%` not followed by two hex digits stays.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' && i + 2 < bytes.len() {
+            let hex = |x: u8| (x as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 fn is_device_name(component: &str) -> bool {
