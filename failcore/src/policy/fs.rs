@@ -155,7 +155,24 @@ impl FsPolicy {
         if raw.starts_with("//") {
             return Err(deny("fs.unc", "is a UNC or network path"));
         }
-        let path = Path::new(raw);
+        // An absolute path must name the root (as given or resolved); the rest is checked as relative.
+        let given = Path::new(raw);
+        let path: &Path = if given.is_absolute() {
+            match given
+                .strip_prefix(root)
+                .or_else(|_| given.strip_prefix(&self.root))
+            {
+                Ok(rest) => rest,
+                Err(_) => {
+                    return Err(deny(
+                        "fs.outside_root",
+                        &format!("is outside the sandbox {}", self.root.display()),
+                    ))
+                }
+            }
+        } else {
+            given
+        };
         for comp in path.components() {
             if let Component::Normal(c) = comp {
                 let c = c.to_string_lossy();
@@ -182,17 +199,13 @@ impl FsPolicy {
         }
         // Walk the path as the OS would, resolving every existing prefix (so symlinks are followed), and
         // refuse as soon as it leaves the root.
-        let mut current = if path.is_absolute() {
-            PathBuf::from("/")
-        } else {
-            root.clone()
-        };
+        let mut current = root.clone();
         for comp in path.components() {
             match comp {
                 Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
                 Component::ParentDir => {
                     current.pop();
-                    if !path.is_absolute() && !current.starts_with(root) {
+                    if !current.starts_with(root) {
                         return Err(deny(
                             "fs.escape",
                             &format!("climbs out of the sandbox {}", self.root.display()),
@@ -211,7 +224,7 @@ impl FsPolicy {
                                 &format!("cannot be resolved ({e}); refused rather than guessed"),
                             )
                         })?;
-                        if !path.is_absolute() && !current.starts_with(root) {
+                        if !current.starts_with(root) {
                             return Err(deny(
                                 "fs.symlink_escape",
                                 &format!(
