@@ -110,6 +110,7 @@ fn fs_refuses_escapes_encodings_and_windows_forms() {
     let f = fixture();
     let p = FsPolicy::new(&f.root).decodes_percent(true);
     let outside_abs = f.outside.join("secret");
+    let long_component = format!("{}/../x", "A".repeat(300));
     let cases: Vec<(&str, &str)> = vec![
         ("../x", "fs.escape"),
         ("a/../../x", "fs.escape"),
@@ -137,6 +138,12 @@ fn fs_refuses_escapes_encodings_and_windows_forms() {
         ("a%00b", "fs.control_char"),
         ("%5c..%5cx", "fs.windows_separator"),
         ("%ff", "fs.bad_encoding"),
+        ("%u002e%u002e/x", "fs.escape"),
+        ("0x2e0x2e0x2fx", "fs.escape"),
+        ("\u{FF0E}\u{FF0E}/x", "fs.confusable"),
+        ("..\u{2215}x", "fs.confusable"),
+        ("a/\u{F025}x", "fs.confusable"),
+        (&long_component, "fs.too_long"),
         ("", "fs.empty"),
     ];
     for (path, expected) in cases {
@@ -186,6 +193,8 @@ fn fs_allows_ordinary_paths() {
         "日本語/ファイル.txt",
         "reports/2024-01-01 (final).md",
         "100%.txt",
+        "0xdeadbeef.bin",
+        "50% off/sale.txt",
         inside_abs.to_str().unwrap(),
     ] {
         assert!(

@@ -68,7 +68,7 @@ impl FsPolicy {
     }
 
     /// Declares that the tool percent-decodes its paths (as a URL handler would): every decoded form
-    /// (`%2e%2e%2f`, double-encoded `%252e`, ...) is checked too, and input that does not decode to UTF-8
+    /// (`%2e%2e%2f`, double-encoded `%252e`, IIS `%u002e`, hex `0x2e0x2e0x2f`) is checked too, and input that does not decode to UTF-8
     /// is refused (rule `fs.bad_encoding`).
     pub fn decodes_percent(mut self, yes: bool) -> Self {
         self.decodes_percent = yes;
@@ -97,7 +97,7 @@ impl FsPolicy {
         let mut current = raw.to_owned();
         // Each round removes at least two bytes, so this ends; a bound keeps it cheap all the same.
         for _ in 0..8 {
-            if !current.contains('%') {
+            if !current.contains('%') && !current.contains("0x") && !current.contains("0X") {
                 return Ok(());
             }
             let decoded = match percent_decode(&current) {
@@ -142,6 +142,21 @@ impl FsPolicy {
                 "contains a NUL or control character",
             ));
         }
+        if raw.len() > 4096 {
+            return Err(deny(
+                "fs.too_long",
+                "is longer than any system accepts (4096 bytes)",
+            ));
+        }
+        if let Some(c) = raw.chars().find(|c| is_confusable(*c)) {
+            return Err(deny(
+                "fs.confusable",
+                &format!(
+                    "contains {c:?} (U+{:04X}), which some systems normalise to `.`, `/` or `\\`",
+                    c as u32
+                ),
+            ));
+        }
         if raw.contains('\\') {
             return Err(deny(
                 "fs.windows_separator",
@@ -176,6 +191,12 @@ impl FsPolicy {
         for comp in path.components() {
             if let Component::Normal(c) = comp {
                 let c = c.to_string_lossy();
+                if c.len() > 255 {
+                    return Err(deny(
+                        "fs.too_long",
+                        "has a component longer than 255 bytes, which systems refuse or truncate",
+                    ));
+                }
                 if is_device_name(&c) {
                     return Err(deny("fs.device_name", "names a Windows device"));
                 }
@@ -247,13 +268,40 @@ impl FsPolicy {
     }
 }
 
-/// Percent-decodes once; `None` if the bytes are not UTF-8. A `%` not followed by two hex digits stays.
+/// Decodes one level of `%XX`, `%uXXXX` and `0x2e`-style escapes; `None` if the result is not UTF-8. A `%`
+/// not followed by hex digits stays.
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
+        // `0x2e`, `0x2f`, `0x5c`, `0x25`: hex spellings of `.`, `/`, `\` and `%` that naive decoders accept.
+        if b == b'0' && bytes.get(i + 1).is_some_and(|x| *x == b'x' || *x == b'X') {
+            let hex = bytes
+                .get(i + 2..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(c @ (b'.' | b'/' | b'\\' | b'%')) = hex {
+                out.push(c);
+                i += 4;
+                continue;
+            }
+        }
+        // `%uXXXX`, as IIS decodes it.
+        if b == b'%' && bytes.get(i + 1).is_some_and(|u| *u == b'u' || *u == b'U') {
+            let code = bytes
+                .get(i + 2..i + 6)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u32::from_str_radix(h, 16).ok());
+            if let Some(code) = code {
+                let ch = char::from_u32(code)?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                i += 6;
+                continue;
+            }
+        }
         if b == b'%' && i + 2 < bytes.len() {
             let hex = |x: u8| (x as char).to_digit(16);
             if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
@@ -266,6 +314,25 @@ fn percent_decode(s: &str) -> Option<String> {
         i += 1;
     }
     String::from_utf8(out).ok()
+}
+
+/// Characters that some file systems, servers or Unicode normalisations turn into `.`, `/` or `\`, and
+/// private-use characters that legacy code pages map to them.
+fn is_confusable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{FF0E}'
+            | '\u{2024}'
+            | '\u{FE52}'
+            | '\u{2215}'
+            | '\u{2044}'
+            | '\u{FF0F}'
+            | '\u{2216}'
+            | '\u{FF3C}'
+            | '\u{FE68}'
+            | '\u{29F5}'
+            | '\u{E000}'..='\u{F8FF}'
+    )
 }
 
 fn is_device_name(component: &str) -> bool {
