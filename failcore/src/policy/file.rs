@@ -53,7 +53,7 @@ pub(crate) fn load_policy_file(
         visiting: HashSet::new(),
     };
     for name in specs.keys() {
-        builder.build(name).map_err(|e| err(e))?;
+        builder.build(name).map_err(&err)?;
     }
     Ok(builder.built.into_iter().collect())
 }
