@@ -132,6 +132,7 @@ fn fs_refuses_escapes_encodings_and_windows_forms() {
         ("..;/x", "fs.dot_segment"),
         (".ssh/authorized_keys", "fs.hidden"),
         ("a/.git/hooks/pre-commit", "fs.hidden"),
+        ("../../.ssh/authorized_keys", "fs.escape"),
         ("%2e%2e/x", "fs.escape"),
         ("%2e%2e%2fx", "fs.escape"),
         ("%252e%252e%252fx", "fs.escape"),

@@ -188,6 +188,7 @@ impl FsPolicy {
         } else {
             given
         };
+        let mut name_problem = None;
         for comp in path.components() {
             if let Component::Normal(c) = comp {
                 let c = c.to_string_lossy();
@@ -200,16 +201,17 @@ impl FsPolicy {
                 if is_device_name(&c) {
                     return Err(deny("fs.device_name", "names a Windows device"));
                 }
-                if c.starts_with("..") {
-                    return Err(deny(
+                // Reported after the walk, so that an escape is reported as one.
+                if name_problem.is_none() && c.starts_with("..") {
+                    name_problem = Some(deny(
                         "fs.dot_segment",
                         &format!(
                             "has a component {c:?} that some systems and servers rewrite to `..`"
                         ),
                     ));
                 }
-                if c.starts_with('.') && !self.allow_hidden {
-                    return Err(deny(
+                if name_problem.is_none() && c.starts_with('.') && !self.allow_hidden {
+                    name_problem = Some(deny(
                         "fs.hidden",
                         &format!(
                             "names a hidden file or directory {c:?}; allow it with allow_hidden(true)"
@@ -264,7 +266,10 @@ impl FsPolicy {
                 &format!("is outside the sandbox {}", self.root.display()),
             ));
         }
-        Ok(())
+        match name_problem {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
     }
 }
 
