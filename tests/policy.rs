@@ -536,6 +536,32 @@ fn exec_allows_argv_and_refuses_shell_strings() {
         "exec.shell"
     );
     assert_eq!(rule(&run("", serde_json::json!([]))), "exec.empty");
+    let git = ExecPolicy::allow(["git"]).deny_args(["--upload-pack", "-c", "--exec"]);
+    let args = |a: serde_json::Value| serde_json::json!({"program": "git", "args": a});
+    assert_eq!(
+        rule(&verdict(
+            &git,
+            "pt_run",
+            args(serde_json::json!(["fetch", "--upload-pack=touch /tmp/x"]))
+        )),
+        "exec.arg_denied"
+    );
+    assert_eq!(
+        rule(&verdict(
+            &git,
+            "pt_run",
+            args(serde_json::json!(["-c", "core.sshCommand=id", "fetch"]))
+        )),
+        "exec.arg_denied"
+    );
+    assert_eq!(
+        rule(&verdict(
+            &git,
+            "pt_run",
+            args(serde_json::json!(["commit", "--message", "fix -c flag"]))
+        )),
+        "allow"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------ limits
@@ -863,4 +889,71 @@ fn an_unknown_policy_name_stops_the_session() {
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
     assert!(err.to_string().contains("which is not defined"), "{err}");
+}
+
+/// The example of docs/POLICY.md, kept in step with it.
+const DOC_EXAMPLE: &str = r#"
+[policy.workspace]
+preset = "fs"
+root = "workspace"
+paths = ["dest"]          # besides arguments typed PathBuf/Path
+read_only = false
+decodes_percent = false
+allow_hidden = false
+
+[policy.web]
+preset = "net"
+urls = ["url"]
+schemes = ["https"]
+hosts = ["api.example.com", "*.cdn.example.com"]
+ports = [443]
+resolve = true
+
+[policy.git]
+preset = "exec"
+allow = ["git"]
+program_arg = "program"
+argv_arg = "args"
+deny_args = ["--upload-pack", "-c", "--exec"]
+
+[policy.budget]
+preset = "limits"
+max_arg_bytes = 65536
+max_calls_per_tool = 50
+rate = { calls = 10, per_seconds = 1 }
+max_calls = 500
+max_seconds = 900
+max_cost = 5.0
+
+[policy.no_delete]
+preset = "deny_tools"
+tools = ["delete_file"]
+
+[policy.fetch]            # what `#[failcore::tool(policy = "fetch")]` refers to
+all = ["web", "budget"]
+
+[policy.either]
+any = ["workspace", "fs_read_only"]
+
+[policy.not_git]
+not = "git"
+"#;
+
+#[test]
+fn the_documented_example_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("workspace")).unwrap();
+    let file = write_policy(dir.path(), "failcore.toml", DOC_EXAMPLE);
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/POLICY.md")).unwrap();
+    assert!(
+        doc.contains(DOC_EXAMPLE.trim()),
+        "docs/POLICY.md and this example differ"
+    );
+    session(
+        Session::builder()
+            .sandbox_root(dir.path())
+            .policy_file(&file),
+    )
+    .unwrap();
 }

@@ -41,6 +41,7 @@ pub struct ExecPolicy {
     allow: Vec<String>,
     program_arg: String,
     argv_arg: Option<String>,
+    deny_args: Vec<String>,
 }
 
 impl ExecPolicy {
@@ -52,6 +53,7 @@ impl ExecPolicy {
             allow: programs.into_iter().map(Into::into).collect(),
             program_arg: "program".into(),
             argv_arg: Some("args".into()),
+            deny_args: Vec::new(),
         }
     }
 
@@ -70,6 +72,13 @@ impl ExecPolicy {
     /// The argument holding the argument vector (default `args`; `None`: the tool takes none).
     pub fn argv_arg(mut self, name: Option<String>) -> Self {
         self.argv_arg = name;
+        self
+    }
+
+    /// Refuses arguments equal to, or starting with, any of these patterns (rule `exec.arg_denied`): options
+    /// that make an allowed program run something else, such as git's `--upload-pack` or `-c`.
+    pub fn deny_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, patterns: I) -> Self {
+        self.deny_args.extend(patterns.into_iter().map(Into::into));
         self
     }
 
@@ -112,6 +121,16 @@ impl ExecPolicy {
                 return Err(Verdict::deny(
                     "exec.control_char",
                     format!("argument {arg:?} contains a NUL byte"),
+                ));
+            }
+            if let Some(p) = self
+                .deny_args
+                .iter()
+                .find(|p| !p.is_empty() && arg.starts_with(p.as_str()))
+            {
+                return Err(Verdict::deny(
+                    "exec.arg_denied",
+                    format!("argument {arg:?} matches the denied pattern {p:?}"),
                 ));
             }
             if is_shell

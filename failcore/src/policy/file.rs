@@ -75,7 +75,7 @@ const FS_KEYS: &[&str] = &[
     "allow_hidden",
 ];
 const NET_KEYS: &[&str] = &["preset", "urls", "schemes", "hosts", "ports", "resolve"];
-const EXEC_KEYS: &[&str] = &["preset", "allow", "program_arg", "argv_arg"];
+const EXEC_KEYS: &[&str] = &["preset", "allow", "program_arg", "argv_arg", "deny_args"];
 const LIMITS_KEYS: &[&str] = &[
     "preset",
     "max_arg_bytes",
@@ -213,6 +213,9 @@ impl Builder<'_> {
                 }
                 if let Some(a) = string(name, spec, "argv_arg")? {
                     p = p.argv_arg(Some(a));
+                }
+                if let Some(d) = strings(name, spec, "deny_args")? {
+                    p = p.deny_args(d);
                 }
                 Arc::new(p)
             }
