@@ -481,6 +481,13 @@ fn net_vet_hands_back_the_checked_address() {
     assert_eq!(v.addrs.len(), 2);
     let err = failcore::net::vet_with(&p, "https://rebind.example/", &resolver()).unwrap_err();
     assert_eq!(err.rule, "net.address.loopback");
+    // `vet` uses the policy's own resolver.
+    let pinned = NetPolicy::new().resolver(resolver());
+    let v = failcore::net::vet(&pinned, "http://api.example.com:8080/").unwrap();
+    assert_eq!(v.addr, "93.184.215.15:8080".parse().unwrap());
+    let err = failcore::net::vet(&pinned, "http://internal.example/").unwrap_err();
+    assert_eq!(err.rule, "net.address.private");
+    assert!(err.to_string().contains("10.0.0.7"), "{err}");
 }
 
 // -------------------------------------------------------------------------------------------------- exec
@@ -956,4 +963,43 @@ fn the_documented_example_loads() {
             .policy_file(&file),
     )
     .unwrap();
+}
+
+struct AskAlways;
+impl Policy for AskAlways {
+    fn name(&self) -> &str {
+        "ask_always"
+    }
+    fn check(&self, _: &CallView<'_>) -> Result<Verdict, failcore::PolicyError> {
+        Ok(Verdict::Ask {
+            reason: "network calls need a person's approval".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn asks_go_to_the_approver_and_are_denied_without_one() {
+    let f = fixture();
+    let fs: PolicyRef = Arc::new(FsPolicy::new(&f.root));
+    // An `all` that allows only after asking.
+    let guarded = || {
+        All::new(
+            "ask_then_fs",
+            vec![Arc::new(AskAlways) as PolicyRef, fs.clone()],
+        )
+    };
+    let s = session(Session::builder().guard(guarded())).unwrap();
+    let err = s.scope(pt_read("docs/readme.md".into())).await.unwrap_err();
+    assert!(err.0.contains("approval"), "{err}");
+
+    let s = session(
+        Session::builder()
+            .guard(guarded())
+            .approval(|r: &failcore::ApprovalRequest| r.policy == "ask_then_fs"),
+    )
+    .unwrap();
+    assert!(s.scope(pt_read("docs/readme.md".into())).await.is_ok());
+    // The ask does not outrank a denial.
+    let err = s.scope(pt_read("../escape".into())).await.unwrap_err();
+    assert!(err.0.contains("fs.escape"), "{err}");
 }

@@ -40,9 +40,14 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// Checks `url` against `policy`, resolving its host once with the system resolver.
+/// Checks `url` against `policy`, resolving its host once with the policy's resolver (the system's when
+/// the policy does not resolve names itself).
 pub fn vet(policy: &NetPolicy, url: &str) -> Result<Vetted, Refused> {
-    vet_with(policy, url, &SystemResolver)
+    vet_with(
+        policy,
+        url,
+        policy.configured_resolver().unwrap_or(&SystemResolver),
+    )
 }
 
 /// Like [`vet`], with the given resolver.

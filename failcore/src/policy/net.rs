@@ -166,6 +166,11 @@ impl NetPolicy {
         self
     }
 
+    /// The resolver the policy checks names with, if it resolves.
+    pub(crate) fn configured_resolver(&self) -> Option<&dyn Resolver> {
+        self.resolver.as_deref()
+    }
+
     /// Checks one URL with the policy's resolver.
     pub fn check_url(&self, raw: &str) -> Result<VettedUrl, Verdict> {
         self.check_url_with(raw, self.resolver.as_deref())
