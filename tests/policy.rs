@@ -1003,3 +1003,26 @@ async fn asks_go_to_the_approver_and_are_denied_without_one() {
     let err = s.scope(pt_read("../escape".into())).await.unwrap_err();
     assert!(err.0.contains("fs.escape"), "{err}");
 }
+
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        /// Any input gets a verdict: no panic, whatever the bytes.
+        #[test]
+        fn presets_decide_any_string(s in any::<String>(), t in "[%0-9a-fuxX./\\\\:@\\[\\]]{0,40}") {
+            let dir = tempfile::tempdir().unwrap();
+            let fs = FsPolicy::new(dir.path()).decodes_percent(true);
+            let net = NetPolicy::new().resolver(StaticResolver::new());
+            let exec = ExecPolicy::allow(["git"]);
+            for input in [&s, &t] {
+                let _ = fs.check_path(input);
+                let _ = net.check_url(input);
+                let _ = net.check_url(&format!("http://{input}/"));
+                let _ = exec.check_command(input, &[input.as_str()]);
+            }
+        }
+    }
+}
