@@ -49,7 +49,9 @@
 
 mod error;
 mod fingerprint;
+pub mod fs;
 mod lifecycle;
+pub mod net;
 pub mod policy;
 mod registry;
 mod replay;
@@ -60,6 +62,7 @@ pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
 pub use policy::{CallView, Policy, PolicyError, Verdict};
+
 pub use registry::{
     call_json, expect_tools, tool as find_tool, tools, Effect, OutputContract, ToolInfo,
 };

@@ -205,7 +205,7 @@ impl Session {
 
     /// A builder configured from the environment: `FAILCORE_DIR`, `FAILCORE_STORE` (`jsonl:<dir>`),
     /// `FAILCORE_RESUME` (`<run id>` or `last`), `FAILCORE_OFFLINE` (same), `FAILCORE_DURABILITY`,
-    /// `FAILCORE_SANDBOX` (the root of the `fs_safe` policy).
+    /// `FAILCORE_SANDBOX` (the root of the `fs_safe` policy), `FAILCORE_POLICY` (a policy file).
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -233,6 +233,9 @@ impl Session {
         }
         if let Some(root) = var("FAILCORE_SANDBOX") {
             b = b.sandbox_root(root);
+        }
+        if let Some(file) = var("FAILCORE_POLICY") {
+            b = b.policy_file(file);
         }
         Ok(b)
     }
@@ -321,6 +324,7 @@ pub struct SessionBuilder {
     durability: Durability,
     tool_durability: HashMap<String, Durability>,
     sandbox_root: Option<PathBuf>,
+    policy_file: Option<PathBuf>,
     policies: Vec<(String, PolicyRef)>,
     guards: Vec<PolicyRef>,
     approver: Option<Arc<dyn Approver>>,
@@ -382,6 +386,14 @@ impl SessionBuilder {
         self
     }
 
+    /// Loads named policies from a policy file (`failcore.toml`, or JSON when the name ends in `.json`) at
+    /// [`open`](Self::open); a malformed file or an unknown name in it stops the session from opening.
+    /// Policies defined with [`policy`](Self::policy) take precedence over the file's.
+    pub fn policy_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.policy_file = Some(path.into());
+        self
+    }
+
     /// A policy checked on every call of this session, before the tool's own.
     pub fn guard(mut self, policy: impl crate::policy::IntoPolicy) -> Self {
         self.guards.push(policy.into_policy());
@@ -428,6 +440,15 @@ impl SessionBuilder {
         };
 
         let mut policies = PolicySet::builtin(self.sandbox_root.as_ref());
+        if let Some(file) = &self.policy_file {
+            let mut visible = policies.clone();
+            for (name, p) in &self.policies {
+                visible.insert(name.clone(), p.clone());
+            }
+            for (name, p) in crate::policy::load_policy_file(file, &visible)? {
+                policies.insert(name, p);
+            }
+        }
         for (name, p) in self.policies {
             policies.insert(name, p);
         }

@@ -7,9 +7,19 @@
 //! Policies attach to tools explicitly (`#[failcore::tool(policy = ...)]`) or to every tool of a
 //! session ([`crate::SessionBuilder::guard`]); they are never matched by tool-name patterns.
 
+mod compose;
+mod exec;
+mod file;
 mod fs;
+mod limits;
+mod net;
 
+pub use compose::{All, Any, Not};
+pub use exec::ExecPolicy;
+pub(crate) use file::load_policy_file;
 pub use fs::FsPolicy;
+pub use limits::Limits;
+pub use net::{check_ip, NetPolicy, Resolver, StaticResolver, SystemResolver, VettedUrl};
 
 use crate::registry::{ParamRole, ToolDescriptor, ToolInfo};
 use serde_json::Value;
@@ -93,6 +103,12 @@ impl<'a> CallView<'a> {
             args,
             parsed: OnceLock::new(),
         }
+    }
+
+    /// A view of a call to `tool` with `args_json` (canonical JSON): to check a policy outside a session,
+    /// in tests and benchmarks.
+    pub fn from_parts(tool: ToolInfo, args_json: &'a [u8]) -> Self {
+        CallView::new(tool.0, args_json)
     }
 
     /// The tool being called.

@@ -89,11 +89,11 @@ async fn extract_facts(page: String) -> Result<String, AgentError> {
 #[failcore::tool(policy = "fs_safe", effect = "write", skip(root))]
 async fn write_file(path: PathBuf, content: String, root: PathBuf) -> Result<u64, AgentError> {
     work(20).await;
-    let target = root.join(&path);
-    if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| AgentError(e.to_string()))?;
-    }
-    std::fs::write(&target, &content).map_err(|e| AgentError(e.to_string()))?;
+    // The policy checked the path string; the sandbox enforces the root again at the syscall.
+    let sandbox = failcore::fs::Sandbox::open(&root).map_err(|e| AgentError(e.to_string()))?;
+    sandbox
+        .write(&path, &content)
+        .map_err(|e| AgentError(e.to_string()))?;
     Ok(content.len() as u64)
 }
 

@@ -1,0 +1,359 @@
+//! The policy file (`failcore.toml` or JSON): named policies that `policy = "name"` resolves to.
+
+use super::{
+    All, Any, DenyTools, ExecPolicy, FsPolicy, Limits, NetPolicy, Not, PolicyRef, PolicySet,
+};
+use crate::Error;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Reads a policy file and builds its named policies. Composite policies may refer to each other and to the
+/// session's policies in `existing`. Any problem is an error: the session does not start.
+pub(crate) fn load_policy_file(
+    path: &Path,
+    existing: &PolicySet,
+) -> Result<Vec<(String, PolicyRef)>, Error> {
+    let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?;
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let doc: Value = if is_json {
+        serde_json::from_str(&text).map_err(|e| err(format!("is not valid JSON: {e}")))?
+    } else {
+        let t: toml::Table =
+            toml::from_str(&text).map_err(|e| err(format!("is not valid TOML: {e}")))?;
+        serde_json::to_value(t).map_err(|e| err(format!("cannot be read: {e}")))?
+    };
+    let top = doc
+        .as_object()
+        .ok_or_else(|| err("must be a table with a `policy` table".into()))?;
+    if let Some(k) = top.keys().find(|k| k.as_str() != "policy") {
+        return Err(err(format!(
+            "unknown top-level key `{k}`; policies go under `policy.<name>`"
+        )));
+    }
+    let specs = match top.get("policy") {
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(err("`policy` must be a table of named policies".into())),
+        None => return Err(err("defines no policy (`[policy.<name>]`)".into())),
+    };
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut builder = Builder {
+        specs,
+        existing,
+        base,
+        built: BTreeMap::new(),
+        visiting: HashSet::new(),
+    };
+    for name in specs.keys() {
+        builder.build(name).map_err(&err)?;
+    }
+    Ok(builder.built.into_iter().collect())
+}
+
+struct Builder<'a> {
+    specs: &'a Map<String, Value>,
+    existing: &'a PolicySet,
+    base: PathBuf,
+    built: BTreeMap<String, PolicyRef>,
+    visiting: HashSet<String>,
+}
+
+const FS_KEYS: &[&str] = &[
+    "preset",
+    "root",
+    "paths",
+    "read_only",
+    "decodes_percent",
+    "allow_hidden",
+];
+const NET_KEYS: &[&str] = &["preset", "urls", "schemes", "hosts", "ports", "resolve"];
+const EXEC_KEYS: &[&str] = &["preset", "allow", "program_arg", "argv_arg", "deny_args"];
+const LIMITS_KEYS: &[&str] = &[
+    "preset",
+    "max_arg_bytes",
+    "max_calls_per_tool",
+    "rate",
+    "max_calls",
+    "max_seconds",
+    "max_cost",
+];
+const DENY_KEYS: &[&str] = &["preset", "tools"];
+
+impl Builder<'_> {
+    fn resolve(&mut self, from: &str, name: &str) -> Result<PolicyRef, String> {
+        if self.specs.contains_key(name) {
+            return self.build(name);
+        }
+        self.existing
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("policy `{from}` refers to `{name}`, which is not defined"))
+    }
+
+    fn build(&mut self, name: &str) -> Result<PolicyRef, String> {
+        if let Some(p) = self.built.get(name) {
+            return Ok(p.clone());
+        }
+        if !self.visiting.insert(name.to_owned()) {
+            return Err(format!("policy `{name}` refers to itself"));
+        }
+        let spec = self
+            .specs
+            .get(name)
+            .and_then(Value::as_object)
+            .ok_or_else(|| format!("policy `{name}` must be a table"))?;
+        let kinds: Vec<&str> = ["preset", "all", "any", "not"]
+            .into_iter()
+            .filter(|k| spec.contains_key(*k))
+            .collect();
+        if kinds.len() != 1 {
+            return Err(format!(
+                "policy `{name}` must have exactly one of `preset`, `all`, `any`, `not`"
+            ));
+        }
+        let policy: PolicyRef = match kinds[0] {
+            "all" | "any" => {
+                only_keys(name, spec, &[kinds[0]])?;
+                let parts = strings(name, spec, kinds[0])?.unwrap_or_default();
+                if parts.is_empty() {
+                    return Err(format!("policy `{name}`: `{}` lists no policy", kinds[0]));
+                }
+                let mut refs = Vec::new();
+                for part in &parts {
+                    refs.push(self.resolve(name, part)?);
+                }
+                if kinds[0] == "all" {
+                    Arc::new(All::new(name, refs))
+                } else {
+                    Arc::new(Any::new(name, refs))
+                }
+            }
+            "not" => {
+                only_keys(name, spec, &["not"])?;
+                let inner = spec
+                    .get("not")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("policy `{name}`: `not` must name one policy"))?;
+                let inner = self.resolve(name, inner)?;
+                Arc::new(Not::new(name, inner))
+            }
+            _ => self.preset(name, spec)?,
+        };
+        self.visiting.remove(name);
+        self.built.insert(name.to_owned(), policy.clone());
+        Ok(policy)
+    }
+
+    fn preset(&self, name: &str, spec: &Map<String, Value>) -> Result<PolicyRef, String> {
+        let preset = spec
+            .get("preset")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("policy `{name}`: `preset` must be a string"))?;
+        Ok(match preset {
+            "fs" => {
+                only_keys(name, spec, FS_KEYS)?;
+                let root = string(name, spec, "root")?
+                    .ok_or_else(|| format!("policy `{name}`: preset `fs` needs `root`"))?;
+                let root = self.base.join(root);
+                if !root.is_dir() {
+                    return Err(format!(
+                        "policy `{name}`: root {} is not a directory",
+                        root.display()
+                    ));
+                }
+                Arc::new(
+                    FsPolicy::new(root)
+                        .named(name)
+                        .paths(strings(name, spec, "paths")?.unwrap_or_default())
+                        .read_only(boolean(name, spec, "read_only")?.unwrap_or(false))
+                        .decodes_percent(boolean(name, spec, "decodes_percent")?.unwrap_or(false))
+                        .allow_hidden(boolean(name, spec, "allow_hidden")?.unwrap_or(false)),
+                )
+            }
+            "net" => {
+                only_keys(name, spec, NET_KEYS)?;
+                let mut p = NetPolicy::new()
+                    .named(name)
+                    .urls(strings(name, spec, "urls")?.unwrap_or_default());
+                if let Some(s) = strings(name, spec, "schemes")? {
+                    p = p.schemes(s);
+                }
+                if let Some(h) = strings(name, spec, "hosts")? {
+                    p = p.hosts(h);
+                }
+                if let Some(ports) = numbers(name, spec, "ports")? {
+                    let ports = ports
+                        .into_iter()
+                        .map(|n| {
+                            u16::try_from(n)
+                                .map_err(|_| format!("policy `{name}`: port {n} is out of range"))
+                        })
+                        .collect::<Result<Vec<u16>, String>>()?;
+                    p = p.ports(ports);
+                }
+                if boolean(name, spec, "resolve")? == Some(false) {
+                    p = p.no_resolve();
+                }
+                Arc::new(p)
+            }
+            "exec" => {
+                only_keys(name, spec, EXEC_KEYS)?;
+                let mut p = ExecPolicy::allow(strings(name, spec, "allow")?.unwrap_or_default())
+                    .named(name);
+                if let Some(a) = string(name, spec, "program_arg")? {
+                    p = p.program_arg(a);
+                }
+                if let Some(a) = string(name, spec, "argv_arg")? {
+                    p = p.argv_arg(Some(a));
+                }
+                if let Some(d) = strings(name, spec, "deny_args")? {
+                    p = p.deny_args(d);
+                }
+                Arc::new(p)
+            }
+            "limits" => {
+                only_keys(name, spec, LIMITS_KEYS)?;
+                let mut p = Limits::new().named(name);
+                if let Some(n) = number(name, spec, "max_arg_bytes")? {
+                    p = p.max_arg_bytes(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+                if let Some(n) = number(name, spec, "max_calls_per_tool")? {
+                    p = p.max_calls_per_tool(n);
+                }
+                if let Some(n) = number(name, spec, "max_calls")? {
+                    p = p.max_calls(n);
+                }
+                if let Some(s) = seconds(name, spec.get("max_seconds"), "max_seconds")? {
+                    p = p.max_duration(s);
+                }
+                if let Some(v) = spec.get("max_cost") {
+                    let c = v
+                        .as_f64()
+                        .filter(|c| c.is_finite() && *c >= 0.0)
+                        .ok_or_else(|| {
+                            format!("policy `{name}`: `max_cost` must be a number ≥ 0")
+                        })?;
+                    p = p.max_cost(c);
+                }
+                if let Some(rate) = spec.get("rate") {
+                    let r = rate.as_object().ok_or_else(|| {
+                        format!("policy `{name}`: `rate` must be {{ calls = N, per_seconds = S }}")
+                    })?;
+                    only_keys(name, r, &["calls", "per_seconds"])?;
+                    let calls = number(name, r, "calls")?
+                        .ok_or_else(|| format!("policy `{name}`: `rate` needs `calls`"))?;
+                    let per = seconds(name, r.get("per_seconds"), "per_seconds")?
+                        .ok_or_else(|| format!("policy `{name}`: `rate` needs `per_seconds`"))?;
+                    p = p.rate(u32::try_from(calls).unwrap_or(u32::MAX), per);
+                }
+                Arc::new(p)
+            }
+            "deny_tools" => {
+                only_keys(name, spec, DENY_KEYS)?;
+                Arc::new(DenyTools::new(
+                    strings(name, spec, "tools")?.unwrap_or_default(),
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "policy `{name}`: unknown preset `{other}` (fs, net, exec, limits, deny_tools)"
+                ))
+            }
+        })
+    }
+}
+
+fn only_keys(name: &str, spec: &Map<String, Value>, allowed: &[&str]) -> Result<(), String> {
+    match spec.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(format!(
+            "policy `{name}`: unknown key `{k}` (allowed here: {})",
+            allowed.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+fn string(name: &str, spec: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match spec.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("policy `{name}`: `{key}` must be a string")),
+    }
+}
+
+fn strings(
+    name: &str,
+    spec: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<String>>, String> {
+    match spec.get(key) {
+        None => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("policy `{name}`: `{key}` must be a list of strings"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(format!(
+            "policy `{name}`: `{key}` must be a list of strings"
+        )),
+    }
+}
+
+fn boolean(name: &str, spec: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
+    match spec.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(format!("policy `{name}`: `{key}` must be true or false")),
+    }
+}
+
+fn number(name: &str, spec: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
+    match spec.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("policy `{name}`: `{key}` must be a whole number ≥ 0")),
+    }
+}
+
+fn numbers(name: &str, spec: &Map<String, Value>, key: &str) -> Result<Option<Vec<u64>>, String> {
+    match spec.get(key) {
+        None => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_u64().ok_or_else(|| {
+                    format!("policy `{name}`: `{key}` must be a list of whole numbers")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(format!(
+            "policy `{name}`: `{key}` must be a list of whole numbers"
+        )),
+    }
+}
+
+fn seconds(name: &str, v: Option<&Value>, key: &str) -> Result<Option<Duration>, String> {
+    match v {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .map(Some)
+            .ok_or_else(|| format!("policy `{name}`: `{key}` must be a number of seconds ≥ 0")),
+    }
+}
