@@ -31,6 +31,14 @@ mod journal;
 #[cfg(feature = "jsonl")]
 mod jsonl;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod reader;
 mod record;
 mod store;
@@ -43,6 +51,10 @@ pub use journal::{Ack, Committed, Journal};
 #[cfg(feature = "jsonl")]
 pub use jsonl::{open_file, JsonlStore};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PgStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 pub use reader::{ReadError, RunReader, TraceRecord, MAX_LINE_BYTES};
 pub use record::{
     encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, RunEnd, RunStart,
