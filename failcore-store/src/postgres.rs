@@ -231,7 +231,9 @@ impl PgStore {
         match f(client) {
             Ok(r) => Ok(r),
             Err(e) if client.is_closed() => {
-                *guard = None;
+                if let Some(dead) = guard.take() {
+                    off_runtime(move || drop(dead));
+                }
                 Err(self.err(e))
             }
             Err(e) => Err(self.err(e)),
@@ -240,7 +242,8 @@ impl PgStore {
 }
 
 struct PgWriter {
-    client: Client,
+    /// `None` only while being dropped.
+    client: Option<Client>,
     location: String,
     run: String,
     token: String,
@@ -251,10 +254,20 @@ struct PgWriter {
     mark_synced: Statement,
 }
 
-impl PgWriter {
-    fn err(&self, e: postgres::Error) -> StoreError {
-        StoreError::Backend(format!("postgres {}: {e}", self.location))
+fn closed() -> StoreError {
+    StoreError::Backend("postgres: the writer's connection is closed".into())
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(client) = conn {
+            off_runtime(move || drop(client));
+        }
     }
+}
+
+impl PgWriter {
 
     fn append_tx(&mut self, lines: &[Line]) -> Result<(), StoreError> {
         let mut pos = Vec::with_capacity(lines.len());
@@ -276,7 +289,8 @@ impl PgWriter {
         }
         let location = self.location.clone();
         let err = |e: postgres::Error| StoreError::Backend(format!("postgres {location}: {e}"));
-        let mut tx = self.client.transaction().map_err(err)?;
+        let client = self.client.as_mut().ok_or_else(closed)?;
+        let mut tx = client.transaction().map_err(err)?;
         // Locks the run's row and checks the fencing token in one statement.
         let owned = tx
             .execute(&self.claim, &[&self.run, &self.token])
@@ -308,10 +322,10 @@ impl RunWriter for PgWriter {
         off_runtime(|| {
             // One statement, its own transaction, committed with synchronous_commit on: it returns once
             // the WAL is flushed up to it, and so past every earlier commit of this writer.
-            let n = self
-                .client
+            let client = self.client.as_mut().ok_or_else(closed)?;
+            let n = client
                 .execute(&self.mark_synced, &[&self.run, &self.token, &self.last_seq])
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| StoreError::Backend(format!("postgres {}: {e}", self.location)))?;
             if n == 1 {
                 Ok(())
             } else {
@@ -325,13 +339,16 @@ impl Drop for PgWriter {
     fn drop(&mut self) {
         let run = self.run.clone();
         let token = self.token.clone();
-        let client = &mut self.client;
-        off_runtime(move || {
-            let _ = client.execute(
-                "UPDATE failcore_runs SET writer = NULL WHERE run = $1 AND writer = $2",
-                &[&run, &token],
-            );
-        });
+        if let Some(mut client) = self.client.take() {
+            // Dropping a client blocks on its runtime: that too happens off any async runtime.
+            off_runtime(move || {
+                let _ = client.execute(
+                    "UPDATE failcore_runs SET writer = NULL WHERE run = $1 AND writer = $2",
+                    &[&run, &token],
+                );
+                drop(client);
+            });
+        }
     }
 }
 
@@ -380,7 +397,7 @@ impl TraceStore for PgStore {
                 )
                 .map_err(err)?;
             Ok(Box::new(PgWriter {
-                client,
+                client: Some(client),
                 location: self.location.clone(),
                 run: run.to_owned(),
                 token,
