@@ -23,7 +23,10 @@ fn backends(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn TraceStore>)> {
     ];
     if cfg!(feature = "sqlite") {
         let spec = format!("sqlite:{}", dir.join("bench.db").display());
-        out.push(("sqlite", failcore::store_from_spec(&spec).expect("sqlite store")));
+        out.push((
+            "sqlite",
+            failcore::store_from_spec(&spec).expect("sqlite store"),
+        ));
     }
     if cfg!(feature = "postgres") {
         match std::env::var("FAILCORE_PG_URL") {
@@ -31,7 +34,10 @@ fn backends(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn TraceStore>)> {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let spec = format!("{url}{sep}failcore_schema={}", pg_schema());
                 drop_pg_schema(&url);
-                out.push(("postgres", failcore::store_from_spec(&spec).expect("postgres store")));
+                out.push((
+                    "postgres",
+                    failcore::store_from_spec(&spec).expect("postgres store"),
+                ));
             }
             _ => eprintln!("postgres left out: set FAILCORE_PG_URL to bench it"),
         }
@@ -46,7 +52,10 @@ fn pg_schema() -> String {
 #[cfg(feature = "postgres")]
 fn drop_pg_schema(url: &str) {
     if let Ok(mut c) = postgres::Client::connect(url, postgres::NoTls) {
-        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", pg_schema()));
+        let _ = c.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            pg_schema()
+        ));
     }
 }
 
@@ -59,7 +68,8 @@ fn step_commit(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let start = br#"{"step":0,"tool":"fetch","fp":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","occ":0,"args":{"url":"https://example.com/a"},"decision":{"outcome":"allow"}}"#;
-    let end = br#"{"step":0,"status":"ok","output":{"status":200,"bytes":5120},"latency_ns":1200000}"#;
+    let end =
+        br#"{"step":0,"status":"ok","output":{"status":200,"bytes":5120},"latency_ns":1200000}"#;
     let mut group = c.benchmark_group("step_commit");
     group
         .sample_size(20)

@@ -118,13 +118,18 @@ fn a_run_killed_on_one_machine_resumes_on_another() {
     let exe = std::env::current_exe().expect("test binary");
     let child = |phase: &str| {
         let mut cmd = std::process::Command::new(&exe);
-        cmd.args(["--exact", "pg_resume_child", "--nocapture", "--test-threads=1"])
-            .env(PHASE, phase)
-            .env(EFFECTS, &effects_path)
-            .env("FAILCORE_STORE", &store_spec)
-            .env_remove("FAILCORE_DIR")
-            .env_remove("FAILCORE_OFFLINE")
-            .env_remove("FAILCORE_RESUME");
+        cmd.args([
+            "--exact",
+            "pg_resume_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PHASE, phase)
+        .env(EFFECTS, &effects_path)
+        .env("FAILCORE_STORE", &store_spec)
+        .env_remove("FAILCORE_DIR")
+        .env_remove("FAILCORE_OFFLINE")
+        .env_remove("FAILCORE_RESUME");
         cmd
     };
 

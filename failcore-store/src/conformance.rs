@@ -4,8 +4,8 @@
 //! which makes one test per case. Each case starts from a fresh, empty store.
 
 use crate::{
-    verify, Body, Chunk, Durability, Journal, Line, Mode, RunReader, RunStart, RunStatus, StoreError,
-    TraceStore,
+    verify, Body, Chunk, Durability, Journal, Line, Mode, RunReader, RunStart, RunStatus,
+    StoreError, TraceStore,
 };
 use std::sync::Arc;
 
@@ -221,7 +221,11 @@ pub fn large_payloads(b: &dyn Backend) {
     let store = b.fresh();
     let mut w = store.create("run-large").expect("create");
     let big = "x".repeat(1 << 20);
-    let lines = vec![line(0, &big), line(1, "small"), line(2, &"é".repeat(600_000))];
+    let lines = vec![
+        line(0, &big),
+        line(1, "small"),
+        line(2, &"é".repeat(600_000)),
+    ];
     w.append(&lines).expect("append");
     w.sync().expect("sync");
     assert_eq!(load(b.reopen(&store).as_ref(), "run-large"), whole(&lines));
@@ -256,9 +260,13 @@ pub fn single_writer(b: &dyn Backend) {
 /// Records written by the journal with every durability verify and read back.
 pub fn journal_round_trip_verifies(b: &dyn Backend) {
     let store = b.fresh();
-    for (i, durability) in [Durability::Buffered, Durability::Flushed, Durability::Synced]
-        .into_iter()
-        .enumerate()
+    for (i, durability) in [
+        Durability::Buffered,
+        Durability::Flushed,
+        Durability::Synced,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let run = format!("run-j{i}");
         let journal = Journal::open(store.clone(), &run, durability).expect("open");
@@ -274,9 +282,14 @@ pub fn journal_round_trip_verifies(b: &dyn Backend) {
         journal.close().expect("close");
         let other = b.reopen(&store);
         let report = verify(RunReader::open(other.as_ref(), &run).expect("reader"));
-        assert!(report.is_ok(), "{run} ({durability}) does not verify: {report:?}");
+        assert!(
+            report.is_ok(),
+            "{run} ({durability}) does not verify: {report:?}"
+        );
         assert_eq!(
-            RunReader::open(other.as_ref(), &run).expect("reader").count(),
+            RunReader::open(other.as_ref(), &run)
+                .expect("reader")
+                .count(),
             2
         );
     }
@@ -289,7 +302,14 @@ pub fn unknown_runs(b: &dyn Backend) {
         store.lines("nope"),
         Err(StoreError::NotFound { .. })
     ));
-    for bad in ["", "../etc", "a b", "last", &"x".repeat(65), "run'; DROP TABLE x; --"] {
+    for bad in [
+        "",
+        "../etc",
+        "a b",
+        "last",
+        &"x".repeat(65),
+        "run'; DROP TABLE x; --",
+    ] {
         assert!(store.create(bad).is_err(), "created {bad:?}");
         assert!(store.lines(bad).is_err());
     }

@@ -26,6 +26,8 @@
 //! ```
 
 mod chain;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod journal;
 #[cfg(feature = "jsonl")]
@@ -33,14 +35,12 @@ mod jsonl;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod reader;
+mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-#[cfg(feature = "conformance")]
-pub mod conformance;
-mod reader;
-mod record;
 mod store;
 pub mod time;
 mod verify;
@@ -53,12 +53,12 @@ pub use jsonl::{open_file, JsonlStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
-#[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
 pub use reader::{ReadError, RunReader, TraceRecord, MAX_LINE_BYTES};
 pub use record::{
     encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, RunEnd, RunStart,
     RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
 };
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 pub use store::{check_run_id, Chunk, Durability, Line, LineSource, RunWriter, TraceStore};
 pub use verify::{verify, Fault, FaultKind, VerifyReport};

@@ -201,7 +201,8 @@ impl PgStore {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.batch_execute(sql).map_err(err)?;
-            tx.execute("DELETE FROM failcore_schema", &[]).map_err(err)?;
+            tx.execute("DELETE FROM failcore_schema", &[])
+                .map_err(err)?;
             tx.execute(
                 "INSERT INTO failcore_schema (version) VALUES ($1)",
                 &[&(i as i32 + 1)],
@@ -211,9 +212,7 @@ impl PgStore {
         tx.commit().map_err(err)?;
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
         // The shared connection was used without the schema on its search path: set it now.
-        self.with_conn(|c| {
-            c.batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
-        })
+        self.with_conn(|c| c.batch_execute(&format!("SET search_path TO \"{}\"", self.schema)))
     }
 
     /// Runs `f` on the store's shared connection, reconnecting once if it was lost.
@@ -260,7 +259,11 @@ fn closed() -> StoreError {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let conn = self
+            .conn
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(client) = conn {
             off_runtime(move || drop(client));
         }
@@ -268,7 +271,6 @@ impl Drop for PgStore {
 }
 
 impl PgWriter {
-
     fn append_tx(&mut self, lines: &[Line]) -> Result<(), StoreError> {
         let mut pos = Vec::with_capacity(lines.len());
         let mut seq = Vec::with_capacity(lines.len());
@@ -460,7 +462,10 @@ mod tests {
     fn schema_param_is_split_off_and_passwords_are_redacted() {
         assert_eq!(
             split_schema("postgres://u@h/db?failcore_schema=abc&sslmode=disable"),
-            ("postgres://u@h/db?sslmode=disable".into(), Some("abc".into()))
+            (
+                "postgres://u@h/db?sslmode=disable".into(),
+                Some("abc".into())
+            )
         );
         assert_eq!(
             split_schema("postgres://u@h/db?failcore_schema=abc"),

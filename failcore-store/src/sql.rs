@@ -70,6 +70,8 @@ impl crate::LineSource for LoadedLines {
 pub(crate) fn fenced(run: &str, location: &str) -> crate::StoreError {
     crate::StoreError::Locked {
         run: run.to_owned(),
-        detail: format!("this writer was fenced off: {location} records another writer for the run"),
+        detail: format!(
+            "this writer was fenced off: {location} records another writer for the run"
+        ),
     }
 }

@@ -210,7 +210,10 @@ impl RunWriter for SqliteWriter {
                 )
                 .map_err(|e| db_err(&self.path, e))?;
             if n != 1 {
-                return Err(fenced(&self.run, &format!("sqlite:{}", self.path.display())));
+                return Err(fenced(
+                    &self.run,
+                    &format!("sqlite:{}", self.path.display()),
+                ));
             }
             tx.commit().map_err(|e| db_err(&self.path, e))
         })();
@@ -273,8 +276,7 @@ impl TraceStore for SqliteStore {
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0))
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError> {

@@ -116,9 +116,13 @@ pub fn store_from_spec(spec: &str) -> Result<std::sync::Arc<dyn store::TraceStor
 #[cfg(feature = "sqlite")]
 fn sqlite_store(path: &str) -> Result<std::sync::Arc<dyn store::TraceStore>, Error> {
     if path.is_empty() {
-        return Err(Error::Config("store `sqlite:` needs a file: sqlite:<file>".into()));
+        return Err(Error::Config(
+            "store `sqlite:` needs a file: sqlite:<file>".into(),
+        ));
     }
-    Ok(std::sync::Arc::new(failcore_store::SqliteStore::open(path)?))
+    Ok(std::sync::Arc::new(failcore_store::SqliteStore::open(
+        path,
+    )?))
 }
 
 #[cfg(not(feature = "sqlite"))]

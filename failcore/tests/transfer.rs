@@ -55,7 +55,10 @@ fn round_trip(middle: &str) {
     let before = run_files(&dir.join("a"));
     assert_eq!(before.len(), 2);
 
-    let out = ok(&failcore(dir, &["--store", "jsonl:a", "export", "--to", middle]));
+    let out = ok(&failcore(
+        dir,
+        &["--store", "jsonl:a", "export", "--to", middle],
+    ));
     assert!(out.contains("copied 2 runs"), "{out}");
     // Every run verifies in the middle store exactly as it does in the original.
     for (name, _) in &before {
@@ -67,8 +70,15 @@ fn round_trip(middle: &str) {
     let complete = failcore(dir, &["--store", middle, "verify", "last"]);
     assert!(ok(&complete).contains("chain intact"));
 
-    ok(&failcore(dir, &["--store", "jsonl:b", "import", "--from", middle]));
-    assert_eq!(run_files(&dir.join("b")), before, "bytes changed on the way");
+    ok(&failcore(
+        dir,
+        &["--store", "jsonl:b", "import", "--from", middle],
+    ));
+    assert_eq!(
+        run_files(&dir.join("b")),
+        before,
+        "bytes changed on the way"
+    );
 
     // Copying again is refused unless asked to skip.
     let again = failcore(dir, &["--store", "jsonl:a", "export", "--to", middle]);
@@ -76,7 +86,14 @@ fn round_trip(middle: &str) {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--skip-existing"));
     let skipped = ok(&failcore(
         dir,
-        &["--store", "jsonl:a", "export", "--to", middle, "--skip-existing"],
+        &[
+            "--store",
+            "jsonl:a",
+            "export",
+            "--to",
+            middle,
+            "--skip-existing",
+        ],
     ));
     assert!(skipped.contains("2 already there"), "{skipped}");
 }
@@ -95,7 +112,10 @@ fn through_sqlite_is_lossless() {
 #[cfg(feature = "postgres")]
 #[test]
 fn through_postgres_is_lossless() {
-    let Some(url) = std::env::var("FAILCORE_PG_URL").ok().filter(|u| !u.is_empty()) else {
+    let Some(url) = std::env::var("FAILCORE_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
         eprintln!("skipping: set FAILCORE_PG_URL=postgres://user@host:port/db to run it");
         return;
     };
