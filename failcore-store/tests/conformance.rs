@@ -140,12 +140,30 @@ mod postgres {
     use failcore_store::conformance::Backend;
     use failcore_store::{PgStore, TraceStore};
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     pub struct Pg {
         url: String,
         case: &'static str,
         n: AtomicU32,
+        schemas: Mutex<Vec<String>>,
+    }
+
+    impl Drop for Pg {
+        fn drop(&mut self) {
+            // The case's schemas go with it. A blocking client must not run on an async runtime's thread.
+            let schemas = std::mem::take(self.schemas.get_mut().unwrap_or_else(|e| e.into_inner()));
+            let url = self.url.clone();
+            let _ = std::thread::spawn(move || {
+                if let Ok(mut c) = postgres::Client::connect(&url, postgres::NoTls) {
+                    for schema in schemas {
+                        let _ =
+                            c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+                    }
+                }
+            })
+            .join();
+        }
     }
 
     /// The backend for one case, or `None` (with a note) when no database is configured.
@@ -155,6 +173,7 @@ mod postgres {
                 url,
                 case,
                 n: AtomicU32::new(0),
+                schemas: Mutex::new(Vec::new()),
             }),
             _ => {
                 eprintln!(
@@ -185,6 +204,10 @@ mod postgres {
             let mut c = postgres::Client::connect(&self.url, postgres::NoTls).expect("connect");
             c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
                 .expect("drop schema");
+            self.schemas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(schema.clone());
             Arc::new(PgStore::open_in_schema(&self.url, &schema).expect("open"))
         }
         fn reopen(&self, store: &Arc<dyn TraceStore>) -> Arc<dyn TraceStore> {
