@@ -18,13 +18,13 @@
 //! survives the crash of the process, the server has it); `sync` commits with `synchronous_commit = on`,
 //! which waits for the WAL flush that also covers every earlier commit (`synced`).
 
-use crate::sql::{fenced, now_ns, writer_token, Indexed, LoadedLines, SCHEMA_VERSION};
+use crate::sql::{fenced, now_ns, writer_token, Indexed, SCHEMA_VERSION};
 use crate::store::check_run_id;
-use crate::{Line, LineSource, RunWriter, StoreError, TraceStore};
+use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use postgres::error::SqlState;
 use postgres::{Client, Config, NoTls, Statement};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const MIGRATIONS: &[&str] = &[
     // Version 1.
@@ -53,6 +53,11 @@ const MIGRATION_LOCK: i64 = 0x6661_696c_636f_7265;
 
 /// Runs in a Postgres database.
 pub struct PgStore {
+    inner: Arc<PgInner>,
+}
+
+/// What the store and its line sources share.
+struct PgInner {
     config: Config,
     schema: String,
     location: String,
@@ -62,7 +67,7 @@ pub struct PgStore {
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
-            .field("location", &self.location)
+            .field("location", &self.inner.location)
             .finish()
     }
 }
@@ -142,14 +147,16 @@ impl PgStore {
         let location = redact(url);
         let config = Config::from_str(&client_url)
             .map_err(|e| StoreError::Backend(format!("invalid Postgres URL {location}: {e}")))?;
-        let store = PgStore {
+        let inner = PgInner {
             config,
             schema,
             location,
             conn: Mutex::new(None),
         };
-        off_runtime(|| store.migrate())?;
-        Ok(store)
+        off_runtime(|| inner.migrate())?;
+        Ok(PgStore {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Opens the store in `schema`, whatever the URL says (tests use one schema each).
@@ -161,9 +168,11 @@ impl PgStore {
 
     /// The schema the store's tables live in.
     pub fn schema(&self) -> &str {
-        &self.schema
+        &self.inner.schema
     }
+}
 
+impl PgInner {
     fn err(&self, e: postgres::Error) -> StoreError {
         StoreError::Backend(format!("postgres {}: {e}", self.location))
     }
@@ -257,7 +266,7 @@ fn closed() -> StoreError {
     StoreError::Backend("postgres: the writer's connection is closed".into())
 }
 
-impl Drop for PgStore {
+impl Drop for PgInner {
     fn drop(&mut self) {
         let conn = self
             .conn
@@ -356,14 +365,14 @@ impl Drop for PgWriter {
 
 impl TraceStore for PgStore {
     fn location(&self) -> String {
-        self.location.clone()
+        self.inner.location.clone()
     }
 
     fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError> {
         check_run_id(run)?;
         off_runtime(|| {
-            let mut client = self.connect()?;
-            let err = |e| self.err(e);
+            let mut client = self.inner.connect()?;
+            let err = |e| self.inner.err(e);
             // Appends commit asynchronously (`flushed`); `sync` turns it on for its own commit.
             client
                 .batch_execute("SET synchronous_commit = off")
@@ -400,7 +409,7 @@ impl TraceStore for PgStore {
                 .map_err(err)?;
             Ok(Box::new(PgWriter {
                 client: Some(client),
-                location: self.location.clone(),
+                location: self.inner.location.clone(),
                 run: run.to_owned(),
                 token,
                 next_pos: 0,
@@ -414,7 +423,7 @@ impl TraceStore for PgStore {
 
     fn runs(&self) -> Result<Vec<String>, StoreError> {
         off_runtime(|| {
-            self.with_conn(|c| {
+            self.inner.with_conn(|c| {
                 let rows = c.query("SELECT run FROM failcore_runs ORDER BY run", &[])?;
                 Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
             })
@@ -422,35 +431,75 @@ impl TraceStore for PgStore {
     }
 
     fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError> {
-        let found = off_runtime(|| {
-            self.with_conn(|c| {
-                let exists = c
-                    .query_opt("SELECT 1 FROM failcore_runs WHERE run = $1", &[&run])?
-                    .is_some();
-                if !exists {
-                    return Ok(None);
-                }
-                let rows = c.query(
-                    "SELECT line FROM failcore_lines WHERE run = $1 ORDER BY pos",
-                    &[&run],
-                )?;
-                Ok(Some(
-                    rows.iter()
-                        .map(|r| r.get::<_, Vec<u8>>(0))
-                        .collect::<Vec<_>>(),
-                ))
+        let exists = off_runtime(|| {
+            self.inner.with_conn(|c| {
+                Ok(
+                    c.query_opt("SELECT 1 FROM failcore_runs WHERE run = $1", &[&run])?
+                        .is_some(),
+                )
             })
         })?;
-        match found {
-            Some(lines) => Ok(Box::new(LoadedLines {
-                lines: lines.into_iter(),
-                name: format!("{}#{run}", self.location),
-            })),
-            None => Err(StoreError::NotFound {
+        if !exists {
+            return Err(StoreError::NotFound {
                 run: run.to_owned(),
                 store: self.location(),
-            }),
+            });
         }
+        Ok(Box::new(PgLines {
+            inner: self.inner.clone(),
+            run: run.to_owned(),
+            next_pos: 0,
+            page: std::collections::VecDeque::new(),
+            done: false,
+            name: format!("{}#{run}", self.inner.location),
+        }))
+    }
+}
+
+/// Lines of a run loaded page by page (at most [`PAGE_LINES`] lines and about [`PAGE_BYTES`] a page), so
+/// that a large run is never held in memory whole.
+struct PgLines {
+    inner: Arc<PgInner>,
+    run: String,
+    next_pos: i64,
+    page: std::collections::VecDeque<Vec<u8>>,
+    done: bool,
+    name: String,
+}
+
+const PAGE_LINES: i64 = 1000;
+const PAGE_BYTES: i64 = 8 << 20;
+
+impl LineSource for PgLines {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, StoreError> {
+        if self.page.is_empty() && !self.done {
+            let (run, from) = (&self.run, self.next_pos);
+            let rows = off_runtime(|| {
+                self.inner.with_conn(|c| {
+                    // The first line of a page always comes; later ones while the page is under PAGE_BYTES.
+                    c.query(
+                        "SELECT line FROM (
+                             SELECT pos, line, sum(octet_length(line)) OVER (ORDER BY pos) AS upto
+                             FROM (SELECT pos, line FROM failcore_lines
+                                   WHERE run = $1 AND pos >= $2 ORDER BY pos LIMIT $3) p
+                         ) w
+                         WHERE upto - octet_length(line) < $4 ORDER BY pos",
+                        &[run, &from, &PAGE_LINES, &PAGE_BYTES],
+                    )
+                })
+            })?;
+            if rows.is_empty() {
+                self.done = true;
+            }
+            self.next_pos += rows.len() as i64;
+            self.page
+                .extend(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)));
+        }
+        Ok(self.page.pop_front().map(Chunk::Line))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
     }
 }
 

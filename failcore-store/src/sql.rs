@@ -51,21 +51,6 @@ pub(crate) fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Lines loaded from a database, handed out in order.
-pub(crate) struct LoadedLines {
-    pub lines: std::vec::IntoIter<Vec<u8>>,
-    pub name: String,
-}
-
-impl crate::LineSource for LoadedLines {
-    fn next_chunk(&mut self) -> Result<Option<crate::Chunk>, crate::StoreError> {
-        Ok(self.lines.next().map(crate::Chunk::Line))
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 /// The error for a writer whose token no longer owns the run.
 pub(crate) fn fenced(run: &str, location: &str) -> crate::StoreError {
     crate::StoreError::Locked {

@@ -12,12 +12,12 @@
 //! transaction that survives a crash of the process (`flushed`); `sync` commits a transaction with
 //! `synchronous=FULL`, which syncs the WAL and with it every earlier commit (`synced`).
 
-use crate::sql::{fenced, now_ns, writer_token, Indexed, LoadedLines, SCHEMA_VERSION};
+use crate::sql::{fenced, now_ns, writer_token, Indexed, SCHEMA_VERSION};
 use crate::store::check_run_id;
-use crate::{Line, LineSource, RunWriter, StoreError, TraceStore};
+use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a connection waits for another one's write lock before giving up.
@@ -49,7 +49,7 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 fn db_err(path: &Path, e: rusqlite::Error) -> StoreError {
@@ -110,7 +110,7 @@ impl SqliteStore {
         migrate(&path, &mut conn)?;
         Ok(SqliteStore {
             path,
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
@@ -295,18 +295,68 @@ impl TraceStore for SqliteStore {
                 store: self.location(),
             });
         }
-        let mut stmt = conn
-            .prepare_cached("SELECT line FROM failcore_lines WHERE run = ?1 ORDER BY pos")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![run], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
-        let lines = rows
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
-        Ok(Box::new(LoadedLines {
-            lines: lines.into_iter(),
+        Ok(Box::new(SqliteLines {
+            conn: self.conn.clone(),
+            path: self.path.clone(),
+            run: run.to_owned(),
+            next_pos: 0,
+            page: std::collections::VecDeque::new(),
+            done: false,
             name: format!("sqlite:{}#{run}", self.path.display()),
         }))
+    }
+}
+
+/// Lines of a run loaded page by page (at most [`PAGE_LINES`] lines and about [`PAGE_BYTES`] a page), so
+/// that a large run is never held in memory whole.
+struct SqliteLines {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    run: String,
+    next_pos: i64,
+    page: std::collections::VecDeque<Vec<u8>>,
+    done: bool,
+    name: String,
+}
+
+const PAGE_LINES: i64 = 1000;
+const PAGE_BYTES: i64 = 8 << 20;
+
+impl LineSource for SqliteLines {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, StoreError> {
+        if self.page.is_empty() && !self.done {
+            let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let err = |e| db_err(&self.path, e);
+            // The first line of a page always comes; later ones while the page is under PAGE_BYTES.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT line FROM (
+                         SELECT pos, line, sum(length(CAST(line AS BLOB))) OVER (ORDER BY pos) AS upto
+                         FROM (SELECT pos, line FROM failcore_lines
+                               WHERE run = ?1 AND pos >= ?2 ORDER BY pos LIMIT ?3)
+                     ) WHERE upto - length(CAST(line AS BLOB)) < ?4 ORDER BY pos",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(
+                    params![self.run, self.next_pos, PAGE_LINES, PAGE_BYTES],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .map_err(err)?;
+            let before = self.page.len();
+            for row in rows {
+                self.page.push_back(row.map_err(err)?);
+            }
+            let got = self.page.len() - before;
+            if got == 0 {
+                self.done = true;
+            }
+            self.next_pos += got as i64;
+        }
+        Ok(self.page.pop_front().map(Chunk::Line))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
     }
 }

@@ -255,7 +255,8 @@ mod postgres {
         large_payloads,
         single_writer,
         journal_round_trip_verifies,
-        unknown_runs
+        unknown_runs,
+        many_lines
     );
 
     #[tokio::test]
