@@ -26,13 +26,21 @@
 //! ```
 
 mod chain;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod journal;
 #[cfg(feature = "jsonl")]
 mod jsonl;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod reader;
 mod record;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod store;
 pub mod time;
 mod verify;
@@ -43,10 +51,14 @@ pub use journal::{Ack, Committed, Journal};
 #[cfg(feature = "jsonl")]
 pub use jsonl::{open_file, JsonlStore};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PgStore;
 pub use reader::{ReadError, RunReader, TraceRecord, MAX_LINE_BYTES};
 pub use record::{
     encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, RunEnd, RunStart,
     RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
 };
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 pub use store::{check_run_id, Chunk, Durability, Line, LineSource, RunWriter, TraceStore};
 pub use verify::{verify, Fault, FaultKind, VerifyReport};

@@ -95,25 +95,57 @@ pub mod store {
 /// skipped must be `Serialize`. Arguments typed `PathBuf`/`Path` are the path arguments of fs policies.
 pub use failcore_macros::tool;
 
-/// Opens a store from a spec: `jsonl:<dir>` or a bare directory.
+/// Opens a store from a spec: `jsonl:<dir>` or a bare directory; `sqlite:<file>` (feature `sqlite`);
+/// `postgres://user@host:port/db[?failcore_schema=<name>]` (feature `postgres`). A spec for a backend this
+/// build lacks is an error that names the feature to enable.
 pub fn store_from_spec(spec: &str) -> Result<std::sync::Arc<dyn store::TraceStore>, Error> {
     if let Some(dir) = spec.strip_prefix("jsonl:") {
         return jsonl_store(std::path::Path::new(dir));
     }
-    if spec.starts_with("sqlite:")
-        || spec.starts_with("postgres:")
-        || spec.starts_with("postgresql:")
-    {
-        return Err(Error::Config(format!(
-            "store `{spec}` needs a backend this build of failcore does not have"
-        )));
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        return sqlite_store(path);
+    }
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        return postgres_store(spec);
     }
     if spec.contains("://") {
         return Err(Error::Config(format!(
-            "unknown store `{spec}`: expected jsonl:<dir>"
+            "unknown store `{spec}`: expected jsonl:<dir>, sqlite:<file> or postgres://..."
         )));
     }
     jsonl_store(std::path::Path::new(spec))
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_store(path: &str) -> Result<std::sync::Arc<dyn store::TraceStore>, Error> {
+    if path.is_empty() {
+        return Err(Error::Config(
+            "store `sqlite:` needs a file: sqlite:<file>".into(),
+        ));
+    }
+    Ok(std::sync::Arc::new(failcore_store::SqliteStore::open(
+        path,
+    )?))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_store(path: &str) -> Result<std::sync::Arc<dyn store::TraceStore>, Error> {
+    Err(Error::Config(format!(
+        "store `sqlite:{path}` needs the `sqlite` feature of failcore: build with `--features sqlite`"
+    )))
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_store(url: &str) -> Result<std::sync::Arc<dyn store::TraceStore>, Error> {
+    Ok(std::sync::Arc::new(failcore_store::PgStore::open(url)?))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_store(_: &str) -> Result<std::sync::Arc<dyn store::TraceStore>, Error> {
+    Err(Error::Config(
+        "a postgres:// store needs the `postgres` feature of failcore: build with `--features postgres`"
+            .into(),
+    ))
 }
 
 #[cfg(feature = "jsonl")]
@@ -149,5 +181,34 @@ pub mod __private {
 
     pub fn into_policy<P: IntoPolicy>(p: P) -> PolicyRef {
         p.into_policy()
+    }
+}
+
+#[cfg(test)]
+mod store_spec_tests {
+    use super::store_from_spec;
+
+    #[test]
+    fn a_backend_left_out_of_the_build_names_its_feature() {
+        if !cfg!(feature = "sqlite") {
+            let e = store_from_spec("sqlite:traces.db").expect_err("no sqlite");
+            assert!(e.to_string().contains("--features sqlite"), "{e}");
+        }
+        if !cfg!(feature = "postgres") {
+            let e = store_from_spec("postgres://u@h/db").expect_err("no postgres");
+            assert!(e.to_string().contains("--features postgres"), "{e}");
+        }
+        let e = store_from_spec("mysql://u@h/db").expect_err("unknown");
+        assert!(e.to_string().contains("sqlite:<file>"), "{e}");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_spec_opens_a_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = format!("sqlite:{}", dir.path().join("t.db").display());
+        let store = store_from_spec(&spec).expect("open");
+        assert_eq!(store.location(), spec);
+        assert!(store_from_spec("sqlite:").is_err());
     }
 }

@@ -4,6 +4,7 @@ mod common;
 mod list;
 mod sample;
 mod show;
+mod transfer;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Show(show::Args),
     /// Check a run's hash chain, sequence and summary.
     Verify(verify::Args),
+    #[command(flatten)]
+    Transfer(transfer::Command),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::List(args) => list::run(cli.store.as_deref(), args),
         Command::Show(args) => show::run(cli.store.as_deref(), args),
         Command::Verify(args) => verify::run(cli.store.as_deref(), args),
+        Command::Transfer(command) => transfer::run(cli.store.as_deref(), command),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,62 @@
+//! What the SQL backends share: the columns extracted from a line for the indexes, and writer tokens.
+
+use serde::Deserialize;
+
+/// The schema version this build writes. Stores refuse a newer one (written by a newer FailCore).
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// The indexed fields of one line. The line's bytes stay the source of truth; these only serve queries
+/// ("the successes of fingerprint F in run R"). A line that does not parse is stored with no fields.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Indexed {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub fp: Option<String>,
+    #[serde(default)]
+    pub step: Option<i64>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+impl Indexed {
+    pub(crate) fn of(line: &[u8]) -> Indexed {
+        serde_json::from_slice::<Indexed>(line).unwrap_or_default()
+    }
+}
+
+/// A token that names one writer of one run: the fencing token checked by every commit.
+pub(crate) fn writer_token(run: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = blake3::Hasher::new();
+    h.update(run.as_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&now.to_le_bytes());
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    h.update(host.as_bytes());
+    h.finalize().to_hex()[..32].to_owned()
+}
+
+/// Nanoseconds since the epoch, for the `created_ns` column.
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The error for a writer whose token no longer owns the run.
+pub(crate) fn fenced(run: &str, location: &str) -> crate::StoreError {
+    crate::StoreError::Locked {
+        run: run.to_owned(),
+        detail: format!(
+            "this writer was fenced off: {location} records another writer for the run"
+        ),
+    }
+}

@@ -1,0 +1,362 @@
+//! The SQLite store: every run in one database file, for a single machine that wants queries.
+//!
+//! Schema (version 1), created or migrated when the store is opened:
+//! - `failcore_schema(version)`: one row, the schema version;
+//! - `failcore_runs(run PRIMARY KEY, created_ns, writer, synced_seq)`: one row per run; `writer` is the
+//!   fencing token of the run's only writer;
+//! - `failcore_lines(run, pos, seq, kind, fp, step, status, line)`: the exact bytes of each record in
+//!   `line`, primary key `(run, pos)` (loading a run in order), and an index on `(run, kind, fp)` (the
+//!   successes of a fingerprint).
+//!
+//! Durability: the database runs in WAL mode with `synchronous=NORMAL`, so each append is one committed
+//! transaction that survives a crash of the process (`flushed`); `sync` commits a transaction with
+//! `synchronous=FULL`, which syncs the WAL and with it every earlier commit (`synced`).
+
+use crate::sql::{fenced, now_ns, writer_token, Indexed, SCHEMA_VERSION};
+use crate::store::check_run_id;
+use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a connection waits for another one's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    "CREATE TABLE failcore_runs (
+        run TEXT PRIMARY KEY NOT NULL,
+        created_ns INTEGER NOT NULL,
+        writer TEXT,
+        synced_seq INTEGER
+    );
+    CREATE TABLE failcore_lines (
+        run TEXT NOT NULL REFERENCES failcore_runs(run),
+        pos INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT,
+        fp TEXT,
+        step INTEGER,
+        status TEXT,
+        line BLOB NOT NULL,
+        PRIMARY KEY (run, pos)
+    ) WITHOUT ROWID;
+    CREATE INDEX failcore_lines_by_fp ON failcore_lines(run, kind, fp);",
+];
+
+/// Runs in one SQLite database file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db_err(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("sqlite:{}: {e}", path.display()))
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|e| db_err(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| db_err(path, e))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| db_err(path, e))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| db_err(path, e))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| db_err(path, e))?;
+    Ok(conn)
+}
+
+fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
+    let err = |e| db_err(path, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS failcore_schema (version INTEGER NOT NULL);")
+        .map_err(err)?;
+    let version: Option<i64> = tx
+        .query_row("SELECT max(version) FROM failcore_schema", [], |r| r.get(0))
+        .map_err(err)?;
+    let version = version.unwrap_or(0);
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "sqlite:{}: schema version {version} is newer than this FailCore's ({SCHEMA_VERSION}): upgrade FailCore",
+            path.display()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute("DELETE FROM failcore_schema", []).map_err(err)?;
+        tx.execute(
+            "INSERT INTO failcore_schema (version) VALUES (?1)",
+            params![i as i64 + 1],
+        )
+        .map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: impl Into<PathBuf>) -> Result<SqliteStore, StoreError> {
+        let path = path.into();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::io(parent.display().to_string(), e))?;
+        }
+        let mut conn = connect(&path)?;
+        migrate(&path, &mut conn)?;
+        Ok(SqliteStore {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        db_err(&self.path, e)
+    }
+}
+
+struct SqliteWriter {
+    conn: Connection,
+    path: PathBuf,
+    run: String,
+    token: String,
+    next_pos: i64,
+    last_seq: Option<u64>,
+}
+
+impl SqliteWriter {
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        db_err(&self.path, e)
+    }
+}
+
+impl RunWriter for SqliteWriter {
+    fn append(&mut self, lines: &[Line]) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |e| db_err(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        // The fencing check: this writer must still own the run.
+        {
+            let writer: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT writer FROM failcore_runs WHERE run = ?1",
+                    params![self.run],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?;
+            if !matches!(writer, Some(Some(ref w)) if *w == self.token) {
+                return Err(fenced(&self.run, &format!("sqlite:{}", path.display())));
+            }
+        }
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO failcore_lines (run, pos, seq, kind, fp, step, status, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err)?;
+            for (i, line) in lines.iter().enumerate() {
+                let ix = Indexed::of(&line.bytes);
+                insert
+                    .execute(params![
+                        self.run,
+                        self.next_pos + i as i64,
+                        i64::try_from(line.seq).unwrap_or(i64::MAX),
+                        ix.kind,
+                        ix.fp,
+                        ix.step,
+                        ix.status,
+                        line.bytes,
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        self.next_pos += lines.len() as i64;
+        self.last_seq = lines.last().map(|l| l.seq);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        // A commit with synchronous=FULL syncs the WAL, and with it every earlier commit.
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.err(e))?;
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| db_err(&self.path, e))?;
+            let n = tx
+                .execute(
+                    "UPDATE failcore_runs SET synced_seq = ?3 WHERE run = ?1 AND writer = ?2",
+                    params![self.run, self.token, self.last_seq.map(|s| s as i64)],
+                )
+                .map_err(|e| db_err(&self.path, e))?;
+            if n != 1 {
+                return Err(fenced(
+                    &self.run,
+                    &format!("sqlite:{}", self.path.display()),
+                ));
+            }
+            tx.commit().map_err(|e| db_err(&self.path, e))
+        })();
+        let restore = self
+            .conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.err(e));
+        result.and(restore)
+    }
+}
+
+impl Drop for SqliteWriter {
+    fn drop(&mut self) {
+        // Releases the run, so that tools can tell a closed run from one whose writer died.
+        let _ = self.conn.execute(
+            "UPDATE failcore_runs SET writer = NULL WHERE run = ?1 AND writer = ?2",
+            params![self.run, self.token],
+        );
+    }
+}
+
+impl TraceStore for SqliteStore {
+    fn location(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError> {
+        check_run_id(run)?;
+        let conn = connect(&self.path)?;
+        let token = writer_token(run);
+        match conn.execute(
+            "INSERT INTO failcore_runs (run, created_ns, writer) VALUES (?1, ?2, ?3)",
+            params![run, now_ns(), token],
+        ) {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == ErrorCode::ConstraintViolation =>
+            {
+                return Err(StoreError::Exists {
+                    run: run.to_owned(),
+                })
+            }
+            Err(e) => return Err(self.err(e)),
+        }
+        Ok(Box::new(SqliteWriter {
+            conn,
+            path: self.path.clone(),
+            run: run.to_owned(),
+            token,
+            next_pos: 0,
+            last_seq: None,
+        }))
+    }
+
+    fn runs(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stmt = conn
+            .prepare_cached("SELECT run FROM failcore_runs ORDER BY run")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let exists: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM failcore_runs WHERE run = ?1",
+                params![run],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                run: run.to_owned(),
+                store: self.location(),
+            });
+        }
+        Ok(Box::new(SqliteLines {
+            conn: self.conn.clone(),
+            path: self.path.clone(),
+            run: run.to_owned(),
+            next_pos: 0,
+            page: std::collections::VecDeque::new(),
+            done: false,
+            name: format!("sqlite:{}#{run}", self.path.display()),
+        }))
+    }
+}
+
+/// Lines of a run loaded page by page (at most [`PAGE_LINES`] lines and about [`PAGE_BYTES`] a page), so
+/// that a large run is never held in memory whole.
+struct SqliteLines {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    run: String,
+    next_pos: i64,
+    page: std::collections::VecDeque<Vec<u8>>,
+    done: bool,
+    name: String,
+}
+
+const PAGE_LINES: i64 = 1000;
+const PAGE_BYTES: i64 = 8 << 20;
+
+impl LineSource for SqliteLines {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, StoreError> {
+        if self.page.is_empty() && !self.done {
+            let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let err = |e| db_err(&self.path, e);
+            // The first line of a page always comes; later ones while the page is under PAGE_BYTES.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT line FROM (
+                         SELECT pos, line, sum(length(CAST(line AS BLOB))) OVER (ORDER BY pos) AS upto
+                         FROM (SELECT pos, line FROM failcore_lines
+                               WHERE run = ?1 AND pos >= ?2 ORDER BY pos LIMIT ?3)
+                     ) WHERE upto - length(CAST(line AS BLOB)) < ?4 ORDER BY pos",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(
+                    params![self.run, self.next_pos, PAGE_LINES, PAGE_BYTES],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .map_err(err)?;
+            let before = self.page.len();
+            for row in rows {
+                self.page.push_back(row.map_err(err)?);
+            }
+            let got = self.page.len() - before;
+            if got == 0 {
+                self.done = true;
+            }
+            self.next_pos += got as i64;
+        }
+        Ok(self.page.pop_front().map(Chunk::Line))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
