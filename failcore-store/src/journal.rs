@@ -125,6 +125,24 @@ impl Journal {
         Journal::start(writer, run, 0, chain::genesis_hash(run), durability)
     }
 
+    /// Reopens an existing run of `store` for appending (see [`TraceStore::open_append`]) and starts a
+    /// writer that continues it at the next seq, chained to its last whole record.
+    pub fn reopen(
+        store: Arc<dyn TraceStore>,
+        run: &str,
+        durability: Durability,
+    ) -> Result<(Journal, crate::Recovery), StoreError> {
+        let (writer, recovery) = store.open_append(run)?;
+        let journal = Journal::start(
+            writer,
+            run,
+            recovery.next_seq,
+            recovery.prev.clone(),
+            durability,
+        )?;
+        Ok((journal, recovery))
+    }
+
     /// Starts a writer that continues a run at `next_seq`, chaining from `prev`.
     pub fn start(
         writer: Box<dyn RunWriter>,

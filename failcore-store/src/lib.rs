@@ -33,6 +33,7 @@ mod jsonl;
 mod memory;
 mod reader;
 mod record;
+mod recover;
 mod store;
 pub mod time;
 mod verify;
@@ -41,12 +42,13 @@ pub use chain::{check_seal, genesis_hash, line_hash, seal_line};
 pub use error::StoreError;
 pub use journal::{Ack, Committed, Journal};
 #[cfg(feature = "jsonl")]
-pub use jsonl::{open_file, JsonlStore};
+pub use jsonl::{bytes_source, open_file, JsonlStore};
 pub use memory::MemoryStore;
 pub use reader::{ReadError, RunReader, TraceRecord, MAX_LINE_BYTES};
 pub use record::{
     encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, RunEnd, RunStart,
     RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
 };
+pub use recover::Recovery;
 pub use store::{check_run_id, Chunk, Durability, Line, LineSource, RunWriter, TraceStore};
 pub use verify::{verify, Fault, FaultKind, VerifyReport};
