@@ -120,6 +120,9 @@ impl TraceStore for JsonlStore {
                 }
             })?;
         lock(&file, run, &name)?;
+        // Make the new file's directory entry durable, so that a run whose records were synced cannot
+        // vanish with a power loss. One sync per run, not per record.
+        sync_dir(&runs)?;
         Ok(Box::new(JsonlWriter {
             file,
             path: name,
@@ -237,4 +240,17 @@ fn lock(file: &File, run: &str, name: &str) -> Result<(), StoreError> {
 /// Reads a JSONL trace held in memory, exactly as a file with these bytes would be read.
 pub fn bytes_source(name: impl Into<String>, bytes: Vec<u8>) -> Box<dyn LineSource> {
     Box::new(FileLines::new(Cursor::new(bytes), name.into()))
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir.display().to_string(), e))
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
+    // Directories cannot be opened for syncing here; the file's own sync covers its entry.
+    Ok(())
 }
