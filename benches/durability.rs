@@ -46,9 +46,13 @@ fn commit_per_mode(c: &mut Criterion) {
     let fields = fields();
     let mut group = c.benchmark_group("commit");
     group.throughput(Throughput::Elements(1));
-    for (i, mode) in [Durability::Buffered, Durability::Flushed, Durability::Synced]
-        .into_iter()
-        .enumerate()
+    for (i, mode) in [
+        Durability::Buffered,
+        Durability::Flushed,
+        Durability::Synced,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let journal = Journal::open(store.clone(), &format!("commit-{i}"), mode).unwrap();
         group.bench_function(BenchmarkId::from_parameter(mode), |b| {
@@ -78,7 +82,12 @@ fn synced_throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("synced_callers");
     for callers in [1u64, 8, 64] {
         let journal = Arc::new(
-            Journal::open(store.clone(), &format!("sync-{callers}"), Durability::Synced).unwrap(),
+            Journal::open(
+                store.clone(),
+                &format!("sync-{callers}"),
+                Durability::Synced,
+            )
+            .unwrap(),
         );
         // One iteration: every caller commits one record; they wait together.
         group.throughput(Throughput::Elements(callers));
@@ -93,7 +102,11 @@ fn synced_throughput(c: &mut Criterion) {
                             tokio::spawn(async move {
                                 for _ in 0..iters {
                                     journal
-                                        .append_encoded("step_end", fields.clone(), Durability::Synced)
+                                        .append_encoded(
+                                            "step_end",
+                                            fields.clone(),
+                                            Durability::Synced,
+                                        )
                                         .await
                                         .unwrap();
                                 }

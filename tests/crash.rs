@@ -139,7 +139,7 @@ fn one_kill(
     let store = Arc::new(JsonlStore::new(dir));
 
     // While the child lives, nobody else may write its run.
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         match store.open_append(&run) {
             Err(StoreError::Locked { .. }) => tally.locked_refusals += 1,
             other => panic!(
@@ -221,7 +221,7 @@ fn one_kill(
     let path = store.run_path(&run);
     let mut expected_torn = torn;
     let mut kept = records.len() as u64;
-    if torn.is_none() && records.len() > 1 && i % 3 == 0 {
+    if torn.is_none() && records.len() > 1 && i.is_multiple_of(3) {
         let last = records.last().unwrap();
         let cut = 1 + rng.below(last.bytes.len() as u64) as usize; // 1..=len bytes of the last line
         let len = std::fs::metadata(&path).unwrap().len();

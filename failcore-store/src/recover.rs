@@ -40,7 +40,7 @@ pub(crate) fn scan(run: &str, source: Box<dyn LineSource>) -> Result<Recovery, S
     };
     let mut check = Checker::default();
     let mut kept_bytes = 0u64;
-    while let Some(item) = reader.next() {
+    for item in reader.by_ref() {
         let rec = match item {
             Ok(rec) => rec,
             Err(ReadError::Store(e)) => return Err(e),

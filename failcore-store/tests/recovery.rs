@@ -185,7 +185,6 @@ fn the_memory_store_reopens_runs_too() {
     journal.send(run_start());
     write_steps(&journal, 0, 2);
     // Still open: refused.
-    let _ = journal.barrier(Durability::Flushed);
     assert!(matches!(
         store.open_append("m1"),
         Err(StoreError::Locked { .. })
