@@ -33,6 +33,8 @@ struct JsonlWriter {
     file: File,
     path: String,
     buf: Vec<u8>,
+    /// The directory of a file this writer created, until a sync has made the file's entry durable.
+    unsynced_dir: Option<PathBuf>,
 }
 
 impl RunWriter for JsonlWriter {
@@ -51,7 +53,13 @@ impl RunWriter for JsonlWriter {
     fn sync(&mut self) -> Result<(), StoreError> {
         self.file
             .sync_data()
-            .map_err(|e| StoreError::io(&self.path, e))
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        // A synced record must not vanish with its file's directory entry: sync the directory once.
+        if let Some(dir) = &self.unsynced_dir {
+            sync_dir(dir)?;
+            self.unsynced_dir = None;
+        }
+        Ok(())
     }
 }
 
@@ -120,13 +128,12 @@ impl TraceStore for JsonlStore {
                 }
             })?;
         lock(&file, run, &name)?;
-        // Make the new file's directory entry durable, so that a run whose records were synced cannot
-        // vanish with a power loss. One sync per run, not per record.
-        sync_dir(&runs)?;
         Ok(Box::new(JsonlWriter {
             file,
             path: name,
             buf: Vec::with_capacity(4096),
+            // The new file's directory entry is made durable by the first sync (on the writer thread).
+            unsynced_dir: Some(runs),
         }))
     }
 
@@ -167,6 +174,7 @@ impl TraceStore for JsonlStore {
                 file,
                 path: name,
                 buf: Vec::with_capacity(4096),
+                unsynced_dir: None,
             }),
             recovery,
         ))
