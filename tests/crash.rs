@@ -4,8 +4,7 @@
 //! there is one, refuse a second writer while the child lives, and be resumable: by reopening the run for
 //! appending, and by a new session that resumes it.
 //!
-//! The child is the `crash_child` example: `cargo test` builds it; with `cargo test --test crash` alone,
-//! build it first with `cargo build --example crash_child`.
+//! The child is the `crash_child` example; the test builds it with cargo (a no-op when it is up to date).
 
 #![cfg(unix)]
 
@@ -40,9 +39,27 @@ fn child_binary() -> PathBuf {
     // target/<profile>/deps/crash-<hash> -> target/<profile>/examples/crash_child
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let path = profile_dir.join("examples").join("crash_child");
+    // Under cargo, (re)build the child so that it is never stale; cargo has released its build lock by
+    // the time tests run.
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--example",
+            "crash_child",
+            "--manifest-path",
+        ])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo to build the crash child");
+        assert!(status.success(), "building the crash_child example failed");
+    }
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --example crash_child` (plain `cargo test` builds it)",
+        "{} is missing: build it with `cargo build --example crash_child`",
         path.display()
     );
     path
