@@ -183,6 +183,12 @@ impl Checker {
                 format!("seq {} where {} was expected", rec.seq, self.seq),
             ));
         }
+        if crate::time::parse_rfc3339(&rec.ts).is_none() {
+            return Err(fault(
+                FaultKind::Structure,
+                format!("ts {:?} is not an RFC 3339 UTC timestamp", rec.ts),
+            ));
+        }
         if rec.prev != self.prev {
             return Err(fault(
                 FaultKind::Chain,
