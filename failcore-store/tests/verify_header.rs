@@ -51,3 +51,23 @@ fn a_malformed_timestamp_is_a_structure_fault_even_when_the_chain_holds() {
         assert_eq!(fault.line, Some(2));
     }
 }
+
+#[test]
+fn unknown_fields_of_a_v1_record_are_ignored_by_the_reader_but_covered_by_the_chain() {
+    let ts = "2026-01-02T03:04:05.000006Z";
+    let mut bytes = chained(&[ts, ts, ts]);
+    // Insert an unknown field into line 2; the reader accepts it, the chain catches the edit.
+    let line2 = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+    // Just before the closing brace of line 2's object.
+    let at = line2 + bytes[line2..].iter().position(|b| *b == b'\n').unwrap() - 1;
+    assert_eq!(bytes[at], b'}');
+    bytes.splice(at..at, br#","extra":{"x":[1,2]}"#.iter().copied());
+    let records: Vec<_> = RunReader::new(bytes_source("t", bytes.clone()))
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(records.len(), 3);
+    let fault = verify(RunReader::new(bytes_source("t", bytes)))
+        .fault
+        .unwrap();
+    assert_eq!((fault.kind, fault.line), (FaultKind::Chain, Some(3)));
+}
