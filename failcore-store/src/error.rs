@@ -25,6 +25,17 @@ pub enum StoreError {
     /// The journal failed earlier (a failed write or fsync is fatal to a run, never retried).
     #[error("the trace journal of run {run} failed earlier and accepts no more records: {reason}")]
     Failed { run: String, reason: String },
+    /// A run cannot be reopened for appending: a record before its tail is damaged (never skipped).
+    #[error("cannot reopen run {run} for appending: {source_name}{}: {reason}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Damaged {
+        run: String,
+        source_name: String,
+        line: Option<u64>,
+        reason: String,
+    },
+    /// A run that ended (it has a run_end) cannot be appended to.
+    #[error("run {run} has ended (it has a run_end); an ended run is never appended to")]
+    Ended { run: String },
     /// A record could not be encoded.
     #[error("could not encode a trace record: {0}")]
     Encode(String),

@@ -155,6 +155,24 @@ impl Journal {
         Journal::start(writer, run, 0, chain::genesis_hash(run), durability)
     }
 
+    /// Reopens an existing run of `store` for appending (see [`TraceStore::open_append`]) and starts a
+    /// writer that continues it at the next seq, chained to its last whole record.
+    pub fn reopen(
+        store: Arc<dyn TraceStore>,
+        run: &str,
+        durability: Durability,
+    ) -> Result<(Journal, crate::Recovery), StoreError> {
+        let (writer, recovery) = store.open_append(run)?;
+        let journal = Journal::start(
+            writer,
+            run,
+            recovery.next_seq,
+            recovery.prev.clone(),
+            durability,
+        )?;
+        Ok((journal, recovery))
+    }
+
     /// Starts a writer that continues a run at `next_seq`, chaining from `prev`.
     pub fn start(
         writer: Box<dyn RunWriter>,
@@ -548,5 +566,101 @@ mod tests {
             .append(Body::run_end_empty(RunStatus::Ok), Durability::Flushed)
             .await;
         assert!(matches!(later, Err(StoreError::Failed { .. })), "{later:?}");
+    }
+
+    /// Counts its calls; fails every sync (or every append) after the first `ok_appends` appends.
+    struct CountingWriter {
+        appends: Arc<std::sync::atomic::AtomicUsize>,
+        syncs: Arc<std::sync::atomic::AtomicUsize>,
+        fail_append: bool,
+    }
+    impl RunWriter for CountingWriter {
+        fn append(&mut self, _: &[Line]) -> Result<(), StoreError> {
+            self.appends
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.fail_append {
+                return Err(StoreError::io("disk", std::io::Error::other("ENOSPC")));
+            }
+            Ok(())
+        }
+        fn sync(&mut self) -> Result<(), StoreError> {
+            self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(StoreError::io("disk", std::io::Error::other("EIO")))
+        }
+    }
+
+    fn counting(
+        fail_append: bool,
+    ) -> (
+        Journal,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let appends = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let journal = Journal::start(
+            Box::new(CountingWriter {
+                appends: appends.clone(),
+                syncs: syncs.clone(),
+                fail_append,
+            }),
+            "r",
+            0,
+            "x".into(),
+            Durability::Synced,
+        )
+        .unwrap();
+        (journal, appends, syncs)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_fails_every_concurrent_waiter_and_is_never_retried() {
+        let (journal, _, syncs) = counting(false);
+        let journal = Arc::new(journal);
+        let waiters: Vec<_> = (0..32)
+            .map(|_| {
+                let j = journal.clone();
+                tokio::spawn(async move {
+                    j.append(Body::run_end_empty(RunStatus::Ok), Durability::Synced)
+                        .await
+                })
+            })
+            .collect();
+        for w in waiters {
+            let result = w.await.unwrap();
+            assert!(
+                matches!(result, Err(StoreError::Failed { .. })),
+                "{result:?}"
+            );
+        }
+        // Later records, barriers and close all report the failure; no second sync was attempted.
+        let barrier = journal.barrier(Durability::Synced).await;
+        assert!(
+            matches!(barrier, Err(StoreError::Failed { .. })),
+            "{barrier:?}"
+        );
+        assert!(journal.failure().unwrap().to_string().contains("EIO"));
+        assert_eq!(syncs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let journal = Arc::try_unwrap(journal).unwrap();
+        assert!(matches!(journal.close(), Err(StoreError::Failed { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_fatal_too() {
+        let (journal, appends, syncs) = counting(true);
+        let first = journal
+            .append(Body::run_end_empty(RunStatus::Ok), Durability::Flushed)
+            .await;
+        assert!(matches!(first, Err(StoreError::Failed { .. })), "{first:?}");
+        assert!(first.unwrap_err().to_string().contains("ENOSPC"));
+        // A buffered record is refused at once: nobody is told it was taken.
+        journal.send(Body::run_end_empty(RunStatus::Ok));
+        let later = journal
+            .append(Body::run_end_empty(RunStatus::Ok), Durability::Buffered)
+            .await;
+        assert!(matches!(later, Err(StoreError::Failed { .. })), "{later:?}");
+        assert!(journal.close().is_err());
+        assert_eq!(appends.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(syncs.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

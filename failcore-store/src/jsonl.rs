@@ -3,7 +3,7 @@
 use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Runs as JSON Lines files under a directory (default `./.failcore`).
@@ -33,6 +33,8 @@ struct JsonlWriter {
     file: File,
     path: String,
     buf: Vec<u8>,
+    /// The directory of a file this writer created, until a sync has made the file's entry durable.
+    unsynced_dir: Option<PathBuf>,
 }
 
 impl RunWriter for JsonlWriter {
@@ -51,7 +53,13 @@ impl RunWriter for JsonlWriter {
     fn sync(&mut self) -> Result<(), StoreError> {
         self.file
             .sync_data()
-            .map_err(|e| StoreError::io(&self.path, e))
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        // A synced record must not vanish with its file's directory entry: sync the directory once.
+        if let Some(dir) = &self.unsynced_dir {
+            sync_dir(dir)?;
+            self.unsynced_dir = None;
+        }
+        Ok(())
     }
 }
 
@@ -119,21 +127,57 @@ impl TraceStore for JsonlStore {
                     StoreError::io(&name, e)
                 }
             })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    run: run.to_owned(),
-                    detail: format!("{name} is locked"),
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(StoreError::io(&name, e)),
-        }
+        lock(&file, run, &name)?;
         Ok(Box::new(JsonlWriter {
             file,
             path: name,
             buf: Vec::with_capacity(4096),
+            // The new file's directory entry is made durable by the first sync (on the writer thread).
+            unsynced_dir: Some(runs),
         }))
+    }
+
+    fn open_append(&self, run: &str) -> Result<(Box<dyn RunWriter>, crate::Recovery), StoreError> {
+        check_run_id(run)?;
+        let path = self.run_path(run);
+        let name = path.display().to_string();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    StoreError::NotFound {
+                        run: run.to_owned(),
+                        store: self.location(),
+                    }
+                } else {
+                    StoreError::io(&name, e)
+                }
+            })?;
+        lock(&file, run, &name)?;
+        // Read through a second handle so that the locked one is left as it is.
+        let reading = File::open(&path).map_err(|e| StoreError::io(&name, e))?;
+        let source = Box::new(FileLines::new(
+            BufReader::with_capacity(64 * 1024, reading),
+            name.clone(),
+        ));
+        let recovery = crate::recover::scan(run, source)?;
+        if recovery.torn_bytes.is_some() {
+            // Cut the torn line away, durably, before anything is appended after it.
+            file.set_len(recovery.kept_bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| StoreError::io(&name, e))?;
+        }
+        Ok((
+            Box::new(JsonlWriter {
+                file,
+                path: name,
+                buf: Vec::with_capacity(4096),
+                unsynced_dir: None,
+            }),
+            recovery,
+        ))
     }
 
     fn runs(&self) -> Result<Vec<String>, StoreError> {
@@ -187,4 +231,34 @@ pub fn open_file(path: &Path) -> Result<Box<dyn LineSource>, StoreError> {
         BufReader::with_capacity(64 * 1024, file),
         name,
     )))
+}
+
+/// Takes the run's writer lock (an advisory lock on the file, released when the process exits).
+fn lock(file: &File, run: &str, name: &str) -> Result<(), StoreError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
+            run: run.to_owned(),
+            detail: format!("{name} is locked by another writer"),
+        }),
+        Err(TryLockError::Error(e)) => Err(StoreError::io(name, e)),
+    }
+}
+
+/// Reads a JSONL trace held in memory, exactly as a file with these bytes would be read.
+pub fn bytes_source(name: impl Into<String>, bytes: Vec<u8>) -> Box<dyn LineSource> {
+    Box::new(FileLines::new(Cursor::new(bytes), name.into()))
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir.display().to_string(), e))
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
+    // Directories cannot be opened for syncing here; the file's own sync covers its entry.
+    Ok(())
 }

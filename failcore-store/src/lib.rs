@@ -37,6 +37,7 @@ mod memory;
 mod postgres;
 mod reader;
 mod record;
+mod recover;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -49,7 +50,7 @@ pub use chain::{check_seal, genesis_hash, line_hash, seal_line};
 pub use error::StoreError;
 pub use journal::{Ack, Committed, Journal};
 #[cfg(feature = "jsonl")]
-pub use jsonl::{open_file, JsonlStore};
+pub use jsonl::{bytes_source, open_file, JsonlStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
@@ -58,6 +59,7 @@ pub use record::{
     encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, RunEnd, RunStart,
     RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
 };
+pub use recover::Recovery;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{check_run_id, Chunk, Durability, Line, LineSource, RunWriter, TraceStore};

@@ -116,6 +116,34 @@ impl TraceStore for MemoryStore {
         }))
     }
 
+    fn open_append(&self, run: &str) -> Result<(Box<dyn RunWriter>, crate::Recovery), StoreError> {
+        check_run_id(run)?;
+        let mut runs = self.lock();
+        let slot = runs.get_mut(run).ok_or_else(|| StoreError::NotFound {
+            run: run.to_owned(),
+            store: "memory".into(),
+        })?;
+        if slot.writer_open {
+            return Err(StoreError::Locked {
+                run: run.to_owned(),
+                detail: "its writer is still open".into(),
+            });
+        }
+        let source = Box::new(MemoryLines {
+            lines: slot.lines.clone().into_iter(),
+            name: format!("memory:{run}"),
+        });
+        let recovery = crate::recover::scan(run, source)?;
+        slot.writer_open = true;
+        Ok((
+            Box::new(MemoryWriter {
+                store: self.clone(),
+                run: run.to_owned(),
+            }),
+            recovery,
+        ))
+    }
+
     fn runs(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.lock().keys().cloned().collect())
     }

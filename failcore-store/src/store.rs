@@ -87,6 +87,19 @@ pub trait TraceStore: Send + Sync + fmt::Debug {
     /// Creates a new run and returns its only writer. Fails if the run exists.
     fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError>;
 
+    /// Reopens an existing run for appending and returns its only writer, with what recovery found.
+    ///
+    /// The run is checked as by [`crate::verify()`]: a torn last line is dropped (and removed, so that
+    /// appending resumes after the last whole record); any other fault is [`StoreError::Damaged`] naming the
+    /// line; a run with a run_end is [`StoreError::Ended`]; a run held by another writer is
+    /// [`StoreError::Locked`].
+    fn open_append(&self, run: &str) -> Result<(Box<dyn RunWriter>, crate::Recovery), StoreError> {
+        Err(StoreError::Backend(format!(
+            "{} cannot reopen run {run} for appending",
+            self.location()
+        )))
+    }
+
     /// The ids of all runs, oldest first (run ids sort by creation time).
     fn runs(&self) -> Result<Vec<String>, StoreError>;
 

@@ -140,19 +140,25 @@ fn read_fault(e: ReadError) -> Fault {
     }
 }
 
+/// The checks `verify` makes record by record; recovery reuses them before it appends to a run.
 #[derive(Default)]
-struct Checker {
-    run: Option<String>,
-    seq: u64,
-    prev: String,
-    ended: bool,
+pub(crate) struct Checker {
+    pub(crate) run: Option<String>,
+    pub(crate) seq: u64,
+    pub(crate) prev: String,
+    pub(crate) ended: bool,
     started: HashSet<u64>,
-    open: HashSet<u64>,
+    pub(crate) open: HashSet<u64>,
     counts: Counts,
 }
 
 impl Checker {
-    fn record(&mut self, bytes: &[u8], rec: &crate::Record, line: u64) -> Result<(), Fault> {
+    pub(crate) fn record(
+        &mut self,
+        bytes: &[u8],
+        rec: &crate::Record,
+        line: u64,
+    ) -> Result<(), Fault> {
         let fault = |kind, message: String| Fault {
             kind,
             line: Some(line),
@@ -175,6 +181,12 @@ impl Checker {
             return Err(fault(
                 FaultKind::Seq,
                 format!("seq {} where {} was expected", rec.seq, self.seq),
+            ));
+        }
+        if crate::time::parse_rfc3339(&rec.ts).is_none() {
+            return Err(fault(
+                FaultKind::Structure,
+                format!("ts {:?} is not an RFC 3339 UTC timestamp", rec.ts),
             ));
         }
         if rec.prev != self.prev {

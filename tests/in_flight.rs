@@ -1,0 +1,140 @@
+//! Write-ahead intent and in-flight steps: the step_start is in the file before the body runs; a run that
+//! dies mid-body leaves intents with no outcome, which a resumed session reports, re-executes, or refuses
+//! for `write`/`exec` tools under `on_in_flight = block`.
+
+use failcore::store::{verify, Body, Durability, FaultKind, JsonlStore, RunReader, TraceStore};
+use failcore::{Error, InFlight, Session};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+static HANG: AtomicBool = AtomicBool::new(true);
+static WRITES: AtomicUsize = AtomicUsize::new(0);
+static READS: AtomicUsize = AtomicUsize::new(0);
+
+tokio::task_local! {
+    static ENTERED: mpsc::UnboundedSender<&'static str>;
+}
+
+async fn maybe_hang(name: &'static str) {
+    let _ = ENTERED.try_with(|tx| tx.send(name));
+    if HANG.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[failcore::tool(effect = "write")]
+async fn if_write(key: String) -> Result<usize, Error> {
+    maybe_hang("write").await;
+    WRITES.fetch_add(1, Ordering::SeqCst);
+    Ok(key.len())
+}
+
+#[failcore::tool(effect = "read")]
+async fn if_read(key: String) -> Result<usize, Error> {
+    maybe_hang("read").await;
+    READS.fetch_add(1, Ordering::SeqCst);
+    Ok(key.len())
+}
+
+fn resume(store: &Arc<JsonlStore>, run: &str, what: InFlight) -> Session {
+    Session::builder()
+        .store(store.clone())
+        .resume(run)
+        .on_in_flight(what)
+        .open()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_are_written_ahead_and_in_flight_steps_rerun_or_are_blocked_on_resume() {
+    for durability in [Durability::Flushed, Durability::Synced] {
+        HANG.store(true, Ordering::SeqCst);
+        let live_dir = tempfile::tempdir().unwrap();
+        let live = Arc::new(JsonlStore::new(live_dir.path()));
+        let session = Session::builder()
+            .store(live.clone())
+            .durability(durability)
+            .open()
+            .unwrap();
+        let run = session.run_id().to_owned();
+
+        // Two calls enter their bodies and hang there.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for which in ["write", "read"] {
+            let s = session.clone();
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(ENTERED.scope(tx, async move {
+                s.scope(async move {
+                    if which == "write" {
+                        if_write("k".into()).await
+                    } else {
+                        if_read("k".into()).await
+                    }
+                })
+                .await
+            })));
+        }
+        let mut entered = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+        entered.sort();
+        assert_eq!(entered, ["read", "write"]);
+
+        // The bodies are running: both intents are already in the file, with no outcome. Copy the file
+        // now: it is what a crash at this moment leaves behind.
+        let bytes = std::fs::read(live.run_path(&run)).unwrap();
+        let crashed_dir = tempfile::tempdir().unwrap();
+        let crashed = Arc::new(JsonlStore::new(crashed_dir.path()));
+        std::fs::create_dir_all(crashed_dir.path().join("runs")).unwrap();
+        std::fs::write(crashed.run_path(&run), &bytes).unwrap();
+        let mut starts = 0;
+        for rec in RunReader::open(crashed.as_ref(), &run).unwrap() {
+            match rec.unwrap().record.body {
+                Body::StepStart(_) => starts += 1,
+                Body::StepEnd(e) => panic!("no step has ended yet: {e:?}"),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            starts, 2,
+            "{durability}: intents not written before the bodies ran"
+        );
+        let report = verify(RunReader::open(crashed.as_ref(), &run).unwrap());
+        assert_eq!(report.fault.unwrap().kind, FaultKind::Incomplete);
+        for t in &tasks {
+            t.abort();
+        }
+        HANG.store(false, Ordering::SeqCst);
+
+        // Resume with on_in_flight = block: the write is refused, the read runs again.
+        let (writes, reads) = (WRITES.load(Ordering::SeqCst), READS.load(Ordering::SeqCst));
+        let blocked = resume(&crashed, &run, InFlight::Block);
+        let report = blocked.resume_report().unwrap();
+        assert_eq!(report.in_flight.len(), 2);
+        assert!(!report.complete);
+        let (w, r) = blocked
+            .scope(async { (if_write("k".into()).await, if_read("k".into()).await) })
+            .await;
+        assert!(matches!(w, Err(Error::Blocked { .. })), "{w:?}");
+        assert_eq!(r.unwrap(), 1);
+        assert_eq!(WRITES.load(Ordering::SeqCst), writes);
+        assert_eq!(READS.load(Ordering::SeqCst), reads + 1);
+        // Only the in-flight occurrence is refused: the next identical write runs.
+        let again = blocked.scope(if_write("k".into())).await;
+        assert_eq!(again.unwrap(), 1);
+        blocked.finish().await.unwrap();
+
+        // Resume with rerun (the default): both run again.
+        let rerun = resume(&crashed, &run, InFlight::Rerun);
+        let (w, r) = rerun
+            .scope(async { (if_write("k".into()).await, if_read("k".into()).await) })
+            .await;
+        assert_eq!((w.unwrap(), r.unwrap()), (1, 1));
+        rerun.finish().await.unwrap();
+        for s in [blocked.run_id(), rerun.run_id()] {
+            let report = verify(RunReader::open(crashed.as_ref(), s).unwrap());
+            assert!(report.is_ok(), "{:?}", report.fault);
+        }
+        assert!(crashed.runs().unwrap().len() == 3);
+    }
+}
