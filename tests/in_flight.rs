@@ -17,8 +17,11 @@ tokio::task_local! {
 }
 
 async fn maybe_hang(name: &'static str) {
+    // Decide before signalling: once the test hears "entered" it may clear HANG, and a body that had not
+    // looked yet would run on.
+    let hang = HANG.load(Ordering::SeqCst);
     let _ = ENTERED.try_with(|tx| tx.send(name));
-    if HANG.load(Ordering::SeqCst) {
+    if hang {
         std::future::pending::<()>().await;
     }
 }
