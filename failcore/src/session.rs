@@ -203,7 +203,8 @@ impl Session {
         SessionBuilder::default()
     }
 
-    /// A builder configured from the environment: `FAILCORE_DIR`, `FAILCORE_STORE` (`jsonl:<dir>`),
+    /// A builder configured from the environment: `FAILCORE_DIR`, `FAILCORE_STORE` (`jsonl:<dir>`,
+    /// `sqlite:<file>`, `postgres://...`, the last two with their cargo features),
     /// `FAILCORE_RESUME` (`<run id>` or `last`), `FAILCORE_OFFLINE` (same), `FAILCORE_DURABILITY`,
     /// `FAILCORE_SANDBOX` (the root of the `fs_safe` policy), `FAILCORE_POLICY` (a policy file).
     pub fn from_env() -> Result<SessionBuilder, Error> {
