@@ -132,7 +132,7 @@ pub(crate) fn jsonl_store(
 /// What generated code uses. Not public API: no stability promise.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::lifecycle::{enter, run, serialize_args, Entered, Prepared};
+    pub use crate::lifecycle::{enter, run, serialize_args, Call, Entered, Prepared};
     pub use crate::policy::{IntoPolicy, PolicyRef};
     pub use crate::registry::{
         encode_output, DescriptorCache, Effect, Invocation, InvokeLocal, InvokeSend, InvokeWrap,

@@ -116,8 +116,56 @@ struct ReplayStep {
     output: Box<RawValue>,
 }
 
-/// Resolves and validates a call, and either serves it from the replay index or records its intent.
-pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered {
+/// A call after [`enter`]: where it stands, and its telemetry span.
+pub struct Call {
+    entered: Entered,
+    span: tracing::Span,
+}
+
+/// The span of one tool call, following the OpenTelemetry GenAI semantic conventions: named
+/// `execute_tool {tool}` (through `otel.name`, which OpenTelemetry layers take as the span name), with
+/// `gen_ai.operation.name`, `gen_ai.tool.name`, `gen_ai.tool.call.id` (`{run}:{step}`) and, when the call
+/// does not succeed, `error.type` (see [`Error::kind`]).
+fn call_span(tool: &'static ToolDescriptor) -> tracing::Span {
+    tracing::info_span!(
+        target: "failcore",
+        "execute_tool",
+        otel.name = %format_args!("execute_tool {}", tool.name),
+        otel.kind = "internal",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.tool.name = tool.name,
+        gen_ai.tool.type = "function",
+        gen_ai.tool.call.id = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        failcore.replayed = tracing::field::Empty,
+    )
+}
+
+fn record_error(span: &tracing::Span, kind: &str) {
+    span.record("error.type", kind);
+    span.record("otel.status_code", "ERROR");
+}
+
+/// Resolves and validates a call, and either serves it from the replay index or records its intent,
+/// inside the call's span.
+pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Call {
+    use tracing::Instrument;
+    let span = call_span(tool);
+    let entered = enter_untraced(tool, prepared)
+        .instrument(span.clone())
+        .await;
+    match &entered.0 {
+        State::Done(e) => record_error(&span, e.kind()),
+        State::Replay(_) => {
+            span.record("failcore.replayed", true);
+        }
+        State::Execute(_) => {}
+    }
+    Call { entered, span }
+}
+
+async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered {
     let ctx = match crate::session::context() {
         Ok(ctx) => ctx,
         Err(e) => return Entered(State::Done(e)),
@@ -125,6 +173,10 @@ pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered
     let Context { session, parent } = ctx;
     let inner = &session.inner;
     let step = inner.next_step();
+    tracing::Span::current().record(
+        "gen_ai.tool.call.id",
+        tracing::field::display(format_args!("{}:{step}", inner.run)),
+    );
     let durability = inner.durability_for(tool.name);
 
     let mut args = match prepared.0 {
@@ -531,17 +583,43 @@ fn preview(s: &str) -> String {
 }
 
 /// Runs a call entered with [`enter`]: decodes a replayed output, or runs the body and commits its outcome.
-pub async fn run<T, E, F>(entered: Entered, body: F) -> Result<T, E>
+pub async fn run<T, E, F>(call: Call, body: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    T: Serialize + DeserializeOwned,
+    E: Display + From<Error>,
+{
+    use tracing::Instrument;
+    let Call { entered, span } = call;
+    run_untraced(entered, body, &span)
+        .instrument(span.clone())
+        .await
+}
+
+/// Records a FailCore error's kind on the call's span and hands the error on.
+fn traced(span: &tracing::Span, e: Error) -> Error {
+    record_error(span, e.kind());
+    e
+}
+
+async fn run_untraced<T, E, F>(entered: Entered, body: F, span: &tracing::Span) -> Result<T, E>
 where
     F: Future<Output = Result<T, E>>,
     T: Serialize + DeserializeOwned,
     E: Display + From<Error>,
 {
     match entered.0 {
-        State::Done(e) => Err(E::from(e)),
+        State::Done(e) => Err(E::from(e)), // recorded on the span by `enter`
         State::Replay(replay) => match serde_json::from_str::<T>(replay.output.get()) {
-            Ok(value) => replay.commit().await.map(|()| value).map_err(E::from),
-            Err(e) => Err(E::from(replay.undecodable(e.to_string()).await)),
+            Ok(value) => replay
+                .commit()
+                .await
+                .map(|()| value)
+                .map_err(|e| E::from(traced(span, e))),
+            Err(e) => Err(E::from(traced(
+                span,
+                replay.undecodable(e.to_string()).await,
+            ))),
         },
         State::Execute(mut guard) => {
             let ctx = Context {
@@ -559,8 +637,11 @@ where
                             .ok(&out, latency)
                             .await
                             .map(|()| value)
-                            .map_err(E::from),
-                        Err(e) => Err(E::from(unrecordable(&mut guard, e, latency).await)),
+                            .map_err(|e| E::from(traced(span, e))),
+                        Err(e) => Err(E::from(traced(
+                            span,
+                            unrecordable(&mut guard, e, latency).await,
+                        ))),
                     }
                 }
                 Ok(Err(e)) => {
@@ -568,10 +649,13 @@ where
                     let _ = guard
                         .end(Status::Failed, None, Some(&e.to_string()), latency, &[])
                         .await;
+                    // The tool's own error: `error.type` is the kind a by-name call reports for it.
+                    record_error(span, "tool");
                     Err(e)
                 }
                 Err(panic) => {
                     let msg = panic_message(&*panic);
+                    record_error(span, "panic");
                     let _ = guard
                         .end(Status::Panicked, None, Some(&msg), latency, &[])
                         .await;
