@@ -54,6 +54,8 @@ pub mod policy;
 mod registry;
 mod replay;
 mod runid;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod session;
 
 pub use error::Error;
@@ -147,4 +149,37 @@ pub mod __private {
     pub fn into_policy<P: IntoPolicy>(p: P) -> PolicyRef {
         p.into_policy()
     }
+
+    /// `tool_schema!(name: Type = required, ...)`: the argument schema of a tool, or `None` when
+    /// failcore is built without its `schema` feature (then no schema code is generated at all).
+    pub use crate::__failcore_tool_schema as tool_schema;
+    #[cfg(feature = "schema")]
+    pub use crate::schema;
+}
+
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __failcore_tool_schema {
+    ($($name:literal : $ty:ty = $required:literal),* $(,)?) => {
+        ::core::option::Option::Some({
+            fn __failcore_schema() -> $crate::__private::serde_json::Value {
+                $crate::__private::schema::object(&[$((
+                    $name,
+                    $crate::__private::schema::property::<$ty> as $crate::__private::schema::PropertyFn,
+                    $required,
+                )),*])
+            }
+            __failcore_schema as fn() -> $crate::__private::serde_json::Value
+        })
+    };
+}
+
+#[cfg(not(feature = "schema"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __failcore_tool_schema {
+    ($($tt:tt)*) => {
+        ::core::option::Option::None
+    };
 }

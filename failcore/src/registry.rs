@@ -122,6 +122,8 @@ pub struct ToolDescriptor {
     pub replay: bool,
     pub output: OutputContract,
     pub invoker: Invoker,
+    /// The argument schema (feature `schema`, tools callable by name).
+    pub schema: Option<fn() -> Value>,
     pub file: &'static str,
     pub line: u32,
     pub cache: DescriptorCache,
