@@ -50,6 +50,8 @@
 mod error;
 mod fingerprint;
 mod lifecycle;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod policy;
 mod registry;
 mod replay;

@@ -591,33 +591,47 @@ where
 {
     use tracing::Instrument;
     let Call { entered, span } = call;
-    run_untraced(entered, body, &span)
+    let slot = crate::registry::by_name_slot();
+    run_untraced(entered, body, &span, &slot)
         .instrument(span.clone())
         .await
 }
 
-/// Records a FailCore error's kind on the call's span and hands the error on.
-fn traced(span: &tracing::Span, e: Error) -> Error {
+type Slot = Option<std::sync::Arc<std::sync::Mutex<Option<Error>>>>;
+
+/// Records a FailCore error's kind on the call's span, reports it to a by-name caller, and hands it on.
+fn traced(span: &tracing::Span, slot: &Slot, e: Error) -> Error {
     record_error(span, e.kind());
+    crate::registry::report(slot, &e);
     e
 }
 
-async fn run_untraced<T, E, F>(entered: Entered, body: F, span: &tracing::Span) -> Result<T, E>
+async fn run_untraced<T, E, F>(
+    entered: Entered,
+    body: F,
+    span: &tracing::Span,
+    slot: &Slot,
+) -> Result<T, E>
 where
     F: Future<Output = Result<T, E>>,
     T: Serialize + DeserializeOwned,
     E: Display + From<Error>,
 {
     match entered.0 {
-        State::Done(e) => Err(E::from(e)), // recorded on the span by `enter`
+        State::Done(e) => {
+            // Its kind was recorded on the span by `enter`.
+            crate::registry::report(slot, &e);
+            Err(E::from(e))
+        }
         State::Replay(replay) => match serde_json::from_str::<T>(replay.output.get()) {
             Ok(value) => replay
                 .commit()
                 .await
                 .map(|()| value)
-                .map_err(|e| E::from(traced(span, e))),
+                .map_err(|e| E::from(traced(span, slot, e))),
             Err(e) => Err(E::from(traced(
                 span,
+                slot,
                 replay.undecodable(e.to_string()).await,
             ))),
         },
@@ -627,7 +641,7 @@ where
                 parent: Some(guard.step),
             };
             let started = Instant::now();
-            let outcome = CatchUnwind(in_context(ctx, body)).await;
+            let outcome = CatchUnwind(crate::registry::without_slot(in_context(ctx, body))).await;
             let latency = started.elapsed().as_nanos() as u64;
             match outcome {
                 Ok(Ok(value)) => {
@@ -637,9 +651,10 @@ where
                             .ok(&out, latency)
                             .await
                             .map(|()| value)
-                            .map_err(|e| E::from(traced(span, e))),
+                            .map_err(|e| E::from(traced(span, slot, e))),
                         Err(e) => Err(E::from(traced(
                             span,
+                            slot,
                             unrecordable(&mut guard, e, latency).await,
                         ))),
                     }

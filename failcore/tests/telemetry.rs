@@ -175,3 +175,34 @@ async fn an_offline_miss_is_a_replay_miss_span() {
     let span = spans.iter().find(|s| s.name == "execute_tool").unwrap();
     assert_eq!(span.fields["error.type"], "replay_miss");
 }
+
+#[tokio::test]
+async fn a_call_by_name_reports_the_failcore_error_not_its_rendering() {
+    let store = Arc::new(MemoryStore::new());
+    let session = Session::builder().store(store).open().unwrap();
+    let blocked = session
+        .scope(failcore::call_json(
+            "tel_denied",
+            serde_json::json!({"n": 1}),
+        ))
+        .await
+        .unwrap_err();
+    match blocked {
+        Error::Blocked { policy, rule, .. } => {
+            assert_eq!(policy, "deny_all");
+            assert_eq!(rule, "deny_all.always");
+        }
+        other => panic!("expected Blocked, got {other:?}"),
+    }
+    // The tool's own error stays the tool's.
+    let failed = session
+        .scope(failcore::call_json(
+            "tel_fails",
+            serde_json::json!({"msg": "bad"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.kind(), "tool");
+    assert!(failed.to_string().contains("bad"));
+    session.finish().await.unwrap();
+}
