@@ -47,6 +47,7 @@
 //! arguments an LLM emits. A crate whose items are never referenced is not linked, and its tools are
 //! missing: add `use my_tools as _;` where the binary starts, and check with [`expect_tools`].
 
+mod dynamic;
 mod error;
 mod fingerprint;
 mod lifecycle;
@@ -60,6 +61,7 @@ mod runid;
 pub mod schema;
 mod session;
 
+pub use dynamic::{DynamicBody, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};

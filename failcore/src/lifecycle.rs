@@ -75,6 +75,23 @@ pub fn serialize_args(
     }))
 }
 
+/// The arguments of a call to a tool known only at run time: a JSON object, fingerprinted whole.
+pub(crate) fn prepare_value(tool: &'static ToolDescriptor, args: &serde_json::Value) -> Prepared {
+    let mut canonical = Vec::with_capacity(64);
+    match write_canonical(args, &mut canonical) {
+        Ok(()) => Prepared(Ok(Args {
+            canonical,
+            stored: None,
+            redacted: Vec::new(),
+        })),
+        Err(e) => Prepared(Err(Error::Serialize {
+            tool: tool.name.to_owned(),
+            what: "the arguments",
+            reason: e.0,
+        })),
+    }
+}
+
 impl Args {
     fn apply_redactions(&mut self, key: &[u8; 32]) {
         if self.redacted.is_empty() {

@@ -150,3 +150,30 @@ pub fn text(result: &Value) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The path of the `failcore` command, built on demand.
+pub fn failcore_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "failcore",
+            "--features",
+            "cli",
+            "--bin",
+            "failcore",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo build of failcore");
+    assert!(status.success(), "building failcore failed");
+    dir.join(format!("failcore{}", std::env::consts::EXE_SUFFIX))
+}

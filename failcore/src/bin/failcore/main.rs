@@ -2,6 +2,7 @@
 
 mod common;
 mod list;
+mod proxy;
 mod sample;
 mod show;
 mod verify;
@@ -33,6 +34,8 @@ enum Command {
     Show(show::Args),
     /// Check a run's hash chain, sequence and summary.
     Verify(verify::Args),
+    /// Run an MCP server over stdio behind FailCore: each tools/call is policy-checked, replayed, traced.
+    Proxy(proxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::List(args) => list::run(cli.store.as_deref(), args),
         Command::Show(args) => show::run(cli.store.as_deref(), args),
         Command::Verify(args) => verify::run(cli.store.as_deref(), args),
+        Command::Proxy(args) => proxy::run(cli.store.as_deref(), args),
     };
     match result {
         Ok(code) => code,
