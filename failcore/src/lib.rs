@@ -53,9 +53,13 @@ mod fingerprint;
 mod lifecycle;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod policy;
 mod registry;
 mod replay;
+#[cfg(feature = "rig")]
+pub mod rig;
 mod runid;
 #[cfg(feature = "schema")]
 pub mod schema;
