@@ -493,3 +493,85 @@ fn text_of(result: &Value) -> String {
         texts.join("\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(line: &str) -> Option<Value> {
+        match classify(line) {
+            FromClient::Answer(a) => a,
+            FromClient::Forward => panic!("forwarded: {line}"),
+            FromClient::Call { .. } => panic!("routed as a call: {line}"),
+        }
+    }
+
+    #[test]
+    fn calls_are_routed_and_everything_else_forwarded() {
+        let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":1}}}"#;
+        match classify(call) {
+            FromClient::Call {
+                id,
+                name,
+                arguments,
+            } => {
+                assert_eq!(id, json!(7));
+                assert_eq!(name, "add");
+                assert_eq!(arguments, json!({"a": 1}));
+            }
+            _ => panic!("not routed"),
+        }
+        let no_args = r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"now"}}"#;
+        assert!(
+            matches!(classify(no_args), FromClient::Call { arguments, .. } if arguments == json!({}))
+        );
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+        ] {
+            assert!(matches!(classify(line), FromClient::Forward), "{line}");
+        }
+    }
+
+    #[test]
+    fn what_could_hide_a_call_is_refused_not_forwarded() {
+        let parse = answer("{not json").unwrap();
+        assert_eq!(parse["error"]["code"], -32700);
+        let batch = answer(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm"}},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#,
+        )
+        .unwrap();
+        assert_eq!(batch.as_array().unwrap().len(), 2);
+        assert_eq!(batch[0]["error"]["code"], -32600);
+        // A call sent as a notification cannot be answered, and is not forwarded either.
+        assert!(
+            answer(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"rm"}}"#).is_none()
+        );
+        let bad_args = answer(
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"rm","arguments":[1]}}"#,
+        )
+        .unwrap();
+        assert_eq!(bad_args["error"]["code"], -32602);
+        let no_name =
+            answer(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}"#).unwrap();
+        assert_eq!(no_name["id"], 4);
+    }
+
+    #[test]
+    fn a_policy_file_with_unknown_keys_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("failcore.toml");
+        std::fs::write(&file, "[proxy]\ndenny = [\"rm\"]\n").unwrap();
+        let err = ProxyPolicy::load(&file).err().expect("refused");
+        assert!(err.to_string().contains("denny"), "{err}");
+        std::fs::write(
+            &file,
+            "[proxy]\ndeny = [\"rm\"]\nallow = [\"ls\", \"rm\"]\n",
+        )
+        .unwrap();
+        let policy = ProxyPolicy::load(&file).unwrap();
+        assert_eq!(policy.deny, ["rm"]);
+        assert!(ProxyPolicy::load(&dir.path().join("missing.toml")).is_err());
+    }
+}
