@@ -167,6 +167,74 @@ impl Policy for ProxyPolicy {
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 
+/// What the proxy learns from the server's `tools/list` answers: each tool's effect, from its hints.
+#[derive(Default)]
+struct Catalog {
+    /// Ids of `tools/list` requests in flight.
+    listing: std::collections::HashSet<String>,
+    effects: HashMap<String, Effect>,
+}
+
+type SharedCatalog = Arc<Mutex<Catalog>>;
+
+impl Catalog {
+    fn effect(catalog: &SharedCatalog, tool: &str) -> Effect {
+        catalog
+            .lock()
+            .ok()
+            .and_then(|c| c.effects.get(tool).copied())
+            .unwrap_or(Effect::Unspecified)
+    }
+
+    /// Notes a `tools/list` request from the client.
+    fn note_request(catalog: &SharedCatalog, line: &str) {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
+        if msg.get("method").and_then(Value::as_str) == Some("tools/list") {
+            if let (Some(id), Ok(mut c)) = (msg.get("id"), catalog.lock()) {
+                c.listing.insert(id.to_string());
+            }
+        }
+    }
+
+    /// Learns the effects from a server message, if it answers a `tools/list`.
+    fn note_response(catalog: &SharedCatalog, line: &str) {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
+        let Some(id) = msg.get("id").filter(|_| msg.get("method").is_none()) else {
+            return;
+        };
+        let Ok(mut c) = catalog.lock() else { return };
+        if !c.listing.remove(&id.to_string()) {
+            return;
+        }
+        let tools = msg
+            .pointer("/result/tools")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for tool in tools {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let hint =
+                |k: &str| tool.pointer(&format!("/annotations/{k}")) == Some(&Value::Bool(true));
+            let effect = if hint("destructiveHint") {
+                Effect::Write
+            } else if hint("openWorldHint") {
+                Effect::Network
+            } else if hint("readOnlyHint") {
+                Effect::Read
+            } else {
+                Effect::Unspecified
+            };
+            c.effects.insert(name.to_owned(), effect);
+        }
+    }
+}
+
 /// What to do with one line from the client.
 enum FromClient {
     Forward,
@@ -289,6 +357,7 @@ async fn proxy(session: &Session, command: &[String]) -> Result<ExitCode> {
     };
 
     let pending: Pending = Arc::default();
+    let catalog: SharedCatalog = Arc::default();
     let (to_server, mut server_rx) = mpsc::unbounded_channel::<String>();
     let (to_client, mut client_rx) = mpsc::unbounded_channel::<String>();
 
@@ -320,6 +389,7 @@ async fn proxy(session: &Session, command: &[String]) -> Result<ExitCode> {
     });
     let server_reader = {
         let pending = pending.clone();
+        let catalog = catalog.clone();
         let to_client = to_client.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(server_out).lines();
@@ -328,6 +398,7 @@ async fn proxy(session: &Session, command: &[String]) -> Result<ExitCode> {
                     let _ = tx.send(msg);
                     continue;
                 }
+                Catalog::note_response(&catalog, &line);
                 if to_client.send(line).is_err() {
                     break;
                 }
@@ -347,6 +418,7 @@ async fn proxy(session: &Session, command: &[String]) -> Result<ExitCode> {
         }
         match classify(&line) {
             FromClient::Forward => {
+                Catalog::note_request(&catalog, &line);
                 let _ = to_server.send(line);
             }
             FromClient::Answer(Some(answer)) => {
@@ -358,7 +430,9 @@ async fn proxy(session: &Session, command: &[String]) -> Result<ExitCode> {
                 name,
                 arguments,
             } => {
+                let effect = Catalog::effect(&catalog, &name);
                 let call = ProxiedCall {
+                    effect,
                     id,
                     name,
                     arguments,
@@ -408,6 +482,8 @@ fn intercepted(line: &str, pending: &Pending) -> Option<(oneshot::Sender<Value>,
 }
 
 struct ProxiedCall {
+    /// From the server's hints in `tools/list`, when it listed the tool.
+    effect: Effect,
     id: Value,
     name: String,
     arguments: Value,
@@ -420,6 +496,7 @@ impl ProxiedCall {
     /// The JSON-RPC response to give the client.
     async fn run(self) -> Value {
         let ProxiedCall {
+            effect,
             id,
             name,
             arguments,
@@ -427,7 +504,7 @@ impl ProxiedCall {
             to_server,
             pending,
         } = self;
-        let tool = match DynamicTool::new(&name, ORIGIN, Effect::Unspecified) {
+        let tool = match DynamicTool::new(&name, ORIGIN, effect) {
             Ok(tool) => tool,
             Err(e) => return json!({"jsonrpc": "2.0", "id": id, "result": tool_error(&e)}),
         };
@@ -573,5 +650,33 @@ mod tests {
         let policy = ProxyPolicy::load(&file).unwrap();
         assert_eq!(policy.deny, ["rm"]);
         assert!(ProxyPolicy::load(&dir.path().join("missing.toml")).is_err());
+    }
+
+    #[test]
+    fn effects_are_learned_from_the_servers_tool_hints() {
+        let catalog = SharedCatalog::default();
+        Catalog::note_request(
+            &catalog,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        );
+        // A response to another request teaches nothing.
+        Catalog::note_response(
+            &catalog,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"rm","annotations":{"readOnlyHint":true}}]}}"#,
+        );
+        assert_eq!(Catalog::effect(&catalog, "rm"), Effect::Unspecified);
+        Catalog::note_response(
+            &catalog,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[
+                {"name":"rm","annotations":{"destructiveHint":true}},
+                {"name":"ls","annotations":{"readOnlyHint":true}},
+                {"name":"fetch","annotations":{"openWorldHint":true}},
+                {"name":"misc"}]}}"#,
+        );
+        assert_eq!(Catalog::effect(&catalog, "rm"), Effect::Write);
+        assert_eq!(Catalog::effect(&catalog, "ls"), Effect::Read);
+        assert_eq!(Catalog::effect(&catalog, "fetch"), Effect::Network);
+        assert_eq!(Catalog::effect(&catalog, "misc"), Effect::Unspecified);
+        assert_eq!(Catalog::effect(&catalog, "unknown"), Effect::Unspecified);
     }
 }
