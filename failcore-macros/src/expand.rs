@@ -296,6 +296,7 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
         });
 
     let (invoke_fn, invoker) = invoker(&p, sig, params);
+    let schema = schema(&p, sig, params);
 
     quote! {
         #(#attrs)*
@@ -312,6 +313,7 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
                 replay: #replay,
                 output: #p::OutputContract::#output,
                 invoker: #invoker,
+                schema: #schema,
                 file: ::core::file!(),
                 line: ::core::line!(),
                 cache: #p::DescriptorCache::new(),
@@ -346,6 +348,44 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
 fn unreachable_return() -> Type {
     // `check` rejects functions without a return type before generation.
     syn::parse_quote!(())
+}
+
+/// The argument schema, through `__private::tool_schema!` so that failcore's `schema` feature decides
+/// whether any schema code exists. Only tools callable by name have one.
+fn schema(p: &TokenStream, sig: &syn::Signature, params: &[Param]) -> TokenStream {
+    let callable = sig.receiver().is_none()
+        && sig.generics.params.is_empty()
+        && params.iter().all(|prm| {
+            prm.role != Role::Skipped
+                && match &prm.ty {
+                    Type::Reference(r) => r.mutability.is_none() && !borrows(&r.elem),
+                    ty => !borrows(ty),
+                }
+        });
+    if !callable {
+        return quote!(::core::option::Option::None);
+    }
+    let entries = params.iter().map(|prm| {
+        let pname = prm.ident.to_string();
+        let ty = match &prm.ty {
+            Type::Reference(r) => r.elem.as_ref(),
+            ty => ty,
+        };
+        let required = !is_option(ty);
+        quote_spanned!(prm.ty.span()=> #pname: #ty = #required)
+    });
+    quote!(#p::tool_schema!(#(#entries),*))
+}
+
+fn is_option(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => {
+            p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Option")
+        }
+        Type::Paren(p) => is_option(&p.elem),
+        Type::Group(g) => is_option(&g.elem),
+        _ => false,
+    }
 }
 
 /// The by-name entry point for `call_json`, when the tool can have one.

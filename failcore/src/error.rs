@@ -114,6 +114,93 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A copy of this error, for a by-name call to report what happened beneath the tool's own error
+    /// type. A store error, which cannot be copied, keeps its kind and message as a `Config` error.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Blocked {
+                tool,
+                policy,
+                rule,
+                reason,
+            } => Error::Blocked {
+                tool: tool.clone(),
+                policy: policy.clone(),
+                rule: rule.clone(),
+                reason: reason.clone(),
+            },
+            Error::ReplayMiss {
+                tool,
+                run,
+                fingerprint,
+                occurrence,
+                detail,
+            } => Error::ReplayMiss {
+                tool: tool.clone(),
+                run: run.clone(),
+                fingerprint: fingerprint.clone(),
+                occurrence: *occurrence,
+                detail: detail.clone(),
+            },
+            Error::Serialize { tool, what, reason } => Error::Serialize {
+                tool: tool.clone(),
+                what,
+                reason: reason.clone(),
+            },
+            Error::ReplayDecode {
+                tool,
+                run,
+                seq,
+                reason,
+            } => Error::ReplayDecode {
+                tool: tool.clone(),
+                run: run.clone(),
+                seq: *seq,
+                reason: reason.clone(),
+            },
+            Error::Contract {
+                tool,
+                contract,
+                detail,
+            } => Error::Contract {
+                tool: tool.clone(),
+                contract: contract.clone(),
+                detail: detail.clone(),
+            },
+            Error::Corrupt { file, line, reason } => Error::Corrupt {
+                file: file.clone(),
+                line: *line,
+                reason: reason.clone(),
+            },
+            Error::DuplicateTool {
+                name,
+                first,
+                second,
+            } => Error::DuplicateTool {
+                name: name.clone(),
+                first: first.clone(),
+                second: second.clone(),
+            },
+            Error::UnknownTool(name) => Error::UnknownTool(name.clone()),
+            Error::NotCallable { tool, reason } => Error::NotCallable {
+                tool: tool.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidArguments { tool, reason } => Error::InvalidArguments {
+                tool: tool.clone(),
+                reason: reason.clone(),
+            },
+            Error::Tool { tool, message } => Error::Tool {
+                tool: tool.clone(),
+                message: message.clone(),
+            },
+            Error::Config(m) => Error::Config(m.clone()),
+            Error::Store(e) => Error::Config(format!("trace store: {e}")),
+        }
+    }
+}
+
 impl From<ReadError> for Error {
     fn from(e: ReadError) -> Self {
         match e {

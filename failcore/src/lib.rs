@@ -47,17 +47,27 @@
 //! arguments an LLM emits. A crate whose items are never referenced is not linked, and its tools are
 //! missing: add `use my_tools as _;` where the binary starts, and check with [`expect_tools`].
 
+mod dynamic;
 mod error;
 mod fingerprint;
 pub mod fs;
 mod lifecycle;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod net;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod policy;
 mod registry;
 mod replay;
+#[cfg(feature = "rig")]
+pub mod rig;
 mod runid;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod session;
 
+pub use dynamic::{DynamicBody, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
@@ -167,7 +177,7 @@ pub(crate) fn jsonl_store(
 /// What generated code uses. Not public API: no stability promise.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::lifecycle::{enter, run, serialize_args, Entered, Prepared};
+    pub use crate::lifecycle::{enter, run, serialize_args, Call, Entered, Prepared};
     pub use crate::policy::{IntoPolicy, PolicyRef};
     pub use crate::registry::{
         encode_output, DescriptorCache, Effect, Invocation, InvokeLocal, InvokeSend, InvokeWrap,
@@ -182,6 +192,39 @@ pub mod __private {
     pub fn into_policy<P: IntoPolicy>(p: P) -> PolicyRef {
         p.into_policy()
     }
+
+    /// `tool_schema!(name: Type = required, ...)`: the argument schema of a tool, or `None` when
+    /// failcore is built without its `schema` feature (then no schema code is generated at all).
+    pub use crate::__failcore_tool_schema as tool_schema;
+    #[cfg(feature = "schema")]
+    pub use crate::schema;
+}
+
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __failcore_tool_schema {
+    ($($name:literal : $ty:ty = $required:literal),* $(,)?) => {
+        ::core::option::Option::Some({
+            fn __failcore_schema() -> $crate::__private::serde_json::Value {
+                $crate::__private::schema::object(&[$((
+                    $name,
+                    $crate::__private::schema::property::<$ty> as $crate::__private::schema::PropertyFn,
+                    $required,
+                )),*])
+            }
+            __failcore_schema as fn() -> $crate::__private::serde_json::Value
+        })
+    };
+}
+
+#[cfg(not(feature = "schema"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __failcore_tool_schema {
+    ($($tt:tt)*) => {
+        ::core::option::Option::None
+    };
 }
 
 #[cfg(test)]

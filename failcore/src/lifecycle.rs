@@ -75,6 +75,23 @@ pub fn serialize_args(
     }))
 }
 
+/// The arguments of a call to a tool known only at run time: a JSON object, fingerprinted whole.
+pub(crate) fn prepare_value(tool: &'static ToolDescriptor, args: &serde_json::Value) -> Prepared {
+    let mut canonical = Vec::with_capacity(64);
+    match write_canonical(args, &mut canonical) {
+        Ok(()) => Prepared(Ok(Args {
+            canonical,
+            stored: None,
+            redacted: Vec::new(),
+        })),
+        Err(e) => Prepared(Err(Error::Serialize {
+            tool: tool.name.to_owned(),
+            what: "the arguments",
+            reason: e.0,
+        })),
+    }
+}
+
 impl Args {
     fn apply_redactions(&mut self, key: &[u8; 32]) {
         if self.redacted.is_empty() {
@@ -116,8 +133,56 @@ struct ReplayStep {
     output: Box<RawValue>,
 }
 
-/// Resolves and validates a call, and either serves it from the replay index or records its intent.
-pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered {
+/// A call after [`enter`]: where it stands, and its telemetry span.
+pub struct Call {
+    entered: Entered,
+    span: tracing::Span,
+}
+
+/// The span of one tool call, following the OpenTelemetry GenAI semantic conventions: named
+/// `execute_tool {tool}` (through `otel.name`, which OpenTelemetry layers take as the span name), with
+/// `gen_ai.operation.name`, `gen_ai.tool.name`, `gen_ai.tool.call.id` (`{run}:{step}`) and, when the call
+/// does not succeed, `error.type` (see [`Error::kind`]).
+fn call_span(tool: &'static ToolDescriptor) -> tracing::Span {
+    tracing::info_span!(
+        target: "failcore",
+        "execute_tool",
+        otel.name = %format_args!("execute_tool {}", tool.name),
+        otel.kind = "internal",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.tool.name = tool.name,
+        gen_ai.tool.type = "function",
+        gen_ai.tool.call.id = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        failcore.replayed = tracing::field::Empty,
+    )
+}
+
+fn record_error(span: &tracing::Span, kind: &str) {
+    span.record("error.type", kind);
+    span.record("otel.status_code", "ERROR");
+}
+
+/// Resolves and validates a call, and either serves it from the replay index or records its intent,
+/// inside the call's span.
+pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Call {
+    use tracing::Instrument;
+    let span = call_span(tool);
+    let entered = enter_untraced(tool, prepared)
+        .instrument(span.clone())
+        .await;
+    match &entered.0 {
+        State::Done(e) => record_error(&span, e.kind()),
+        State::Replay(_) => {
+            span.record("failcore.replayed", true);
+        }
+        State::Execute(_) => {}
+    }
+    Call { entered, span }
+}
+
+async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered {
     let ctx = match crate::session::context() {
         Ok(ctx) => ctx,
         Err(e) => return Entered(State::Done(e)),
@@ -125,6 +190,10 @@ pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered
     let Context { session, parent } = ctx;
     let inner = &session.inner;
     let step = inner.next_step();
+    tracing::Span::current().record(
+        "gen_ai.tool.call.id",
+        tracing::field::display(format_args!("{}:{step}", inner.run)),
+    );
     let durability = inner.durability_for(tool.name);
 
     let mut args = match prepared.0 {
@@ -531,17 +600,57 @@ fn preview(s: &str) -> String {
 }
 
 /// Runs a call entered with [`enter`]: decodes a replayed output, or runs the body and commits its outcome.
-pub async fn run<T, E, F>(entered: Entered, body: F) -> Result<T, E>
+pub async fn run<T, E, F>(call: Call, body: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    T: Serialize + DeserializeOwned,
+    E: Display + From<Error>,
+{
+    use tracing::Instrument;
+    let Call { entered, span } = call;
+    let slot = crate::registry::by_name_slot();
+    run_untraced(entered, body, &span, &slot)
+        .instrument(span.clone())
+        .await
+}
+
+type Slot = Option<std::sync::Arc<std::sync::Mutex<Option<Error>>>>;
+
+/// Records a FailCore error's kind on the call's span, reports it to a by-name caller, and hands it on.
+fn traced(span: &tracing::Span, slot: &Slot, e: Error) -> Error {
+    record_error(span, e.kind());
+    crate::registry::report(slot, &e);
+    e
+}
+
+async fn run_untraced<T, E, F>(
+    entered: Entered,
+    body: F,
+    span: &tracing::Span,
+    slot: &Slot,
+) -> Result<T, E>
 where
     F: Future<Output = Result<T, E>>,
     T: Serialize + DeserializeOwned,
     E: Display + From<Error>,
 {
     match entered.0 {
-        State::Done(e) => Err(E::from(e)),
+        State::Done(e) => {
+            // Its kind was recorded on the span by `enter`.
+            crate::registry::report(slot, &e);
+            Err(E::from(e))
+        }
         State::Replay(replay) => match serde_json::from_str::<T>(replay.output.get()) {
-            Ok(value) => replay.commit().await.map(|()| value).map_err(E::from),
-            Err(e) => Err(E::from(replay.undecodable(e.to_string()).await)),
+            Ok(value) => replay
+                .commit()
+                .await
+                .map(|()| value)
+                .map_err(|e| E::from(traced(span, slot, e))),
+            Err(e) => Err(E::from(traced(
+                span,
+                slot,
+                replay.undecodable(e.to_string()).await,
+            ))),
         },
         State::Execute(mut guard) => {
             let ctx = Context {
@@ -549,7 +658,7 @@ where
                 parent: Some(guard.step),
             };
             let started = Instant::now();
-            let outcome = CatchUnwind(in_context(ctx, body)).await;
+            let outcome = CatchUnwind(crate::registry::without_slot(in_context(ctx, body))).await;
             let latency = started.elapsed().as_nanos() as u64;
             match outcome {
                 Ok(Ok(value)) => {
@@ -559,8 +668,12 @@ where
                             .ok(&out, latency)
                             .await
                             .map(|()| value)
-                            .map_err(E::from),
-                        Err(e) => Err(E::from(unrecordable(&mut guard, e, latency).await)),
+                            .map_err(|e| E::from(traced(span, slot, e))),
+                        Err(e) => Err(E::from(traced(
+                            span,
+                            slot,
+                            unrecordable(&mut guard, e, latency).await,
+                        ))),
                     }
                 }
                 Ok(Err(e)) => {
@@ -568,10 +681,13 @@ where
                     let _ = guard
                         .end(Status::Failed, None, Some(&e.to_string()), latency, &[])
                         .await;
+                    // The tool's own error: `error.type` is the kind a by-name call reports for it.
+                    record_error(span, "tool");
                     Err(e)
                 }
                 Err(panic) => {
                     let msg = panic_message(&*panic);
+                    record_error(span, "panic");
                     let _ = guard
                         .end(Status::Panicked, None, Some(&msg), latency, &[])
                         .await;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What a tool touches. Policies and replay use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,6 +122,8 @@ pub struct ToolDescriptor {
     pub replay: bool,
     pub output: OutputContract,
     pub invoker: Invoker,
+    /// The argument schema (feature `schema`, tools callable by name).
+    pub schema: Option<fn() -> Value>,
     pub file: &'static str,
     pub line: u32,
     pub cache: DescriptorCache,
@@ -283,6 +285,31 @@ pub fn tool(name: &str) -> Result<ToolInfo, Error> {
     }
 }
 
+tokio::task_local! {
+    /// Set by a by-name call: where the lifecycle reports a FailCore error (blocked, replay miss, ...) of
+    /// the call, which the tool's own error type would otherwise reduce to text.
+    static BY_NAME: Option<Arc<Mutex<Option<Error>>>>;
+}
+
+/// The slot of the by-name call being entered, if any.
+pub(crate) fn by_name_slot() -> Option<Arc<Mutex<Option<Error>>>> {
+    BY_NAME.try_with(Clone::clone).ok().flatten()
+}
+
+/// Runs a tool body with no slot, so that the calls it makes report nothing to the outer by-name call.
+pub(crate) async fn without_slot<F: Future>(fut: F) -> F::Output {
+    BY_NAME.scope(None, fut).await
+}
+
+/// Reports a FailCore error of the call to its by-name caller, if there is one.
+pub(crate) fn report(slot: &Option<Arc<Mutex<Option<Error>>>>, e: &Error) {
+    if let Some(slot) = slot {
+        if let Ok(mut s) = slot.lock() {
+            *s = Some(e.duplicate());
+        }
+    }
+}
+
 /// Calls a tool by name with the `arguments` object an LLM emits, through the full lifecycle (policy,
 /// replay, trace), in the current session.
 ///
@@ -312,16 +339,20 @@ pub async fn call_json(name: &str, arguments: Value) -> Result<Value, Error> {
             })
         }
     };
-    match invoke(args).await {
+    let slot = Arc::new(Mutex::new(None));
+    let outcome = BY_NAME.scope(Some(slot.clone()), invoke(args)).await;
+    let reported = slot.lock().ok().and_then(|mut s| s.take());
+    match outcome {
         Ok(v) => Ok(v),
         Err(InvokeError::Arguments(reason)) => Err(Error::InvalidArguments {
             tool: name.to_owned(),
             reason,
         }),
-        Err(InvokeError::Tool(message)) => Err(Error::Tool {
+        // Blocked, replay miss, ...: the error itself rather than the tool's rendering of it.
+        Err(InvokeError::Tool(message)) => Err(reported.unwrap_or(Error::Tool {
             tool: name.to_owned(),
             message,
-        }),
+        })),
         Err(InvokeError::NotSend) => Err(Error::NotCallable {
             tool: name.to_owned(),
             reason: "its future is not Send, and calls by name run on any thread".into(),

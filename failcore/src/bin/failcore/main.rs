@@ -2,6 +2,7 @@
 
 mod common;
 mod list;
+mod proxy;
 mod sample;
 mod show;
 mod transfer;
@@ -36,6 +37,8 @@ enum Command {
     Verify(verify::Args),
     #[command(flatten)]
     Transfer(transfer::Command),
+    /// Run an MCP server over stdio behind FailCore: each tools/call is policy-checked, replayed, traced.
+    Proxy(proxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Show(args) => show::run(cli.store.as_deref(), args),
         Command::Verify(args) => verify::run(cli.store.as_deref(), args),
         Command::Transfer(command) => transfer::run(cli.store.as_deref(), command),
+        Command::Proxy(args) => proxy::run(cli.store.as_deref(), args),
     };
     match result {
         Ok(code) => code,

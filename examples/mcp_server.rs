@@ -1,0 +1,62 @@
+//! An MCP server over stdio exposing FailCore tools: every call is checked by policy, replayed when the
+//! run is resumed, and recorded in the trace.
+//!
+//! ```sh
+//! FAILCORE_SANDBOX=. cargo run --example mcp_server --features mcp
+//! ```
+//!
+//! Point any MCP client at that command. `FAILCORE_OFFLINE=last` answers from the last run's trace
+//! without running any tool.
+
+use std::path::PathBuf;
+
+#[derive(Debug)]
+struct ToolError(String);
+
+impl std::fmt::Display for ToolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<failcore::Error> for ToolError {
+    fn from(e: failcore::Error) -> Self {
+        ToolError(e.to_string())
+    }
+}
+
+/// Adds two integers.
+#[failcore::tool(effect = "pure")]
+async fn add(a: i64, b: i64) -> Result<i64, ToolError> {
+    a.checked_add(b)
+        .ok_or_else(|| ToolError("the sum overflows".into()))
+}
+
+/// Writes a note to a file beneath the sandbox and returns the number of bytes written.
+#[failcore::tool(effect = "write", policy = "fs_safe")]
+async fn write_note(path: PathBuf, text: String) -> Result<usize, ToolError> {
+    std::fs::write(&path, text.as_bytes())
+        .map_err(|e| ToolError(format!("{}: {e}", path.display())))?;
+    Ok(text.len())
+}
+
+/// Greets someone, optionally in a given style.
+#[failcore::tool(effect = "pure")]
+async fn greet(name: String, style: Option<String>) -> Result<String, ToolError> {
+    Ok(match style.as_deref() {
+        Some("loud") => format!("HELLO, {}!", name.to_uppercase()),
+        _ => format!("Hello, {name}."),
+    })
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    // stdout carries the protocol: anything else goes to stderr.
+    match failcore::mcp::serve_stdio().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp_server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

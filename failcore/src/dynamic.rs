@@ -1,0 +1,93 @@
+//! Tools known only at run time (the tools of a proxied MCP server, say): the same lifecycle as a
+//! `#[failcore::tool]` (policy, replay, trace), with the arguments and the output as JSON.
+
+use crate::registry::{
+    DescriptorCache, Effect, Invoker, OutputContract, PolicySource, ToolDescriptor, ToolInfo,
+};
+use crate::Error;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, OnceLock};
+
+/// How many distinct dynamic tools a process may define: each keeps a descriptor for the life of the
+/// process, so that a stream of made-up names cannot grow memory without bound.
+pub const MAX_DYNAMIC_TOOLS: usize = 4096;
+
+/// A tool known only at run time. Calls go through [`DynamicTool::call`].
+#[derive(Clone, Copy)]
+pub struct DynamicTool(&'static ToolDescriptor);
+
+type Key = (String, &'static str, Effect);
+
+fn interned() -> &'static Mutex<HashMap<Key, &'static ToolDescriptor>> {
+    static TOOLS: OnceLock<Mutex<HashMap<Key, &'static ToolDescriptor>>> = OnceLock::new();
+    TOOLS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The future of a dynamic tool's body: its output as JSON, or its error as text.
+pub type DynamicBody = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+
+impl DynamicTool {
+    /// The dynamic tool `name` from `origin` (e.g. `"mcp proxy"`, shown as its module), with an effect.
+    /// The same arguments give the same tool.
+    pub fn new(name: &str, origin: &'static str, effect: Effect) -> Result<DynamicTool, Error> {
+        let mut tools = interned()
+            .lock()
+            .map_err(|_| Error::Config("the dynamic tool table is poisoned".into()))?;
+        let key = (name.to_owned(), origin, effect);
+        if let Some(d) = tools.get(&key) {
+            return Ok(DynamicTool(d));
+        }
+        if tools.len() >= MAX_DYNAMIC_TOOLS {
+            return Err(Error::Config(format!(
+                "more than {MAX_DYNAMIC_TOOLS} distinct dynamic tools: refusing `{name}`"
+            )));
+        }
+        let descriptor: &'static ToolDescriptor = Box::leak(Box::new(ToolDescriptor {
+            name: Box::leak(name.to_owned().into_boxed_str()),
+            version: "",
+            module: origin,
+            description: "",
+            effect,
+            policy: PolicySource::None,
+            params: &[],
+            replay: true,
+            output: OutputContract::Any,
+            invoker: Invoker::NotCallable("it is a dynamic tool: call it with DynamicTool::call"),
+            schema: None,
+            file: "",
+            line: 0,
+            cache: DescriptorCache::new(),
+        }));
+        tools.insert(key, descriptor);
+        Ok(DynamicTool(descriptor))
+    }
+
+    pub fn info(&self) -> ToolInfo {
+        ToolInfo(self.0)
+    }
+
+    /// Calls the tool through the lifecycle, in the current (else the default) session: fingerprints
+    /// `arguments`, checks the session's policies, serves a replayed output when resuming (then `body` is
+    /// dropped unpolled, so it never starts), else runs `body` and records its outcome.
+    pub async fn call(&self, arguments: &Value, body: DynamicBody) -> Result<Value, Error> {
+        let tool = self.0;
+        let prepared = crate::lifecycle::prepare_value(tool, arguments);
+        let entered = crate::lifecycle::enter(tool, prepared).await;
+        crate::lifecycle::run(entered, async move {
+            body.await.map_err(|message| Error::Tool {
+                tool: tool.name.to_owned(),
+                message,
+            })
+        })
+        .await
+    }
+}
+
+impl std::fmt::Debug for DynamicTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DynamicTool").field(&self.0.name).finish()
+    }
+}

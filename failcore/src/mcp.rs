@@ -1,0 +1,207 @@
+//! An MCP server exposing every registered tool (feature `mcp`, built on rmcp, the official Rust SDK).
+//!
+//! `tools/list` answers with each tool callable by name and its normalised argument schema;
+//! `tools/call` goes through [`call_json`](crate::call_json), so policy, replay and the trace apply to
+//! every call. A blocked call comes back as an MCP tool error (`isError: true`) whose structured content
+//! names the policy and the rule; so does any other failed call, with its `error.type` kind.
+//!
+//! ```no_run
+//! # async fn main_() -> Result<(), failcore::Error> {
+//! // Tools are registered with #[failcore::tool]; the session comes from the environment
+//! // (FAILCORE_DIR, FAILCORE_RESUME, FAILCORE_OFFLINE, FAILCORE_SANDBOX).
+//! failcore::mcp::serve_stdio().await
+//! # }
+//! ```
+
+use crate::registry::ToolInfo;
+use crate::{Error, Session};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler, ServiceExt};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// The rmcp version this adapter is built and tested against.
+pub const RMCP_VERSION: &str = "3.11.0";
+
+/// An MCP server handler over the tools registered in this binary.
+#[derive(Clone)]
+pub struct McpServer {
+    session: Option<Session>,
+    tools: Arc<Vec<Tool>>,
+    name: String,
+    version: String,
+}
+
+impl McpServer {
+    /// Serves every tool callable by name, in the current (else the process default) session.
+    pub fn new() -> Self {
+        let tools = crate::tools()
+            .iter()
+            .filter_map(mcp_tool)
+            .collect::<Vec<_>>();
+        McpServer {
+            session: None,
+            tools: Arc::new(tools),
+            name: "failcore".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// Runs every call in this session.
+    pub fn session(mut self, session: Session) -> Self {
+        self.session = Some(session);
+        self
+    }
+
+    /// The server name and version announced at initialization.
+    pub fn named(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.name = name.into();
+        self.version = version.into();
+        self
+    }
+
+    /// The tools as `tools/list` announces them.
+    pub fn tools(&self) -> &[Tool] {
+        &self.tools
+    }
+
+    /// Calls a tool through the lifecycle and shapes the outcome as an MCP tool result.
+    pub async fn call(&self, name: &str, arguments: Option<Map<String, Value>>) -> CallToolResult {
+        let args = arguments.map_or(Value::Null, Value::Object);
+        let outcome = match &self.session {
+            Some(s) => s.scope(crate::call_json(name, args)).await,
+            None => crate::call_json(name, args).await,
+        };
+        match outcome {
+            Ok(value) => tool_result(value),
+            Err(e) => error_result(&e),
+        }
+    }
+}
+
+impl Default for McpServer {
+    fn default() -> Self {
+        McpServer::new()
+    }
+}
+
+fn mcp_tool(info: &ToolInfo) -> Option<Tool> {
+    let schema = match info.schema()? {
+        Value::Object(map) => map,
+        _ => return None,
+    };
+    let description = (!info.description().is_empty()).then(|| info.description().into());
+    let mut tool = Tool::new_with_raw(info.name(), description, Arc::new(schema));
+    use crate::Effect;
+    let mut annotations = ToolAnnotations::new();
+    match info.effect() {
+        Effect::Pure | Effect::Read => annotations.read_only_hint = Some(true),
+        Effect::Write | Effect::Exec => {
+            annotations.read_only_hint = Some(false);
+            annotations.destructive_hint = Some(true);
+        }
+        Effect::Network => annotations.open_world_hint = Some(true),
+        Effect::Unspecified => {}
+    }
+    tool.annotations = Some(annotations);
+    Some(tool)
+}
+
+/// A successful output: a string as text, anything else as JSON text, an object also as structured content.
+pub(crate) fn tool_result(value: Value) -> CallToolResult {
+    match value {
+        Value::String(s) => CallToolResult::success(vec![ContentBlock::text(s)]),
+        Value::Object(_) => CallToolResult::structured(value),
+        other => CallToolResult::success(vec![ContentBlock::text(other.to_string())]),
+    }
+}
+
+/// The structured content of a failed call: `{"error": kind, "message", "policy", "rule", "reason"}`.
+pub fn error_details(e: &Error) -> Value {
+    let mut details = json!({ "error": e.kind(), "message": e.to_string() });
+    if let Error::Blocked {
+        policy,
+        rule,
+        reason,
+        ..
+    } = e
+    {
+        details["policy"] = policy.as_str().into();
+        details["rule"] = rule.as_str().into();
+        details["reason"] = reason.as_str().into();
+    }
+    details
+}
+
+/// A failed call as an MCP tool error: the message as text, the details as structured content.
+pub(crate) fn error_result(e: &Error) -> CallToolResult {
+    let mut result = CallToolResult::error(vec![ContentBlock::text(e.to_string())]);
+    result.structured_content = Some(error_details(e));
+    result
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(&self.name, &self.version))
+            .with_instructions(
+                "Tool calls are checked by policy, replayed when the run is resumed, and recorded \
+                 in a tamper-evident trace. A blocked call is a tool error naming the rule.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.to_vec()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if !self.tools.iter().any(|t| t.name == request.name) {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool `{}`", request.name),
+                None,
+            ));
+        }
+        Ok(self.call(&request.name, request.arguments).await.into())
+    }
+}
+
+/// Serves every registered tool over MCP on stdin/stdout, in the process default session (configured
+/// from the environment), until the client disconnects; then finishes the run.
+pub async fn serve_stdio() -> Result<(), Error> {
+    let result = serve(McpServer::new()).await;
+    let finished = crate::finish().await.map(|_| ());
+    result.and(finished)
+}
+
+/// Serves every registered tool over MCP on stdin/stdout, each call in `session`, until the client
+/// disconnects; then finishes the session's run.
+pub async fn serve_stdio_in(session: Session) -> Result<(), Error> {
+    let result = serve(McpServer::new().session(session.clone())).await;
+    let finished = session.finish().await.map(|_| ());
+    result.and(finished)
+}
+
+async fn serve(server: McpServer) -> Result<(), Error> {
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| Error::Config(format!("MCP initialization failed: {e}")))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| Error::Config(format!("the MCP server stopped abnormally: {e}")))?;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! The MCP server example over real stdio: tools/list with the normalised schemas, tools/call through
+//! the lifecycle (policy, trace, offline replay).
+
+mod support;
+
+use failcore::store::{Body, JsonlStore, RunReader, Status, TraceStore};
+use serde_json::{json, Value};
+use std::process::Command;
+use support::{example, text, McpClient};
+
+fn server(dir: &std::path::Path, env: &[(&str, &str)]) -> McpClient {
+    let mut cmd = Command::new(example("mcp_server"));
+    cmd.current_dir(dir)
+        .env_remove("FAILCORE_RESUME")
+        .env_remove("FAILCORE_OFFLINE")
+        .env_remove("FAILCORE_STORE")
+        .env("FAILCORE_DIR", dir.join(".failcore"))
+        .env("FAILCORE_SANDBOX", dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    McpClient::start(cmd)
+}
+
+/// The (tool, status) of each step of the last run.
+fn steps(dir: &std::path::Path) -> Vec<(String, Status)> {
+    let store = JsonlStore::new(dir.join(".failcore"));
+    let last = store.resolve("last").unwrap();
+    let mut tools = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for r in RunReader::open(&store, &last).unwrap() {
+        match r.unwrap().record.body {
+            Body::StepStart(s) => {
+                tools.insert(s.step, s.tool.clone());
+            }
+            Body::StepEnd(e) => out.push((tools[&e.step].clone(), e.status)),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn tools_list_and_call_over_stdio() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = server(dir.path(), &[]);
+
+    let tools = client.list_tools();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["add", "greet", "write_note"]);
+    let greet = &tools[1];
+    assert_eq!(
+        greet["description"],
+        "Greets someone, optionally in a given style."
+    );
+    assert_eq!(
+        greet["inputSchema"],
+        json!({
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "style": {"type": ["string", "null"]}},
+            "required": ["name"],
+            "additionalProperties": false
+        })
+    );
+    assert_eq!(tools[0]["annotations"]["readOnlyHint"], true);
+    assert_eq!(tools[2]["annotations"]["destructiveHint"], true);
+
+    let sum = client.call("add", json!({"a": 2, "b": 40}));
+    assert_eq!(text(&sum), "42");
+    assert_ne!(sum["isError"], true);
+
+    let hello = client.call("greet", json!({"name": "ada", "style": "loud"}));
+    assert_eq!(text(&hello), "HELLO, ADA!");
+
+    let wrote = client.call("write_note", json!({"path": "note.txt", "text": "hi"}));
+    assert_eq!(text(&wrote), "2");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("note.txt")).unwrap(),
+        "hi"
+    );
+
+    // Blocked by the fs policy: a tool error carrying the rule; nothing is written.
+    let blocked = client.call(
+        "write_note",
+        json!({"path": "../escaped.txt", "text": "nope"}),
+    );
+    assert_eq!(blocked["isError"], true, "{blocked}");
+    assert_eq!(blocked["structuredContent"]["error"], "blocked");
+    assert_eq!(blocked["structuredContent"]["rule"], "fs.escape");
+    assert!(text(&blocked).contains("fs.escape"), "{blocked}");
+    assert!(!dir.path().parent().unwrap().join("escaped.txt").exists());
+
+    // Bad arguments are a tool error too, never a crash.
+    let bad = client.call("add", json!({"a": "two"}));
+    assert_eq!(bad["isError"], true);
+    assert_eq!(bad["structuredContent"]["error"], "invalid_arguments");
+
+    // An unknown tool is a protocol error.
+    let unknown = client.request("tools/call", json!({"name": "nope", "arguments": {}}));
+    assert!(unknown.get("error").is_some(), "{unknown}");
+
+    assert!(client.close().success());
+
+    let recorded: Vec<Value> = steps(dir.path())
+        .into_iter()
+        .map(|(t, s)| json!([t, s.as_str()]))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            json!(["add", "ok"]),
+            json!(["greet", "ok"]),
+            json!(["write_note", "ok"]),
+            json!(["write_note", "blocked"]),
+        ]
+    );
+
+    // Offline: the same calls are answered from the trace; nothing runs, so nothing is written.
+    std::fs::remove_file(dir.path().join("note.txt")).unwrap();
+    let mut offline = server(dir.path(), &[("FAILCORE_OFFLINE", "last")]);
+    let wrote = offline.call("write_note", json!({"path": "note.txt", "text": "hi"}));
+    assert_eq!(text(&wrote), "2", "{wrote}");
+    assert!(!dir.path().join("note.txt").exists());
+    let miss = offline.call("add", json!({"a": 1, "b": 1}));
+    assert_eq!(miss["isError"], true);
+    assert_eq!(miss["structuredContent"]["error"], "replay_miss");
+    assert!(offline.close().success());
+    let replayed: Vec<Value> = steps(dir.path())
+        .into_iter()
+        .map(|(t, s)| json!([t, s.as_str()]))
+        .collect();
+    assert_eq!(
+        replayed,
+        [json!(["write_note", "replayed"]), json!(["add", "failed"])]
+    );
+}
