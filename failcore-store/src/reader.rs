@@ -180,38 +180,20 @@ impl Iterator for RunReader {
     type Item = Result<TraceRecord, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let chunk = match self.source.next_chunk() {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => {
-                self.done = true;
-                return None;
-            }
+        let (line, bytes) = match self.next_line()? {
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
+        match RunReader::decode(self.source.name(), line, &bytes) {
+            Ok(record) => Some(Ok(TraceRecord {
+                line,
+                bytes,
+                record,
+            })),
             Err(e) => {
                 self.done = true;
-                return Some(Err(e.into()));
+                Some(Err(e))
             }
-        };
-        self.line += 1;
-        match chunk {
-            Chunk::Unterminated(bytes) => {
-                self.done = true;
-                self.torn = Some(bytes.len());
-                None
-            }
-            Chunk::Line(bytes) => match RunReader::decode(self.source.name(), self.line, &bytes) {
-                Ok(record) => Some(Ok(TraceRecord {
-                    line: self.line,
-                    bytes,
-                    record,
-                })),
-                Err(e) => {
-                    self.done = true;
-                    Some(Err(e))
-                }
-            },
         }
     }
 }
