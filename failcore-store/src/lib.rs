@@ -26,6 +26,7 @@
 //! ```
 
 mod chain;
+mod diff;
 mod error;
 mod journal;
 #[cfg(feature = "jsonl")]
@@ -38,6 +39,7 @@ pub mod time;
 mod verify;
 
 pub use chain::{check_seal, genesis_hash, line_hash, seal_line};
+pub use diff::{describe_changes, field_diff, Divergence, FieldChange};
 pub use error::StoreError;
 pub use journal::{Ack, Committed, Journal};
 #[cfg(feature = "jsonl")]

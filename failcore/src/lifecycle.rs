@@ -161,7 +161,9 @@ pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered
     }
 
     // execute: replay first
+    let mut pending_divergence = None;
     if let (Some(index), true) = (&inner.replay, tool.replay) {
+        let position = index.next_position(tool.name);
         if let Some(hit) = index.take(&fp) {
             let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
             // Ordered before the step_end by the journal; the caller waits only for the step_end.
@@ -175,15 +177,29 @@ pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered
                 output: hit.output,
             }));
         }
+        let divergence = index.divergence(tool.name, position, args.recorded());
         if inner.mode == Mode::Offline {
+            let detail = divergence
+                .as_ref()
+                .map(|d| {
+                    format!(
+                        "; it diverges from call #{} of {} in that run (seq {}): {}",
+                        d.position,
+                        tool.name,
+                        d.seq,
+                        failcore_store::describe_changes(&d.changes)
+                    )
+                })
+                .unwrap_or_default();
             let err = Error::ReplayMiss {
                 tool: tool.name.to_owned(),
                 run: index.source.clone(),
                 fingerprint: fp.clone(),
                 occurrence: occ,
-                detail: String::new(),
+                detail,
             };
             let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+            let start = with_divergence(start, divergence.as_ref());
             let end = encode_end(
                 step,
                 Status::Failed,
@@ -197,6 +213,7 @@ pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered
                 commit_pair(&session, start, end, Status::Failed, durability, err).await,
             ));
         }
+        pending_divergence = divergence;
         if index.take_in_flight(&fp)
             && inner.on_in_flight == InFlight::Block
             && matches!(tool.effect, Effect::Write | Effect::Exec)
@@ -223,6 +240,7 @@ pub async fn enter(tool: &'static ToolDescriptor, prepared: Prepared) -> Entered
 
     // Write-ahead intent: durable (per the mode) before the body runs.
     let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+    let start = with_divergence(start, pending_divergence.as_ref());
     if let Err(e) = inner
         .journal
         .append_encoded("step_start", start, durability)
@@ -714,6 +732,19 @@ fn encode_start(
     let _ = serde_json::to_writer(&mut out, decision);
     out.push(b'}');
     out
+}
+
+/// Adds a divergence to an encoded step_start.
+fn with_divergence(mut start: Vec<u8>, divergence: Option<&failcore_store::Divergence>) -> Vec<u8> {
+    if let Some(d) = divergence {
+        if start.last() == Some(&b'}') {
+            start.pop();
+            start.extend_from_slice(b",\"divergence\":");
+            let _ = serde_json::to_writer(&mut start, d);
+            start.push(b'}');
+        }
+    }
+    start
 }
 
 fn encode_end(

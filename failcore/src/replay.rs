@@ -1,7 +1,7 @@
 //! The replay index: the successes of the run being resumed, served to the new run by fingerprint.
 
 use crate::Error;
-use failcore_store::{Body, RunReader, TraceStore};
+use failcore_store::{field_diff, Body, Divergence, RunReader, TraceStore};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -40,7 +40,14 @@ pub(crate) struct ReplayIndex {
     pub source: String,
     queues: Mutex<HashMap<String, VecDeque<Hit>>>,
     in_flight: Mutex<HashMap<String, u32>>,
+    /// Per tool, the source run's calls in order: (seq of the step_start, recorded args).
+    positions: HashMap<String, Vec<(u64, serde_json::Value)>>,
+    /// Per tool, how many calls the new run has made (its position counter).
+    calls: Mutex<HashMap<String, u32>>,
 }
+
+/// The most field changes a divergence carries.
+const DIVERGENCE_FIELDS: usize = 32;
 
 impl ReplayIndex {
     /// Reads `run` from `store` and indexes its successes by fingerprint, in occurrence order.
@@ -48,6 +55,7 @@ impl ReplayIndex {
         let mut reader = RunReader::open(store, run)?;
         let mut starts: HashMap<u64, (String, String, u32)> = HashMap::new();
         let mut hits: HashMap<String, Vec<(u32, Hit)>> = HashMap::new();
+        let mut positions: HashMap<String, Vec<(u64, serde_json::Value)>> = HashMap::new();
         let mut report = ResumeReport {
             source: run.to_owned(),
             ..ResumeReport::default()
@@ -56,6 +64,10 @@ impl ReplayIndex {
             let rec = item?;
             match rec.record.body {
                 Body::StepStart(s) => {
+                    positions
+                        .entry(s.tool.clone())
+                        .or_default()
+                        .push((rec.record.seq, s.args));
                     starts.insert(s.step, (s.fp, s.tool, s.occ));
                 }
                 Body::StepEnd(e) => {
@@ -108,6 +120,8 @@ impl ReplayIndex {
             source: run.to_owned(),
             queues: Mutex::new(queues),
             in_flight: Mutex::new(in_flight),
+            positions,
+            calls: Mutex::new(HashMap::new()),
         };
         Ok((index, report))
     }
@@ -116,6 +130,27 @@ impl ReplayIndex {
     pub fn take(&self, fp: &str) -> Option<Hit> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         queues.get_mut(fp).and_then(VecDeque::pop_front)
+    }
+
+    /// This call's position among the new run's calls of `tool` (from 0); call once per call.
+    pub fn next_position(&self, tool: &str) -> u32 {
+        let mut map = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(tool.to_owned()).or_default();
+        *n += 1;
+        *n - 1
+    }
+
+    /// For a call that missed: the source run's call of `tool` at `position`, if it had other args.
+    pub fn divergence(&self, tool: &str, position: u32, args: &[u8]) -> Option<Divergence> {
+        let (seq, recorded) = self.positions.get(tool)?.get(position as usize)?;
+        let args: serde_json::Value = serde_json::from_slice(args).ok()?;
+        let changes = field_diff(recorded, &args, DIVERGENCE_FIELDS);
+        (!changes.is_empty()).then(|| Divergence {
+            run: self.source.clone(),
+            seq: *seq,
+            position,
+            changes,
+        })
     }
 
     /// Whether a step of `fp` was in flight when the source run died (consumed once per such step).
