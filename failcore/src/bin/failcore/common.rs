@@ -54,3 +54,8 @@ pub fn between_ns(from: &str, to: &str) -> Option<u64> {
     let b = failcore::store::time::parse_rfc3339(to)?;
     b.duration_since(a).ok().map(|d| d.as_nanos() as u64)
 }
+
+/// Prints one JSON value on one line.
+pub fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}

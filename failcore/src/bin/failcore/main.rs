@@ -1,9 +1,14 @@
-//! The `failcore` command: run the sample, list runs, show and verify traces.
+//! The `failcore` command: run the sample; list, show, verify, compare and report on traces.
 
 mod common;
+mod diff;
 mod list;
+mod report;
+mod resume;
 mod sample;
+mod scan;
 mod show;
+mod stats;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +38,14 @@ enum Command {
     Show(show::Args),
     /// Check a run's hash chain, sequence and summary.
     Verify(verify::Args),
+    /// Executed vs replayed, time saved, blocked by rule, failures and latency per tool.
+    Stats(stats::Args),
+    /// Compare two runs step by step; exits 1 when they differ.
+    Diff(diff::Args),
+    /// Write a self-contained HTML report of a run.
+    Report(report::Args),
+    /// Run a command with FAILCORE_RESUME set to a run, so it resumes from it.
+    Resume(resume::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +58,10 @@ fn main() -> ExitCode {
         Command::List(args) => list::run(cli.store.as_deref(), args),
         Command::Show(args) => show::run(cli.store.as_deref(), args),
         Command::Verify(args) => verify::run(cli.store.as_deref(), args),
+        Command::Stats(args) => stats::run(cli.store.as_deref(), args),
+        Command::Diff(args) => diff::run(cli.store.as_deref(), args),
+        Command::Report(args) => report::run(cli.store.as_deref(), args),
+        Command::Resume(args) => resume::run(cli.store.as_deref(), args),
     };
     match result {
         Ok(code) => code,
