@@ -1,13 +1,17 @@
-//! Streaming a run as steps: each `step_start` paired with its `step_end`, in the order steps end.
+//! Streaming a run as steps: each `step_start` paired with its `step_end`, in the order steps started.
 //!
-//! Only the steps that have started and not yet ended are held, so memory is bounded by the run's
-//! concurrency, not its length.
+//! A step that has ended waits only until every step started before it has ended too; at most
+//! [`REORDER`] steps wait, so memory is bounded whatever the run's length (past that bound, or when a
+//! step never ends, steps are yielded in the order they ended).
 
 use failcore::store::{
     Decision, Divergence, ReadError, RunEnd, RunReader, RunStart, Status, StepEnd, TraceStore,
 };
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// The most ended steps held back to yield steps in the order they started.
+pub const REORDER: usize = 4096;
 
 /// One step: its intent and, unless it never ended, its outcome.
 #[derive(Debug, Clone)]
@@ -106,12 +110,33 @@ pub fn scan(
 
 pub fn scan_reader(mut reader: RunReader, mut f: impl FnMut(Event) -> bool) -> Outcome {
     let mut open: HashMap<u64, Open> = HashMap::new();
+    let mut ready: BTreeMap<u64, Step> = BTreeMap::new();
     let mut out = Outcome::default();
-    let flush = |open: &mut HashMap<u64, Open>, f: &mut dyn FnMut(Event) -> bool| {
-        let mut pending: Vec<_> = open.drain().map(|(_, o)| o).collect();
-        pending.sort_by_key(|o| o.s.step);
-        for o in pending {
-            if !f(Event::Step(make(o, None, None))) {
+    // Yields the ended steps no open step precedes (and the oldest ones past the bound).
+    let release = |open: &HashMap<u64, Open>,
+                   ready: &mut BTreeMap<u64, Step>,
+                   f: &mut dyn FnMut(Event) -> bool| {
+        let first_open = open.keys().min().copied().unwrap_or(u64::MAX);
+        while let Some(first) = ready.keys().next().copied() {
+            if first >= first_open && ready.len() <= REORDER {
+                break;
+            }
+            if let Some(s) = ready.remove(&first) {
+                if !f(Event::Step(s)) {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    let flush = |open: &mut HashMap<u64, Open>,
+                 ready: &mut BTreeMap<u64, Step>,
+                 f: &mut dyn FnMut(Event) -> bool| {
+        for (_, o) in open.drain() {
+            ready.insert(o.s.step, make(o, None, None));
+        }
+        while let Some((_, s)) = ready.pop_first() {
+            if !f(Event::Step(s)) {
                 return false;
             }
         }
@@ -141,19 +166,22 @@ pub fn scan_reader(mut reader: RunReader, mut f: impl FnMut(Event) -> bool) -> O
                 true
             }
             failcore::store::Body::StepEnd(e) => match open.remove(&e.step) {
-                Some(o) => f(Event::Step(make(o, Some(e), Some(r.ts)))),
+                Some(o) => {
+                    ready.insert(o.s.step, make(o, Some(e), Some(r.ts)));
+                    release(&open, &mut ready, &mut f)
+                }
                 None => true,
             },
             failcore::store::Body::RunEnd(end) => {
                 out.ended = true;
-                flush(&mut open, &mut f) && f(Event::End { ts: r.ts, end })
+                flush(&mut open, &mut ready, &mut f) && f(Event::End { ts: r.ts, end })
             }
         };
         if !go {
             return out;
         }
     }
-    flush(&mut open, &mut f);
+    flush(&mut open, &mut ready, &mut f);
     out.torn = reader.torn_tail();
     out
 }

@@ -196,7 +196,10 @@ fn show_step(
     let end = s.end.as_ref();
     println!("run {run}, step {}", s.step);
     println!("  tool         {}", s.tool);
-    println!("  status       {}", status_paint(paint, s.status()));
+    println!(
+        "  status       {}",
+        status_paint(paint, s.status()).trim_end()
+    );
     println!("  started      {} (seq {})", s.ts, s.seq);
     if let Some(e) = end {
         println!("  latency      {}", duration(e.latency_ns));

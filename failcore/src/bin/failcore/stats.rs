@@ -74,6 +74,7 @@ impl Histogram {
 
 #[derive(Default)]
 struct Tool {
+    calls: u64,
     counts: failcore::store::Counts,
     latency: Histogram,
     saved_ns: u64,
@@ -90,6 +91,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let out = scan(store.as_ref(), &run, |ev| {
         if let Event::Step(s) = ev {
             let t = tools.entry(s.tool.clone()).or_default();
+            t.calls += 1;
             if s.divergence.is_some() {
                 diverged += 1;
             }
@@ -134,7 +136,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 (
                     name.clone(),
                     serde_json::json!({
-                        "calls": t.counts.total(),
+                        "calls": t.calls,
                         "counts": t.counts,
                         "executed": t.latency.count,
                         "p50_ns": t.latency.quantile(0.5),
@@ -236,7 +238,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             println!(
                 "{:<24} {:>7} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9}",
                 name,
-                t.counts.total(),
+                t.calls,
                 t.latency.count,
                 t.counts.replayed,
                 t.counts.blocked,
