@@ -245,17 +245,13 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         let mut a = Side::default();
         let mut b = Side::default();
         // Alternate one step from each side, so the output depends only on the runs.
-        let mut turn = 0usize;
+        let mut a_turn = true;
         loop {
             if a.done && b.done {
                 break;
             }
-            let side = if (turn % 2 == 0 && !a.done) || b.done {
-                0
-            } else {
-                1
-            };
-            turn += 1;
+            let side = if (a_turn && !a.done) || b.done { 0 } else { 1 };
+            a_turn = !a_turn;
             let (is_a, step) = receivers[side].recv().unwrap_or((side == 0, None));
             let (me, other) = if is_a {
                 (&mut a, &mut b)
