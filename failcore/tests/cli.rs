@@ -355,6 +355,40 @@ fn time<T>(what: &str, f: impl FnOnce() -> T) -> T {
     r
 }
 
+/// Runs a command with its output discarded; prints its wall time and, where `/usr/bin/time`
+/// exists, its peak resident memory.
+fn measure(store: &Path, args: &[&str]) -> i32 {
+    let gnu_time = Path::new("/usr/bin/time").exists();
+    let mut cmd = if gnu_time {
+        let mut c = Command::new("/usr/bin/time");
+        c.args(["-f", "%M"]).arg(env!("CARGO_BIN_EXE_failcore"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_failcore"))
+    };
+    cmd.arg("--store")
+        .arg(store)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let t = std::time::Instant::now();
+    let out = cmd.output().expect("run failcore");
+    let secs = t.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let rss = if gnu_time {
+        err.lines()
+            .last()
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .map(|kb| format!(", peak RSS {:.1} MiB", kb as f64 / 1024.0))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    eprintln!("failcore {}: {secs:.2} s{rss}", args.join(" "));
+    code(&out)
+}
+
 fn scale(steps: u64) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
@@ -362,19 +396,22 @@ fn scale(steps: u64) {
         fixture::large(p, "big-a", steps, false);
         fixture::large(p, "big-b", steps, true);
     });
+    let bytes = std::fs::metadata(p.join("runs/big-a.jsonl")).unwrap().len();
+    eprintln!(
+        "trace size: {:.1} MiB per run",
+        bytes as f64 / (1024.0 * 1024.0)
+    );
     for cmd in [
         vec!["list"],
-        vec!["show", "big-a", "--errors"],
         vec!["show", "big-a"],
+        vec!["show", "big-a", "--errors"],
+        vec!["show", "big-a", "--json"],
         vec!["stats", "big-a"],
         vec!["diff", "big-a", "big-b"],
+        vec!["verify", "big-a"],
     ] {
-        let out = time(&format!("failcore {}", cmd.join(" ")), || failcore(p, &cmd));
-        assert!(
-            matches!(code(&out), 0 | 1),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let status = measure(p, &cmd);
+        assert!(matches!(status, 0 | 1), "{cmd:?} exited {status}");
     }
     let stats: serde_json::Value =
         serde_json::from_slice(&failcore(p, &["stats", "big-a", "--json"]).stdout).unwrap();

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
     if sample::is_child() {
         return sample::run();
     }
+    common::quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sample => return sample::run(),

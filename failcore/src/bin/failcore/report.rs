@@ -108,7 +108,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 match &s.end {
                     Some(e) => {
                         counts.add(e.status);
-                        saved += e.saved_ns.unwrap_or(0);
+                        saved = saved.saturating_add(e.saved_ns.unwrap_or(0));
                         drift += u64::from(!e.drift.is_empty());
                         if e.status == Status::Blocked {
                             blocked.push((
@@ -254,7 +254,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 .as_deref()
                 .and_then(|t| between_ns(&start_ts, t))
                 .unwrap_or(a)
-                .max(a + s.latency_ns());
+                .max(a.saturating_add(s.latency_ns()));
             (a, b)
         })
         .collect();

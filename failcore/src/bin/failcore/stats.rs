@@ -87,7 +87,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let mut rules: BTreeMap<String, u64> = BTreeMap::new();
     let mut counts = failcore::store::Counts::default();
     let (mut in_flight, mut saved_ns, mut exec_ns, mut drift, mut diverged) =
-        (0u64, 0, 0, 0u64, 0u64);
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let out = scan(store.as_ref(), &run, |ev| {
         if let Event::Step(s) = ev {
             let t = tools.entry(s.tool.clone()).or_default();
@@ -104,8 +104,8 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                     match e.status {
                         Status::Replayed => {
                             let saved = e.saved_ns.unwrap_or(0);
-                            t.saved_ns += saved;
-                            saved_ns += saved;
+                            t.saved_ns = t.saved_ns.saturating_add(saved);
+                            saved_ns = saved_ns.saturating_add(saved);
                         }
                         Status::Blocked => {
                             *rules
@@ -121,7 +121,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                     }
                     if !matches!(e.status, Status::Replayed | Status::Blocked) {
                         t.latency.add(e.latency_ns);
-                        exec_ns += e.latency_ns;
+                        exec_ns = exec_ns.saturating_add(e.latency_ns);
                     }
                 }
             }
