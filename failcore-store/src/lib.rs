@@ -28,6 +28,7 @@
 mod chain;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod diff;
 mod error;
 mod journal;
 #[cfg(feature = "jsonl")]
@@ -47,6 +48,7 @@ pub mod time;
 mod verify;
 
 pub use chain::{check_seal, genesis_hash, line_hash, seal_line};
+pub use diff::{describe_changes, field_diff, Divergence, FieldChange};
 pub use error::StoreError;
 pub use journal::{Ack, Committed, Journal};
 #[cfg(feature = "jsonl")]

@@ -112,6 +112,10 @@ pub struct StepStart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<u64>,
     pub decision: Decision,
+    /// Set when this call missed the replay index while the source run made a call of the same tool
+    /// at the same position with other arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<crate::Divergence>,
 }
 
 /// What the policy decided.

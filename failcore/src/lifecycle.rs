@@ -230,7 +230,9 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     }
 
     // execute: replay first
+    let mut pending_divergence = None;
     if let (Some(index), true) = (&inner.replay, tool.replay) {
+        let position = index.next_position(tool.name);
         if let Some(hit) = index.take(&fp) {
             let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
             // Ordered before the step_end by the journal; the caller waits only for the step_end.
@@ -244,15 +246,29 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 output: hit.output,
             }));
         }
+        let divergence = index.divergence(tool.name, position, args.recorded());
         if inner.mode == Mode::Offline {
+            let detail = divergence
+                .as_ref()
+                .map(|d| {
+                    format!(
+                        "; it diverges from call #{} of {} in that run (seq {}): {}",
+                        d.position,
+                        tool.name,
+                        d.seq,
+                        failcore_store::describe_changes(&d.changes)
+                    )
+                })
+                .unwrap_or_default();
             let err = Error::ReplayMiss {
                 tool: tool.name.to_owned(),
                 run: index.source.clone(),
                 fingerprint: fp.clone(),
                 occurrence: occ,
-                detail: String::new(),
+                detail,
             };
             let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+            let start = with_divergence(start, divergence.as_ref());
             let end = encode_end(
                 step,
                 Status::Failed,
@@ -266,6 +282,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 commit_pair(&session, start, end, Status::Failed, durability, err).await,
             ));
         }
+        pending_divergence = divergence;
         if index.take_in_flight(&fp)
             && inner.on_in_flight == InFlight::Block
             && matches!(tool.effect, Effect::Write | Effect::Exec)
@@ -292,6 +309,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
 
     // Write-ahead intent: durable (per the mode) before the body runs.
     let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+    let start = with_divergence(start, pending_divergence.as_ref());
     if let Err(e) = inner
         .journal
         .append_encoded("step_start", start, durability)
@@ -845,6 +863,19 @@ fn encode_start(
     }
     out.push(b'}');
     out
+}
+
+/// Adds a divergence to an encoded step_start.
+fn with_divergence(mut start: Vec<u8>, divergence: Option<&failcore_store::Divergence>) -> Vec<u8> {
+    if let Some(d) = divergence {
+        if start.last() == Some(&b'}') {
+            start.pop();
+            start.extend_from_slice(b",\"divergence\":");
+            let _ = serde_json::to_writer(&mut start, d);
+            start.push(b'}');
+        }
+    }
+    start
 }
 
 fn encode_end(

@@ -1,7 +1,7 @@
 //! The replay index: the successes of the run being resumed, served to the new run by fingerprint.
 
 use crate::Error;
-use failcore_store::{RunReader, TraceStore};
+use failcore_store::{field_diff, Divergence, RunReader, TraceStore};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -56,6 +56,8 @@ struct Lean<'a> {
     status: Option<&'a str>,
     #[serde(default, borrow)]
     output: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    args: Option<&'a RawValue>,
     #[serde(default)]
     latency_ns: Option<u64>,
     #[serde(default)]
@@ -66,7 +68,15 @@ pub(crate) struct ReplayIndex {
     pub source: String,
     queues: Mutex<HashMap<String, VecDeque<Hit>>>,
     in_flight: Mutex<HashMap<String, u32>>,
+    /// Per tool, the source run's calls in order: (seq of the step_start, recorded args as raw JSON,
+    /// parsed only when a miss asks for a divergence).
+    positions: HashMap<String, Vec<(u64, Box<RawValue>)>>,
+    /// Per tool, how many calls the new run has made (its position counter).
+    calls: Mutex<HashMap<String, u32>>,
 }
+
+/// The most field changes a divergence carries.
+const DIVERGENCE_FIELDS: usize = 32;
 
 impl ReplayIndex {
     /// Reads `run` from `store` and indexes its successes by fingerprint, in occurrence order.
@@ -77,6 +87,7 @@ impl ReplayIndex {
         let mut reader = RunReader::open(store, run)?;
         let mut starts: HashMap<u64, (String, String, u32)> = HashMap::new();
         let mut hits: HashMap<String, Vec<(u32, Hit)>> = HashMap::new();
+        let mut positions: HashMap<String, Vec<(u64, Box<RawValue>)>> = HashMap::new();
         let mut report = ResumeReport {
             source: run.to_owned(),
             ..ResumeReport::default()
@@ -109,14 +120,16 @@ impl ReplayIndex {
                     let (Some(step), Some(fp)) = (rec.step, rec.fp) else {
                         return Err(corrupt("step or fp"));
                     };
-                    starts.insert(
-                        step,
-                        (
-                            fp.to_owned(),
-                            rec.tool.unwrap_or_default().into_owned(),
-                            rec.occ.unwrap_or(0),
-                        ),
-                    );
+                    let tool = rec.tool.unwrap_or_default().into_owned();
+                    if let Some(args) = rec.args {
+                        match positions.get_mut(tool.as_str()) {
+                            Some(list) => list.push((rec.seq, args.to_owned())),
+                            None => {
+                                positions.insert(tool.clone(), vec![(rec.seq, args.to_owned())]);
+                            }
+                        }
+                    }
+                    starts.insert(step, (fp.to_owned(), tool, rec.occ.unwrap_or(0)));
                 }
                 "step_end" => {
                     let Some(step) = rec.step else {
@@ -180,6 +193,8 @@ impl ReplayIndex {
             source: run.to_owned(),
             queues: Mutex::new(queues),
             in_flight: Mutex::new(in_flight),
+            positions,
+            calls: Mutex::new(HashMap::new()),
         };
         Ok((index, report))
     }
@@ -188,6 +203,28 @@ impl ReplayIndex {
     pub fn take(&self, fp: &str) -> Option<Hit> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         queues.get_mut(fp).and_then(VecDeque::pop_front)
+    }
+
+    /// This call's position among the new run's calls of `tool` (from 0); call once per call.
+    pub fn next_position(&self, tool: &str) -> u32 {
+        let mut map = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(tool.to_owned()).or_default();
+        *n += 1;
+        *n - 1
+    }
+
+    /// For a call that missed: the source run's call of `tool` at `position`, if it had other args.
+    pub fn divergence(&self, tool: &str, position: u32, args: &[u8]) -> Option<Divergence> {
+        let (seq, recorded) = self.positions.get(tool)?.get(position as usize)?;
+        let recorded: serde_json::Value = serde_json::from_str(recorded.get()).ok()?;
+        let args: serde_json::Value = serde_json::from_slice(args).ok()?;
+        let changes = field_diff(&recorded, &args, DIVERGENCE_FIELDS);
+        (!changes.is_empty()).then(|| Divergence {
+            run: self.source.clone(),
+            seq: *seq,
+            position,
+            changes,
+        })
     }
 
     /// Whether a step of `fp` was in flight when the source run died (consumed once per such step).

@@ -54,3 +54,26 @@ pub fn between_ns(from: &str, to: &str) -> Option<u64> {
     let b = failcore::store::time::parse_rfc3339(to)?;
     b.duration_since(a).ok().map(|d| d.as_nanos() as u64)
 }
+
+/// Prints one JSON value on one line.
+pub fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+/// Makes a closed stdout (`failcore show | head`) end the command quietly instead of with a panic
+/// message, as other command-line tools do.
+pub fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}

@@ -9,6 +9,9 @@ pub struct Args {
     /// Show at most this many runs.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// Print a JSON array instead of text (see docs/CLI.md).
+    #[arg(long)]
+    json: bool,
 }
 
 /// What one pass over a run tells about it.
@@ -81,6 +84,26 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let store = open_store(store)?;
     let runs = store.runs()?;
+    if args.json {
+        let list: Vec<_> = runs
+            .iter()
+            .rev()
+            .take(args.limit)
+            .map(|run| {
+                let d = digest(store.as_ref(), run);
+                serde_json::json!({
+                    "run": d.run, "started": d.started, "duration_ns": d.duration_ns,
+                    "status": d.status, "counts": d.counts, "resumed_from": d.resumed_from,
+                    "problem": d.problem,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if runs.is_empty() {
         println!("no runs in {}", store.location());
         return Ok(ExitCode::SUCCESS);

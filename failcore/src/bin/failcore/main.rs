@@ -1,10 +1,15 @@
-//! The `failcore` command: run the sample, list runs, show and verify traces.
+//! The `failcore` command: run the sample; list, show, verify, compare and report on traces.
 
 mod common;
+mod diff;
 mod list;
 mod proxy;
+mod report;
+mod resume;
 mod sample;
+mod scan;
 mod show;
+mod stats;
 mod transfer;
 mod verify;
 
@@ -39,12 +44,21 @@ enum Command {
     Transfer(transfer::Command),
     /// Run an MCP server over stdio behind FailCore: each tools/call is policy-checked, replayed, traced.
     Proxy(proxy::Args),
+    /// Executed vs replayed, time saved, blocked by rule, failures and latency per tool.
+    Stats(stats::Args),
+    /// Compare two runs step by step; exits 1 when they differ.
+    Diff(diff::Args),
+    /// Write a self-contained HTML report of a run.
+    Report(report::Args),
+    /// Run a command with FAILCORE_RESUME set to a run, so it resumes from it.
+    Resume(resume::Args),
 }
 
 fn main() -> ExitCode {
     if sample::is_child() {
         return sample::run();
     }
+    common::quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sample => return sample::run(),
@@ -53,6 +67,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(cli.store.as_deref(), args),
         Command::Transfer(command) => transfer::run(cli.store.as_deref(), command),
         Command::Proxy(args) => proxy::run(cli.store.as_deref(), args),
+        Command::Stats(args) => stats::run(cli.store.as_deref(), args),
+        Command::Diff(args) => diff::run(cli.store.as_deref(), args),
+        Command::Report(args) => report::run(cli.store.as_deref(), args),
+        Command::Resume(args) => resume::run(cli.store.as_deref(), args),
     };
     match result {
         Ok(code) => code,
