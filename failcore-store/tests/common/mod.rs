@@ -28,6 +28,7 @@ pub fn step_start(step: u64) -> Body {
         args: serde_json::json!({"a": step, "b": 1}),
         parent: None,
         decision: Decision::allow(),
+        divergence: None,
     })
 }
 
