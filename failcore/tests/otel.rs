@@ -59,6 +59,9 @@ async fn spans_export_with_gen_ai_attributes() {
         .build();
     let subscriber = tracing_subscriber::registry().with(failcore::otel::layer(&provider));
     let _default = tracing::subscriber::set_default(subscriber);
+    // Other tests in this binary run in parallel without a subscriber; a callsite they hit first may have
+    // cached "no interest". Recompute it now that this thread has one.
+    tracing::callsite::rebuild_interest_cache();
 
     let session = Session::builder()
         .store(Arc::new(MemoryStore::new()))

@@ -95,11 +95,24 @@ impl Capture {
     }
 }
 
+/// The tests of this binary run one at a time: tracing caches each callsite's interest process-wide, and a
+/// test running without a subscriber on another thread can leave a span callsite disabled for a test that
+/// installs one.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
 #[tokio::test]
 async fn each_call_is_an_execute_tool_span() {
+    let _serial = serial().await;
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _default = tracing::subscriber::set_default(subscriber);
+    // Other tests in this binary run in parallel without a subscriber; a callsite they hit first may have
+    // cached "no interest". Recompute it now that this thread has one.
+    tracing::callsite::rebuild_interest_cache();
 
     let store = Arc::new(MemoryStore::new());
     let session = Session::builder().store(store.clone()).open().unwrap();
@@ -156,9 +169,13 @@ async fn each_call_is_an_execute_tool_span() {
 
 #[tokio::test]
 async fn an_offline_miss_is_a_replay_miss_span() {
+    let _serial = serial().await;
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _default = tracing::subscriber::set_default(subscriber);
+    // Other tests in this binary run in parallel without a subscriber; a callsite they hit first may have
+    // cached "no interest". Recompute it now that this thread has one.
+    tracing::callsite::rebuild_interest_cache();
 
     let store = Arc::new(MemoryStore::new());
     let first = Session::builder().store(store.clone()).open().unwrap();
@@ -178,6 +195,7 @@ async fn an_offline_miss_is_a_replay_miss_span() {
 
 #[tokio::test]
 async fn a_call_by_name_reports_the_failcore_error_not_its_rendering() {
+    let _serial = serial().await;
     let store = Arc::new(MemoryStore::new());
     let session = Session::builder().store(store).open().unwrap();
     let blocked = session
