@@ -53,17 +53,20 @@ pub(crate) fn write_canonical<T: Serialize + ?Sized>(
 
 /// The fingerprint of a call: hex BLAKE3 of the length-delimited tool name, version and canonical args.
 pub fn fingerprint(tool: &str, version: &str, canonical_args: &[u8]) -> String {
-    let mut h = blake3::Hasher::new();
-    for part in [
+    // One buffer, one hash: the same bytes as hashing the parts one by one, at a fraction of the cost for
+    // the small inputs most calls have.
+    let parts = [
         b"failcore/fp/v1".as_slice(),
         tool.as_bytes(),
         version.as_bytes(),
         canonical_args,
-    ] {
-        h.update(&(part.len() as u64).to_le_bytes());
-        h.update(part);
+    ];
+    let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        buf.extend_from_slice(part);
     }
-    h.finalize().to_hex().to_string()
+    blake3::hash(&buf).to_hex().to_string()
 }
 
 struct Canonical<'a> {
