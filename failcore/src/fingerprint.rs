@@ -53,6 +53,13 @@ pub(crate) fn write_canonical<T: Serialize + ?Sized>(
 
 /// The fingerprint of a call: hex BLAKE3 of the length-delimited tool name, version and canonical args.
 pub fn fingerprint(tool: &str, version: &str, canonical_args: &[u8]) -> String {
+    fingerprint_hash(tool, version, canonical_args)
+        .to_hex()
+        .to_string()
+}
+
+/// The fingerprint as a hash, for callers that need its bytes as well as its hex.
+pub(crate) fn fingerprint_hash(tool: &str, version: &str, canonical_args: &[u8]) -> blake3::Hash {
     // One buffer, one hash: the same bytes as hashing the parts one by one, at a fraction of the cost for
     // the small inputs most calls have.
     let parts = [
@@ -66,7 +73,7 @@ pub fn fingerprint(tool: &str, version: &str, canonical_args: &[u8]) -> String {
         buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
         buf.extend_from_slice(part);
     }
-    blake3::hash(&buf).to_hex().to_string()
+    blake3::hash(&buf)
 }
 
 struct Canonical<'a> {

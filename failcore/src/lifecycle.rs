@@ -5,7 +5,7 @@
 //! the only generic function, which decodes a replayed output or runs the body and hands its outcome back
 //! to non-generic commit functions.
 
-use crate::fingerprint::{fingerprint, write_canonical, CanonicalError};
+use crate::fingerprint::{fingerprint_hash, write_canonical, CanonicalError};
 use crate::policy::{CallView, PolicyRef, Refuse, Verdict};
 use crate::registry::{Effect, OutputContract, ParamRole, PolicySource, ToolDescriptor, ToolInfo};
 use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
@@ -215,8 +215,9 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         }
     };
     args.apply_redactions(&inner.redact_key);
-    let fp = fingerprint(tool.name, tool.version, &args.canonical);
-    let occ = inner.next_occurrence(&fp);
+    let hash = fingerprint_hash(tool.name, tool.version, &args.canonical);
+    let occ = inner.next_occurrence(hash.as_bytes());
+    let fp = hash.to_hex().to_string();
 
     // validate
     let (mut decision, denied) = decide(&session, tool, &args.canonical).await;

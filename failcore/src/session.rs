@@ -122,11 +122,10 @@ impl Inner {
         self.next_step.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn next_occurrence(&self, fp: &str) -> u32 {
-        let key = fp
-            .get(..32)
-            .and_then(|h| u128::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
+    pub fn next_occurrence(&self, fp: &[u8; 32]) -> u32 {
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&fp[..16]);
+        let key = u128::from_le_bytes(first);
         let mut map = self.occurrences.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(key).or_insert(0);
         *n += 1;
