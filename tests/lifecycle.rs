@@ -315,3 +315,24 @@ async fn call_json_runs_a_tool_by_name_through_the_lifecycle() {
     assert_eq!(add.description(), "Adds two numbers.");
     let _ = store.runs();
 }
+
+#[failcore::tool(policy = failcore::policy::DenyTools::new(["lc_refused"]))]
+async fn lc_refused(n: u8) -> Result<u8, failcore::ToolError> {
+    Ok(n)
+}
+
+#[tokio::test]
+async fn the_ready_made_error_keeps_the_failcore_error_of_a_blocked_call() {
+    let s = Session::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .open()
+        .unwrap();
+    let err = s.scope(lc_refused(1)).await.unwrap_err();
+    assert!(
+        matches!(err.failcore(), Some(Error::Blocked { rule, .. }) if rule == "deny_tools"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("deny list"), "{err}");
+    let source = std::error::Error::source(&err).expect("the FailCore error is its source");
+    assert!(source.to_string().contains("blocked"));
+}

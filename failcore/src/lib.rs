@@ -66,12 +66,14 @@ mod runid;
 #[cfg(feature = "schema")]
 pub mod schema;
 mod session;
+mod tool_error;
 
 pub use dynamic::{DynamicBody, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
 pub use policy::{CallView, Policy, PolicyError, Verdict};
+pub use tool_error::ToolError;
 
 pub use registry::{
     call_json, expect_tools, tool as find_tool, tools, Effect, OutputContract, ToolInfo,
