@@ -1026,3 +1026,82 @@ mod no_panics {
         }
     }
 }
+
+/// `guard` in the policy file applies to every call; `[tools]` attaches a policy to one tool by its exact
+/// name (how tools known only at run time, such as proxied MCP tools, get one); both fail closed on names
+/// the file does not define.
+#[tokio::test]
+async fn the_policy_file_guards_every_call_and_attaches_policies_to_tools_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("failcore.toml");
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+    let base = r#"
+[policy.pf_files]
+preset = "fs"
+root = "."
+
+[policy.pf_web]
+preset = "net"
+urls = ["url"]
+
+[policy.no_exec]
+preset = "deny_tools"
+tools = ["pt_run"]
+
+[policy.no_writes]
+preset = "deny_tools"
+tools = ["pt_write"]
+"#;
+    write(&format!(
+        "guard = [\"no_exec\"]\n{base}\n[tools]\npt_write = \"no_writes\"\n"
+    ));
+    let s = Session::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .policy_file(&file)
+        .open()
+        .unwrap();
+    let run = s
+        .scope(pt_run("ls".into(), serde_json::json!([])))
+        .await
+        .unwrap_err();
+    assert!(
+        run.0.contains("policy `no_exec` (rule `deny_tools`)"),
+        "{run}"
+    );
+    let wrote = s.scope(pt_write("a".into(), "b".into())).await.unwrap_err();
+    assert!(wrote.0.contains("policy `no_writes`"), "{wrote}");
+    assert_eq!(
+        s.scope(pt_fetch("https://example.com/".into()))
+            .await
+            .unwrap(),
+        20,
+        "others unaffected"
+    );
+
+    for (bad, why) in [
+        (
+            format!("guard = [\"missing\"]\n{base}"),
+            "`guard` names `missing`",
+        ),
+        (
+            format!("{base}\n[tools]\npt_write = \"missing\"\n"),
+            "`tools.pt_write` names `missing`",
+        ),
+        (
+            format!("guard = \"no_exec\"\n{base}"),
+            "`guard` must be a list",
+        ),
+        (
+            format!("guards = [\"no_exec\"]\n{base}"),
+            "unknown top-level key `guards`",
+        ),
+    ] {
+        write(&bad);
+        let err = Session::builder()
+            .store(Arc::new(MemoryStore::new()))
+            .policy_file(&file)
+            .open()
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{why}: {err}");
+    }
+}

@@ -10,15 +10,22 @@ use std::path::Path;
 use std::process::Command;
 use support::{example, failcore_bin, text, McpClient};
 
+/// The session policy file, as for any FailCore session: a guard for every call, and a policy attached to
+/// one proxied tool by name.
 const POLICY: &str = r#"
-[proxy]
-deny = ["greet"]
+guard = ["no_greet"]
 
-[proxy.fs]
+[policy.no_greet]
+preset = "deny_tools"
+tools = ["greet"]
+
+[policy.notes]
+preset = "fs"
 root = "."
+paths = ["path"]
 
-[proxy.fs.paths]
-write_note = ["path"]
+[tools]
+write_note = "notes"
 "#;
 
 fn proxy(dir: &Path, extra: &[&str]) -> McpClient {
@@ -87,8 +94,8 @@ fn proxy_blocks_records_and_replays_offline() {
 
     let denied = client.call("greet", json!({"name": "ada"}));
     assert_eq!(denied["isError"], true, "{denied}");
-    assert_eq!(denied["structuredContent"]["rule"], "proxy.deny");
-    assert_eq!(denied["structuredContent"]["policy"], "proxy");
+    assert_eq!(denied["structuredContent"]["rule"], "deny_tools");
+    assert_eq!(denied["structuredContent"]["policy"], "no_greet");
 
     let escaped = client.call("write_note", json!({"path": "../out.txt", "text": "x"}));
     assert_eq!(escaped["isError"], true, "{escaped}");

@@ -438,13 +438,18 @@ async fn decide(
 ) -> (Decision, Option<Error>) {
     let inner = &session.inner;
     let own = tool_policy(session, tool);
-    if inner.guards.is_empty() && own.is_none() {
+    let attached = if inner.tool_policies.is_empty() {
+        None
+    } else {
+        inner.tool_policies.get(tool.name).cloned()
+    };
+    if inner.guards.is_empty() && own.is_none() && attached.is_none() {
         return (Decision::allow(), None);
     }
     let view = CallView::new(tool, args);
     let mut outcome = DecisionOutcome::Allow;
     let mut last_name = None;
-    for policy in inner.guards.iter().chain(own.iter()) {
+    for policy in inner.guards.iter().chain(attached.iter()).chain(own.iter()) {
         let name = policy.name().to_owned();
         let verdict = match catch_unwind(AssertUnwindSafe(|| policy.check(&view))) {
             Ok(Ok(v)) => v,

@@ -106,6 +106,8 @@ pub(crate) struct Inner {
     occurrences: Mutex<HashMap<u128, u32, BuildHasherDefault<PrehashedKey>>>,
     pub policies: PolicySet,
     pub guards: Vec<PolicyRef>,
+    /// Policies attached to tools by exact name (`[tools]` in the policy file, or `tool_policy`).
+    pub tool_policies: HashMap<String, PolicyRef>,
     pub approver: Option<Arc<dyn Approver>>,
     pub strict_contracts: bool,
     pub on_in_flight: InFlight,
@@ -327,6 +329,7 @@ pub struct SessionBuilder {
     policy_file: Option<PathBuf>,
     policies: Vec<(String, PolicyRef)>,
     guards: Vec<PolicyRef>,
+    tool_policies: HashMap<String, PolicyRef>,
     approver: Option<Arc<dyn Approver>>,
     strict_contracts: bool,
     on_in_flight: InFlight,
@@ -400,6 +403,17 @@ impl SessionBuilder {
         self
     }
 
+    /// A policy checked on every call of the tool named `tool` (exact name), after the session's guards and
+    /// before the tool's own policy. This is how tools known only at run time (proxied MCP tools) get one.
+    pub fn tool_policy(
+        mut self,
+        tool: impl Into<String>,
+        policy: impl crate::policy::IntoPolicy,
+    ) -> Self {
+        self.tool_policies.insert(tool.into(), policy.into_policy());
+        self
+    }
+
     /// Who answers when a policy asks. Without one, asking means denied.
     pub fn approval(mut self, approver: impl Approver + 'static) -> Self {
         self.approver = Some(Arc::new(approver));
@@ -440,18 +454,37 @@ impl SessionBuilder {
         };
 
         let mut policies = PolicySet::builtin(self.sandbox_root.as_ref());
+        let mut guards = self.guards;
+        let mut tool_policies: HashMap<String, PolicyRef> = HashMap::new();
+        let mut file_refs = (Vec::new(), Vec::new());
         if let Some(file) = &self.policy_file {
             let mut visible = policies.clone();
             for (name, p) in &self.policies {
                 visible.insert(name.clone(), p.clone());
             }
-            for (name, p) in crate::policy::load_policy_file(file, &visible)? {
+            let loaded = crate::policy::load_policy_file(file, &visible)?;
+            for (name, p) in loaded.policies {
                 policies.insert(name, p);
             }
+            file_refs = (loaded.guards, loaded.tools);
         }
         for (name, p) in self.policies {
             policies.insert(name, p);
         }
+        // Names in the file resolve after code-defined policies are in, so code takes precedence.
+        let named = |name: &str| {
+            policies
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::Config(format!("policy `{name}` is not defined")))
+        };
+        for name in &file_refs.0 {
+            guards.push(named(name)?);
+        }
+        for (tool, name) in &file_refs.1 {
+            tool_policies.insert(tool.clone(), named(name)?);
+        }
+        tool_policies.extend(self.tool_policies);
         for tool in registry::tools() {
             if let PolicySource::Named(name) = tool.0.policy {
                 if policies.get(name).is_none() {
@@ -522,7 +555,8 @@ impl SessionBuilder {
                 resume_report,
                 occurrences: Mutex::new(HashMap::default()),
                 policies,
-                guards: self.guards,
+                guards,
+                tool_policies,
                 approver: self.approver,
                 strict_contracts: self.strict_contracts,
                 on_in_flight: self.on_in_flight,

@@ -10,12 +10,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What a policy file defines.
+pub(crate) struct PolicyFile {
+    /// `[policy.<name>]`: named policies.
+    pub policies: Vec<(String, PolicyRef)>,
+    /// `guard = ["name", ...]`: policies checked on every call of the session.
+    pub guards: Vec<String>,
+    /// `[tools]`: `tool = "name"`, a policy attached to one tool by its exact name.
+    pub tools: Vec<(String, String)>,
+}
+
 /// Reads a policy file and builds its named policies. Composite policies may refer to each other and to the
-/// session's policies in `existing`. Any problem is an error: the session does not start.
-pub(crate) fn load_policy_file(
-    path: &Path,
-    existing: &PolicySet,
-) -> Result<Vec<(String, PolicyRef)>, Error> {
+/// session's policies in `existing`; `guard` and `[tools]` may name either. Any problem is an error: the
+/// session does not start.
+pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<PolicyFile, Error> {
     let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?;
     let is_json = path
@@ -31,9 +39,13 @@ pub(crate) fn load_policy_file(
     let top = doc
         .as_object()
         .ok_or_else(|| err("must be a table with a `policy` table".into()))?;
-    if let Some(k) = top.keys().find(|k| k.as_str() != "policy") {
+    if let Some(k) = top
+        .keys()
+        .find(|k| !matches!(k.as_str(), "policy" | "guard" | "tools"))
+    {
         return Err(err(format!(
-            "unknown top-level key `{k}`; policies go under `policy.<name>`"
+            "unknown top-level key `{k}`; policies go under `policy.<name>`, and only `guard` and \
+             `[tools]` may refer to them"
         )));
     }
     let specs = match top.get("policy") {
@@ -55,7 +67,38 @@ pub(crate) fn load_policy_file(
     for name in specs.keys() {
         builder.build(name).map_err(&err)?;
     }
-    Ok(builder.built.into_iter().collect())
+    let defined = |name: &str| builder.built.contains_key(name) || existing.get(name).is_some();
+    let guards = match top.get("guard") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v.as_str() {
+                Some(name) if defined(name) => Ok(name.to_owned()),
+                Some(name) => Err(err(format!("`guard` names `{name}`, which is not defined"))),
+                None => Err(err("`guard` must be a list of policy names".into())),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(err("`guard` must be a list of policy names".into())),
+    };
+    let tools = match top.get("tools") {
+        None => Vec::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(tool, v)| match v.as_str() {
+                Some(name) if defined(name) => Ok((tool.clone(), name.to_owned())),
+                Some(name) => Err(err(format!(
+                    "`tools.{tool}` names `{name}`, which is not defined"
+                ))),
+                None => Err(err(format!("`tools.{tool}` must be a policy name"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(err("`tools` must be a table of `tool = \"policy\"`".into())),
+    };
+    Ok(PolicyFile {
+        policies: builder.built.into_iter().collect(),
+        guards,
+        tools,
+    })
 }
 
 struct Builder<'a> {
@@ -258,9 +301,9 @@ impl Builder<'_> {
             }
             "deny_tools" => {
                 only_keys(name, spec, DENY_KEYS)?;
-                Arc::new(DenyTools::new(
-                    strings(name, spec, "tools")?.unwrap_or_default(),
-                ))
+                Arc::new(
+                    DenyTools::new(strings(name, spec, "tools")?.unwrap_or_default()).named(name),
+                )
             }
             other => {
                 return Err(format!(

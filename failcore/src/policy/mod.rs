@@ -145,20 +145,28 @@ impl<'a> CallView<'a> {
 /// Refuses every call to the named tools (rule `deny_tools`).
 #[derive(Debug, Clone)]
 pub struct DenyTools {
+    name: String,
     names: HashSet<String>,
 }
 
 impl DenyTools {
     pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(names: I) -> Self {
         DenyTools {
+            name: "deny_tools".into(),
             names: names.into_iter().map(Into::into).collect(),
         }
+    }
+
+    /// The name recorded with decisions (default `deny_tools`).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 }
 
 impl Policy for DenyTools {
     fn name(&self) -> &str {
-        "deny_tools"
+        &self.name
     }
     fn check(&self, call: &CallView<'_>) -> Result<Verdict, PolicyError> {
         let tool = call.tool().name();

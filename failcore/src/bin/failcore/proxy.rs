@@ -9,11 +9,10 @@
 //! refused rather than forwarded unchecked.
 
 use crate::common::Result;
-use failcore::{CallView, DynamicBody, DynamicTool, Effect, Error, Policy, PolicyError, Session};
-use serde::Deserialize;
+use failcore::{DynamicBody, DynamicTool, Effect, Error, Session};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,7 +50,9 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         builder = builder.offline(run.clone());
     }
     if let Some(file) = &args.policy {
-        builder = builder.guard(ProxyPolicy::load(file)?);
+        // The same policy file as every session: named policies, `guard` for every call, `[tools]` to
+        // attach a policy to a proxied tool by name.
+        builder = builder.policy_file(file);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,104 +66,6 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         finished?;
         Ok(code)
     })
-}
-
-/// The policy file: `[proxy]` with `deny`, `allow` and `[proxy.fs]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    #[serde(default)]
-    proxy: ProxyRules,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProxyRules {
-    /// Tools refused outright.
-    #[serde(default)]
-    deny: Vec<String>,
-    /// When present, the only tools that may be called.
-    allow: Option<Vec<String>>,
-    /// Path arguments that must stay beneath a root.
-    fs: Option<FsRules>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FsRules {
-    /// The sandbox root, relative to the policy file's directory.
-    root: PathBuf,
-    #[serde(default)]
-    read_only: bool,
-    /// Tool name → the names of its path arguments.
-    #[serde(default)]
-    paths: BTreeMap<String, Vec<String>>,
-}
-
-/// The policy of the proxied tools, from the policy file.
-struct ProxyPolicy {
-    deny: Vec<String>,
-    allow: Option<Vec<String>>,
-    fs: HashMap<String, failcore::policy::FsPolicy>,
-}
-
-impl ProxyPolicy {
-    fn load(file: &Path) -> Result<ProxyPolicy> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Error::Config(format!("policy file {}: {e}", file.display())))?;
-        let parsed: PolicyFile = if file.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            toml::from_str(&text).map_err(|e| e.to_string())
-        }
-        .map_err(|e| Error::Config(format!("policy file {}: {e}", file.display())))?;
-        let rules = parsed.proxy;
-        let mut fs = HashMap::new();
-        if let Some(f) = rules.fs {
-            let base = file.parent().unwrap_or(Path::new("."));
-            let root = base.join(&f.root);
-            for (tool, paths) in f.paths {
-                let policy = failcore::policy::FsPolicy::new(&root)
-                    .named("proxy.fs")
-                    .read_only(f.read_only)
-                    .paths(paths);
-                fs.insert(tool, policy);
-            }
-        }
-        Ok(ProxyPolicy {
-            deny: rules.deny,
-            allow: rules.allow,
-            fs,
-        })
-    }
-}
-
-impl Policy for ProxyPolicy {
-    fn name(&self) -> &str {
-        "proxy"
-    }
-
-    fn check(&self, call: &CallView<'_>) -> std::result::Result<failcore::Verdict, PolicyError> {
-        let tool = call.tool().name();
-        if self.deny.iter().any(|t| t == tool) {
-            return Ok(failcore::Verdict::deny(
-                "proxy.deny",
-                format!("tool `{tool}` is denied by the policy file"),
-            ));
-        }
-        if let Some(allow) = &self.allow {
-            if !allow.iter().any(|t| t == tool) {
-                return Ok(failcore::Verdict::deny(
-                    "proxy.not_allowed",
-                    format!("tool `{tool}` is not in the policy file's allow list"),
-                ));
-            }
-        }
-        match self.fs.get(tool) {
-            Some(fs) => fs.check(call),
-            None => Ok(failcore::Verdict::Allow),
-        }
-    }
 }
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
@@ -633,23 +536,6 @@ mod tests {
         let no_name =
             answer(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}"#).unwrap();
         assert_eq!(no_name["id"], 4);
-    }
-
-    #[test]
-    fn a_policy_file_with_unknown_keys_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("failcore.toml");
-        std::fs::write(&file, "[proxy]\ndenny = [\"rm\"]\n").unwrap();
-        let err = ProxyPolicy::load(&file).err().expect("refused");
-        assert!(err.to_string().contains("denny"), "{err}");
-        std::fs::write(
-            &file,
-            "[proxy]\ndeny = [\"rm\"]\nallow = [\"ls\", \"rm\"]\n",
-        )
-        .unwrap();
-        let policy = ProxyPolicy::load(&file).unwrap();
-        assert_eq!(policy.deny, ["rm"]);
-        assert!(ProxyPolicy::load(&dir.path().join("missing.toml")).is_err());
     }
 
     #[test]
