@@ -1105,3 +1105,46 @@ tools = ["pt_write"]
         assert!(err.to_string().contains(why), "{why}: {err}");
     }
 }
+
+/// The allow-list pattern of docs/INTEGRATIONS.md: `not` of a deny list refuses every tool but those.
+#[tokio::test]
+async fn an_allow_list_is_not_of_a_deny_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("failcore.toml");
+    std::fs::write(
+        &file,
+        r#"
+guard = ["only_fetch"]
+
+[policy.pf_files]
+preset = "fs"
+root = "."
+
+[policy.pf_web]
+preset = "net"
+urls = ["url"]
+
+[policy.not_fetch]
+preset = "deny_tools"
+tools = ["pt_fetch"]
+
+[policy.only_fetch]
+not = "not_fetch"
+"#,
+    )
+    .unwrap();
+    let s = Session::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .policy_file(&file)
+        .open()
+        .unwrap();
+    assert!(s
+        .scope(pt_fetch("https://example.com/".into()))
+        .await
+        .is_ok());
+    let other = s.scope(pt_write("a".into(), "b".into())).await.unwrap_err();
+    assert!(
+        other.0.contains("policy `only_fetch` (rule `not`)"),
+        "{other}"
+    );
+}
