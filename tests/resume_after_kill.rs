@@ -95,4 +95,30 @@ fn a_killed_run_resumes_executing_only_the_steps_without_a_recorded_success() {
                 _ => None,
             });
     assert_eq!(resumed_from.as_deref(), Some(first.as_str()));
+
+    // Offline, from the environment alone: the whole workflow is answered from the resumed run's trace and
+    // no step body runs at all.
+    let log3 = dir.path().join("run3.log");
+    let status = Command::new(CHILD)
+        .env("FAILCORE_DIR", &traces)
+        .env("FAILCORE_OFFLINE", "last")
+        .env_remove("FAILCORE_RESUME")
+        .env("RESUME_CHILD_LOG", &log3)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "every step had a recorded success to replay"
+    );
+    assert!(
+        logged(&log3).is_empty(),
+        "offline, nothing executes: {:?}",
+        logged(&log3)
+    );
+    let third = store.resolve("last").unwrap();
+    let replayed = RunReader::open(&store, &third)
+        .unwrap()
+        .filter(|r| matches!(&r.as_ref().unwrap().record.body, Body::StepEnd(e) if e.status == Status::Replayed))
+        .count();
+    assert_eq!(replayed, 20);
 }
