@@ -336,3 +336,23 @@ async fn the_ready_made_error_keeps_the_failcore_error_of_a_blocked_call() {
     let source = std::error::Error::source(&err).expect("the FailCore error is its source");
     assert!(source.to_string().contains("blocked"));
 }
+
+#[test]
+fn resuming_a_trace_with_a_forged_fingerprint_is_an_error_naming_the_line() {
+    let store = Arc::new(MemoryStore::new());
+    let start = r#"{"v":1,"seq":0,"ts":"2026-01-01T00:00:00.000000Z","run":"forged","prev":"x","kind":"run_start","mode":"record","program":"p","host":"h","pid":1}"#;
+    let step = r#"{"v":1,"seq":1,"ts":"2026-01-01T00:00:00.000000Z","run":"forged","prev":"x","kind":"step_start","step":0,"tool":"lc_add","fp":"not-a-fingerprint","occ":0,"args":{},"decision":{"outcome":"allow"}}"#;
+    store.insert_raw("forged", vec![start.into(), step.into()]);
+    let err = Session::builder()
+        .store(store)
+        .resume("forged")
+        .open()
+        .unwrap_err();
+    match err {
+        Error::Corrupt { line, reason, .. } => {
+            assert_eq!(line, 2);
+            assert!(reason.contains("fp"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+}

@@ -58,6 +58,24 @@ pub fn fingerprint(tool: &str, version: &str, canonical_args: &[u8]) -> String {
         .to_string()
 }
 
+/// The key the runtime indexes fingerprints by: their first 128 bits (occurrence counts, the replay index).
+pub(crate) fn fp_key(hash: &[u8; 32]) -> u128 {
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_le_bytes(first)
+}
+
+/// [`fp_key`] of a fingerprint in hex, as traces hold it; `None` if it is not hex of 32 bytes or more.
+pub(crate) fn fp_key_hex(hex: &str) -> Option<u128> {
+    let digits = hex.as_bytes().get(..32)?;
+    let mut first = [0u8; 16];
+    for (byte, pair) in first.iter_mut().zip(digits.chunks_exact(2)) {
+        let nibble = |c: u8| (c as char).to_digit(16);
+        *byte = (nibble(pair[0])? << 4 | nibble(pair[1])?) as u8;
+    }
+    Some(u128::from_le_bytes(first))
+}
+
 /// The fingerprint as a hash, for callers that need its bytes as well as its hex.
 pub(crate) fn fingerprint_hash(tool: &str, version: &str, canonical_args: &[u8]) -> blake3::Hash {
     // One buffer, one hash: the same bytes as hashing the parts one by one, at a fraction of the cost for
@@ -650,6 +668,17 @@ mod tests {
             canonical_json(&m).is_err(),
             "non-string map keys are refused"
         );
+    }
+
+    #[test]
+    fn keys_from_bytes_and_from_hex_agree() {
+        let hash = fingerprint_hash("t", "1", b"{}");
+        assert_eq!(
+            fp_key(hash.as_bytes()),
+            fp_key_hex(hash.to_hex().as_str()).unwrap()
+        );
+        assert_eq!(fp_key_hex("not hex"), None);
+        assert_eq!(fp_key_hex(&"zz".repeat(32)), None);
     }
 
     #[test]

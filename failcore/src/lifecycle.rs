@@ -5,7 +5,7 @@
 //! the only generic function, which decodes a replayed output or runs the body and hands its outcome back
 //! to non-generic commit functions.
 
-use crate::fingerprint::{fingerprint_hash, write_canonical, CanonicalError};
+use crate::fingerprint::{fingerprint_hash, fp_key, write_canonical, CanonicalError};
 use crate::policy::{CallView, PolicyRef, Refuse, Verdict};
 use crate::registry::{Effect, OutputContract, ParamRole, PolicySource, ToolDescriptor, ToolInfo};
 use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
@@ -216,7 +216,8 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     };
     args.apply_redactions(&inner.redact_key);
     let hash = fingerprint_hash(tool.name, tool.version, &args.canonical);
-    let occ = inner.next_occurrence(hash.as_bytes());
+    let key = fp_key(hash.as_bytes());
+    let occ = inner.next_occurrence(key);
     let fp = hash.to_hex().to_string();
 
     // validate
@@ -234,7 +235,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     let mut pending_divergence = None;
     if let (Some(index), true) = (&inner.replay, tool.replay) {
         let position = index.next_position(tool.name);
-        if let Some(hit) = index.take(&fp) {
+        if let Some(hit) = index.take(key) {
             let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
             // Ordered before the step_end by the journal; the caller waits only for the step_end.
             inner.journal.enqueue_encoded("step_start", start);
@@ -284,7 +285,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             ));
         }
         pending_divergence = divergence;
-        if index.take_in_flight(&fp)
+        if index.take_in_flight(key)
             && inner.on_in_flight == InFlight::Block
             && matches!(tool.effect, Effect::Write | Effect::Exec)
         {

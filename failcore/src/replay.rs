@@ -1,15 +1,20 @@
 //! The replay index: the successes of the run being resumed, served to the new run by fingerprint.
 
+use crate::fingerprint::fp_key_hex;
+use crate::session::PrehashedKey;
 use crate::Error;
 use failcore_store::{field_diff, Divergence, RunReader, TraceStore};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
 
 /// A recorded success, ready to serve.
 pub(crate) struct Hit {
+    /// The occurrence of the source call: a queue is served in this order.
+    occ: u32,
     pub seq: u64,
     pub output: Box<RawValue>,
     pub saved_ns: u64,
@@ -64,10 +69,17 @@ struct Lean<'a> {
     saved_ns: Option<u64>,
 }
 
+/// The successes of one fingerprint. Most fingerprints have one: it is kept inline.
+enum Queue {
+    One(Hit),
+    Many(VecDeque<Hit>),
+}
+
 pub(crate) struct ReplayIndex {
     pub source: String,
-    queues: Mutex<HashMap<String, VecDeque<Hit>>>,
-    in_flight: Mutex<HashMap<String, u32>>,
+    /// Per fingerprint (keyed by its first 128 bits), its recorded successes in occurrence order.
+    queues: Mutex<HashMap<u128, Queue, BuildHasherDefault<PrehashedKey>>>,
+    in_flight: Mutex<HashMap<u128, u32, BuildHasherDefault<PrehashedKey>>>,
     /// Per tool, the source run's calls in order: (seq of the step_start, recorded args as raw JSON,
     /// parsed only when a miss asks for a divergence).
     positions: HashMap<String, Vec<(u64, Box<RawValue>)>>,
@@ -86,7 +98,7 @@ impl ReplayIndex {
     pub fn load(store: &dyn TraceStore, run: &str) -> Result<(ReplayIndex, ResumeReport), Error> {
         let mut reader = RunReader::open(store, run)?;
         let mut starts: HashMap<u64, (String, String, u32)> = HashMap::new();
-        let mut hits: HashMap<String, Vec<(u32, Hit)>> = HashMap::new();
+        let mut queues: HashMap<u128, Queue, BuildHasherDefault<PrehashedKey>> = HashMap::default();
         let mut positions: HashMap<String, Vec<(u64, Box<RawValue>)>> = HashMap::new();
         let mut report = ResumeReport {
             source: run.to_owned(),
@@ -129,6 +141,9 @@ impl ReplayIndex {
                             }
                         }
                     }
+                    if fp_key_hex(fp).is_none() {
+                        return Err(corrupt("a fingerprint (`fp` is not hex)"));
+                    }
                     starts.insert(step, (fp.to_owned(), tool, rec.occ.unwrap_or(0)));
                 }
                 "step_end" => {
@@ -148,14 +163,26 @@ impl ReplayIndex {
                     };
                     let latency = rec.latency_ns.unwrap_or(0);
                     let saved_ns = rec.saved_ns.unwrap_or(latency).max(latency);
-                    hits.entry(fp).or_default().push((
+                    let Some(key) = fp_key_hex(&fp) else {
+                        continue; // checked when its step_start was read
+                    };
+                    let hit = Hit {
                         occ,
-                        Hit {
-                            seq: rec.seq,
-                            output,
-                            saved_ns,
-                        },
-                    ));
+                        seq: rec.seq,
+                        output,
+                        saved_ns,
+                    };
+                    report.successes += 1;
+                    match queues.remove(&key) {
+                        None => queues.insert(key, Queue::One(hit)),
+                        Some(Queue::One(first)) => {
+                            queues.insert(key, Queue::Many(VecDeque::from([first, hit])))
+                        }
+                        Some(Queue::Many(mut q)) => {
+                            q.push_back(hit);
+                            queues.insert(key, Queue::Many(q))
+                        }
+                    };
                 }
                 "run_end" => report.complete = true,
                 "run_start" => {}
@@ -169,25 +196,25 @@ impl ReplayIndex {
             }
         }
         report.torn_tail = reader.torn_tail();
-        let mut in_flight: HashMap<String, u32> = HashMap::new();
+        let mut in_flight: HashMap<u128, u32, BuildHasherDefault<PrehashedKey>> =
+            HashMap::default();
         let mut open: Vec<_> = starts.into_iter().collect();
         open.sort_by_key(|(step, _)| *step);
         for (step, (fp, tool, _)) in open {
-            *in_flight.entry(fp.clone()).or_default() += 1;
+            if let Some(key) = fp_key_hex(&fp) {
+                *in_flight.entry(key).or_default() += 1;
+            }
             report.in_flight.push(InFlightStep {
                 step,
                 tool,
                 fingerprint: fp,
             });
         }
-        let mut queues = HashMap::with_capacity(hits.len());
-        for (fp, mut list) in hits {
-            list.sort_by_key(|(occ, _)| *occ);
-            report.successes += list.len();
-            queues.insert(
-                fp,
-                list.into_iter().map(|(_, h)| h).collect::<VecDeque<_>>(),
-            );
+        // Concurrent calls of one fingerprint may have ended out of order: serve them by occurrence.
+        for queue in queues.values_mut() {
+            if let Queue::Many(q) = queue {
+                q.make_contiguous().sort_by_key(|h| h.occ);
+            }
         }
         let index = ReplayIndex {
             source: run.to_owned(),
@@ -200,9 +227,15 @@ impl ReplayIndex {
     }
 
     /// The next recorded success of `fp`, if one is left.
-    pub fn take(&self, fp: &str) -> Option<Hit> {
+    pub fn take(&self, key: u128) -> Option<Hit> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues.get_mut(fp).and_then(VecDeque::pop_front)
+        match queues.get_mut(&key)? {
+            Queue::Many(q) => q.pop_front(),
+            Queue::One(_) => match queues.remove(&key) {
+                Some(Queue::One(hit)) => Some(hit),
+                _ => None,
+            },
+        }
     }
 
     /// This call's position among the new run's calls of `tool` (from 0); call once per call.
@@ -228,9 +261,9 @@ impl ReplayIndex {
     }
 
     /// Whether a step of `fp` was in flight when the source run died (consumed once per such step).
-    pub fn take_in_flight(&self, fp: &str) -> bool {
+    pub fn take_in_flight(&self, key: u128) -> bool {
         let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get_mut(fp) {
+        match map.get_mut(&key) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 true

@@ -124,10 +124,7 @@ impl Inner {
         self.next_step.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn next_occurrence(&self, fp: &[u8; 32]) -> u32 {
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&fp[..16]);
-        let key = u128::from_le_bytes(first);
+    pub fn next_occurrence(&self, key: u128) -> u32 {
         let mut map = self.occurrences.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(key).or_insert(0);
         *n += 1;
