@@ -67,6 +67,8 @@ const JS: &str = r#"
     m.id='fc-ready';
     m.setAttribute('data-rows',String(shown));
     m.textContent=errs.length?('script errors: '+errs.join('; ')):'report script ran';
+    // A marker for checks of the page: shown only when something went wrong.
+    m.hidden=!errs.length;
     document.body.appendChild(m);
   }catch(e){
     var d=document.createElement('div');d.id='fc-error';d.textContent=String(e);document.body.appendChild(d);
