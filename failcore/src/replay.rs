@@ -84,7 +84,7 @@ pub(crate) struct ReplayIndex {
     /// parsed only when a miss asks for a divergence).
     positions: HashMap<String, Vec<(u64, Box<RawValue>)>>,
     /// Per tool, how many calls the new run has made (its position counter).
-    calls: Mutex<HashMap<String, u32>>,
+    calls: Mutex<HashMap<&'static str, u32>>,
 }
 
 /// The most field changes a divergence carries.
@@ -239,9 +239,9 @@ impl ReplayIndex {
     }
 
     /// This call's position among the new run's calls of `tool` (from 0); call once per call.
-    pub fn next_position(&self, tool: &str) -> u32 {
+    pub fn next_position(&self, tool: &'static str) -> u32 {
         let mut map = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(tool.to_owned()).or_default();
+        let n = map.entry(tool).or_default();
         *n += 1;
         *n - 1
     }
