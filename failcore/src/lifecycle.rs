@@ -200,17 +200,8 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         Ok(args) => args,
         Err(e) => {
             let start = encode_start(tool, step, "", 0, b"null", parent, &Decision::allow());
-            let end = encode_end(
-                step,
-                Status::Failed,
-                None,
-                Some(&e.to_string()),
-                0,
-                None,
-                &[],
-            );
             return Entered(State::Done(
-                commit_pair(&session, start, end, Status::Failed, durability, e).await,
+                not_run(&session, step, start, Status::Failed, durability, e).await,
             ));
         }
     };
@@ -271,17 +262,8 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             };
             let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
             let start = with_divergence(start, divergence.as_ref());
-            let end = encode_end(
-                step,
-                Status::Failed,
-                None,
-                Some(&err.to_string()),
-                0,
-                None,
-                &[],
-            );
             return Entered(State::Done(
-                commit_pair(&session, start, end, Status::Failed, durability, err).await,
+                not_run(&session, step, start, Status::Failed, durability, err).await,
             ));
         }
         pending_divergence = divergence;
@@ -346,35 +328,21 @@ async fn block(
         "call blocked: {err}"
     );
     let start = encode_start(tool, step, fp, occ, args.recorded(), parent, decision);
-    let end = encode_end(
-        step,
-        Status::Blocked,
-        None,
-        Some(&err.to_string()),
-        0,
-        None,
-        &[],
-    );
-    commit_pair(
-        session,
-        start,
-        end,
-        Status::Blocked,
-        session.inner.durability_for(tool.name),
-        err,
-    )
-    .await
+    let durability = session.inner.durability_for(tool.name);
+    not_run(session, step, start, Status::Blocked, durability, err).await
 }
 
-/// Records a step that did not execute (start and end together) and returns the error to give back.
-async fn commit_pair(
+/// Records a step whose body never ran (its intent, and an outcome carrying `err`) and returns the error to
+/// give back.
+async fn not_run(
     session: &Session,
+    step: u64,
     start: Vec<u8>,
-    end: Vec<u8>,
     status: Status,
     durability: Durability,
     err: Error,
 ) -> Error {
+    let end = encode_end(step, status, None, Some(&err.to_string()), 0, None, &[]);
     let journal = &session.inner.journal;
     journal.enqueue_encoded("step_start", start);
     session.inner.count(status);
