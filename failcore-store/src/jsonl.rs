@@ -23,6 +23,18 @@ impl JsonlStore {
         &self.dir
     }
 
+    /// An error opening an existing run's file: a missing file is a missing run.
+    fn open_error(&self, run: &str, name: &str, e: std::io::Error) -> StoreError {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StoreError::NotFound {
+                run: run.to_owned(),
+                store: self.location(),
+            }
+        } else {
+            StoreError::io(name, e)
+        }
+    }
+
     /// The file that holds `run`.
     pub fn run_path(&self, run: &str) -> PathBuf {
         self.dir.join("runs").join(format!("{run}.jsonl"))
@@ -145,16 +157,7 @@ impl TraceStore for JsonlStore {
             .read(true)
             .append(true)
             .open(&path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    StoreError::NotFound {
-                        run: run.to_owned(),
-                        store: self.location(),
-                    }
-                } else {
-                    StoreError::io(&name, e)
-                }
-            })?;
+            .map_err(|e| self.open_error(run, &name, e))?;
         lock(&file, run, &name)?;
         // Read through a second handle so that the locked one is left as it is.
         let reading = File::open(&path).map_err(|e| StoreError::io(&name, e))?;
@@ -206,16 +209,7 @@ impl TraceStore for JsonlStore {
         check_run_id(run)?;
         let path = self.run_path(run);
         let name = path.display().to_string();
-        let file = File::open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound {
-                    run: run.to_owned(),
-                    store: self.location(),
-                }
-            } else {
-                StoreError::io(&name, e)
-            }
-        })?;
+        let file = File::open(&path).map_err(|e| self.open_error(run, &name, e))?;
         Ok(Box::new(FileLines::new(
             BufReader::with_capacity(64 * 1024, file),
             name,

@@ -18,7 +18,7 @@
 //! survives the crash of the process, the server has it); `sync` commits with `synchronous_commit = on`,
 //! which waits for the WAL flush that also covers every earlier commit (`synced`).
 
-use crate::sql::{fenced, now_ns, writer_token, Indexed, SCHEMA_VERSION};
+use crate::sql::{fenced, now_ns, writer_token, Indexed, PAGE_BYTES, PAGE_LINES, SCHEMA_VERSION};
 use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use postgres::error::SqlState;
@@ -466,9 +466,6 @@ struct PgLines {
     done: bool,
     name: String,
 }
-
-const PAGE_LINES: i64 = 1000;
-const PAGE_BYTES: i64 = 8 << 20;
 
 impl LineSource for PgLines {
     fn next_chunk(&mut self) -> Result<Option<Chunk>, StoreError> {

@@ -5,6 +5,11 @@ use serde::Deserialize;
 /// The schema version this build writes. Stores refuse a newer one (written by a newer FailCore).
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
+/// A run is read in pages of at most this many lines...
+pub(crate) const PAGE_LINES: i64 = 1000;
+/// ...and about this many bytes, so that a large run is never held in memory whole.
+pub(crate) const PAGE_BYTES: i64 = 8 << 20;
+
 /// The indexed fields of one line. The line's bytes stay the source of truth; these only serve queries
 /// ("the successes of fingerprint F in run R"). A line that does not parse is stored with no fields.
 #[derive(Debug, Default, Deserialize)]

@@ -12,7 +12,7 @@
 //! transaction that survives a crash of the process (`flushed`); `sync` commits a transaction with
 //! `synchronous=FULL`, which syncs the WAL and with it every earlier commit (`synced`).
 
-use crate::sql::{fenced, now_ns, writer_token, Indexed, SCHEMA_VERSION};
+use crate::sql::{fenced, now_ns, writer_token, Indexed, PAGE_BYTES, PAGE_LINES, SCHEMA_VERSION};
 use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
@@ -318,9 +318,6 @@ struct SqliteLines {
     done: bool,
     name: String,
 }
-
-const PAGE_LINES: i64 = 1000;
-const PAGE_BYTES: i64 = 8 << 20;
 
 impl LineSource for SqliteLines {
     fn next_chunk(&mut self) -> Result<Option<Chunk>, StoreError> {
