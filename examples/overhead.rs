@@ -9,18 +9,7 @@ use failcore::{Durability, Session};
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Debug)]
-struct E;
-impl std::fmt::Display for E {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("e")
-    }
-}
-impl From<failcore::Error> for E {
-    fn from(_: failcore::Error) -> Self {
-        E
-    }
-}
+use failcore::ToolError as E;
 
 #[inline(never)]
 async fn add_bare(a: i64, b: i64) -> Result<i64, E> {

@@ -5,18 +5,7 @@
 
 use failcore::{Durability, Session};
 
-#[derive(Debug)]
-struct E;
-impl std::fmt::Display for E {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("e")
-    }
-}
-impl From<failcore::Error> for E {
-    fn from(_: failcore::Error) -> Self {
-        E
-    }
-}
+use failcore::ToolError as E;
 
 #[failcore::tool(effect = "pure")]
 async fn add(a: i64, b: i64) -> Result<i64, E> {

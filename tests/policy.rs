@@ -1035,15 +1035,8 @@ async fn the_policy_file_guards_every_call_and_attaches_policies_to_tools_by_nam
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("failcore.toml");
     let write = |text: &str| std::fs::write(&file, text).unwrap();
-    let base = r#"
-[policy.pf_files]
-preset = "fs"
-root = "."
-
-[policy.pf_web]
-preset = "net"
-urls = ["url"]
-
+    let base = format!(
+        r#"{PF_POLICIES}
 [policy.no_exec]
 preset = "deny_tools"
 tools = ["pt_run"]
@@ -1051,7 +1044,8 @@ tools = ["pt_run"]
 [policy.no_writes]
 preset = "deny_tools"
 tools = ["pt_write"]
-"#;
+"#
+    );
     write(&format!(
         "guard = [\"no_exec\"]\n{base}\n[tools]\npt_write = \"no_writes\"\n"
     ));
@@ -1106,16 +1100,8 @@ tools = ["pt_write"]
     }
 }
 
-/// The allow-list pattern of docs/INTEGRATIONS.md: `not` of a deny list refuses every tool but those.
-#[tokio::test]
-async fn an_allow_list_is_not_of_a_deny_list() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("failcore.toml");
-    std::fs::write(
-        &file,
-        r#"
-guard = ["only_fetch"]
-
+/// The named policies every session of this binary must define (the `pf_*` tools use them).
+const PF_POLICIES: &str = r#"
 [policy.pf_files]
 preset = "fs"
 root = "."
@@ -1123,14 +1109,27 @@ root = "."
 [policy.pf_web]
 preset = "net"
 urls = ["url"]
+"#;
 
+/// The allow-list pattern of docs/INTEGRATIONS.md: `not` of a deny list refuses every tool but those.
+#[tokio::test]
+async fn an_allow_list_is_not_of_a_deny_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("failcore.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+guard = ["only_fetch"]
+{PF_POLICIES}
 [policy.not_fetch]
 preset = "deny_tools"
 tools = ["pt_fetch"]
 
 [policy.only_fetch]
 not = "not_fetch"
-"#,
+"#
+        ),
     )
     .unwrap();
     let s = Session::builder()

@@ -20,7 +20,8 @@ use std::fmt;
 pub struct ToolError {
     message: String,
     /// The FailCore error this came from, when it came from one (blocked, replay miss, ...).
-    failcore: Option<crate::Error>,
+    /// Boxed, so that `Result<T, ToolError>` stays small (two words and a pointer).
+    failcore: Option<Box<crate::Error>>,
 }
 
 impl ToolError {
@@ -34,7 +35,7 @@ impl ToolError {
 
     /// The FailCore error behind this one, if the call failed in FailCore (e.g. `Error::Blocked`).
     pub fn failcore(&self) -> Option<&crate::Error> {
-        self.failcore.as_ref()
+        self.failcore.as_deref()
     }
 }
 
@@ -46,15 +47,17 @@ impl fmt::Display for ToolError {
 
 impl std::error::Error for ToolError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.failcore.as_ref().map(|e| e as _)
+        self.failcore.as_deref().map(|e| e as _)
     }
 }
+
+const _: () = assert!(std::mem::size_of::<ToolError>() <= 32);
 
 impl From<crate::Error> for ToolError {
     fn from(e: crate::Error) -> Self {
         ToolError {
             message: e.to_string(),
-            failcore: Some(e),
+            failcore: Some(Box::new(e)),
         }
     }
 }
