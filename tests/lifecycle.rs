@@ -356,3 +356,37 @@ fn resuming_a_trace_with_a_forged_fingerprint_is_an_error_naming_the_line() {
         other => panic!("expected Corrupt, got {other}"),
     }
 }
+
+/// A tool that calls a tool its policy blocks, and fails with that error.
+#[failcore::tool]
+async fn lc_calls_refused(n: u8) -> Result<u8, failcore::ToolError> {
+    lc_refused(n).await
+}
+
+#[tokio::test]
+async fn a_call_by_name_reports_its_own_failcore_error_not_one_of_its_nested_calls() {
+    let s = Session::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .open()
+        .unwrap();
+    let own = s
+        .scope(failcore::call_json(
+            "lc_refused",
+            serde_json::json!({"n": 1}),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(own, Error::Blocked { .. }), "{own}");
+    // The outer call was not blocked: it ran and failed with its own (rendered) error.
+    let nested = s
+        .scope(failcore::call_json(
+            "lc_calls_refused",
+            serde_json::json!({"n": 1}),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(nested, Error::Tool { ref message, .. } if message.contains("deny list")),
+        "{nested}"
+    );
+}

@@ -187,7 +187,9 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         Ok(ctx) => ctx,
         Err(e) => return Entered(State::Done(e)),
     };
-    let Context { session, parent } = ctx;
+    let Context {
+        session, parent, ..
+    } = ctx;
     let inner = &session.inner;
     let step = inner.next_step();
     tracing::Span::current().record(
@@ -601,13 +603,13 @@ where
 {
     use tracing::Instrument;
     let Call { entered, span } = call;
-    let slot = crate::registry::by_name_slot();
+    let slot = crate::session::by_name_slot();
     run_untraced(entered, body, &span, &slot)
         .instrument(span.clone())
         .await
 }
 
-type Slot = Option<std::sync::Arc<std::sync::Mutex<Option<Error>>>>;
+type Slot = crate::session::ErrorSlot;
 
 /// Records a FailCore error's kind on the call's span, reports it to a by-name caller, and hands it on.
 fn traced(span: &tracing::Span, slot: &Slot, e: Error) -> Error {
@@ -649,9 +651,10 @@ where
             let ctx = Context {
                 session: guard.session.clone(),
                 parent: Some(guard.step),
+                by_name: None,
             };
             let started = Instant::now();
-            let outcome = CatchUnwind(crate::registry::without_slot(in_context(ctx, body))).await;
+            let outcome = CatchUnwind(in_context(ctx, body)).await;
             let latency = started.elapsed().as_nanos() as u64;
             match outcome {
                 Ok(Ok(value)) => {

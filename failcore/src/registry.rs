@@ -285,22 +285,6 @@ pub fn tool(name: &str) -> Result<ToolInfo, Error> {
     }
 }
 
-tokio::task_local! {
-    /// Set by a by-name call: where the lifecycle reports a FailCore error (blocked, replay miss, ...) of
-    /// the call, which the tool's own error type would otherwise reduce to text.
-    static BY_NAME: Option<Arc<Mutex<Option<Error>>>>;
-}
-
-/// The slot of the by-name call being entered, if any.
-pub(crate) fn by_name_slot() -> Option<Arc<Mutex<Option<Error>>>> {
-    BY_NAME.try_with(Clone::clone).ok().flatten()
-}
-
-/// Runs a tool body with no slot, so that the calls it makes report nothing to the outer by-name call.
-pub(crate) async fn without_slot<F: Future>(fut: F) -> F::Output {
-    BY_NAME.scope(None, fut).await
-}
-
 /// Reports a FailCore error of the call to its by-name caller, if there is one.
 pub(crate) fn report(slot: &Option<Arc<Mutex<Option<Error>>>>, e: &Error) {
     if let Some(slot) = slot {
@@ -340,7 +324,9 @@ pub async fn call_json(name: &str, arguments: Value) -> Result<Value, Error> {
         }
     };
     let slot = Arc::new(Mutex::new(None));
-    let outcome = BY_NAME.scope(Some(slot.clone()), invoke(args)).await;
+    let mut ctx = crate::session::context()?;
+    ctx.by_name = Some(slot.clone());
+    let outcome = crate::session::in_context(ctx, invoke(args)).await;
     let reported = slot.lock().ok().and_then(|mut s| s.take());
     match outcome {
         Ok(v) => Ok(v),

@@ -26,7 +26,14 @@ tokio::task_local! {
 pub(crate) struct Context {
     pub session: Session,
     pub parent: Option<u64>,
+    /// Set by a by-name call (`call_json`): where the lifecycle reports a FailCore error of that call,
+    /// which the tool's own error type would otherwise reduce to text. Tool bodies run without it, so the
+    /// calls they make report nothing to the outer by-name call.
+    pub by_name: ErrorSlot,
 }
+
+/// Where a by-name call's FailCore error is reported.
+pub(crate) type ErrorSlot = Option<Arc<Mutex<Option<Error>>>>;
 
 /// What to do on resume with a step that was in flight (started, never ended) when the run died.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -266,6 +273,7 @@ impl Session {
                 Context {
                     session: self.clone(),
                     parent: None,
+                    by_name: None,
                 },
                 fut,
             )
@@ -629,7 +637,13 @@ pub(crate) fn context() -> Result<Context, Error> {
     Ok(Context {
         session: default_session()?,
         parent: None,
+        by_name: None,
     })
+}
+
+/// The error slot of the by-name call being entered, if any.
+pub(crate) fn by_name_slot() -> ErrorSlot {
+    CONTEXT.try_with(|c| c.by_name.clone()).ok().flatten()
 }
 
 pub(crate) async fn in_context<F: Future>(ctx: Context, fut: F) -> F::Output {
