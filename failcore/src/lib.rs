@@ -52,8 +52,11 @@ mod error;
 mod fingerprint;
 pub mod fs;
 mod lifecycle;
+#[cfg(feature = "llm-proxy")]
+pub mod llm_proxy;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+pub mod model;
 pub mod net;
 #[cfg(feature = "otel")]
 pub mod otel;

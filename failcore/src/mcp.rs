@@ -105,7 +105,7 @@ fn mcp_tool(info: &ToolInfo) -> Option<Tool> {
             annotations.read_only_hint = Some(false);
             annotations.destructive_hint = Some(true);
         }
-        Effect::Network => annotations.open_world_hint = Some(true),
+        Effect::Network | Effect::Model => annotations.open_world_hint = Some(true),
         Effect::Unspecified => {}
     }
     tool.annotations = Some(annotations);

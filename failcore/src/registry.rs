@@ -20,6 +20,8 @@ pub enum Effect {
     Write,
     Network,
     Exec,
+    /// A call to a language model (see [`crate::model`]).
+    Model,
 }
 
 impl Effect {
@@ -31,6 +33,7 @@ impl Effect {
             Effect::Write => "write",
             Effect::Network => "network",
             Effect::Exec => "exec",
+            Effect::Model => "model",
         }
     }
 }

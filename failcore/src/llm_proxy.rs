@@ -1,0 +1,423 @@
+//! The LLM proxy (feature `llm-proxy`): a local HTTP endpoint speaking the OpenAI Chat Completions API that
+//! makes each model call a step of a FailCore run. `failcore llm-proxy --upstream <url>` runs it.
+//!
+//! `POST <any prefix>/chat/completions` is a model call ([`crate::model`]): checked by the session's
+//! policies (a refused call never reaches the upstream), answered from the trace when resuming or offline,
+//! and otherwise forwarded to `<upstream>/chat/completions`, its reply recorded. Streamed replies
+//! (`"stream": true`) are passed to the client event by event as they arrive, recorded chunk by chunk, and
+//! replayed as the same events. The client's `Authorization` header is forwarded and never recorded.
+//!
+//! Errors are OpenAI-shaped (`{"error": {"message", "type", "code"}}`): a refused call is `403` with
+//! type `failcore_blocked` and the rule as its code; a call missing from the trace offline is `424`
+//! (`failcore_replay_miss`); an upstream error is passed through with its status and body.
+
+use crate::model::{is_streaming, parse_request, Models, Reply, SseSplitter};
+use crate::{Error, Session};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// The largest request body the proxy reads (a long conversation with images fits).
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// An LLM proxy bound to a local address.
+pub struct LlmProxy {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+struct State {
+    session: Session,
+    models: Models,
+    upstream: Option<String>,
+    client: reqwest::Client,
+}
+
+/// An upstream error reply, kept to be passed through to the client.
+type UpstreamFailure = Arc<Mutex<Option<(StatusCode, Bytes)>>>;
+
+impl LlmProxy {
+    /// Binds `addr` (port 0 picks a free port). Calls go to `upstream` (its base URL, such as
+    /// `https://api.openai.com/v1`); with `None`, every call must be served from the trace (offline).
+    /// `models` gives the identity, the prices and the budgets; add `models.policy()` to the session's
+    /// guards for the allow-list and the budgets to apply.
+    pub async fn bind(
+        addr: SocketAddr,
+        session: Session,
+        models: Models,
+        upstream: Option<String>,
+    ) -> Result<LlmProxy, Error> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+        let upstream = upstream.map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &upstream {
+            let parsed = url::Url::parse(u)
+                .map_err(|e| Error::Config(format!("upstream `{u}` is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(Error::Config(format!(
+                    "upstream `{u}` must be an http:// or https:// URL"
+                )));
+            }
+        }
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the upstream HTTP client: {e}")))?;
+        Ok(LlmProxy {
+            listener,
+            state: Arc::new(State {
+                session,
+                models,
+                upstream,
+                client,
+            }),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("no local address: {e}")))
+    }
+
+    /// Serves until `shutdown` completes. Requests in progress then are abandoned; finish the session
+    /// after this returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let LlmProxy { listener, state } = self;
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    }
+}
+
+async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::POST || !req.uri().path().ends_with("/chat/completions") {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            None,
+            &format!(
+                "the FailCore LLM proxy serves POST .../chat/completions, not {} {}",
+                req.method(),
+                req.uri().path()
+            ),
+        );
+    }
+    let authorization = req.headers().get(hyper::header::AUTHORIZATION).cloned();
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(message) => {
+            return error_response(StatusCode::BAD_REQUEST, "invalid_request_error", None, &message)
+        }
+    };
+    let request = match parse_request(&body) {
+        Ok(r) => r,
+        Err(e) => return failcore_error(&e),
+    };
+    let upstream = Upstream {
+        client: state.client.clone(),
+        url: state
+            .upstream
+            .as_ref()
+            .map(|u| format!("{u}/chat/completions")),
+        authorization,
+        body,
+        failure: UpstreamFailure::default(),
+    };
+    if is_streaming(&request) {
+        streamed(state, request, upstream).await
+    } else {
+        whole(state, request, upstream).await
+    }
+}
+
+/// Reads a request body, up to [`MAX_REQUEST_BYTES`].
+async fn read_body(body: Incoming) -> Result<Bytes, String> {
+    match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(format!("cannot read the request body: {e}")),
+    }
+}
+
+struct Upstream {
+    client: reqwest::Client,
+    url: Option<String>,
+    authorization: Option<hyper::header::HeaderValue>,
+    body: Bytes,
+    failure: UpstreamFailure,
+}
+
+impl Upstream {
+    async fn open(&self) -> Result<reqwest::Response, String> {
+        let Some(url) = &self.url else {
+            return Err("no upstream: the proxy runs offline".into());
+        };
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(self.body.clone());
+        if let Some(auth) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, auth.as_bytes());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("upstream {url}: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        let message = format!(
+            "upstream {url} answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+        if let Ok(mut f) = self.failure.lock() {
+            *f = StatusCode::from_u16(status.as_u16())
+                .ok()
+                .map(|s| (s, body));
+        }
+        Err(message)
+    }
+
+    async fn whole(self) -> Result<Reply, String> {
+        let response = self.open().await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the upstream reply: {e}"))?;
+        serde_json::from_slice(&bytes)
+            .map(Reply::Body)
+            .map_err(|e| format!("the upstream reply is not JSON: {e}"))
+    }
+
+    /// Streams the upstream's events to `tx` as they arrive, and returns them all.
+    async fn chunks(self, tx: mpsc::Sender<Piece>, live: Arc<AtomicBool>) -> Result<Reply, String> {
+        let response = self.open().await?;
+        live.store(true, Ordering::SeqCst);
+        let mut stream = response.bytes_stream();
+        let mut splitter = SseSplitter::new();
+        let mut chunks = Vec::new();
+        while let Some(bytes) = stream.next().await {
+            let bytes = bytes.map_err(|e| format!("reading the upstream stream: {e}"))?;
+            for data in splitter.push(&bytes) {
+                // A client that went away does not stop the recording.
+                let _ = tx.send(Piece::Chunk(data.clone())).await;
+                chunks.push(data);
+            }
+        }
+        if let Some(data) = splitter.finish() {
+            let _ = tx.send(Piece::Chunk(data.clone())).await;
+            chunks.push(data);
+        }
+        Ok(Reply::Chunks(chunks))
+    }
+}
+
+async fn whole(state: &Arc<State>, request: Value, upstream: Upstream) -> Response<Body> {
+    let failure = upstream.failure.clone();
+    let outcome = state
+        .session
+        .scope(state.models.call(&request, upstream.whole()))
+        .await;
+    match outcome {
+        Ok(reply) => match reply.reply {
+            Reply::Body(body) => json_response(StatusCode::OK, &body),
+            Reply::Chunks(_) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failcore_replay",
+                None,
+                "the trace holds a streamed reply for this non-streamed request",
+            ),
+        },
+        Err(e) => passed_through(&failure).unwrap_or_else(|| failcore_error(&e)),
+    }
+}
+
+enum Piece {
+    Chunk(String),
+    Fail(Response<Body>),
+}
+
+async fn streamed(state: &Arc<State>, request: Value, upstream: Upstream) -> Response<Body> {
+    let (tx, mut rx) = mpsc::channel::<Piece>(64);
+    let live = Arc::new(AtomicBool::new(false));
+    let failure = upstream.failure.clone();
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let send = upstream.chunks(tx.clone(), live.clone());
+        let outcome = task_state
+            .session
+            .scope(task_state.models.call(&request, send))
+            .await
+            .map(ModelReplyChunks::from);
+        if live.load(Ordering::SeqCst) {
+            // Its events went to the client as they arrived.
+            return;
+        }
+        let piece = match outcome {
+            Ok(ModelReplyChunks(Some(chunks))) => {
+                for chunk in chunks {
+                    if tx.send(Piece::Chunk(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            Ok(ModelReplyChunks(None)) => Piece::Fail(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failcore_replay",
+                None,
+                "the trace holds a whole reply for this streamed request",
+            )),
+            Err(e) => Piece::Fail(passed_through(&failure).unwrap_or_else(|| failcore_error(&e))),
+        };
+        let _ = tx.send(piece).await;
+    });
+    match rx.recv().await {
+        None => error_response(
+            StatusCode::BAD_GATEWAY,
+            "failcore_upstream",
+            None,
+            "the upstream stream ended before its first event",
+        ),
+        Some(Piece::Fail(response)) => response,
+        Some(Piece::Chunk(first)) => {
+            let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+                match rx.recv().await {
+                    Some(Piece::Chunk(c)) => Some((c, rx)),
+                    _ => None,
+                }
+            });
+            let events = futures_util::stream::iter([first])
+                .chain(rest)
+                .map(|data| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {data}\n\n")))));
+            let mut response = Response::new(BodyExt::boxed(StreamBody::new(events)));
+            let headers = response.headers_mut();
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-cache"),
+            );
+            response
+        }
+    }
+}
+
+/// The chunks of a model reply, `None` when it is a whole reply.
+struct ModelReplyChunks(Option<Vec<String>>);
+
+impl From<crate::model::ModelReply> for ModelReplyChunks {
+    fn from(r: crate::model::ModelReply) -> Self {
+        match r.reply {
+            Reply::Chunks(c) => ModelReplyChunks(Some(c)),
+            Reply::Body(_) => ModelReplyChunks(None),
+        }
+    }
+}
+
+fn passed_through(failure: &UpstreamFailure) -> Option<Response<Body>> {
+    let (status, body) = failure.lock().ok()?.take()?;
+    let mut response = Response::new(BodyExt::boxed(Full::new(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Some(response)
+}
+
+fn failcore_error(e: &Error) -> Response<Body> {
+    match e {
+        Error::Blocked { rule, .. } => error_response(
+            StatusCode::FORBIDDEN,
+            "failcore_blocked",
+            Some(rule),
+            &e.to_string(),
+        ),
+        Error::ReplayMiss { .. } => error_response(
+            StatusCode::FAILED_DEPENDENCY,
+            "failcore_replay_miss",
+            None,
+            &e.to_string(),
+        ),
+        Error::InvalidArguments { .. } => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            &e.to_string(),
+        ),
+        Error::Tool { .. } => error_response(
+            StatusCode::BAD_GATEWAY,
+            "failcore_upstream",
+            None,
+            &e.to_string(),
+        ),
+        _ => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failcore_error",
+            Some(e.kind()),
+            &e.to_string(),
+        ),
+    }
+}
+
+fn error_response(
+    status: StatusCode,
+    kind: &str,
+    code: Option<&str>,
+    message: &str,
+) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": kind, "code": code, "param": null}}),
+    )
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(bytes))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

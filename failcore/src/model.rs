@@ -1,0 +1,743 @@
+//! Model calls as recorded steps: fingerprinted, policy-checked, replayed on resume, served offline, and
+//! attributed in tokens and money.
+//!
+//! A model call is a step of the run like a tool call. Its tool is `model:<model id>` (effect
+//! [`Effect::Model`]), its arguments are the request with the volatile fields removed (its identity, see
+//! [`Models::identity`]), and its output holds the reply, the token usage and the cost:
+//!
+//! ```json
+//! {"reply": {"body": {...}}, "usage": {"input": 812, "output": 41, "cached": 512}, "cost": 0.000153}
+//! ```
+//!
+//! A streamed reply is recorded chunk by chunk as `{"chunks": ["<data of event 1>", ...]}`, the `data` of
+//! each server-sent event as the provider sent it, so that a replay sends the same events in the same order.
+//!
+//! Requests and replies are in the provider's wire format (OpenAI Chat Completions, or any JSON API whose
+//! request names its `model`): the same trace is written by the rig wrapper ([`crate::rig::Recorded`],
+//! feature `rig`) and by `failcore llm-proxy`.
+//!
+//! [`Models`] holds what applies to the model calls of a run: the identity's exclusion list, the price
+//! table, the allow-list and the budgets. Its [`Models::policy`] is the guard that refuses a call before the
+//! request is sent, recorded as a block like any other (rules `model.allow`, `model.tokens`, `model.cost`).
+//! ```
+//! use failcore::model::{Models, Price};
+//!
+//! let models = Models::new()
+//!     .price("gpt-4o-mini", Price::per_million(0.15, 0.60).cached(0.075))
+//!     .allow(["gpt-4o-mini"])
+//!     .max_tokens(200_000)
+//!     .max_cost(1.50);
+//! let session = failcore::Session::builder()
+//!     .store(std::sync::Arc::new(failcore::store::MemoryStore::new()))
+//!     .guard(models.policy())
+//!     .open()
+//!     .unwrap();
+//! # drop(session);
+//! ```
+
+use crate::policy::{CallView, Limits, Policy, PolicyError, Verdict};
+use crate::{DynamicTool, Effect, Error};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+/// The prefix of a model step's tool name: `model:gpt-4o-mini`.
+pub const TOOL_PREFIX: &str = "model:";
+
+/// Where model steps show in the trace (their module).
+const ORIGIN: &str = "model";
+
+/// The request fields left out of a model call's identity by default: they vary between runs without
+/// changing what is asked (`user` and `metadata` tag the caller, `request_id` and `timestamp` are per
+/// request). Change the list with [`Models::exclude`] and [`Models::include`].
+pub const DEFAULT_EXCLUDE: &[&str] = &["user", "metadata", "request_id", "timestamp"];
+
+/// The model id of a model step's tool name (`model:gpt-4o` gives `gpt-4o`), `None` for any other tool.
+pub fn model_of(tool: &str) -> Option<&str> {
+    tool.strip_prefix(TOOL_PREFIX)
+}
+
+/// Tokens used by one model call. `input` counts every prompt token, `cached` the part of them served from
+/// the provider's prompt cache (billed at the cached price).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    #[serde(default)]
+    pub cached: u64,
+}
+
+impl Usage {
+    /// Every token, input and output.
+    pub fn total(&self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
+
+    /// Reads a provider's `usage` object: OpenAI Chat Completions (`prompt_tokens`, `completion_tokens`,
+    /// `prompt_tokens_details.cached_tokens`), OpenAI Responses (`input_tokens`, `output_tokens`,
+    /// `input_tokens_details.cached_tokens`), Anthropic Messages (`input_tokens`, `output_tokens`,
+    /// `cache_read_input_tokens`, `cache_creation_input_tokens`, the cache reads counted in `input`).
+    pub fn from_provider(usage: &Value) -> Option<Usage> {
+        let n = |path: &str| usage.pointer(path).and_then(Value::as_u64);
+        if let Some(input) = n("/prompt_tokens") {
+            return Some(Usage {
+                input,
+                output: n("/completion_tokens").unwrap_or(0),
+                cached: n("/prompt_tokens_details/cached_tokens").unwrap_or(0),
+            });
+        }
+        let input = n("/input_tokens")?;
+        let output = n("/output_tokens").unwrap_or(0);
+        if let Some(cached) = n("/input_tokens_details/cached_tokens") {
+            return Some(Usage {
+                input,
+                output,
+                cached,
+            });
+        }
+        let read = n("/cache_read_input_tokens").unwrap_or(0);
+        let written = n("/cache_creation_input_tokens").unwrap_or(0);
+        Some(Usage {
+            input: input.saturating_add(read).saturating_add(written),
+            output,
+            cached: read,
+        })
+    }
+
+    fn add(&mut self, other: Usage) {
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cached = self.cached.saturating_add(other.cached);
+    }
+}
+
+/// The price of a model, in money per million tokens (the unit is yours: use one currency throughout).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Cached input tokens; the input price when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<f64>,
+}
+
+impl Price {
+    /// Input and output prices per million tokens.
+    pub fn per_million(input: f64, output: f64) -> Price {
+        Price {
+            input,
+            output,
+            cached: None,
+        }
+    }
+
+    /// The price per million cached input tokens.
+    pub fn cached(mut self, cached: f64) -> Price {
+        self.cached = Some(cached);
+        self
+    }
+
+    /// What `usage` costs.
+    pub fn cost(&self, usage: Usage) -> f64 {
+        let cached = usage.cached.min(usage.input);
+        let fresh = usage.input - cached;
+        (fresh as f64 * self.input
+            + cached as f64 * self.cached.unwrap_or(self.input)
+            + usage.output as f64 * self.output)
+            / 1e6
+    }
+
+    fn valid(&self) -> bool {
+        [self.input, self.output, self.cached.unwrap_or(0.0)]
+            .iter()
+            .all(|p| p.is_finite() && *p >= 0.0)
+    }
+}
+
+/// A model's reply, as recorded and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reply {
+    /// A whole reply: its JSON body.
+    Body(Value),
+    /// A streamed reply: the `data` of each server-sent event, in order (`[DONE]` included).
+    Chunks(Vec<String>),
+}
+
+impl Reply {
+    /// The usage the reply reports: the body's `usage`, or for a stream the last chunk that carries one
+    /// (OpenAI sends it when asked with `stream_options.include_usage`; Anthropic splits it over
+    /// `message_start` and `message_delta`, whose output count wins).
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            Reply::Body(body) => body.get("usage").and_then(Usage::from_provider),
+            Reply::Chunks(chunks) => {
+                let mut found: Option<Usage> = None;
+                for chunk in chunks {
+                    let Ok(v) = serde_json::from_str::<Value>(chunk) else {
+                        continue;
+                    };
+                    let usage = v
+                        .get("usage")
+                        .filter(|u| !u.is_null())
+                        .or_else(|| v.pointer("/message/usage"));
+                    if let Some(u) = usage.and_then(Usage::from_provider) {
+                        found = Some(match found {
+                            // Anthropic: message_delta carries the final output count only.
+                            Some(prev) if u.input == 0 && prev.input > 0 => Usage {
+                                output: u.output,
+                                ..prev
+                            },
+                            _ => u,
+                        });
+                    }
+                }
+                found
+            }
+        }
+    }
+}
+
+/// What a model call gives back: the reply, its usage and cost, and whether it was served from the trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelReply {
+    pub reply: Reply,
+    pub usage: Option<Usage>,
+    /// The cost by the price table, when the model has a price and the reply reports its usage.
+    pub cost: Option<f64>,
+}
+
+/// The recorded output of a model step.
+#[derive(Serialize, Deserialize)]
+struct Recorded {
+    reply: Reply,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cost: Option<f64>,
+}
+
+/// The usage and cost a model step records, read from a trace: `None` unless `tool` is a model step's and
+/// `output` its recorded output.
+pub fn recorded_usage(tool: &str, output: &Value) -> Option<(Usage, Option<f64>)> {
+    model_of(tool)?;
+    let usage = Usage::deserialize(output.get("usage")?).ok()?;
+    let cost = output.get("cost").and_then(Value::as_f64);
+    Some((usage, cost))
+}
+
+#[derive(Debug, Clone, Default)]
+struct Config {
+    exclude: Vec<String>,
+    prices: BTreeMap<String, Price>,
+    allow: Option<BTreeSet<String>>,
+    max_tokens: Option<u64>,
+    max_cost: Option<f64>,
+    limits: Option<Limits>,
+}
+
+/// What the run has spent on model calls that executed (replayed ones are free).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spent {
+    pub usage: Usage,
+    pub cost: f64,
+    pub calls: u64,
+}
+
+/// The model calls of a run: identity, prices, allow-list, budgets, and what was spent. Clones share the
+/// spending, so define one per session (as [`crate::policy::Limits`]).
+#[derive(Debug, Clone)]
+pub struct Models {
+    config: Arc<Config>,
+    spent: Arc<Mutex<Spent>>,
+}
+
+impl Default for Models {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Models {
+    /// The default exclusion list, no prices, every model allowed, no budget.
+    pub fn new() -> Models {
+        Models {
+            config: Arc::new(Config {
+                exclude: DEFAULT_EXCLUDE.iter().map(|s| (*s).to_owned()).collect(),
+                ..Config::default()
+            }),
+            spent: Arc::default(),
+        }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Leaves a request field out of the identity: a top-level key (`user`) or a dotted path
+    /// (`messages.*.name`, where `*` is every element of an array or every value of an object).
+    pub fn exclude(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        if !self.config.exclude.contains(&path) {
+            self.config().exclude.push(path);
+        }
+        self
+    }
+
+    /// Puts a field of the default exclusion list back into the identity.
+    pub fn include(mut self, path: &str) -> Self {
+        self.config().exclude.retain(|p| p != path);
+        self
+    }
+
+    /// The price of `model`.
+    pub fn price(mut self, model: impl Into<String>, price: Price) -> Self {
+        self.config().prices.insert(model.into(), price);
+        self
+    }
+
+    /// Only these models may be called (rule `model.allow`); every model when never called.
+    pub fn allow<S: Into<String>>(mut self, models: impl IntoIterator<Item = S>) -> Self {
+        let allow = self.config().allow.get_or_insert_with(BTreeSet::new);
+        allow.extend(models.into_iter().map(Into::into));
+        self
+    }
+
+    /// No model call once the run's executed calls have used `tokens` (rule `model.tokens`).
+    pub fn max_tokens(mut self, tokens: u64) -> Self {
+        self.config().max_tokens = Some(tokens);
+        self
+    }
+
+    /// No model call once the run's executed calls have cost `budget` (rule `model.cost`).
+    pub fn max_cost(mut self, budget: f64) -> Self {
+        self.config().max_cost = Some(budget);
+        self
+    }
+
+    /// Also reports each executed call's cost to `limits` ([`Limits::report_cost`]), so that its
+    /// `max_cost` counts model spending with what tools report.
+    pub fn report_to(mut self, limits: Limits) -> Self {
+        self.config().limits = Some(limits);
+        self
+    }
+
+    /// Reads a model configuration (TOML):
+    ///
+    /// ```toml
+    /// allow = ["gpt-4o-mini"]      # optional: the allow-list
+    /// max_tokens = 200000          # optional: the token budget of the run
+    /// max_cost = 1.5               # optional: the money budget of the run
+    /// exclude = ["seed"]           # optional: more fields left out of the identity
+    /// include = ["user"]           # optional: default exclusions put back
+    ///
+    /// [prices."gpt-4o-mini"]       # per million tokens
+    /// input = 0.15
+    /// output = 0.60
+    /// cached = 0.075               # optional
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Models, Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            allow: Option<Vec<String>>,
+            max_tokens: Option<u64>,
+            max_cost: Option<f64>,
+            #[serde(default)]
+            exclude: Vec<String>,
+            #[serde(default)]
+            include: Vec<String>,
+            #[serde(default)]
+            prices: BTreeMap<String, Price>,
+        }
+        let file: File = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("model configuration: {e}")))?;
+        let mut models = Models::new();
+        if let Some(allow) = file.allow {
+            models = models.allow(allow);
+        }
+        if let Some(n) = file.max_tokens {
+            models = models.max_tokens(n);
+        }
+        if let Some(c) = file.max_cost {
+            if !c.is_finite() || c < 0.0 {
+                return Err(Error::Config(format!(
+                    "model configuration: max_cost must be a non-negative number, not {c}"
+                )));
+            }
+            models = models.max_cost(c);
+        }
+        for p in file.exclude {
+            models = models.exclude(p);
+        }
+        for p in &file.include {
+            models = models.include(p);
+        }
+        for (model, price) in file.prices {
+            if !price.valid() {
+                return Err(Error::Config(format!(
+                    "model configuration: the prices of `{model}` must be non-negative numbers"
+                )));
+            }
+            models = models.price(model, price);
+        }
+        Ok(models)
+    }
+
+    /// The exclusion list in force.
+    pub fn excluded(&self) -> &[String] {
+        &self.config.exclude
+    }
+
+    /// What the run's executed model calls have used so far.
+    pub fn spent(&self) -> Spent {
+        *self.spent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The guard that enforces the allow-list and the budgets on model steps (and lets every other call
+    /// through): add it to the session with [`crate::SessionBuilder::guard`].
+    pub fn policy(&self) -> ModelPolicy {
+        ModelPolicy {
+            models: self.clone(),
+        }
+    }
+
+    /// A request's identity: the request with the excluded fields removed. Its canonical JSON is what is
+    /// fingerprinted and recorded as the step's arguments.
+    pub fn identity(&self, request: &Value) -> Value {
+        let mut id = request.clone();
+        for path in &self.config.exclude {
+            let parts: Vec<&str> = path.split('.').collect();
+            remove_path(&mut id, &parts);
+        }
+        id
+    }
+
+    /// The cost of `usage` on `model` by the price table.
+    pub fn cost(&self, model: &str, usage: Usage) -> Option<f64> {
+        self.config.prices.get(model).map(|p| p.cost(usage))
+    }
+
+    /// Makes one model call through the lifecycle of the current (else the default) session: refuses it
+    /// when the session's policies do, serves it from the trace when resuming or offline (then `send` is
+    /// dropped unpolled: nothing is sent), and otherwise awaits `send` and records its reply, usage and
+    /// cost. `request` is the provider request; it must name its `model`.
+    pub async fn call<F>(&self, request: &Value, send: F) -> Result<ModelReply, Error>
+    where
+        F: Future<Output = Result<Reply, String>> + Send + 'static,
+    {
+        let model = request
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| Error::InvalidArguments {
+                tool: "model".into(),
+                reason: "the request names no `model`".into(),
+            })?
+            .to_owned();
+        let tool = DynamicTool::new(&format!("{TOOL_PREFIX}{model}"), ORIGIN, Effect::Model)?;
+        let identity = self.identity(request);
+        let this = self.clone();
+        let body = Box::pin(async move {
+            let reply = send.await?;
+            let usage = reply.usage();
+            let cost = usage.and_then(|u| this.cost(&model, u));
+            this.charge(usage, cost);
+            serde_json::to_value(Recorded { reply, usage, cost }).map_err(|e| e.to_string())
+        });
+        let output = tool.call(&identity, body).await?;
+        let recorded: Recorded =
+            serde_json::from_value(output).map_err(|e| Error::Tool {
+                tool: tool.info().name().to_owned(),
+                message: format!("the recorded model reply is not one FailCore wrote: {e}"),
+            })?;
+        Ok(ModelReply {
+            reply: recorded.reply,
+            usage: recorded.usage,
+            cost: recorded.cost,
+        })
+    }
+
+    fn charge(&self, usage: Option<Usage>, cost: Option<f64>) {
+        let mut s = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        s.calls += 1;
+        if let Some(u) = usage {
+            s.usage.add(u);
+        }
+        if let Some(c) = cost.filter(|c| c.is_finite() && *c > 0.0) {
+            s.cost += c;
+            if let Some(limits) = &self.config.limits {
+                limits.report_cost(c);
+            }
+        }
+    }
+}
+
+fn remove_path(value: &mut Value, path: &[&str]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    match value {
+        Value::Object(map) => {
+            if rest.is_empty() {
+                if *first == "*" {
+                    map.clear();
+                } else {
+                    map.remove(*first);
+                }
+            } else if *first == "*" {
+                map.values_mut().for_each(|v| remove_path(v, rest));
+            } else if let Some(v) = map.get_mut(*first) {
+                remove_path(v, rest);
+            }
+        }
+        Value::Array(items) if *first == "*" => {
+            if rest.is_empty() {
+                items.clear();
+            } else {
+                items.iter_mut().for_each(|v| remove_path(v, rest));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The guard of [`Models`]: refuses a model call to a model not on the allow-list, or once the run's budget
+/// in tokens or money is used.
+#[derive(Debug, Clone)]
+pub struct ModelPolicy {
+    models: Models,
+}
+
+impl Policy for ModelPolicy {
+    fn name(&self) -> &str {
+        "models"
+    }
+
+    fn check(&self, call: &CallView<'_>) -> Result<Verdict, PolicyError> {
+        let tool = call.tool();
+        if tool.effect() != Effect::Model {
+            return Ok(Verdict::Allow);
+        }
+        let model = model_of(tool.name()).unwrap_or(tool.name());
+        let config = &self.models.config;
+        if let Some(allow) = &config.allow {
+            if !allow.contains(model) {
+                let list: Vec<&str> = allow.iter().map(String::as_str).collect();
+                return Ok(Verdict::deny(
+                    "model.allow",
+                    format!(
+                        "model `{model}` is not on the allow-list ({})",
+                        list.join(", ")
+                    ),
+                ));
+            }
+        }
+        let spent = self
+            .models
+            .spent
+            .lock()
+            .map_err(|_| PolicyError("the model spending counters are poisoned".into()))?;
+        if let Some(max) = config.max_tokens {
+            if spent.usage.total() >= max {
+                return Ok(Verdict::deny(
+                    "model.tokens",
+                    format!(
+                        "the run has used {} tokens of its budget of {max}",
+                        spent.usage.total()
+                    ),
+                ));
+            }
+        }
+        if let Some(max) = config.max_cost {
+            if spent.cost >= max {
+                return Ok(Verdict::deny(
+                    "model.cost",
+                    format!(
+                        "the run's model calls have cost {:.6} of its budget of {max}",
+                        spent.cost
+                    ),
+                ));
+            }
+        }
+        Ok(Verdict::Allow)
+    }
+}
+
+/// Splits server-sent events: feed bytes as they arrive, take the `data` of each complete event.
+#[derive(Debug, Default)]
+pub struct SseSplitter {
+    buf: Vec<u8>,
+}
+
+impl SseSplitter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds bytes, returns the `data` of each event they complete (events without data are skipped;
+    /// multi-line data is joined with `\n`, as the event-stream grammar says).
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some((end, sep)) = find_blank_line(&self.buf) {
+            let event: Vec<u8> = self.buf.drain(..end + sep).take(end).collect();
+            if let Some(data) = event_data(&event) {
+                events.push(data);
+            }
+        }
+        events
+    }
+
+    /// The data of a last event not followed by a blank line, if any.
+    pub fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.buf);
+        event_data(&rest)
+    }
+}
+
+fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i < buf.len() {
+        for sep in [&b"\r\n\r\n"[..], b"\n\n", b"\r\r"] {
+            if buf[i..].starts_with(sep) {
+                return Some((i, sep.len()));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn event_data(event: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(event);
+    let mut data: Option<String> = None;
+    for line in text.split(['\n', '\r']) {
+        let Some(rest) = line.strip_prefix("data") else {
+            continue;
+        };
+        let value = match rest.strip_prefix(':') {
+            Some(v) => v.strip_prefix(' ').unwrap_or(v),
+            None if rest.is_empty() => "",
+            None => continue,
+        };
+        match &mut data {
+            Some(d) => {
+                d.push('\n');
+                d.push_str(value);
+            }
+            None => data = Some(value.to_owned()),
+        }
+    }
+    data.filter(|d| !d.trim().is_empty())
+}
+
+/// A request's JSON object, or a clear error.
+pub fn parse_request(body: &[u8]) -> Result<Value, Error> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(Error::InvalidArguments {
+            tool: "model".into(),
+            reason: "the request body must be a JSON object".into(),
+        }),
+        Err(e) => Err(Error::InvalidArguments {
+            tool: "model".into(),
+            reason: format!("the request body is not JSON: {e}"),
+        }),
+    }
+}
+
+/// Whether a request asks for a streamed reply (`"stream": true`).
+pub fn is_streaming(request: &Value) -> bool {
+    request.get("stream").and_then(Value::as_bool) == Some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn identity_leaves_out_the_volatile_fields_and_keeps_the_rest() {
+        let models = Models::new().exclude("messages.*.name");
+        let a = json!({"model": "m", "user": "u1", "metadata": {"k": 1}, "temperature": 0.2,
+            "messages": [{"role": "user", "content": "hi", "name": "alice"}]});
+        let b = json!({"model": "m", "user": "u2", "temperature": 0.2,
+            "messages": [{"role": "user", "content": "hi", "name": "bob"}]});
+        assert_eq!(models.identity(&a), models.identity(&b));
+        let c = json!({"model": "m", "temperature": 0.3,
+            "messages": [{"role": "user", "content": "hi"}]});
+        assert_ne!(models.identity(&a), models.identity(&c));
+        let back = Models::new().include("user");
+        assert_ne!(back.identity(&a), back.identity(&b));
+    }
+
+    #[test]
+    fn usage_is_read_from_each_provider_shape() {
+        let openai = json!({"prompt_tokens": 100, "completion_tokens": 20,
+            "prompt_tokens_details": {"cached_tokens": 60}});
+        assert_eq!(
+            Usage::from_provider(&openai),
+            Some(Usage { input: 100, output: 20, cached: 60 })
+        );
+        let anthropic = json!({"input_tokens": 10, "output_tokens": 5,
+            "cache_read_input_tokens": 90});
+        assert_eq!(
+            Usage::from_provider(&anthropic),
+            Some(Usage { input: 100, output: 5, cached: 90 })
+        );
+        assert_eq!(Usage::from_provider(&json!({"tokens": 3})), None);
+        let stream = Reply::Chunks(vec![
+            json!({"choices": [{"delta": {"content": "a"}}], "usage": null}).to_string(),
+            json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}})
+                .to_string(),
+            "[DONE]".into(),
+        ]);
+        assert_eq!(
+            stream.usage(),
+            Some(Usage { input: 7, output: 2, cached: 0 })
+        );
+    }
+
+    #[test]
+    fn cost_bills_cached_tokens_at_the_cached_price() {
+        let p = Price::per_million(2.0, 8.0).cached(0.5);
+        let u = Usage {
+            input: 1_000_000,
+            output: 500_000,
+            cached: 400_000,
+        };
+        // 600k fresh at 2, 400k cached at 0.5, 500k out at 8.
+        assert!((p.cost(u) - (1.2 + 0.2 + 4.0)).abs() < 1e-9);
+        let no_cache_price = Price::per_million(2.0, 8.0);
+        assert!((no_cache_price.cost(u) - (2.0 + 4.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sse_events_split_across_reads() {
+        let mut s = SseSplitter::new();
+        assert!(s.push(b"data: {\"a\":").is_empty());
+        assert_eq!(s.push(b"1}\n\n: comment\n\ndata: [DONE]\r\n\r\n"), vec![
+            "{\"a\":1}".to_owned(),
+            "[DONE]".to_owned()
+        ]);
+        assert_eq!(s.push(b"event: x\ndata: a\ndata: b"), Vec::<String>::new());
+        assert_eq!(s.finish().as_deref(), Some("a\nb"));
+    }
+
+    #[test]
+    fn the_configuration_file_is_checked() {
+        let m = Models::from_toml(
+            "allow = [\"a\"]\nmax_tokens = 10\nexclude = [\"seed\"]\n[prices.a]\ninput = 1.0\noutput = 2.0\n",
+        )
+        .unwrap();
+        assert!(m.excluded().iter().any(|p| p == "seed"));
+        assert_eq!(m.cost("a", Usage { input: 1_000_000, output: 0, cached: 0 }), Some(1.0));
+        let e = Models::from_toml("[prices.a]\ninput = -1.0\noutput = 2.0\n").unwrap_err();
+        assert!(e.to_string().contains("non-negative"), "{e}");
+        let e = Models::from_toml("alow = [\"a\"]\n").unwrap_err();
+        assert!(e.to_string().contains("alow"), "{e}");
+    }
+}
