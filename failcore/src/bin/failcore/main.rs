@@ -3,12 +3,14 @@
 mod common;
 mod diff;
 mod list;
+mod llm_proxy;
 mod proxy;
 mod report;
 mod resume;
 mod sample;
 mod scan;
 mod show;
+mod spend;
 mod stats;
 mod transfer;
 mod verify;
@@ -44,6 +46,8 @@ enum Command {
     Transfer(transfer::Command),
     /// Run an MCP server over stdio behind FailCore: each tools/call is policy-checked, replayed, traced.
     Proxy(proxy::Args),
+    /// Serve the OpenAI Chat Completions API locally; each model call is recorded, resumed, replayed offline.
+    LlmProxy(llm_proxy::Args),
     /// Executed vs replayed, time saved, blocked by rule, failures and latency per tool.
     Stats(stats::Args),
     /// Compare two runs step by step; exits 1 when they differ.
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(cli.store.as_deref(), args),
         Command::Transfer(command) => transfer::run(cli.store.as_deref(), command),
         Command::Proxy(args) => proxy::run(cli.store.as_deref(), args),
+        Command::LlmProxy(args) => llm_proxy::run(cli.store.as_deref(), args),
         Command::Stats(args) => stats::run(cli.store.as_deref(), args),
         Command::Diff(args) => diff::run(cli.store.as_deref(), args),
         Command::Report(args) => report::run(cli.store.as_deref(), args),

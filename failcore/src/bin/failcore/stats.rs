@@ -86,6 +86,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let mut tools: BTreeMap<String, Tool> = BTreeMap::new();
     let mut rules: BTreeMap<String, u64> = BTreeMap::new();
     let mut counts = failcore::store::Counts::default();
+    let mut spend = crate::spend::Spend::default();
     let (mut in_flight, mut saved_ns, mut exec_ns, mut drift, mut diverged) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let out = scan(store.as_ref(), &run, |ev| {
@@ -100,6 +101,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 Some(e) => {
                     counts.add(e.status);
                     t.counts.add(e.status);
+                    spend.add(&s.tool, e.status, e.output.as_ref());
                     drift += u64::from(!e.drift.is_empty());
                     match e.status {
                         Status::Replayed => {
@@ -167,6 +169,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             "drift": drift,
             "divergences": diverged,
             "tools": per_tool,
+            "models": spend.json(),
             "complete": out.ended,
             "problems": problems(&out),
         }));
@@ -190,6 +193,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             counts.replayed,
             duration(saved_ns)
         );
+        spend.print();
         if rules.is_empty() {
             println!("blocked    none");
         } else {
@@ -247,6 +251,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 duration(t.saved_ns)
             );
         }
+        spend.print_table();
         for p in problems(&out) {
             println!("{p}");
         }

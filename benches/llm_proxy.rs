@@ -1,0 +1,83 @@
+//! What `failcore llm-proxy` adds to a non-streamed Chat Completions request: the same request sent to the
+//! scripted upstream directly and through the proxy (request parse, identity, fingerprint, policy, intent
+//! and outcome records in a JSONL trace, `flushed`), over keep-alive connections on 127.0.0.1, in one run.
+//!
+//! `cargo bench --bench llm_proxy`. Figures: docs/BENCHMARKS.md.
+
+#[path = "../tests/support/scripted_llm.rs"]
+mod scripted_llm;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use failcore::llm_proxy::LlmProxy;
+use failcore::model::Models;
+use failcore::Session;
+use serde_json::json;
+use std::time::Duration;
+
+fn proxy(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, proxy_url, session) = rt.block_on(async {
+        let server = scripted_llm::Scripted::start().await;
+        let models = Models::new();
+        let session = Session::builder()
+            .dir(dir.path())
+            .guard(models.policy())
+            .open()
+            .expect("session");
+        let proxy = LlmProxy::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            session.clone(),
+            models,
+            Some(server.url()),
+        )
+        .await
+        .expect("proxy");
+        let url = format!("http://{}/v1", proxy.local_addr().expect("addr"));
+        tokio::spawn(proxy.serve(std::future::pending()));
+        (server, url, session)
+    });
+    let body = serde_json::to_vec(&json!({
+        "model": scripted_llm::MODEL,
+        "messages": [
+            {"role": "system", "content": "You plan with tools."},
+            {"role": "user", "content": "Forecast for Lisbon, plus four?"}
+        ],
+        "temperature": 0.2,
+        "tools": [{"type": "function", "function": {"name": "forecast", "description": "Looks up the forecast of a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    }))
+    .expect("json");
+    let client = reqwest::Client::new();
+    let post = |url: String| {
+        let client = client.clone();
+        let body = body.clone();
+        async move {
+            let r = client
+                .post(format!("{url}/chat/completions"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("send");
+            assert!(r.status().is_success(), "{}", r.status());
+            r.bytes().await.expect("body")
+        }
+    };
+    let mut g = c.benchmark_group("llm_proxy");
+    g.measurement_time(Duration::from_secs(8));
+    let direct = server.url();
+    g.bench_function("direct", |b| b.iter(|| rt.block_on(post(direct.clone()))));
+    g.bench_function("through_proxy", |b| {
+        b.iter(|| rt.block_on(post(proxy_url.clone())))
+    });
+    g.finish();
+    rt.block_on(async { session.finish().await.expect("finish") });
+}
+
+criterion_group!(benches, proxy);
+criterion_main!(benches);

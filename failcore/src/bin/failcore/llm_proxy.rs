@@ -1,0 +1,109 @@
+//! `failcore llm-proxy --upstream <url>`: a local OpenAI Chat Completions endpoint whose model calls are
+//! steps of a run: recorded, resumed and replayed offline (see docs/AGENTS.md).
+
+use crate::common::Result;
+use failcore::llm_proxy::LlmProxy;
+use failcore::model::Models;
+use failcore::{Error, Session};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The upstream API's base URL, such as https://api.openai.com/v1 (requests go to <url>/chat/completions).
+    #[arg(long, value_name = "URL", required_unless_present = "offline")]
+    upstream: Option<String>,
+    /// The address to listen on (port 0: any free port; the address is printed on stdout).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8788")]
+    listen: SocketAddr,
+    /// The model configuration (TOML): prices, allow-list, token and money budgets, identity exclusions.
+    #[arg(long, value_name = "FILE")]
+    models: Option<PathBuf>,
+    /// A policy file, as for every session (its guards apply to model calls too).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Resume an earlier run (`last` or a run id): calls it recorded are answered from its trace.
+    #[arg(long, value_name = "RUN", conflicts_with = "offline")]
+    resume: Option<String>,
+    /// Replay an earlier run offline: calls are answered from its trace and never reach the upstream.
+    #[arg(long, value_name = "RUN")]
+    offline: Option<String>,
+}
+
+pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
+    let models = match &args.models {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!("cannot read the model configuration {}: {e}", path.display()))
+            })?;
+            Models::from_toml(&text)?
+        }
+        None => Models::new(),
+    };
+    let mut builder = Session::from_env()?.guard(models.policy());
+    if let Some(spec) = store {
+        builder = builder.store(failcore::store_from_spec(spec)?);
+    }
+    if let Some(run) = &args.resume {
+        builder = builder.resume(run.clone());
+    }
+    if let Some(run) = &args.offline {
+        builder = builder.offline(run.clone());
+    }
+    if let Some(file) = &args.policy {
+        builder = builder.policy_file(file);
+    }
+    let upstream = if args.offline.is_some() {
+        None
+    } else {
+        args.upstream.clone()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let session = builder.open()?;
+        let proxy = match LlmProxy::bind(args.listen, session.clone(), models, upstream).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = session.finish().await;
+                return Err(e);
+            }
+        };
+        let addr = proxy.local_addr()?;
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on http://{addr} (run {})", session.run_id());
+            let _ = out.flush();
+        }
+        proxy.serve(shutdown_signal()).await;
+        session.finish().await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
