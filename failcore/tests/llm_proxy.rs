@@ -98,14 +98,13 @@ async fn client_calls(url: &str, user: &str) -> Result<Vec<String>, String> {
         let mut body = json!({"model": MODEL, "messages": conversation(turn), "user": user});
         if stream {
             body["stream"] = json!(true);
-            if turn == 1 {
-                body["stream_options"] = json!({"include_usage": true});
-            }
+            body["stream_options"] = json!({"include_usage": true});
         }
         let response = client
             .post(format!("{url}/chat/completions"))
             .header("authorization", "Bearer no-key")
-            .json(&body)
+            .header("content-type", "application/json")
+            .body(body.to_string())
             .send()
             .await
             .map_err(|e| e.to_string())?;
