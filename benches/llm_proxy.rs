@@ -75,6 +75,19 @@ fn proxy(c: &mut Criterion) {
     g.bench_function("through_proxy", |b| {
         b.iter(|| rt.block_on(post(proxy_url.clone())))
     });
+    // The FailCore part alone: one model step (identity, fingerprint, policy, both records) around a reply
+    // that is already there, no HTTP.
+    let request: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let reply: serde_json::Value =
+        serde_json::from_slice(&rt.block_on(post(server.url()))).expect("json");
+    let models = Models::new();
+    g.bench_function("model_step_only", |b| {
+        b.iter(|| {
+            let reply = failcore::model::Reply::Body(reply.clone());
+            rt.block_on(session.scope(models.call(&request, async move { Ok(reply) })))
+                .expect("step")
+        })
+    });
     g.finish();
     rt.block_on(async { session.finish().await.expect("finish") });
 }

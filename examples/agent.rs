@@ -53,7 +53,12 @@ async fn ask(session: &Session, models: &Models, base_url: &str) -> Result<Strin
         .dynamic_tools(failcore::rig::tools_in(session))
         .build();
     session
-        .scope(agent.prompt("Forecast for Lisbon, plus four?").max_turns(5).run())
+        .scope(
+            agent
+                .prompt("Forecast for Lisbon, plus four?")
+                .max_turns(5)
+                .run(),
+        )
         .await
         .map(|r| r.output())
         .map_err(|e| e.to_string())
@@ -64,7 +69,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = scripted_llm::Scripted::start().await;
     let models = || {
         Models::new()
-            .price(scripted_llm::MODEL, Price::per_million(2.0, 8.0).cached(0.5))
+            .price(
+                scripted_llm::MODEL,
+                Price::per_million(2.0, 8.0).cached(0.5),
+            )
             .max_cost(1.0)
     };
 

@@ -78,7 +78,12 @@ async fn run_agent(session: &Session, base_url: &str) -> Result<String, String> 
         .dynamic_tools(failcore::rig::tools_in(session))
         .build();
     session
-        .scope(agent.prompt("Forecast for Lisbon, plus four?").max_turns(5).run())
+        .scope(
+            agent
+                .prompt("Forecast for Lisbon, plus four?")
+                .max_turns(5)
+                .run(),
+        )
         .await
         .map(|r| r.output())
         .map_err(|e| e.to_string())
@@ -175,7 +180,11 @@ async fn a_killed_rig_agent_resumes_from_its_model_and_tool_steps_and_replays_of
     let second = session.run_id().to_owned();
     session.finish().await.unwrap();
     assert_eq!(answer, "Done: Lisbon: 21 C; 25.");
-    assert_eq!(server.requests(), 4, "one request: the call that was in flight");
+    assert_eq!(
+        server.requests(),
+        4,
+        "one request: the call that was in flight"
+    );
     assert_eq!(executions(&log), ["forecast", "add"], "no tool ran again");
     assert_eq!(
         steps(store.as_ref(), &second),
@@ -239,7 +248,10 @@ async fn a_killed_rig_agent_resumes_from_its_model_and_tool_steps_and_replays_of
         output: c1,
         cached: k1,
     });
-    assert!((saved_cost - expected).abs() < 1e-12, "{saved_cost} vs {expected}");
+    assert!(
+        (saved_cost - expected).abs() < 1e-12,
+        "{saved_cost} vs {expected}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

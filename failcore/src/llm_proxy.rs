@@ -137,7 +137,12 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(message) => {
-            return error_response(StatusCode::BAD_REQUEST, "invalid_request_error", None, &message)
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                &message,
+            )
         }
     };
     let request = match parse_request(&body) {
@@ -323,9 +328,9 @@ async fn streamed(state: &Arc<State>, request: Value, upstream: Upstream) -> Res
                     _ => None,
                 }
             });
-            let events = futures_util::stream::iter([first])
-                .chain(rest)
-                .map(|data| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {data}\n\n")))));
+            let events = futures_util::stream::iter([first]).chain(rest).map(|data| {
+                Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {data}\n\n"))))
+            });
             let mut response = Response::new(BodyExt::boxed(StreamBody::new(events)));
             let headers = response.headers_mut();
             headers.insert(

@@ -317,8 +317,9 @@ impl Models {
         self
     }
 
-    /// Also reports each executed call's cost to `limits` ([`Limits::report_cost`]), so that its
-    /// `max_cost` counts model spending with what tools report.
+    /// Also reports each executed call's cost and tokens to `limits` ([`Limits::report_cost`],
+    /// [`Limits::report_tokens`]), so that its `max_cost` and `max_tokens` count model spending with what
+    /// tools report.
     pub fn report_to(mut self, limits: Limits) -> Self {
         self.config().limits = Some(limits);
         self
@@ -352,8 +353,8 @@ impl Models {
             #[serde(default)]
             prices: BTreeMap<String, Price>,
         }
-        let file: File = toml::from_str(text)
-            .map_err(|e| Error::Config(format!("model configuration: {e}")))?;
+        let file: File =
+            toml::from_str(text).map_err(|e| Error::Config(format!("model configuration: {e}")))?;
         let mut models = Models::new();
         if let Some(allow) = file.allow {
             models = models.allow(allow);
@@ -448,11 +449,10 @@ impl Models {
             serde_json::to_value(Recorded { reply, usage, cost }).map_err(|e| e.to_string())
         });
         let output = tool.call(&identity, body).await?;
-        let recorded: Recorded =
-            serde_json::from_value(output).map_err(|e| Error::Tool {
-                tool: tool.info().name().to_owned(),
-                message: format!("the recorded model reply is not one FailCore wrote: {e}"),
-            })?;
+        let recorded: Recorded = serde_json::from_value(output).map_err(|e| Error::Tool {
+            tool: tool.info().name().to_owned(),
+            message: format!("the recorded model reply is not one FailCore wrote: {e}"),
+        })?;
         Ok(ModelReply {
             reply: recorded.reply,
             usage: recorded.usage,
@@ -465,6 +465,9 @@ impl Models {
         s.calls += 1;
         if let Some(u) = usage {
             s.usage.add(u);
+            if let Some(limits) = &self.config.limits {
+                limits.report_tokens(u.total());
+            }
         }
         if let Some(c) = cost.filter(|c| c.is_finite() && *c > 0.0) {
             s.cost += c;
@@ -680,13 +683,21 @@ mod tests {
             "prompt_tokens_details": {"cached_tokens": 60}});
         assert_eq!(
             Usage::from_provider(&openai),
-            Some(Usage { input: 100, output: 20, cached: 60 })
+            Some(Usage {
+                input: 100,
+                output: 20,
+                cached: 60
+            })
         );
         let anthropic = json!({"input_tokens": 10, "output_tokens": 5,
             "cache_read_input_tokens": 90});
         assert_eq!(
             Usage::from_provider(&anthropic),
-            Some(Usage { input: 100, output: 5, cached: 90 })
+            Some(Usage {
+                input: 100,
+                output: 5,
+                cached: 90
+            })
         );
         assert_eq!(Usage::from_provider(&json!({"tokens": 3})), None);
         let stream = Reply::Chunks(vec![
@@ -697,7 +708,11 @@ mod tests {
         ]);
         assert_eq!(
             stream.usage(),
-            Some(Usage { input: 7, output: 2, cached: 0 })
+            Some(Usage {
+                input: 7,
+                output: 2,
+                cached: 0
+            })
         );
     }
 
@@ -719,10 +734,10 @@ mod tests {
     fn sse_events_split_across_reads() {
         let mut s = SseSplitter::new();
         assert!(s.push(b"data: {\"a\":").is_empty());
-        assert_eq!(s.push(b"1}\n\n: comment\n\ndata: [DONE]\r\n\r\n"), vec![
-            "{\"a\":1}".to_owned(),
-            "[DONE]".to_owned()
-        ]);
+        assert_eq!(
+            s.push(b"1}\n\n: comment\n\ndata: [DONE]\r\n\r\n"),
+            vec!["{\"a\":1}".to_owned(), "[DONE]".to_owned()]
+        );
         assert_eq!(s.push(b"event: x\ndata: a\ndata: b"), Vec::<String>::new());
         assert_eq!(s.finish().as_deref(), Some("a\nb"));
     }
@@ -734,10 +749,102 @@ mod tests {
         )
         .unwrap();
         assert!(m.excluded().iter().any(|p| p == "seed"));
-        assert_eq!(m.cost("a", Usage { input: 1_000_000, output: 0, cached: 0 }), Some(1.0));
+        assert_eq!(
+            m.cost(
+                "a",
+                Usage {
+                    input: 1_000_000,
+                    output: 0,
+                    cached: 0
+                }
+            ),
+            Some(1.0)
+        );
         let e = Models::from_toml("[prices.a]\ninput = -1.0\noutput = 2.0\n").unwrap_err();
         assert!(e.to_string().contains("non-negative"), "{e}");
         let e = Models::from_toml("alow = [\"a\"]\n").unwrap_err();
         assert!(e.to_string().contains("alow"), "{e}");
+    }
+
+    fn reply(prompt: u64) -> Reply {
+        Reply::Body(
+            json!({"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": 10}}),
+        )
+    }
+
+    #[tokio::test]
+    async fn executed_calls_spend_the_budgets_and_replayed_ones_are_free() {
+        use crate::store::MemoryStore;
+        let store = std::sync::Arc::new(MemoryStore::new());
+        let limits = Limits::new().max_tokens(1_000);
+        let models = Models::new()
+            .price("m", Price::per_million(1.0, 1.0))
+            .max_tokens(250)
+            .report_to(limits.clone());
+        let session = crate::Session::builder()
+            .store(store.clone())
+            .guard(models.policy())
+            .open()
+            .unwrap();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let call = |n: u64| {
+            let sent = sent.clone();
+            let models = models.clone();
+            let session = session.clone();
+            async move {
+                let request =
+                    json!({"model": "m", "messages": [{"role": "user", "content": n.to_string()}]});
+                let send = async move {
+                    sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(reply(100 + n))
+                };
+                session.scope(models.call(&request, send)).await
+            }
+        };
+        let first = call(1).await.unwrap();
+        assert_eq!(
+            first.usage,
+            Some(Usage {
+                input: 101,
+                output: 10,
+                cached: 0
+            })
+        );
+        assert!((first.cost.unwrap() - 111.0 / 1e6).abs() < 1e-15);
+        call(2).await.unwrap();
+        // 223 tokens spent: still under 250, so the third call runs and passes the budget.
+        call(3).await.unwrap();
+        assert_eq!(models.spent().usage.total(), 336);
+        assert_eq!(limits.tokens(), 336);
+        let refused = call(4).await.unwrap_err();
+        assert!(
+            matches!(&refused, Error::Blocked { rule, .. } if rule == "model.tokens"),
+            "{refused}"
+        );
+        assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let run = session.run_id().to_owned();
+        session.finish().await.unwrap();
+
+        // Resumed: the three recorded calls are served, not sent, and spend nothing.
+        let models = Models::new().max_tokens(250);
+        let session = crate::Session::builder()
+            .store(store)
+            .resume(run)
+            .guard(models.policy())
+            .open()
+            .unwrap();
+        for n in 1..=3u64 {
+            let request =
+                json!({"model": "m", "messages": [{"role": "user", "content": n.to_string()}]});
+            let served = session
+                .scope(models.call(&request, async {
+                    Err::<Reply, _>("must not be sent".into())
+                }))
+                .await
+                .unwrap();
+            assert_eq!(served.reply, reply(100 + n));
+        }
+        assert_eq!(models.spent(), Spent::default());
+        session.finish().await.unwrap();
     }
 }

@@ -159,8 +159,11 @@ where
                     Ok(o) => o,
                     Err(e) => {
                         let message = e.to_string();
-                        *slot.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some((Opened::new(futures_util::stream::empty()), Vec::new(), Some(e)));
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+                            Opened::new(futures_util::stream::empty()),
+                            Vec::new(),
+                            Some(e),
+                        ));
                         return Err(message);
                     }
                 };

@@ -78,7 +78,12 @@ impl Proxy {
 fn conversation(turn: u64) -> Value {
     let mut messages = vec![json!({"role": "user", "content": "Forecast for Lisbon, plus four?"})];
     let calls = [
-        ("call_forecast", "forecast", "{\"city\":\"Lisbon\"}", "Lisbon: 21 C"),
+        (
+            "call_forecast",
+            "forecast",
+            "{\"city\":\"Lisbon\"}",
+            "Lisbon: 21 C",
+        ),
         ("call_add", "add", "{\"a\":21,\"b\":4}", "25"),
     ];
     for (id, name, args, result) in calls.iter().take(turn as usize) {
@@ -161,14 +166,24 @@ async fn the_proxy_records_dies_resumes_and_replays_offline_streamed_and_not() {
         .await
         .expect("the third call never reached the upstream");
     proxy.kill();
-    assert!(client.await.unwrap().is_err(), "the client saw the proxy die");
+    assert!(
+        client.await.unwrap().is_err(),
+        "the client saw the proxy die"
+    );
     assert_eq!(server.requests(), 3);
     let first = last_run(&traces);
 
     // Run 2: resumed. The two recorded calls are served; only the third is sent.
     let proxy = Proxy::start(
         &traces,
-        &["--upstream", &server.url(), "--models", models, "--resume", &first],
+        &[
+            "--upstream",
+            &server.url(),
+            "--models",
+            models,
+            "--resume",
+            &first,
+        ],
     );
     let resumed = client_calls(&proxy.url, "bob").await.unwrap();
     proxy.stop();
@@ -206,9 +221,13 @@ async fn the_proxy_records_dies_resumes_and_replays_offline_streamed_and_not() {
     assert_eq!(saved["input_tokens"], p0 + p1);
     assert_eq!(saved["output_tokens"], c0 + c1);
     assert_eq!(saved["cached_tokens"], k0 + k1);
-    let cost = |p: u64, c: u64, k: u64| ((p - k) as f64 * 2.0 + k as f64 * 0.5 + c as f64 * 8.0) / 1e6;
+    let cost =
+        |p: u64, c: u64, k: u64| ((p - k) as f64 * 2.0 + k as f64 * 0.5 + c as f64 * 8.0) / 1e6;
     let expected = cost(p0, c0, k0) + cost(p1, c1, k1);
-    assert!((saved["cost"].as_f64().unwrap() - expected).abs() < 1e-12, "{saved}");
+    assert!(
+        (saved["cost"].as_f64().unwrap() - expected).abs() < 1e-12,
+        "{saved}"
+    );
     let (p2, c2, k2) = usage_of_turn(2);
     assert_eq!(stats["models"]["spent"]["tokens"], p2 + c2);
     assert!((stats["models"]["spent"]["cost"].as_f64().unwrap() - cost(p2, c2, k2)).abs() < 1e-12);
@@ -235,12 +254,20 @@ async fn a_refused_model_never_reaches_the_upstream() {
     std::fs::write(&models, "allow = [\"other-model\"]\n").unwrap();
     let proxy = Proxy::start(
         &traces,
-        &["--upstream", &server.url(), "--models", models.to_str().unwrap()],
+        &[
+            "--upstream",
+            &server.url(),
+            "--models",
+            models.to_str().unwrap(),
+        ],
     );
     let err = client_calls(&proxy.url, "x").await.unwrap_err();
     proxy.stop();
     assert!(err.starts_with("403"), "{err}");
-    assert!(err.contains("failcore_blocked") && err.contains("model.allow"), "{err}");
+    assert!(
+        err.contains("failcore_blocked") && err.contains("model.allow"),
+        "{err}"
+    );
     assert_eq!(server.requests(), 0);
     let stats = stats_json(&traces, "last");
     assert_eq!(stats["blocked_by_rule"]["model.allow"], 1);
@@ -264,7 +291,10 @@ fn python_sdk() -> bool {
 }
 
 fn python_agent(url: &str) -> std::process::Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/openai_agent.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/openai_agent.py"
+    );
     Command::new("python3")
         .arg(script)
         .arg(url)

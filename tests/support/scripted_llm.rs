@@ -110,14 +110,22 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         std::future::pending::<()>().await;
     }
     if !path.ends_with("/chat/completions") {
-        return reply(404, "application/json", json!({"error": {"message": "not found"}}).to_string());
+        return reply(
+            404,
+            "application/json",
+            json!({"error": {"message": "not found"}}).to_string(),
+        );
     }
     let Ok(request) = body
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .ok_or(())
     else {
-        return reply(400, "application/json", json!({"error": {"message": "bad json"}}).to_string());
+        return reply(
+            400,
+            "application/json",
+            json!({"error": {"message": "bad json"}}).to_string(),
+        );
     };
     let messages = request["messages"].as_array().cloned().unwrap_or_default();
     let results: Vec<String> = messages
@@ -135,8 +143,14 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         .collect();
     let turn = results.len() as u64;
     let (message, finish) = match turn {
-        0 => (tool_call("call_forecast", "forecast", json!({"city": "Lisbon"})), "tool_calls"),
-        1 => (tool_call("call_add", "add", json!({"a": 21, "b": 4})), "tool_calls"),
+        0 => (
+            tool_call("call_forecast", "forecast", json!({"city": "Lisbon"})),
+            "tool_calls",
+        ),
+        1 => (
+            tool_call("call_add", "add", json!({"a": 21, "b": 4})),
+            "tool_calls",
+        ),
         _ => (
             json!({"role": "assistant", "content": format!("Done: {}.", results.join("; "))}),
             "stop",
@@ -174,7 +188,10 @@ fn stream(id: &str, message: &Value, finish: &str, usage: Option<Value>) -> Stri
         json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000u64,
             "model": MODEL, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     if let Some(text) = message["content"].as_str() {
         // A few pieces, to be replayed one by one.
         let words: Vec<&str> = text.split_inclusive(' ').collect();
@@ -198,8 +215,10 @@ fn stream(id: &str, message: &Value, finish: &str, usage: Option<Value>) -> Stri
     }
     events.push(chunk(json!({}), json!(finish)));
     if let Some(usage) = usage {
-        events.push(json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000u64,
-            "model": MODEL, "choices": [], "usage": usage}));
+        events.push(
+            json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+            "model": MODEL, "choices": [], "usage": usage}),
+        );
     }
     let mut out = String::new();
     for e in events {

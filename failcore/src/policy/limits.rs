@@ -12,6 +12,7 @@ struct State {
     total: u64,
     started: Option<Instant>,
     cost: f64,
+    tokens: u64,
 }
 
 /// Limits on calls. The counters live in the value (clones share them): define one `Limits` per session,
@@ -28,6 +29,7 @@ pub struct Limits {
     max_calls: Option<u64>,
     max_duration: Option<Duration>,
     max_cost: Option<f64>,
+    max_tokens: Option<u64>,
     state: Arc<Mutex<State>>,
 }
 
@@ -48,6 +50,7 @@ impl Limits {
             max_calls: None,
             max_duration: None,
             max_cost: None,
+            max_tokens: None,
             state: Arc::default(),
         }
     }
@@ -92,6 +95,21 @@ impl Limits {
             s.cost += amount;
         }
     }
+    /// No call once the reported tokens reach `budget` (rule `limits.tokens`). Model calls report theirs
+    /// through [`crate::model::Models::report_to`].
+    pub fn max_tokens(mut self, budget: u64) -> Self {
+        self.max_tokens = Some(budget);
+        self
+    }
+    /// Adds to the run's token count.
+    pub fn report_tokens(&self, tokens: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.tokens = s.tokens.saturating_add(tokens);
+    }
+    /// The tokens reported so far.
+    pub fn tokens(&self) -> u64 {
+        self.state.lock().map(|s| s.tokens).unwrap_or(u64::MAX)
+    }
     /// The cost reported so far.
     pub fn cost(&self) -> f64 {
         self.state.lock().map(|s| s.cost).unwrap_or(f64::INFINITY)
@@ -135,6 +153,17 @@ impl Policy for Limits {
                     format!(
                         "the run has reported a cost of {} of its budget {max}",
                         s.cost
+                    ),
+                ));
+            }
+        }
+        if let Some(max) = self.max_tokens {
+            if s.tokens >= max {
+                return Ok(Verdict::deny(
+                    "limits.tokens",
+                    format!(
+                        "the run has reported {} tokens of its budget {max}",
+                        s.tokens
                     ),
                 ));
             }

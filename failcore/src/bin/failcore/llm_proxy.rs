@@ -36,7 +36,10 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let models = match &args.models {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!("cannot read the model configuration {}: {e}", path.display()))
+                Error::Config(format!(
+                    "cannot read the model configuration {}: {e}",
+                    path.display()
+                ))
             })?;
             Models::from_toml(&text)?
         }

@@ -99,6 +99,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let (mut in_flight, mut saved, mut drift, mut diverged) = (0u64, 0u64, 0u64, 0u64);
     let mut blocked: Vec<(u64, String, String, String, String)> = Vec::new();
     let mut run_status = None;
+    let mut spend = crate::spend::Spend::default();
     let out = scan(store.as_ref(), &run, |ev| {
         match ev {
             Event::Start { ts, start } => {
@@ -110,6 +111,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 match &s.end {
                     Some(e) => {
                         counts.add(e.status);
+                        spend.add(&s.tool, e.status, e.output.as_ref());
                         saved = saved.saturating_add(e.saved_ns.unwrap_or(0));
                         drift += u64::from(!e.drift.is_empty());
                         if e.status == Status::Blocked {
@@ -205,6 +207,9 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         "",
     );
     card(&mut h, "c-saved", "saved by replay", duration(saved), "okc");
+    for (id, label, value) in spend.cards() {
+        card(&mut h, id, label, value, "");
+    }
     let warn = |n: u64| if n > 0 { "warn" } else { "" };
     card(
         &mut h,

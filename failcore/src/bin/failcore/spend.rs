@@ -116,6 +116,31 @@ impl Spend {
         );
     }
 
+    /// (id, label, value) of the report's cards: tokens and money, spent and saved.
+    pub fn cards(&self) -> Vec<(&'static str, &'static str, String)> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        vec![
+            (
+                "c-tokens",
+                "tokens spent",
+                self.spent.usage.total().to_string(),
+            ),
+            (
+                "c-tokens-saved",
+                "tokens saved by replay",
+                self.saved.usage.total().to_string(),
+            ),
+            ("c-cost", "money spent", format!("{:.6}", self.spent.cost)),
+            (
+                "c-cost-saved",
+                "money saved by replay",
+                format!("{:.6}", self.saved.cost),
+            ),
+        ]
+    }
+
     pub fn print_table(&self) {
         if self.is_empty() {
             return;
