@@ -666,8 +666,14 @@ fn random_programs_killed_resumed_and_replayed_match_the_model() {
     });
     let t = totals.into_inner().unwrap();
     assert_eq!(t.programs as u64, programs);
-    println!(
-        "replay model: {} programs, {} runs, {} calls checked, {} kills, {} resumes, {} offline replays",
+    let report = format!(
+        "replay model: {} programs, {} runs, {} calls checked, {} kills, {} resumes, {} offline replays\n",
         t.programs, t.runs, t.calls, t.kills, t.resumes, t.offline
+    );
+    print!("{report}");
+    // Also kept where CI prints it from (test output is captured when tests pass).
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay_model_report.txt"),
+        &report,
     );
 }
