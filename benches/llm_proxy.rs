@@ -88,6 +88,17 @@ fn proxy(c: &mut Criterion) {
                 .expect("step")
         })
     });
+    // The same lifecycle for a small tool call known at run time, in the same run: what a step costs here
+    // whatever it records.
+    let tool =
+        failcore::DynamicTool::new("bench_tool", "bench", failcore::Effect::Pure).expect("tool");
+    let args = json!({"a": 1, "b": 2});
+    g.bench_function("tool_step_reference", |b| {
+        b.iter(|| {
+            rt.block_on(session.scope(tool.call(&args, Box::pin(async { Ok(json!(3)) }))))
+                .expect("step")
+        })
+    });
     g.finish();
     rt.block_on(async { session.finish().await.expect("finish") });
 }

@@ -44,9 +44,18 @@ async fn add(a: i64, b: i64) -> Result<i64, ToolError> {
     Ok(a + b)
 }
 
-/// Appends a line to the file named by `AGENT_TOOL_LOG`: each time a tool body really runs.
+/// Where the tools log their executions in this process, and the runs whose executions are logged (the
+/// other tests of this binary run tools too). The child logs every execution to `AGENT_TOOL_LOG`.
+static TOOL_LOG: std::sync::Mutex<Option<(std::path::PathBuf, Vec<String>)>> =
+    std::sync::Mutex::new(None);
+
+/// Appends a line to the tool log: each time a tool body really runs.
 fn log_execution(tool: &str) {
-    if let Ok(path) = std::env::var("AGENT_TOOL_LOG") {
+    let here = TOOL_LOG.lock().unwrap().clone().and_then(|(path, runs)| {
+        let run = failcore::current()?.run_id().to_owned();
+        runs.contains(&run).then_some(path)
+    });
+    if let Some(path) = here.or_else(|| std::env::var_os("AGENT_TOOL_LOG").map(Into::into)) {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -169,13 +178,13 @@ async fn a_killed_rig_agent_resumes_from_its_model_and_tool_steps_and_replays_of
     );
 
     // Run 2: resume. Model and tool steps come from the trace; only the third model call is sent.
-    std::env::set_var("AGENT_TOOL_LOG", &log);
     let session = Session::builder()
         .store(store.clone())
         .resume(first.clone())
         .guard(models().policy())
         .open()
         .unwrap();
+    *TOOL_LOG.lock().unwrap() = Some((log.clone(), vec![session.run_id().to_owned()]));
     let answer = run_agent(&session, &server.url()).await.unwrap();
     let second = session.run_id().to_owned();
     session.finish().await.unwrap();
@@ -203,6 +212,13 @@ async fn a_killed_rig_agent_resumes_from_its_model_and_tool_steps_and_replays_of
         .offline(second.clone())
         .open()
         .unwrap();
+    TOOL_LOG
+        .lock()
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .1
+        .push(session.run_id().to_owned());
     let offline_answer = run_agent(&session, "http://127.0.0.1:9/v1").await.unwrap();
     session.finish().await.unwrap();
     assert_eq!(offline_answer, answer);
