@@ -3,7 +3,7 @@
 use crate::fingerprint::fp_key_hex;
 use crate::session::PrehashedKey;
 use crate::Error;
-use failcore_store::{field_diff, Divergence, RunReader, TraceStore};
+use failcore_store::{field_diff, Divergence, TraceStore, VerifiedRecords};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -41,12 +41,13 @@ pub struct ResumeReport {
     pub torn_tail: Option<usize>,
     /// Whether that run ended with a run_end.
     pub complete: bool,
+    /// When only a verified prefix was served (`FAILCORE_RESUME_PREFIX=1`): the fault that ended it.
+    pub unverified: Option<String>,
 }
 
 /// The fields of a record that resume reads; the rest is skipped without being decoded.
 #[derive(Deserialize)]
 struct Lean<'a> {
-    v: u32,
     seq: u64,
     kind: &'a str,
     #[serde(default)]
@@ -91,12 +92,18 @@ pub(crate) struct ReplayIndex {
 const DIVERGENCE_FIELDS: usize = 32;
 
 impl ReplayIndex {
-    /// Reads `run` from `store` and indexes its successes by fingerprint, in occurrence order.
+    /// Reads `run` from `store`, verifying it as `verify` does, and indexes its successes by fingerprint, in
+    /// occurrence order. A run that fails verification is refused with an error naming the first bad record,
+    /// unless `serve_prefix` asks for the records verified before it.
     ///
     /// Decodes only the fields resume needs, borrowing from each line (outputs are kept as raw JSON), so a
     /// run of 100,000 steps indexes in a fraction of a second.
-    pub fn load(store: &dyn TraceStore, run: &str) -> Result<(ReplayIndex, ResumeReport), Error> {
-        let mut reader = RunReader::open(store, run)?;
+    pub fn load(
+        store: &dyn TraceStore,
+        run: &str,
+        serve_prefix: bool,
+    ) -> Result<(ReplayIndex, ResumeReport), Error> {
+        let mut records = VerifiedRecords::open(store, run, serve_prefix)?;
         let mut starts: HashMap<u64, (String, String, u32)> = HashMap::new();
         let mut queues: HashMap<u128, Queue, BuildHasherDefault<PrehashedKey>> = HashMap::default();
         let mut positions: HashMap<String, Vec<(u64, Box<RawValue>)>> = HashMap::new();
@@ -104,26 +111,16 @@ impl ReplayIndex {
             source: run.to_owned(),
             ..ResumeReport::default()
         };
-        while let Some(item) = reader.next_line() {
-            let (line, bytes) = item?;
-            let rec: Lean<'_> = match serde_json::from_slice(&bytes) {
-                Ok(rec) => rec,
-                Err(e) => {
-                    reader.stop();
-                    // Say precisely what is wrong (newer version, corrupt line) with the full decoder.
-                    RunReader::decode(reader.name(), line, &bytes)?;
-                    return Err(Error::Corrupt {
-                        file: reader.name().to_owned(),
-                        line,
-                        reason: e.to_string(),
-                    });
-                }
-            };
-            if rec.v == 0 || rec.v > failcore_store::FORMAT_VERSION {
-                RunReader::decode(reader.name(), line, &bytes)?;
-            }
+        while let Some(item) = records.next() {
+            let verified = item?;
+            let (line, bytes) = (verified.line, verified.bytes);
+            let rec: Lean<'_> = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                file: records.name().to_owned(),
+                line,
+                reason: e.to_string(),
+            })?;
             let corrupt = |what: &str| Error::Corrupt {
-                file: reader.name().to_owned(),
+                file: records.name().to_owned(),
                 line,
                 reason: format!("{} record without {what}", rec.kind),
             };
@@ -185,17 +182,18 @@ impl ReplayIndex {
                     };
                 }
                 "run_end" => report.complete = true,
-                "run_start" => {}
+                "run_start" | "checkpoint" => {}
                 other => {
                     return Err(Error::Corrupt {
-                        file: reader.name().to_owned(),
+                        file: records.name().to_owned(),
                         line,
                         reason: format!("unknown record kind `{other}`"),
                     })
                 }
             }
         }
-        report.torn_tail = reader.torn_tail();
+        report.torn_tail = records.torn_tail();
+        report.unverified = records.fault().map(ToString::to_string);
         let mut in_flight: HashMap<u128, u32, BuildHasherDefault<PrehashedKey>> =
             HashMap::default();
         let mut open: Vec<_> = starts.into_iter().collect();

@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub tool_durability: HashMap<String, Durability>,
     pub replay: Option<ReplayIndex>,
     pub resume_report: Option<ResumeReport>,
+    /// The claim on the run being resumed: held until `finish`, or until the session is dropped.
+    claim: Mutex<Option<failcore_store::Claim>>,
     /// Calls per fingerprint so far, keyed by the fingerprint's first 128 bits (already uniformly
     /// distributed, so not hashed again): about 32 bytes per distinct fingerprint.
     occurrences: Mutex<HashMap<u128, u32, BuildHasherDefault<PrehashedKey>>>,
@@ -243,6 +245,23 @@ impl Session {
         if let Some(file) = var("FAILCORE_POLICY") {
             b = b.policy_file(file);
         }
+        b.resume_prefix = var("FAILCORE_RESUME_PREFIX").is_some_and(|v| v != "0");
+        b.signing_key = failcore_store::seal::SealKey::from_env()?;
+        for (name, slot) in [
+            ("FAILCORE_CLAIM_WAIT", &mut b.claim_wait),
+            ("FAILCORE_CLAIM_LEASE", &mut b.claim_lease),
+        ] {
+            if let Some(secs) = var(name) {
+                let secs: f64 = secs
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| {
+                        Error::Config(format!("{name}: expected seconds, got {secs:?}"))
+                    })?;
+                *slot = Some(std::time::Duration::from_secs_f64(secs));
+            }
+        }
         Ok(b)
     }
 
@@ -317,6 +336,11 @@ impl Session {
             .journal
             .append(Body::RunEnd(end), inner.durability.max(Durability::Flushed))
             .await?;
+        // The run is over: another resumer may now take the run it resumed.
+        let claim = inner.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(claim) = claim {
+            claim.release()?;
+        }
         Ok(summary)
     }
 }
@@ -339,6 +363,10 @@ pub struct SessionBuilder {
     strict_contracts: bool,
     on_in_flight: InFlight,
     redact_key: Option<[u8; 32]>,
+    resume_prefix: bool,
+    signing_key: Option<failcore_store::seal::SealKey>,
+    claim_wait: Option<std::time::Duration>,
+    claim_lease: Option<std::time::Duration>,
 }
 
 impl SessionBuilder {
@@ -444,6 +472,34 @@ impl SessionBuilder {
         self
     }
 
+    /// Resume and offline serve a run only if it verifies (chain, seq, run id, structure); with `true`, a run
+    /// that fails is served up to the records verified before its first fault (`FAILCORE_RESUME_PREFIX=1`).
+    pub fn resume_prefix(mut self, yes: bool) -> Self {
+        self.resume_prefix = yes;
+        self
+    }
+
+    /// Signs the run's chain head with `key` every 1,000 records or second and before `run_end`
+    /// (`FAILCORE_SIGNING_KEY`, `FAILCORE_SIGNING_KEY_FILE`); `failcore verify --key` checks it.
+    pub fn signing_key(mut self, key: failcore_store::seal::SealKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    /// When the run to resume is claimed by another resumer, wait up to `wait` for it instead of failing
+    /// at once (`FAILCORE_CLAIM_WAIT`, seconds).
+    pub fn claim_wait(mut self, wait: std::time::Duration) -> Self {
+        self.claim_wait = Some(wait);
+        self
+    }
+
+    /// SQL stores: how long this session's claim outlives it if it dies without releasing it (default 30
+    /// s, `FAILCORE_CLAIM_LEASE`).
+    pub fn claim_lease(mut self, lease: std::time::Duration) -> Self {
+        self.claim_lease = Some(lease);
+        self
+    }
+
     /// Opens the run: checks the registry and the policies, loads the run being resumed, creates the new
     /// run and writes its run_start. Does blocking I/O: call it before or outside async hot paths.
     pub fn open(self) -> Result<Session, Error> {
@@ -503,11 +559,24 @@ impl SessionBuilder {
             }
         }
 
+        let mut claim = None;
         let (mode, replay, resume_report) = match &self.source {
             None => (Mode::Record, None, None),
             Some((mode, run)) => {
                 let source = store.resolve(run)?;
-                let (index, report) = ReplayIndex::load(store.as_ref(), &source)?;
+                if *mode == Mode::Resume {
+                    // One resumer per run: claimed before anything of it is read.
+                    let mut options = failcore_store::ClaimOptions::new(format!(
+                        "pid {} on {}",
+                        std::process::id(),
+                        hostname()
+                    ));
+                    options.wait = self.claim_wait;
+                    options.lease = self.claim_lease.unwrap_or(options.lease);
+                    claim = Some(store.claim(&source, &options)?);
+                }
+                let (index, report) =
+                    ReplayIndex::load(store.as_ref(), &source, self.resume_prefix)?;
                 for step in &report.in_flight {
                     tracing::warn!(run = %source, step = step.step, tool = %step.tool, "step was in flight when the run died");
                 }
@@ -525,7 +594,8 @@ impl SessionBuilder {
         };
 
         let run = new_run_id();
-        let journal = Journal::open(store.clone(), &run, self.durability)?;
+        let sealer = self.signing_key.map(failcore_store::seal::Sealer::new);
+        let journal = Journal::open_sealed(store.clone(), &run, self.durability, sealer)?;
         let start = RunStart {
             resumed_from: replay.as_ref().map(|r: &ReplayIndex| r.source.clone()),
             mode,
@@ -558,6 +628,7 @@ impl SessionBuilder {
                 tool_durability: self.tool_durability,
                 replay,
                 resume_report,
+                claim: Mutex::new(claim),
                 occurrences: Mutex::new(HashMap::default()),
                 policies,
                 guards,
