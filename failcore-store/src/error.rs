@@ -60,6 +60,13 @@ pub enum StoreError {
         bytes: usize,
         limit: usize,
     },
+    /// A SQL store's indexed column disagrees with the line it indexes.
+    #[error("{source_name} line {line}: {detail}")]
+    Column {
+        source_name: String,
+        line: u64,
+        detail: String,
+    },
     /// A record could not be encoded.
     #[error("could not encode a trace record: {0}")]
     Encode(String),

@@ -297,6 +297,13 @@ fn read_fault(e: ReadError) -> Fault {
     let kind = match &e {
         ReadError::Corrupt { .. } => FaultKind::Corrupt,
         ReadError::NewerVersion { .. } => FaultKind::NewerVersion,
+        ReadError::Store(StoreError::Column { line, detail, .. }) => {
+            return Fault {
+                kind: FaultKind::Column,
+                line: Some(*line),
+                message: detail.clone(),
+            }
+        }
         ReadError::Store(_) => FaultKind::Unreadable,
     };
     Fault {
@@ -632,7 +639,7 @@ impl Iterator for VerifiedRecords {
                     }
                     Err(fault) => return self.refuse(fault),
                 },
-                Some(Err(ReadError::Store(e))) => {
+                Some(Err(ReadError::Store(e))) if !matches!(e, StoreError::Column { .. }) => {
                     self.done = true;
                     return Some(Err(e));
                 }
