@@ -427,6 +427,8 @@ pub fn bytes_source(name: impl Into<String>, bytes: Vec<u8>) -> Box<dyn LineSour
 
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(test)]
+    tests::SYNCED_DIRS.with(|s| s.borrow_mut().push(dir.to_path_buf()));
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(dir.display().to_string(), e))
@@ -436,4 +438,43 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
     // Directories cannot be opened for syncing here; the file's own sync covers its entry.
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// The directories synced on this thread, in order.
+        pub(super) static SYNCED_DIRS: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[test]
+    fn the_first_sync_syncs_every_directory_the_store_created_and_the_parent_of_the_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("a").join("b");
+        let store = JsonlStore::new(&root);
+        let mut writer = store.create("r1").unwrap();
+        writer
+            .append(&[Line {
+                seq: 0,
+                bytes: b"{}".to_vec(),
+            }])
+            .unwrap();
+        SYNCED_DIRS.with(|s| s.borrow_mut().clear());
+        writer.sync().unwrap();
+        let synced = SYNCED_DIRS.with(|s| s.borrow().clone());
+        // runs/ holds the file's entry; b holds runs, a holds b, and the existing parent holds a.
+        for dir in [root.join("runs"), root.clone(), tmp.path().join("a"), tmp.path().to_path_buf()] {
+            assert!(synced.contains(&dir), "{} not synced: {synced:?}", dir.display());
+        }
+        // Once: a second sync (or another run's) syncs only its file.
+        SYNCED_DIRS.with(|s| s.borrow_mut().clear());
+        writer.sync().unwrap();
+        let mut other = store.create("r2").unwrap();
+        other.sync().unwrap();
+        let synced = SYNCED_DIRS.with(|s| s.borrow().clone());
+        assert_eq!(synced, [root.join("runs")]);
+    }
 }
