@@ -466,8 +466,17 @@ mod tests {
         writer.sync().unwrap();
         let synced = SYNCED_DIRS.with(|s| s.borrow().clone());
         // runs/ holds the file's entry; b holds runs, a holds b, and the existing parent holds a.
-        for dir in [root.join("runs"), root.clone(), tmp.path().join("a"), tmp.path().to_path_buf()] {
-            assert!(synced.contains(&dir), "{} not synced: {synced:?}", dir.display());
+        for dir in [
+            root.join("runs"),
+            root.clone(),
+            tmp.path().join("a"),
+            tmp.path().to_path_buf(),
+        ] {
+            assert!(
+                synced.contains(&dir),
+                "{} not synced: {synced:?}",
+                dir.display()
+            );
         }
         // Once: a second sync (or another run's) syncs only its file.
         SYNCED_DIRS.with(|s| s.borrow_mut().clear());
