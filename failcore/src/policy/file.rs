@@ -116,6 +116,8 @@ const FS_KEYS: &[&str] = &[
     "read_only",
     "decodes_percent",
     "allow_hidden",
+    "base",
+    "expand_home",
 ];
 const NET_KEYS: &[&str] = &["preset", "urls", "schemes", "hosts", "ports", "resolve"];
 const EXEC_KEYS: &[&str] = &["preset", "allow", "program_arg", "argv_arg", "deny_args"];
@@ -212,14 +214,35 @@ impl Builder<'_> {
                         root.display()
                     ));
                 }
-                Arc::new(
-                    FsPolicy::new(root)
-                        .named(name)
-                        .paths(strings(name, spec, "paths")?.unwrap_or_default())
-                        .read_only(boolean(name, spec, "read_only")?.unwrap_or(false))
-                        .decodes_percent(boolean(name, spec, "decodes_percent")?.unwrap_or(false))
-                        .allow_hidden(boolean(name, spec, "allow_hidden")?.unwrap_or(false)),
-                )
+                let mut p = FsPolicy::new(root)
+                    .named(name)
+                    .paths(strings(name, spec, "paths")?.unwrap_or_default())
+                    .read_only(boolean(name, spec, "read_only")?.unwrap_or(false))
+                    .decodes_percent(boolean(name, spec, "decodes_percent")?.unwrap_or(false))
+                    .allow_hidden(boolean(name, spec, "allow_hidden")?.unwrap_or(false));
+                // The file describes tools FailCore cannot see: where they resolve a relative path is
+                // not known unless declared, so by default such a path is refused.
+                p = match string(name, spec, "base")? {
+                    Some(base) => p.base(self.base.join(base)),
+                    None => p.refuse_relative(),
+                };
+                p = match spec.get("expand_home") {
+                    None | Some(Value::Bool(false)) => p,
+                    Some(Value::Bool(true)) => match std::env::var_os("HOME") {
+                        Some(home) if !home.is_empty() => p.expands_home(PathBuf::from(home)),
+                        _ => return Err(format!(
+                            "policy `{name}`: `expand_home = true` but HOME is not set; give the \
+                                 directory instead (`expand_home = \"/home/me\"`)"
+                        )),
+                    },
+                    Some(Value::String(dir)) => p.expands_home(self.base.join(dir)),
+                    Some(_) => {
+                        return Err(format!(
+                            "policy `{name}`: `expand_home` must be true, false or a directory"
+                        ))
+                    }
+                };
+                Arc::new(p)
             }
             "net" => {
                 only_keys(name, spec, NET_KEYS)?;
