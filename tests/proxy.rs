@@ -22,6 +22,7 @@ tools = ["greet"]
 [policy.notes]
 preset = "fs"
 root = "."
+base = "."          # the server resolves relative paths against its sandbox, this directory
 paths = ["path"]
 
 [tools]

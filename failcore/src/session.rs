@@ -339,9 +339,22 @@ pub struct SessionBuilder {
     strict_contracts: bool,
     on_in_flight: InFlight,
     redact_key: Option<[u8; 32]>,
+    /// Entries added to the run_start's `versions` (what the run was made with).
+    run_facts: Vec<(String, serde_json::Value)>,
 }
 
 impl SessionBuilder {
+    /// Records `value` under `key` in the run_start's `versions` map, beside the failcore and format
+    /// versions: what the run was made with (the proxied MCP server's description, say), for tools that
+    /// replay it later. `failcore` and `format` are reserved.
+    pub fn run_fact(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        let key = key.into();
+        if key != "failcore" && key != "format" {
+            self.run_facts.push((key, value));
+        }
+        self
+    }
+
     /// Traces go to a JSONL store in `dir` (default `./.failcore`).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
@@ -543,6 +556,7 @@ impl SessionBuilder {
                 ),
             ]
             .into_iter()
+            .chain(self.run_facts)
             .collect(),
         };
         journal.send(Body::RunStart(start));
