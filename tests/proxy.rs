@@ -146,3 +146,472 @@ fn proxy_blocks_records_and_replays_offline() {
     let store = JsonlStore::new(dir.join("server-trace"));
     assert_eq!(store.runs().unwrap().len(), 1);
 }
+
+/// A bare JSON-RPC peer over a child's stdio, for the sessions that `McpClient` cannot start (a server
+/// that never initializes) or that send bytes no client library would.
+struct Raw {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Raw {
+    fn start(mut cmd: Command) -> Raw {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Raw {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The answer to request `id`, within 10 s (a hang fails the test).
+    fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send_bytes(msg.to_string().as_bytes());
+        self.answer(json!(id))
+    }
+
+    fn answer(&mut self, id: Value) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no answer to request {id} within 10 s"));
+            let msg: Value = serde_json::from_str(&line).unwrap();
+            if msg["id"] == id {
+                return msg;
+            }
+        }
+    }
+
+    fn initialize(&mut self) -> Value {
+        self.request(
+            0,
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "raw", "version": "0"}}),
+        )
+    }
+
+    /// Closes stdin and waits (10 s at most) for the exit; returns the status and stderr.
+    fn close(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the proxy did not exit within 10 s of stdin closing"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+        (status, err)
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `failcore proxy` with a store in `dir`, a bare environment as MCP SDKs give, and `extra` arguments.
+fn bare_proxy(dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(failcore_bin());
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("FAILCORE_SANDBOX", dir)
+        .env("FAILCORE_DIR", dir.join("server-trace"))
+        .arg("--store")
+        .arg(format!("jsonl:{}", dir.join("proxy-trace").display()))
+        .arg("proxy")
+        .args(extra);
+    cmd
+}
+
+fn with_server(mut cmd: Command) -> Command {
+    cmd.arg("--").arg(example("mcp_server"));
+    cmd
+}
+
+/// Every record kind of the last run in `store`, in order.
+fn kinds(store: &Path) -> Vec<String> {
+    let store = JsonlStore::new(store);
+    let last = store.resolve("last").unwrap();
+    RunReader::open(&store, &last)
+        .unwrap()
+        .map(|r| r.unwrap().record.body.kind().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_server_that_dies_at_start_gets_the_client_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bare_proxy(dir.path(), &[]);
+    cmd.args(["--", "/bin/false"]);
+    let mut raw = Raw::start(cmd);
+    let init = raw.initialize();
+    assert_eq!(init["error"]["code"], -32000, "{init}");
+    let message = init["error"]["message"].as_str().unwrap();
+    assert!(message.contains("exited with status 1"), "{message}");
+    // Every later request too, at once: ping, tools/list, and a call (recorded as failed).
+    assert_eq!(raw.request(1, "ping", json!({}))["error"]["code"], -32000);
+    assert_eq!(
+        raw.request(2, "tools/list", json!({}))["error"]["code"],
+        -32000
+    );
+    let call = raw.request(
+        3,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 1}}),
+    );
+    assert_eq!(call["result"]["isError"], true, "{call}");
+    let (status, err) = raw.close();
+    assert!(!status.success(), "exit {status}");
+    assert!(err.contains("exited with status 1"), "{err}");
+}
+
+#[test]
+fn a_server_killed_mid_session_fails_pending_and_later_requests_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = Raw::start(with_server(bare_proxy(dir.path(), &[])));
+    assert!(raw.initialize().get("result").is_some());
+    let listed = raw.request(1, "tools/list", json!({}));
+    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 3);
+    let sum = raw.request(
+        2,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+    );
+    assert_eq!(sum["result"]["content"][0]["text"], "3", "{sum}");
+    // Kill the server (the proxy's only child).
+    let proxy_pid = raw.child.id();
+    let status = Command::new("pkill")
+        .args(["-KILL", "-P", &proxy_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for (id, method) in [(3, "ping"), (4, "tools/list")] {
+        let answer = raw.request(id, method, json!({}));
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("exited with status 137"), "{answer}");
+    }
+    let late = raw.request(
+        5,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 2, "b": 2}}),
+    );
+    assert_eq!(late["result"]["isError"], true, "{late}");
+    let (status, err) = raw.close();
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("exited with status 137"), "{err}");
+    // Both calls are in the trace; the late one failed with the reason; the run ended.
+    let recorded = steps(&dir.path().join("proxy-trace"));
+    assert_eq!(head(&recorded[0]), ("add", "ok"));
+    assert_eq!(head(&recorded[1]), ("add", "failed"));
+    assert_eq!(
+        kinds(&dir.path().join("proxy-trace")).last().unwrap(),
+        "run_end"
+    );
+}
+
+#[test]
+fn bad_bytes_from_the_client_get_errors_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = Raw::start(with_server(bare_proxy(dir.path(), &[])));
+    assert!(raw.initialize().get("result").is_some());
+    raw.send_bytes(b"{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"ping\xff\"}");
+    let bad = raw.answer(Value::Null);
+    assert_eq!(bad["error"]["code"], -32700, "{bad}");
+    raw.send_bytes(b"[1, 2");
+    assert_eq!(raw.answer(Value::Null)["error"]["code"], -32700);
+    let big = vec![b'x'; 17 * 1024 * 1024];
+    raw.send_bytes(&big);
+    let too_long = raw.answer(Value::Null);
+    assert!(
+        too_long["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{too_long}"
+    );
+    let sum = raw.request(
+        1,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 2, "b": 5}}),
+    );
+    assert_eq!(sum["result"]["content"][0]["text"], "7", "{sum}");
+    let (status, err) = raw.close();
+    assert!(status.success(), "{status}: {err}");
+}
+
+#[test]
+fn every_call_answered_is_in_the_trace_and_echoes_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("failcore.toml"), POLICY).unwrap();
+    let policy = dir.path().join("failcore.toml");
+    let mut raw = Raw::start(with_server(bare_proxy(
+        dir.path(),
+        &["--policy", policy.to_str().unwrap()],
+    )));
+    assert!(raw.initialize().get("result").is_some());
+    let bad_args = raw.request(1, "tools/call", json!({"name": "add", "arguments": [1, 2]}));
+    assert_eq!(bad_args["error"]["code"], -32602, "{bad_args}");
+    let no_name = raw.request(2, "tools/call", json!({"arguments": {}}));
+    assert_eq!(no_name["error"]["code"], -32602, "{no_name}");
+    let long = format!("/{}", "p".repeat(100_000));
+    let refused = raw.request(
+        3,
+        "tools/call",
+        json!({"name": "write_note", "arguments": {"path": long, "text": "x"}}),
+    );
+    assert_eq!(refused["result"]["isError"], true);
+    let size = refused.to_string().len();
+    assert!(size < 4096, "a refusal of a 100 KB path is {size} bytes");
+    raw.send_bytes(br#"[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":1}}}]"#);
+    let batch = raw.answer(json!(4));
+    assert_eq!(batch["error"]["code"], -32600, "{batch}");
+    let (status, _) = raw.close();
+    assert!(status.success());
+    let recorded = steps(&dir.path().join("proxy-trace"));
+    let heads: Vec<(&str, &str)> = recorded.iter().map(head).collect();
+    assert_eq!(
+        heads,
+        [
+            ("add", "failed"),
+            ("tools/call", "failed"),
+            ("write_note", "blocked"),
+            ("add", "failed")
+        ],
+        "{recorded:#?}"
+    );
+}
+
+#[test]
+fn a_session_that_only_lists_tools_creates_no_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = Raw::start(with_server(bare_proxy(dir.path(), &[])));
+    assert!(raw.initialize().get("result").is_some());
+    assert!(raw
+        .request(1, "tools/list", json!({}))
+        .get("result")
+        .is_some());
+    let (status, _) = raw.close();
+    assert!(status.success());
+    let store = JsonlStore::new(dir.path().join("proxy-trace"));
+    assert_eq!(store.runs().unwrap_or_default(), Vec::<String>::new());
+}
+
+#[test]
+fn sigterm_ends_the_run_cleanly_and_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = Raw::start(with_server(bare_proxy(dir.path(), &[])));
+    assert!(raw.initialize().get("result").is_some());
+    let sum = raw.request(
+        1,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 1, "b": 1}}),
+    );
+    assert_eq!(sum["result"]["content"][0]["text"], "2");
+    let started = std::time::Instant::now();
+    let pid = raw.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(s) = raw.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(
+        kinds(&dir.path().join("proxy-trace")).last().unwrap(),
+        "run_end"
+    );
+}
+
+#[test]
+fn a_client_that_dies_leaves_the_run_unfinished_not_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"sh","version":"0"}}}"#;
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#;
+    // The "agent" is a shell whose proxy reads a pipe that stays open 2 s after the shell is killed.
+    let script = format!(
+        "(echo '{init}'; echo '{call}'; sleep 3) | '{bin}' --store 'jsonl:{store}' proxy -- '{server}' > '{out}' & wait",
+        bin = failcore_bin().display(),
+        store = dir.path().join("proxy-trace").display(),
+        server = example("mcp_server").display(),
+        out = out.display(),
+    );
+    let mut agent = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir.path())
+        .env("FAILCORE_SANDBOX", dir.path())
+        .env("FAILCORE_DIR", dir.path().join("server-trace"))
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("\"id\":1")
+    {
+        assert!(started.elapsed().as_secs() < 20, "no answer to the call");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    // The pipe closes when the sleep ends; the proxy then finds its client gone.
+    let store = dir.path().join("proxy-trace");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let kinds = kinds(&store);
+    assert_eq!(kinds, ["run_start", "step_start", "step_end"], "{kinds:?}");
+}
+
+#[test]
+fn offline_replays_without_a_server_and_settings_come_from_the_policy_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().join("elsewhere");
+    std::fs::create_dir(&cwd).unwrap();
+    // Everything in the policy file: MCP SDKs start the proxy with a bare environment.
+    let policy = dir.path().join("failcore.toml");
+    std::fs::write(&policy, format!("{POLICY}\n[proxy]\nstore = \"traces\"\n")).unwrap();
+    let proxy = |extra: &[&str], server: bool| {
+        let mut cmd = Command::new(failcore_bin());
+        cmd.current_dir(&cwd)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("FAILCORE_SANDBOX", dir.path())
+            .env("FAILCORE_DIR", dir.path().join("server-trace"))
+            .args(["proxy", "--policy", policy.to_str().unwrap()])
+            .args(extra);
+        if server {
+            cmd.arg("--").arg(example("mcp_server"));
+        }
+        Raw::start(cmd)
+    };
+    let mut rec = proxy(&[], true);
+    rec.initialize();
+    let sum = rec.request(
+        1,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 20, "b": 22}}),
+    );
+    assert_eq!(sum["result"]["content"][0]["text"], "42");
+    assert!(rec.close().0.success());
+    assert!(
+        !cwd.join(".failcore").exists(),
+        "the trace went to the working directory"
+    );
+    let traces = dir.path().join("traces");
+    assert_eq!(steps(&traces).len(), 1);
+
+    // Offline, from the policy file's store, and no server command at all.
+    let mut off = proxy(&["--offline", "last"], false);
+    let init = off.initialize();
+    assert_eq!(init["result"]["serverInfo"]["name"], "failcore", "{init}");
+    let tools = off.request(1, "tools/list", json!({}));
+    assert_eq!(
+        tools["result"]["tools"].as_array().unwrap().len(),
+        3,
+        "{tools}"
+    );
+    assert_eq!(off.request(2, "ping", json!({}))["result"], json!({}));
+    let served = off.request(
+        3,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 20, "b": 22}}),
+    );
+    assert_eq!(served["result"]["content"][0]["text"], "42", "{served}");
+    let miss = off.request(
+        4,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 1, "b": 1}}),
+    );
+    assert_eq!(miss["result"]["structuredContent"]["error"], "replay_miss");
+    assert!(off.close().0.success());
+    let replayed = steps(&traces);
+    assert_eq!(head(&replayed[0]), ("add", "replayed"));
+}
+
+#[test]
+fn startup_errors_reach_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = Raw::start(with_server(bare_proxy(dir.path(), &["--resume", "last"])));
+    let init = raw.initialize();
+    let message = init["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no runs"), "{init}");
+    let (status, _) = raw.close();
+    assert_eq!(status.code(), Some(2));
+}
+
+/// The example's tool writes beneath the same root its policy checks, even when the working directory is
+/// elsewhere: `outside/evil.txt` lands in the sandbox, never beside it.
+#[test]
+fn the_example_writes_where_its_policy_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = dir.path().join("sandbox");
+    std::fs::create_dir(&sandbox).unwrap();
+    let mut cmd = Command::new(example("mcp_server"));
+    cmd.current_dir(dir.path())
+        .env("FAILCORE_SANDBOX", &sandbox)
+        .env("FAILCORE_DIR", dir.path().join("trace"));
+    let mut client = McpClient::start(cmd);
+    let wrote = client.call(
+        "write_note",
+        json!({"path": "outside/evil.txt", "text": "x"}),
+    );
+    assert_eq!(text(&wrote), "1", "{wrote}");
+    assert!(
+        !dir.path().join("outside/evil.txt").exists(),
+        "written outside the sandbox"
+    );
+    assert!(sandbox.join("outside/evil.txt").exists());
+    let escape = client.call("write_note", json!({"path": "../evil.txt", "text": "x"}));
+    assert_eq!(escape["isError"], true);
+    assert!(!dir.path().join("evil.txt").exists());
+    assert!(client.close().success());
+}
