@@ -818,7 +818,13 @@ fn e2e_the_official_server_killed_and_bad_bytes() {
         "tools/call",
         json!({"name": "list_allowed_directories", "arguments": {}}),
     );
-    assert!(listed["result"]["content"][0]["text"].as_str().unwrap().contains("data"), "{listed}");
+    assert!(
+        listed["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("data"),
+        "{listed}"
+    );
     let pid = raw.child.id().to_string();
     assert!(Command::new("pkill")
         .args(["-KILL", "-P", &pid])
@@ -910,4 +916,139 @@ fn e2e_langgraph_agent_records_and_replays_offline_without_the_server() {
         4,
         "one run per call, none for listing"
     );
+}
+
+/// One call in a session of its own, as per-call MCP clients make them.
+fn one_call_session(dir: &Path, extra: &[&str], server: bool, call: Value) -> Value {
+    let mut cmd = bare_proxy(dir, extra);
+    if server {
+        cmd.arg("--").arg(example("mcp_server"));
+    }
+    let mut raw = Raw::start(cmd);
+    assert!(raw.initialize().get("result").is_some());
+    let answer = raw.request(1, "tools/call", call);
+    let (status, err) = raw.close();
+    assert!(status.success(), "{status}: {err}");
+    answer["result"].clone()
+}
+
+fn server_runs(dir: &Path) -> usize {
+    JsonlStore::new(dir.join("server-trace"))
+        .runs()
+        .map(|r| r.len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sessions_with_a_run_key_record_resume_and_replay_as_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let key = ["--run-key", "agent-1"];
+    let add = |a: i64| json!({"name": "add", "arguments": {"a": a, "b": 1}});
+    // A listing-only session first: no run.
+    let mut lister = Raw::start(with_server(bare_proxy(dir, &key)));
+    lister.initialize();
+    lister.request(1, "tools/list", json!({}));
+    assert!(lister.close().0.success());
+    for a in 1..=3 {
+        let r = one_call_session(dir, &key, true, add(a));
+        assert_eq!(r["content"][0]["text"], (a + 1).to_string(), "{r}");
+    }
+    let store = JsonlStore::new(dir.join("proxy-trace"));
+    assert_eq!(
+        store.runs().unwrap().len(),
+        1,
+        "one run for the three sessions"
+    );
+    let recorded = steps(&dir.join("proxy-trace"));
+    assert_eq!(recorded.len(), 3);
+    assert!(recorded.iter().all(|s| head(s) == ("add", "ok")));
+    let executed = server_runs(dir);
+    assert_eq!(executed, 3);
+
+    // Resume, one call per session again: every recorded call is served, none reaches the server.
+    let resume = ["--run-key", "agent-1", "--resume", "last"];
+    for a in 1..=3 {
+        let r = one_call_session(dir, &resume, true, add(a));
+        assert_eq!(r["content"][0]["text"], (a + 1).to_string(), "{r}");
+    }
+    let fresh = one_call_session(dir, &resume, true, add(10));
+    assert_eq!(fresh["content"][0]["text"], "11");
+    assert_eq!(store.runs().unwrap().len(), 2, "the resume is one run too");
+    let resumed = steps(&dir.join("proxy-trace"));
+    let heads: Vec<_> = resumed.iter().map(head).collect();
+    assert_eq!(
+        heads,
+        [
+            ("add", "replayed"),
+            ("add", "replayed"),
+            ("add", "replayed"),
+            ("add", "ok")
+        ]
+    );
+    assert_eq!(server_runs(dir), executed + 1, "only the new call ran");
+
+    // Offline, no server at all, one call per session.
+    let offline = ["--run-key", "agent-1", "--offline", "last"];
+    for a in [1, 2, 3, 10] {
+        let r = one_call_session(dir, &offline, false, add(a));
+        assert_eq!(r["content"][0]["text"], (a + 1).to_string(), "{r}");
+    }
+    assert_eq!(store.runs().unwrap().len(), 3);
+    assert!(steps(&dir.join("proxy-trace"))
+        .iter()
+        .all(|s| head(s) == ("add", "replayed")));
+
+    // The key's run ends on request: its run_end counts every session's calls.
+    let out = bare_proxy(
+        dir,
+        &["--run-key", "agent-1", "--offline", "last", "--end-run"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 steps"));
+    let last = store.resolve("last").unwrap();
+    let report = failcore::store::verify(RunReader::open(&store, &last).unwrap());
+    assert!(report.is_ok() && report.complete, "{report:?}");
+    // A new session with the key now starts a new run.
+    one_call_session(dir, &offline, false, add(1));
+    assert_eq!(store.runs().unwrap().len(), 4);
+}
+
+#[test]
+fn two_sessions_of_one_run_key_take_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let key = ["--run-key", "shared"];
+    let mut first = Raw::start(with_server(bare_proxy(dir, &key)));
+    first.initialize();
+    let one = first.request(
+        1,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 1, "b": 1}}),
+    );
+    assert_eq!(one["result"]["content"][0]["text"], "2");
+    // The second session's call waits for the first session to end, then continues the same run.
+    let dir2 = dir.to_path_buf();
+    let second = std::thread::spawn(move || {
+        one_call_session(
+            &dir2,
+            &["--run-key", "shared"],
+            true,
+            json!({"name": "add", "arguments": {"a": 2, "b": 2}}),
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!second.is_finished(), "the second session did not wait");
+    assert!(first.close().0.success());
+    let two = second.join().unwrap();
+    assert_eq!(two["content"][0]["text"], "4");
+    let store = JsonlStore::new(dir.join("proxy-trace"));
+    assert_eq!(store.runs().unwrap().len(), 1);
+    assert_eq!(steps(&dir.join("proxy-trace")).len(), 2);
 }

@@ -47,6 +47,13 @@ pub struct Args {
     /// How long a request may wait for the server before it is answered with an error (seconds).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
+    /// Record consecutive sessions into one run: a session with this key continues the key's open run of
+    /// the same mode (one session at a time), and leaves it open when it ends.
+    #[arg(long, value_name = "KEY")]
+    run_key: Option<String>,
+    /// End the open run of --run-key (write its run_end) and exit; no server is started.
+    #[arg(long, requires = "run_key")]
+    end_run: bool,
     /// The MCP server to run, after `--`: its command and arguments (not needed with --offline).
     #[arg(last = true, value_name = "SERVER")]
     command: Vec<String>,
@@ -73,6 +80,10 @@ struct Config {
     source: Option<(failcore::store::Mode, String)>,
     timeout: Duration,
     command: Vec<String>,
+    /// Sessions with a run key leave their run open for the next one.
+    keyed: bool,
+    run_key: Option<String>,
+    end_run: bool,
 }
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
@@ -80,9 +91,13 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+    let ending = args.end_run;
     let outcome = runtime.block_on(async move {
         match configure(store, args) {
+            Ok(config) if config.end_run => end_run(config).await,
             Ok(config) => serve(config).await,
+            // Not an MCP session: the error goes to the terminal.
+            Err(e) if ending => Err(e),
             // The client still gets an answer that says why, instead of a closed connection.
             Err(e) => Ok(refuse_everything(&e.to_string()).await),
         }
@@ -149,8 +164,16 @@ fn configure(store: Option<&str>, args: Args) -> Result<Config> {
         })
         .transpose()?
         .unwrap_or(DEFAULT_TIMEOUT);
+    let run_key = args
+        .run_key
+        .clone()
+        .or(file.run_key.clone())
+        .or_else(|| env("FAILCORE_RUN_KEY"));
+    if let Some(key) = &run_key {
+        builder = builder.run_key(key.clone());
+    }
     let offline = matches!(source, Some((failcore::store::Mode::Offline, _)));
-    if args.command.is_empty() && !offline {
+    if args.command.is_empty() && !offline && !args.end_run {
         return Err(Error::Config(
             "no MCP server command after `--` (only --offline runs without one)".into(),
         ));
@@ -161,7 +184,43 @@ fn configure(store: Option<&str>, args: Args) -> Result<Config> {
         source,
         timeout,
         command: args.command,
+        keyed: run_key.is_some(),
+        run_key,
+        end_run: args.end_run,
     })
+}
+
+/// `--end-run`: writes the run_end of the key's open run.
+async fn end_run(config: Config) -> Result<ExitCode> {
+    let key = config.run_key.clone().unwrap_or_default();
+    let found = failcore::find_run_by_key(config.store.as_ref(), &key)?
+        .ok_or_else(|| Error::Config(format!("no run has the run key {key:?}")))?;
+    let report = failcore::store::verify(RunReader::open(config.store.as_ref(), &found.run)?);
+    if report.complete {
+        return Err(Error::Config(format!(
+            "run {} of the run key {key:?} has ended already",
+            found.run
+        )));
+    }
+    let builder = match (found.mode, found.resumed_from) {
+        (failcore::store::Mode::Resume, Some(from)) => config.builder.resume(from),
+        (failcore::store::Mode::Offline, Some(from)) => config.builder.offline(from),
+        (_, _) => config.builder,
+    };
+    let session = tokio::task::spawn_blocking(move || builder.open())
+        .await
+        .map_err(|e| Error::Config(format!("opening the run failed: {e}")))??;
+    let summary = session.finish().await?;
+    println!(
+        "run {} ended: {} steps ({} ok, {} replayed, {} failed, {} blocked)",
+        summary.run,
+        summary.steps,
+        summary.counts.ok,
+        summary.counts.replayed,
+        summary.counts.failed,
+        summary.counts.blocked
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// When the proxy cannot start: every request is answered with the reason, and it exits 2 once the client
@@ -755,6 +814,8 @@ async fn serve(config: Config) -> Result<ExitCode> {
         source,
         timeout,
         command,
+        keyed,
+        ..
     } = config;
     let (to_client, mut client_rx) = mpsc::unbounded_channel::<String>();
     let (close_client, mut closing) = oneshot::channel::<()>();
@@ -888,8 +949,16 @@ async fn serve(config: Config) -> Result<ExitCode> {
                  is left without a run_end, as after a crash",
                 session.run_id()
             );
-        } else if let Err(e) = session.finish().await {
-            finish_error = Some(e);
+        } else {
+            // A keyed run goes on in the next session: this one ends without the run_end.
+            let ended = if keyed {
+                session.close_open().await
+            } else {
+                session.finish().await.map(|_| ())
+            };
+            if let Err(e) = ended {
+                finish_error = Some(e);
+            }
         }
     }
     let upstream_failure = upstream.as_ref().and_then(Upstream::gone);
