@@ -1052,3 +1052,124 @@ fn two_sessions_of_one_run_key_take_turns() {
     assert_eq!(store.runs().unwrap().len(), 1);
     assert_eq!(steps(&dir.join("proxy-trace")).len(), 2);
 }
+
+#[test]
+fn e2e_langgraph_per_call_client_records_one_run_resumes_after_a_kill_and_replays_offline() {
+    let Some(e) = e2e(
+        "e2e_langgraph_per_call_client_records_one_run_resumes_after_a_kill_and_replays_offline",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(dir.path()).unwrap();
+    let (data, home, policy) = fs_fixture(&dir);
+    // The run key in the policy file: the adapter starts each session with a bare environment.
+    let mut text = std::fs::read_to_string(&policy).unwrap();
+    text.push_str("run_key = \"langgraph-agent\"\n");
+    std::fs::write(&policy, text).unwrap();
+    let received = dir.join("received.log");
+    let bin = failcore_bin();
+    let server = format!(
+        "tee -a '{}' | exec node '{}' '{}'",
+        received.display(),
+        e.server_js,
+        data.display()
+    );
+    let script = json!([
+        ["list_directory", {"path": &data}],
+        ["read_text_file", {"path": data.join("hello.txt")}],
+        ["write_file", {"path": data.join("out.txt"), "content": "from the agent"}],
+        ["read_text_file", {"path": data.join("out.txt")}],
+    ]);
+    let live = json!(["proxy", "--policy", &policy, "--", "sh", "-c", &server]);
+    let store = JsonlStore::new(dir.join("traces"));
+    let step_ends = || {
+        store
+            .resolve("last")
+            .map(|run| {
+                RunReader::open(&store, &run)
+                    .unwrap()
+                    .filter(|r| matches!(r.as_ref().map(|r| &r.record.body), Ok(Body::StepEnd(_))))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+
+    // The agent stalls before its third model turn and is killed there: two calls done.
+    let config = json!({"command": bin, "args": live, "calls": script, "pause_before": 2});
+    let mut agent = Command::new(&e.python)
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py"),
+            "langchain",
+        ])
+        .arg(config.to_string())
+        .env("HOME", &home)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while step_ends() < 2 {
+        assert!(started.elapsed().as_secs() < 60, "the agent made no calls");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert_eq!(
+        store.runs().unwrap().len(),
+        1,
+        "one run for the per-call sessions"
+    );
+    assert_eq!(step_ends(), 2);
+    let calls_received = |log: &str| log.matches("\"tools/call\"").count();
+    assert_eq!(
+        calls_received(&std::fs::read_to_string(&received).unwrap()),
+        2
+    );
+
+    // Resume (the flag, beside the file's run key): the two recorded calls are served, the rest runs.
+    let resume =
+        json!(["proxy", "--policy", &policy, "--resume", "last", "--", "sh", "-c", &server]);
+    let resumed = python_client(
+        &e,
+        &home,
+        "langchain",
+        &json!({"command": bin, "args": resume, "calls": script}),
+    );
+    let messages = resumed["tool_messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "{resumed}");
+    assert!(messages[1]["text"].as_str().unwrap().contains("hello"));
+    assert_eq!(messages[3]["text"], "from the agent");
+    assert_eq!(store.runs().unwrap().len(), 2);
+    let heads: Vec<(String, String)> = steps(&dir.join("traces"))
+        .iter()
+        .map(|s| {
+            let (t, st) = head(s);
+            (t.to_owned(), st.to_owned())
+        })
+        .collect();
+    let statuses: Vec<&str> = heads.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(statuses, ["replayed", "replayed", "ok", "ok"], "{heads:?}");
+    assert_eq!(
+        calls_received(&std::fs::read_to_string(&received).unwrap()),
+        4,
+        "the server received the recorded calls again"
+    );
+
+    // Offline, per call, with no server and no node: identical tool results, nothing written.
+    std::fs::remove_file(data.join("out.txt")).unwrap();
+    let offline = python_client(
+        &e,
+        &home,
+        "langchain",
+        &json!({"command": bin, "args": ["proxy", "--policy", &policy, "--offline", "last"],
+                "calls": script}),
+    );
+    assert_eq!(offline["tool_messages"], resumed["tool_messages"]);
+    assert!(!data.join("out.txt").exists(), "the write ran offline");
+    assert_eq!(store.runs().unwrap().len(), 3);
+    assert_eq!(
+        calls_received(&std::fs::read_to_string(&received).unwrap()),
+        4
+    );
+}

@@ -52,6 +52,15 @@ async def langchain(cfg):
         def bind_tools(self, tools, **kwargs):
             return self
 
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            # `pause_before`: the agent stalls before its n-th model turn (so a test can kill it there).
+            turns = sum(1 for m in messages if m.type == "ai")
+            if cfg.get("pause_before") == turns:
+                import time
+
+                time.sleep(600)
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
     script = [
         AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": f"call{i}"}])
         for i, (n, a) in enumerate(cfg["calls"])
