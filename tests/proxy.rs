@@ -383,7 +383,9 @@ fn bad_bytes_from_the_client_get_errors_and_the_session_goes_on() {
 #[test]
 fn every_call_answered_is_in_the_trace_and_echoes_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("failcore.toml"), POLICY).unwrap();
+    // The policy without a declared base: only absolute paths are checked here.
+    let policy = POLICY.replace("base = \".\"", "");
+    std::fs::write(dir.path().join("failcore.toml"), policy).unwrap();
     let policy = dir.path().join("failcore.toml");
     let mut raw = Raw::start(with_server(bare_proxy(
         dir.path(),
@@ -595,6 +597,7 @@ fn the_example_writes_where_its_policy_checks() {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = dir.path().join("sandbox");
     std::fs::create_dir(&sandbox).unwrap();
+    std::fs::create_dir(dir.path().join("outside")).unwrap();
     let mut cmd = Command::new(example("mcp_server"));
     cmd.current_dir(dir.path())
         .env("FAILCORE_SANDBOX", &sandbox)
@@ -699,6 +702,10 @@ fn e2e_python_sdk_and_the_official_filesystem_server() {
     let dir = tempfile::tempdir().unwrap();
     let dir = std::fs::canonicalize(dir.path()).unwrap();
     let (data, home, policy) = fs_fixture(&dir);
+    // The store as a flag here; the policy file holds only the policies.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, &text[..text.find("[proxy]").unwrap()]).unwrap();
+    let store = format!("jsonl:{}", dir.join("traces").display());
     let received = dir.join("received.log");
     let escapes = [
         ("~/secret.txt", "fs.home"),
@@ -746,7 +753,8 @@ fn e2e_python_sdk_and_the_official_filesystem_server() {
         &e,
         &home,
         "sdk",
-        &json!({"command": bin, "args": ["proxy", "--policy", &policy, "--", "sh", "-c", server],
+        &json!({"command": bin,
+                "args": ["--store", store, "proxy", "--policy", &policy, "--", "sh", "-c", server],
                 "calls": calls}),
     );
     let tools: Vec<&str> = through["tools"]
