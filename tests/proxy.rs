@@ -1181,3 +1181,52 @@ fn e2e_langgraph_per_call_client_records_one_run_resumes_after_a_kill_and_replay
         4
     );
 }
+
+/// The filesystem-server policy of docs/INTEGRATIONS.md loads, and refuses what the docs say it refuses.
+#[test]
+fn the_documented_filesystem_policy_loads_and_refuses_the_listed_forms() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/INTEGRATIONS.md"))
+        .unwrap();
+    let section = &doc[doc
+        .find("### A policy for the official filesystem server")
+        .unwrap()..];
+    let toml = &section[section.find("```toml\n").unwrap() + 8..];
+    let toml = &toml[..toml.find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("failcore.toml"), toml).unwrap();
+    let mut raw = Raw::start(with_server(bare_proxy(
+        dir.path(),
+        &[
+            "--policy",
+            dir.path().join("failcore.toml").to_str().unwrap(),
+        ],
+    )));
+    assert!(raw.initialize().get("result").is_some());
+    for (i, (path, rule)) in [
+        ("~/notes.txt", "fs.home"),
+        ("$HOME/notes.txt", "fs.variable"),
+        ("file:///etc/passwd", "fs.url"),
+        ("C:/x", "fs.drive_letter"),
+        ("notes.txt", "fs.relative"),
+        ("/etc/passwd", "fs.outside_root"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let answer = raw.request(
+            i as u64 + 1,
+            "tools/call",
+            json!({"name": "write_note", "arguments": {"path": path, "text": "x"}}),
+        );
+        assert_eq!(
+            answer["result"]["structuredContent"]["rule"], rule,
+            "{path}: {answer}"
+        );
+    }
+    assert!(raw.close().0.success());
+    assert!(
+        dir.path().join("traces").is_dir(),
+        "the [proxy] store is not used"
+    );
+}

@@ -650,7 +650,7 @@ impl Upstream {
     }
 
     /// Routes one message from the server: an answer to its waiter, anything else to the client.
-    fn from_server(&self, catalog: &SharedCatalog, line: Vec<u8>) {
+    fn route_from_server(&self, catalog: &SharedCatalog, line: Vec<u8>) {
         let Ok(text) = String::from_utf8(line) else {
             eprintln!("failcore proxy: dropped a message from the MCP server that is not UTF-8");
             return;
@@ -1106,7 +1106,6 @@ fn offline_answer(catalog: &SharedCatalog, id: &Value, method: Option<&str>) -> 
 /// The server process and the tasks that talk to it.
 struct Server {
     upstream: Upstream,
-    child: Option<tokio::process::Child>,
     exited: Option<oneshot::Receiver<Option<i32>>>,
     writer: tokio::task::JoinHandle<()>,
     /// Closes the server's stdin (after what is queued).
@@ -1146,7 +1145,6 @@ fn start_server(
             let _ = gone_tx.send(Some(why));
             return Server {
                 upstream,
-                child: None,
                 exited: None,
                 writer: tokio::spawn(async {}),
                 close: None,
@@ -1202,7 +1200,7 @@ fn start_server(
             let mut buf = Vec::new();
             loop {
                 match read_frame(&mut out, &mut buf).await {
-                    Frame::Line(line) => reader_upstream.from_server(&catalog, line),
+                    Frame::Line(line) => reader_upstream.route_from_server(&catalog, line),
                     Frame::TooLong(n) => eprintln!(
                         "failcore proxy: dropped a message of {n} bytes from the MCP server (at most {MAX_LINE})"
                     ),
@@ -1234,7 +1232,6 @@ fn start_server(
     });
     Server {
         upstream,
-        child: None,
         exited: Some(exited),
         writer,
         close: Some(close),
@@ -1256,7 +1253,6 @@ impl Server {
     /// Closes the server's stdin, gives it [`GRACE`] to exit, then kills it. Its exit code, if any.
     async fn stop(mut self) -> Option<i32> {
         drop(self.upstream);
-        drop(self.child.take());
         if let Some(close) = self.close.take() {
             let _ = close.send(());
         }
