@@ -1225,8 +1225,8 @@ fn the_documented_filesystem_policy_loads_and_refuses_the_listed_forms() {
         );
     }
     assert!(raw.close().0.success());
-    assert!(
-        dir.path().join("traces").is_dir(),
-        "the [proxy] store is not used"
-    );
+    // `--store` wins over the file's `[proxy] store`.
+    let recorded = steps(&dir.path().join("proxy-trace"));
+    assert_eq!(recorded.len(), 6);
+    assert!(!dir.path().join("traces").exists());
 }
