@@ -197,7 +197,17 @@ pub(crate) fn reopen(
     durability: Durability,
     prior: &mut Prior,
 ) -> Result<Journal, Error> {
-    let (journal, recovery) = Journal::reopen(store, run, durability)?;
+    // The key is held; a writer still open is the previous session's, stopping (in this process, its
+    // journal thread finishing): wait for it, a bounded time.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let (journal, recovery) = loop {
+        match Journal::reopen(store.clone(), run, durability) {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other?,
+        }
+    };
     for step in recovery.in_flight {
         journal.send(Body::StepEnd(StepEnd {
             step,
@@ -275,5 +285,93 @@ pub(crate) fn lock_key(
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{DynamicBody, DynamicTool, Effect, Session};
+    use failcore_store::{MemoryStore, RunReader, TraceStore};
+    use serde_json::{json, Value};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    static RAN: AtomicU32 = AtomicU32::new(0);
+
+    async fn call(session: &Session, n: i64) -> Value {
+        let tool = DynamicTool::new("keyed_echo", "keyed test", Effect::Read).unwrap();
+        let body: DynamicBody = Box::pin(async move {
+            RAN.fetch_add(1, Ordering::SeqCst);
+            Ok(json!(n * 10 + i64::from(RAN.load(Ordering::SeqCst))))
+        });
+        session
+            .scope(tool.call(&json!({ "n": n }), body))
+            .await
+            .unwrap()
+    }
+
+    fn statuses(store: &MemoryStore, run: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for r in RunReader::open(store, run).unwrap() {
+            match r.unwrap().record.body {
+                failcore_store::Body::StepStart(s) => {
+                    out.push((format!("start {}", s.step), s.occ))
+                }
+                failcore_store::Body::StepEnd(e) => out.push((e.status.as_str().to_owned(), 0)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Sessions of one key make one run whose occurrences carry on, and a resumed keyed run serves each
+    /// recorded success once across its sessions: never twice, never skipped.
+    #[tokio::test]
+    async fn a_keyed_run_carries_steps_occurrences_and_replay_across_sessions() {
+        let store = Arc::new(MemoryStore::new());
+        let open = |b: crate::SessionBuilder| b.store(store.clone()).run_key("k").open().unwrap();
+        let a = open(Session::builder());
+        let first = call(&a, 1).await;
+        let second = call(&a, 1).await;
+        a.close_open().await.unwrap();
+        let run = a.run_id().to_owned();
+        drop(a);
+        let b = open(Session::builder());
+        assert_eq!(b.run_id(), run, "the second session continues the run");
+        let third = call(&b, 1).await;
+        b.close_open().await.unwrap();
+        drop(b);
+        assert_eq!(store.runs().unwrap(), [run.clone()]);
+        let recorded = statuses(&store, &run);
+        assert_eq!(recorded[4], ("start 2".to_owned(), 2), "{recorded:?}");
+
+        // Resume, one call per session: each recorded success is served once, in order.
+        let ran = RAN.load(Ordering::SeqCst);
+        let mut served = Vec::new();
+        let mut resumed_run = None;
+        for _ in 0..3 {
+            let s = open(Session::builder().resume(run.clone()));
+            served.push(call(&s, 1).await);
+            resumed_run.get_or_insert_with(|| s.run_id().to_owned());
+            assert_eq!(Some(s.run_id()), resumed_run.as_deref());
+            s.close_open().await.unwrap();
+            drop(s);
+        }
+        assert_eq!(served, [first, second, third]);
+        assert_eq!(RAN.load(Ordering::SeqCst), ran, "a recorded call ran again");
+        let s = open(Session::builder().resume(run.clone()));
+        call(&s, 1).await;
+        assert_eq!(
+            RAN.load(Ordering::SeqCst),
+            ran + 1,
+            "the fourth call has no record"
+        );
+        let summary = s.finish().await.unwrap();
+        assert_eq!((summary.counts.replayed, summary.counts.ok), (3, 1));
+        assert_eq!(summary.steps, 4);
+        drop(s);
+        // Ended: the next session of the key starts a new run.
+        let next = open(Session::builder().resume(run.clone()));
+        assert_ne!(Some(next.run_id()), resumed_run.as_deref());
     }
 }
