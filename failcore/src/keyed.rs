@@ -341,7 +341,7 @@ mod tests {
         let third = call(&b, 1).await;
         b.close_open().await.unwrap();
         drop(b);
-        assert_eq!(store.runs().unwrap(), [run.clone()]);
+        assert_eq!(store.runs().unwrap(), std::slice::from_ref(&run));
         let recorded = statuses(&store, &run);
         assert_eq!(recorded[4], ("start 2".to_owned(), 2), "{recorded:?}");
 
