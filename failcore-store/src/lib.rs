@@ -58,8 +58,8 @@ pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use reader::{ReadError, RunReader, TraceRecord, MAX_LINE_BYTES};
 pub use record::{
-    encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, RunEnd, RunStart,
-    RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
+    encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, Redaction, RunEnd,
+    RunStart, RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
 };
 pub use recover::Recovery;
 #[cfg(feature = "sqlite")]

@@ -65,6 +65,7 @@ pub mod rig;
 mod runid;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod secrets;
 mod session;
 mod tool_error;
 

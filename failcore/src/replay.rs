@@ -18,6 +18,8 @@ pub(crate) struct Hit {
     pub seq: u64,
     pub output: Box<RawValue>,
     pub saved_ns: u64,
+    /// Part of the recorded output was masked: it is never served as recorded.
+    pub redacted: bool,
 }
 
 /// A step that had started and not ended when the resumed run stopped.
@@ -67,6 +69,8 @@ struct Lean<'a> {
     latency_ns: Option<u64>,
     #[serde(default)]
     saved_ns: Option<u64>,
+    #[serde(default, borrow)]
+    redacted: Option<&'a RawValue>,
 }
 
 /// The successes of one fingerprint. Most fingerprints have one: it is kept inline.
@@ -171,6 +175,7 @@ impl ReplayIndex {
                         seq: rec.seq,
                         output,
                         saved_ns,
+                        redacted: rec.redacted.is_some_and(|r| r.get().contains("\"/output")),
                     };
                     report.successes += 1;
                     match queues.remove(&key) {
