@@ -155,15 +155,25 @@ fn load_or_create(path: &Path) -> Result<[u8; 32], Error> {
         b.create(parent).map_err(io)?;
     }
     let key = random_key();
+    // Written whole under a temporary name, then linked into place (which fails if another process got
+    // there first): a reader never sees a half-written key.
+    let tmp = path.with_file_name(format!(
+        ".{KEY_FILE}.{}.{:x}.tmp",
+        std::process::id(),
+        u64::from_le_bytes(random_key()[..8].try_into().unwrap_or([0; 8]))
+    ));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    match opts.open(path) {
-        Ok(mut f) => {
-            std::io::Write::write_all(&mut f, format!("{}\n", to_hex(&key)).as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(io)?;
+    let written = opts.open(&tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, format!("{}\n", to_hex(&key)).as_bytes())?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
             tracing::info!(file = %path.display(), "created a redaction key");
             Ok(key)
         }
