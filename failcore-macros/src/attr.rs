@@ -100,6 +100,7 @@ impl Parse for Item {
             syn::parenthesized!(content in input);
             Ok(Item::List(
                 key,
+                // Names are read with `parse_any`: `skip(self)` names the receiver.
                 content.parse_terminated(ListItem::parse, Token![,])?,
             ))
         } else {

@@ -5,9 +5,12 @@
 //! the only generic function, which decodes a replayed output or runs the body and hands its outcome back
 //! to non-generic commit functions.
 
-use crate::fingerprint::{fingerprint_hash, fp_key, write_canonical, CanonicalError};
+use crate::fingerprint::{
+    fingerprint_hash, fp_key, has_markers, write_canonical, write_output, CanonicalError, SOME_NULL,
+};
 use crate::policy::{CallView, PolicyRef, Refuse, Verdict};
 use crate::registry::{Effect, OutputContract, ParamRole, PolicySource, ToolDescriptor, ToolInfo};
+use crate::replay::{instance_key, scoped_key};
 use crate::secrets::{Masked, Scrubber, Seal};
 use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
 use crate::Error;
@@ -28,8 +31,11 @@ use std::time::Instant;
 pub struct Prepared(Result<Args, Error>);
 
 struct Args {
-    /// Canonical JSON of the non-skipped arguments, redacted ones in clear: what is fingerprinted.
+    /// Canonical JSON of the non-skipped arguments, redacted ones in clear: what policies see.
     canonical: Vec<u8>,
+    /// What is fingerprinted when it differs from `canonical`: the same with each `Some` that JSON
+    /// writes as `null` marked, so that `Some(None)` and `None` are different calls.
+    marked: Option<Vec<u8>>,
     /// The same with redacted values replaced by their keyed hash and secrets masked: what is recorded.
     /// `None` if equal.
     stored: Option<Vec<u8>>,
@@ -73,8 +79,20 @@ pub fn serialize_args(
         }
     }
     canonical.push(b'}');
+    let marked = if has_markers(&canonical) {
+        let marked = canonical;
+        let before = |at: usize| marked[..at].iter().filter(|b| **b == SOME_NULL).count();
+        for (range, _) in &mut redacted {
+            *range = range.start - before(range.start)..range.end - before(range.end);
+        }
+        canonical = marked.iter().copied().filter(|b| *b != SOME_NULL).collect();
+        Some(marked)
+    } else {
+        None
+    };
     Prepared(Ok(Args {
         canonical,
+        marked,
         stored: None,
         redacted,
         masked: Vec::new(),
@@ -87,6 +105,7 @@ pub(crate) fn prepare_value(tool: &'static ToolDescriptor, args: &serde_json::Va
     match write_canonical(args, &mut canonical) {
         Ok(()) => Prepared(Ok(Args {
             canonical,
+            marked: None,
             stored: None,
             redacted: Vec::new(),
             masked: Vec::new(),
@@ -149,6 +168,7 @@ struct ReplayStep {
     session: Session,
     tool: &'static ToolDescriptor,
     step: u64,
+    source_run: String,
     source_seq: u64,
     saved_ns: u64,
     output: Box<RawValue>,
@@ -209,7 +229,10 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         Err(e) => return Entered(State::Done(e)),
     };
     let Context {
-        session, parent, ..
+        session,
+        parent,
+        scope,
+        ..
     } = ctx;
     let inner = &session.inner;
     let step = inner.next_step();
@@ -238,8 +261,13 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         }
     };
     args.scrub(&inner.scrubber, tool);
-    let hash = fingerprint_hash(tool.name, tool.version, &args.canonical);
-    let key = fp_key(hash.as_bytes());
+    let hash = fingerprint_hash(
+        tool.name,
+        tool.version,
+        args.marked.as_deref().unwrap_or(&args.canonical),
+    );
+    // A call's identity is its fingerprint within the call it was made from.
+    let key = scoped_key(scope, fp_key(hash.as_bytes()));
     let occ = inner.next_occurrence(key);
     let fp = hash.to_hex().to_string();
 
@@ -254,6 +282,34 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         ));
     }
 
+    // Offline, no tool body runs: not even one that is never replayed.
+    if inner.mode == Mode::Offline && !tool.replay {
+        let err = Error::ReplayMiss {
+            tool: tool.name.to_owned(),
+            run: inner
+                .replay
+                .as_ref()
+                .map(|r| r.source.clone())
+                .unwrap_or_default(),
+            fingerprint: fp.clone(),
+            occurrence: occ,
+            detail: "; the tool is `replay = \"never\"`, and offline nothing executes".into(),
+        };
+        let start = encode_start(
+            &inner.scrubber,
+            tool,
+            step,
+            &fp,
+            occ,
+            args.record(),
+            parent,
+            &decision,
+        );
+        return Entered(State::Done(
+            not_run(&session, tool, step, start, Status::Failed, durability, err).await,
+        ));
+    }
+
     // execute: replay first
     let mut pending_divergence = None;
     if let (Some(index), true) = (&inner.replay, tool.replay) {
@@ -262,6 +318,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         // the vault, or the call misses (and executes, or is a ReplayMiss offline).
         let mut sealed_miss = false;
         if let Some(hit) = index.take(key) {
+            let source_run = index.run_of(&hit).to_owned();
             let output = if hit.redacted {
                 inner
                     .scrubber
@@ -290,6 +347,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                         session: session.clone(),
                         tool,
                         step,
+                        source_run,
                         source_seq: hit.seq,
                         saved_ns: hit.saved_ns,
                         output,
@@ -392,6 +450,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         session: session.clone(),
         tool,
         step,
+        instance: instance_key(key, occ),
         durability,
         done: false,
     }))
@@ -599,6 +658,8 @@ struct StepGuard {
     session: Session,
     tool: &'static ToolDescriptor,
     step: u64,
+    /// The identity the calls made inside this one are scoped by.
+    instance: u128,
     durability: Durability,
     done: bool,
 }
@@ -636,7 +697,7 @@ impl StepGuard {
     }
 
     /// Commits a successful output, after checking its contract.
-    async fn ok(&mut self, output: &[u8], latency_ns: u64) -> Result<(), Error> {
+    async fn ok(&mut self, output: &[u8], exact: bool, latency_ns: u64) -> Result<(), Error> {
         let drift = check_contract(self.tool.output, output);
         if let (Some(d), true) = (drift.first(), self.session.inner.strict_contracts) {
             let err = Error::Contract {
@@ -657,8 +718,40 @@ impl StepGuard {
         if let Some(d) = drift.first() {
             tracing::warn!(tool = self.tool.name, contract = %d.contract, "output drift: {}", d.detail);
         }
-        self.end(Status::Ok, Some(output), None, latency_ns, &drift)
-            .await
+        if !exact {
+            tracing::warn!(
+                tool = self.tool.name,
+                "the output holds a `Some` that JSON writes as `null`: recorded, never served on resume"
+            );
+        }
+        self.done = true;
+        self.session.inner.count(Status::Ok);
+        let (end, seal) = encode_end(
+            (&self.session.inner.scrubber, self.tool),
+            self.step,
+            Status::Ok,
+            Some(output),
+            None,
+            latency_ns,
+            None,
+            &drift,
+        );
+        let end = if exact {
+            // Kept before its record is written: a replay that finds the record finds the value.
+            if let Some(seal) = seal {
+                seal.keep().await;
+            }
+            end
+        } else {
+            // Never served: nothing to keep.
+            inexact(end)
+        };
+        self.session
+            .inner
+            .journal
+            .append_encoded("step_end", end, self.durability)
+            .await?;
+        Ok(())
     }
 }
 
@@ -768,6 +861,7 @@ where
             let ctx = Context {
                 session: guard.session.clone(),
                 parent: Some(guard.step),
+                scope: guard.instance,
                 by_name: None,
             };
             let started = Instant::now();
@@ -776,9 +870,9 @@ where
             match outcome {
                 Ok(Ok(value)) => {
                     let mut out = Vec::with_capacity(64);
-                    match write_canonical(&value, &mut out) {
-                        Ok(()) => guard
-                            .ok(&out, latency)
+                    match write_output(&value, &mut out) {
+                        Ok(exact) => guard
+                            .ok(&out, exact, latency)
                             .await
                             .map(|()| value)
                             .map_err(|e| E::from(traced(span, slot, e))),
@@ -829,11 +923,7 @@ async fn unrecordable(guard: &mut StepGuard, e: CanonicalError, latency: u64) ->
 impl ReplayStep {
     async fn commit(self) -> Result<(), Error> {
         let inner = &self.session.inner;
-        let source = inner
-            .replay
-            .as_ref()
-            .map(|r| r.source.as_str())
-            .unwrap_or_default();
+        let source = self.source_run.as_str();
         inner.count(Status::Replayed);
         inner.add_saved(self.saved_ns);
         let (end, seal) = encode_end(
@@ -860,11 +950,7 @@ impl ReplayStep {
         let inner = &self.session.inner;
         let err = Error::ReplayDecode {
             tool: self.tool.name.to_owned(),
-            run: inner
-                .replay
-                .as_ref()
-                .map(|r| r.source.clone())
-                .unwrap_or_default(),
+            run: self.source_run.clone(),
             seq: self.source_seq,
             reason,
         };
@@ -994,6 +1080,15 @@ fn with_divergence(mut start: Vec<u8>, divergence: Option<&failcore_store::Diver
         }
     }
     start
+}
+
+/// Marks an encoded step_end whose output does not read back as the value written (never served).
+fn inexact(mut end: Vec<u8>) -> Vec<u8> {
+    if end.last() == Some(&b'}') {
+        end.pop();
+        end.extend_from_slice(b",\"exact\":false}");
+    }
+    end
 }
 
 /// The encoded step_end, with its output and error scrubbed by the session's scrubber, and the seal that
