@@ -10,7 +10,7 @@ use failcore::secrets::NoSecrets;
 use failcore::store::{Body, JsonlStore, RunReader, TraceStore};
 use failcore::{Error, Session};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -602,4 +602,68 @@ output = ["/structuredContent/echo/note"]
         "executed again, not served the mask"
     );
     assert_dir_clean(&store);
+}
+
+static CONFIGS: AtomicU32 = AtomicU32::new(0);
+
+/// A tool with no redaction of its own: the session names its paths (as for a tool it does not own).
+#[failcore::tool(effect = "read")]
+async fn read_settings(profile: String, hint: String) -> Result<Value, ToolError> {
+    CONFIGS.fetch_add(1, Ordering::SeqCst);
+    Ok(json!({"profile": profile, "entries": [{"k": "a", "v": RECOVERY}, {"k": "b", "v": SESSION_TOKEN}]}))
+}
+
+#[tokio::test]
+async fn the_session_redacts_paths_of_tools_it_does_not_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let policy = tmp.path().join("failcore.toml");
+    std::fs::write(
+        &policy,
+        "[policy.open]\npreset = \"limits\"\n\n[redact.read_settings]\noutput = [\"/entries/*/v\"]\n",
+    )
+    .unwrap();
+    // From the policy file for the output, from the builder for an argument.
+    let session = Session::builder()
+        .dir(&store)
+        .redact_key([4; 32])
+        .policy_file(&policy)
+        .redact_paths("read_settings", &["/hint"], &[] as &[&str])
+        .open()
+        .unwrap();
+    let out = session
+        .scope(read_settings("dev".into(), PASSWORD.into()))
+        .await
+        .unwrap();
+    session.finish().await.unwrap();
+    assert_eq!(out["entries"][0]["v"], RECOVERY, "the caller gets the clear value");
+    assert_dir_clean(&store);
+    let masked = masked_of(&store, session.run_id());
+    assert!(masked.contains(&("/args/hint".into(), "path".into())), "{masked:?}");
+    assert!(masked.contains(&("/output/entries/1/v".into(), "path".into())), "{masked:?}");
+
+    // Bad paths stop the session from opening, naming the tool.
+    for (file, want) in [
+        ("[redact.t]\nargs = [\"token\"]\n", "`redact.t`: `token` is not a JSON pointer"),
+        ("[redact.t]\ninput = [\"/token\"]\n", "unknown key `input`"),
+        ("[redact.t]\n", "names no path"),
+    ] {
+        std::fs::write(&policy, format!("[policy.open]\npreset = \"limits\"\n\n{file}")).unwrap();
+        let err = Session::builder()
+            .dir(&store)
+            .redact_key([4; 32])
+            .policy_file(&policy)
+            .open()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{file}: {err}");
+    }
+    let err = Session::builder()
+        .dir(&store)
+        .redact_key([4; 32])
+        .redact_paths("t", &["x/y"], &[] as &[&str])
+        .open()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("redact_paths(`t`)"), "{err}");
 }

@@ -221,6 +221,36 @@ fn prefixed(root: &str, masked: Vec<Masked>) -> Vec<Masked> {
         .collect()
 }
 
+/// Masks the secrets the scanner finds in a JSON document (every string, at any depth, and values under
+/// names such as `password`), as a session does before it records arguments and outputs. `None`: nothing
+/// found. `key` keys the hashes in the placeholders. The scan a session adds to each call is two of these.
+///
+/// ```
+/// let key = [7u8; 32];
+/// let doc = br#"{"user":"ada","aws":"AKIAIOSFODNN7EXAMPLQ","password":"hunter2"}"#;
+/// let (masked, found) = failcore::secrets::mask_json(doc, &key).unwrap();
+/// let masked = String::from_utf8(masked).unwrap();
+/// assert!(!masked.contains("AKIA") && !masked.contains("hunter2"));
+/// assert_eq!(found[0].rule, "aws-access-key-id");
+/// assert_eq!(found[0].at, "/aws");
+/// assert!(failcore::secrets::mask_json(br#"{"a":1,"b":2}"#, &key).is_none());
+/// ```
+pub fn mask_json(doc: &[u8], key: &[u8; 32]) -> Option<(Vec<u8>, Vec<Masked>)> {
+    json::scrub(
+        doc,
+        &json::Plan {
+            paths: &[],
+            scan: true,
+            key,
+        },
+    )
+}
+
+/// Masks the secrets the scanner finds in a text; returns the masked text and the rule of each.
+pub fn mask_text(text: &str, key: &[u8; 32]) -> Option<(String, Vec<&'static str>)> {
+    json::scrub_text(text, key)
+}
+
 /// Appends `,"redacted":[{"at":..,"rule":..},..]` to an encoded record body.
 pub(crate) fn encode_masked(out: &mut Vec<u8>, masked: &[Masked]) {
     if masked.is_empty() {
