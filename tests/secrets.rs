@@ -610,7 +610,9 @@ static CONFIGS: AtomicU32 = AtomicU32::new(0);
 #[failcore::tool(effect = "read")]
 async fn read_settings(profile: String, hint: String) -> Result<Value, ToolError> {
     CONFIGS.fetch_add(1, Ordering::SeqCst);
-    Ok(json!({"profile": profile, "entries": [{"k": "a", "v": RECOVERY}, {"k": "b", "v": SESSION_TOKEN}]}))
+    Ok(
+        json!({"profile": profile, "entries": [{"k": "a", "v": RECOVERY}, {"k": "b", "v": SESSION_TOKEN}]}),
+    )
 }
 
 #[tokio::test]
@@ -636,19 +638,35 @@ async fn the_session_redacts_paths_of_tools_it_does_not_own() {
         .await
         .unwrap();
     session.finish().await.unwrap();
-    assert_eq!(out["entries"][0]["v"], RECOVERY, "the caller gets the clear value");
+    assert_eq!(
+        out["entries"][0]["v"], RECOVERY,
+        "the caller gets the clear value"
+    );
     assert_dir_clean(&store);
     let masked = masked_of(&store, session.run_id());
-    assert!(masked.contains(&("/args/hint".into(), "path".into())), "{masked:?}");
-    assert!(masked.contains(&("/output/entries/1/v".into(), "path".into())), "{masked:?}");
+    assert!(
+        masked.contains(&("/args/hint".into(), "path".into())),
+        "{masked:?}"
+    );
+    assert!(
+        masked.contains(&("/output/entries/1/v".into(), "path".into())),
+        "{masked:?}"
+    );
 
     // Bad paths stop the session from opening, naming the tool.
     for (file, want) in [
-        ("[redact.t]\nargs = [\"token\"]\n", "`redact.t`: `token` is not a JSON pointer"),
+        (
+            "[redact.t]\nargs = [\"token\"]\n",
+            "`redact.t`: `token` is not a JSON pointer",
+        ),
         ("[redact.t]\ninput = [\"/token\"]\n", "unknown key `input`"),
         ("[redact.t]\n", "names no path"),
     ] {
-        std::fs::write(&policy, format!("[policy.open]\npreset = \"limits\"\n\n{file}")).unwrap();
+        std::fs::write(
+            &policy,
+            format!("[policy.open]\npreset = \"limits\"\n\n{file}"),
+        )
+        .unwrap();
         let err = Session::builder()
             .dir(&store)
             .redact_key([4; 32])

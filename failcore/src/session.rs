@@ -583,8 +583,12 @@ impl SessionBuilder {
         };
 
         let redact_key = crate::secrets::resolve_key(self.redact_key, dir_store.then_some(&*dir))?;
-        // Paths given in code take precedence over the file's, tool by tool.
-        redact_paths.extend(self.redact_paths);
+        // Paths given in code add to the file's.
+        for (tool, paths) in self.redact_paths {
+            let entry: &mut crate::secrets::RedactPaths = redact_paths.entry(tool).or_default();
+            entry.args.extend(paths.args);
+            entry.output.extend(paths.output);
+        }
         let vault = self
             .vault
             .map(|d| crate::secrets::Vault::new(d, &redact_key));

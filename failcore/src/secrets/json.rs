@@ -98,10 +98,7 @@ pub(crate) fn scrub(doc: &[u8], plan: &Plan<'_>) -> Option<(Vec<u8>, Vec<Masked>
         edits: Vec::new(),
         masked: Vec::new(),
     };
-    let whole = match w.value(skip_ws(doc, 0), 0) {
-        Ok(end) if skip_ws(doc, end) == doc.len() => false,
-        _ => true,
-    };
+    let whole = !matches!(w.value(skip_ws(doc, 0), 0), Ok(end) if skip_ws(doc, end) == doc.len());
     if whole {
         // Not JSON this walker can follow: record nothing of it.
         let mut out = Vec::new();
