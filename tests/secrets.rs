@@ -329,7 +329,7 @@ async fn issue_token(id: u32) -> Result<Issued, ToolError> {
     Ok(Issued {
         id,
         token: GITHUB.to_owned(),
-        ratio: 123456789.123456789,
+        ratio: 123456789.12345679,
     })
 }
 
