@@ -685,3 +685,30 @@ async fn the_session_redacts_paths_of_tools_it_does_not_own() {
         .to_string();
     assert!(err.contains("redact_paths(`t`)"), "{err}");
 }
+
+/// A text output that breaks its JSON contract: the drift record quotes it, but not when it holds a
+/// redacted value.
+#[failcore::tool(output = "json", redact(output = ""))]
+async fn motd() -> Result<String, ToolError> {
+    Ok(format!("welcome, your code is {RECOVERY}"))
+}
+
+#[tokio::test]
+async fn drift_details_do_not_quote_redacted_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    for strict in [false, true] {
+        let session = Session::builder()
+            .dir(&store)
+            .redact_key([2; 32])
+            .strict_contracts(strict)
+            .open()
+            .unwrap();
+        let out = session.scope(motd()).await;
+        assert_eq!(out.is_ok(), !strict);
+        session.finish().await.unwrap();
+    }
+    assert_dir_clean(&store);
+    let text = cli(&store, &["show", "last", "--json"]);
+    assert!(String::from_utf8_lossy(&text).contains("not quoted"));
+}

@@ -468,10 +468,17 @@ async fn block(
     decision: &Decision,
     err: Error,
 ) -> Error {
+    // The reason may quote the arguments: logged as it is recorded.
+    let text = err.to_string();
+    let text = session
+        .inner
+        .scrubber
+        .text(&text, "")
+        .map_or(text, |s| s.value);
     tracing::warn!(
         tool = tool.name,
         rule = decision.rule.as_deref().unwrap_or(""),
-        "call blocked: {err}"
+        "call blocked: {text}"
     );
     let start = encode_start(
         &session.inner.scrubber,
@@ -698,7 +705,23 @@ impl StepGuard {
 
     /// Commits a successful output, after checking its contract.
     async fn ok(&mut self, output: &[u8], exact: bool, latency_ns: u64) -> Result<(), Error> {
-        let drift = check_contract(self.tool.output, output);
+        let mut drift = check_contract(self.tool.output, output);
+        if !drift.is_empty()
+            && self
+                .session
+                .inner
+                .scrubber
+                .output(self.tool, output)
+                .is_some()
+        {
+            // A drift detail quotes the output: not one that holds redacted values.
+            for d in &mut drift {
+                d.detail = format!(
+                    "the output breaks the `{}` contract (not quoted: it holds redacted values)",
+                    d.contract
+                );
+            }
+        }
         if let (Some(d), true) = (drift.first(), self.session.inner.strict_contracts) {
             let err = Error::Contract {
                 tool: self.tool.name.to_owned(),

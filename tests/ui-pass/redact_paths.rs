@@ -17,7 +17,7 @@ struct Login {
     token: String,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Config {
     password: String,
     region: String,
