@@ -99,12 +99,26 @@ const PLANTED: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// A tool argument: with failcore's `schema` feature (on with `mcp` and `rig`), tools callable by name
+// publish their argument schema.
+#[cfg_attr(
+    any(feature = "mcp", feature = "rig"),
+    derive(failcore::schema::schemars::JsonSchema),
+    schemars(crate = "failcore::schema::schemars")
+)]
 struct Account {
     user: String,
     config: AccountConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// A tool argument: with failcore's `schema` feature (on with `mcp` and `rig`), tools callable by name
+// publish their argument schema.
+#[cfg_attr(
+    any(feature = "mcp", feature = "rig"),
+    derive(failcore::schema::schemars::JsonSchema),
+    schemars(crate = "failcore::schema::schemars")
+)]
 struct AccountConfig {
     password: String,
     recovery: String,
@@ -622,7 +636,8 @@ async fn the_session_redacts_paths_of_tools_it_does_not_own() {
     let policy = tmp.path().join("failcore.toml");
     std::fs::write(
         &policy,
-        "[policy.open]\npreset = \"limits\"\n\n[redact.read_settings]\noutput = [\"/entries/*/v\"]\n",
+        "[policy.public]\npreset = \"no_secrets\"\n\n[tools]\nread_settings = \"public\"\n\n\
+         [redact.read_settings]\noutput = [\"/entries/*/v\"]\n",
     )
     .unwrap();
     // From the policy file for the output, from the builder for an argument.
@@ -637,11 +652,22 @@ async fn the_session_redacts_paths_of_tools_it_does_not_own() {
         .scope(read_settings("dev".into(), PASSWORD.into()))
         .await
         .unwrap();
-    session.finish().await.unwrap();
     assert_eq!(
         out["entries"][0]["v"], RECOVERY,
         "the caller gets the clear value"
     );
+    // The file's `no_secrets` preset, attached by name: an argument carrying a key is refused.
+    let refused = session
+        .scope(read_settings("dev".into(), format!("id {AWS_KEY}")))
+        .await
+        .unwrap_err();
+    assert!(refused.0.contains("secrets.aws-access-key-id"), "{refused}");
+    assert_eq!(
+        CONFIGS.load(Ordering::SeqCst),
+        1,
+        "the refused call did not run"
+    );
+    session.finish().await.unwrap();
     assert_dir_clean(&store);
     let masked = masked_of(&store, session.run_id());
     assert!(
