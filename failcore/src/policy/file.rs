@@ -3,9 +3,10 @@
 use super::{
     All, Any, DenyTools, ExecPolicy, FsPolicy, Limits, NetPolicy, Not, PolicyRef, PolicySet,
 };
+use crate::secrets::{NoSecrets, RedactPaths};
 use crate::Error;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,9 @@ pub(crate) struct PolicyFile {
     pub guards: Vec<String>,
     /// `[tools]`: `tool = "name"`, a policy attached to one tool by its exact name.
     pub tools: Vec<(String, String)>,
+    /// `[redact.<tool>]`: `args = [...]`, `output = [...]`, JSON pointers redacted for one tool by its
+    /// exact name.
+    pub redact: HashMap<String, RedactPaths>,
 }
 
 /// Reads a policy file and builds its named policies. Composite policies may refer to each other and to the
@@ -31,13 +35,15 @@ pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<Poli
         .ok_or_else(|| err("must be a table with a `policy` table".into()))?;
     if let Some(k) = top
         .keys()
-        .find(|k| !matches!(k.as_str(), "policy" | "guard" | "tools" | "proxy"))
+        .find(|k| !matches!(k.as_str(), "policy" | "guard" | "tools" | "proxy" | "redact"))
     {
         return Err(err(format!(
             "unknown top-level key `{k}`; policies go under `policy.<name>`, and only `guard` and \
-             `[tools]` may refer to them (`[proxy]` configures `failcore proxy`)"
+             `[tools]` may refer to them (`[proxy]` configures `failcore proxy`, `[redact.<tool>]` \
+             names paths to redact)"
         )));
     }
+    let redact = redactions(top.get("redact")).map_err(&err)?;
     let specs = match top.get("policy") {
         Some(Value::Object(m)) => m,
         Some(_) => return Err(err("`policy` must be a table of named policies".into())),
@@ -88,6 +94,7 @@ pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<Poli
         policies: builder.built.into_iter().collect(),
         guards,
         tools,
+        redact,
     })
 }
 
@@ -181,6 +188,32 @@ fn relative_store(base: &Path, spec: &str) -> String {
     }
 }
 
+/// `[redact.<tool>]` tables: `args` and `output`, lists of JSON pointers.
+fn redactions(v: Option<&Value>) -> Result<HashMap<String, RedactPaths>, String> {
+    let mut out = HashMap::new();
+    let Some(v) = v else { return Ok(out) };
+    let tools = v
+        .as_object()
+        .ok_or("`redact` must be a table of `[redact.<tool>]` tables")?;
+    for (tool, spec) in tools {
+        let spec = spec.as_object().ok_or_else(|| {
+            format!("`redact.{tool}` must be a table with `args` and/or `output`")
+        })?;
+        let at = format!("redact.{tool}");
+        only_keys(&at, spec, &["args", "output"])?;
+        let args = strings(&at, spec, "args")?.unwrap_or_default();
+        let output = strings(&at, spec, "output")?.unwrap_or_default();
+        if args.is_empty() && output.is_empty() {
+            return Err(format!(
+                "`{at}` names no path (`args = [..]`, `output = [..]`)"
+            ));
+        }
+        let paths = RedactPaths::parse(&args, &output).map_err(|e| format!("`{at}`: {e}"))?;
+        out.insert(tool.clone(), paths);
+    }
+    Ok(out)
+}
+
 struct Builder<'a> {
     specs: &'a Map<String, Value>,
     existing: &'a PolicySet,
@@ -211,6 +244,7 @@ const LIMITS_KEYS: &[&str] = &[
     "max_cost",
 ];
 const DENY_KEYS: &[&str] = &["preset", "tools"];
+const NO_SECRETS_KEYS: &[&str] = &["preset"];
 
 impl Builder<'_> {
     fn resolve(&mut self, from: &str, name: &str) -> Result<PolicyRef, String> {
@@ -410,9 +444,14 @@ impl Builder<'_> {
                     DenyTools::new(strings(name, spec, "tools")?.unwrap_or_default()).named(name),
                 )
             }
+            "no_secrets" => {
+                only_keys(name, spec, NO_SECRETS_KEYS)?;
+                Arc::new(NoSecrets::new().named(name))
+            }
             other => {
                 return Err(format!(
-                    "policy `{name}`: unknown preset `{other}` (fs, net, exec, limits, deny_tools)"
+                    "policy `{name}`: unknown preset `{other}` (fs, net, exec, limits, deny_tools, \
+                     no_secrets)"
                 ))
             }
         })
