@@ -132,6 +132,8 @@ pub(crate) fn read_prior(store: &dyn TraceStore, run: &str) -> Result<Prior, Err
                 count(&mut prior.counts, e.status);
                 prior.saved_ns += e.saved_ns.unwrap_or(0);
             }
+            // A signed checkpoint seals the chain; it is no step.
+            Body::Checkpoint(_) => {}
             Body::RunEnd(_) => {
                 return Err(Error::Store(StoreError::Ended {
                     run: run.to_owned(),

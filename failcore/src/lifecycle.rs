@@ -74,6 +74,13 @@ pub fn serialize_args(
         }
     }
     canonical.push(b'}');
+    if let Err(e) = within_limit(&canonical) {
+        return Prepared(Err(Error::Serialize {
+            tool: tool.name.to_owned(),
+            what: "the arguments",
+            reason: e.0,
+        }));
+    }
     let marked = if has_markers(&canonical) {
         let marked = canonical;
         let before = |at: usize| marked[..at].iter().filter(|b| **b == SOME_NULL).count();
@@ -93,10 +100,22 @@ pub fn serialize_args(
     }))
 }
 
+/// Refuses a value too large for a trace line, so that no call is acknowledged that readers would refuse.
+fn within_limit(value: &[u8]) -> Result<(), CanonicalError> {
+    if value.len() > failcore_store::MAX_VALUE_BYTES {
+        return Err(CanonicalError(format!(
+            "{} bytes of JSON is over the trace's limit of {} bytes for one value",
+            value.len(),
+            failcore_store::MAX_VALUE_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// The arguments of a call to a tool known only at run time: a JSON object, fingerprinted whole.
 pub(crate) fn prepare_value(tool: &'static ToolDescriptor, args: &serde_json::Value) -> Prepared {
     let mut canonical = Vec::with_capacity(64);
-    match write_canonical(args, &mut canonical) {
+    match write_canonical(args, &mut canonical).and_then(|()| within_limit(&canonical)) {
         Ok(()) => Prepared(Ok(Args {
             canonical,
             marked: None,
@@ -147,7 +166,8 @@ struct ReplayStep {
     session: Session,
     tool: &'static ToolDescriptor,
     step: u64,
-    source_run: String,
+    /// The run that holds the served record (an index into the replay index's runs).
+    source_run: u16,
     source_seq: u64,
     saved_ns: u64,
     output: Box<RawValue>,
@@ -283,7 +303,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 session: session.clone(),
                 tool,
                 step,
-                source_run: index.run_of(&hit).to_owned(),
+                source_run: hit.run,
                 source_seq: hit.seq,
                 saved_ns: hit.saved_ns,
                 output: hit.output,
@@ -733,7 +753,9 @@ where
             match outcome {
                 Ok(Ok(value)) => {
                     let mut out = Vec::with_capacity(64);
-                    match write_output(&value, &mut out) {
+                    match write_output(&value, &mut out)
+                        .and_then(|exact| within_limit(&out).map(|()| exact))
+                    {
                         Ok(exact) => guard
                             .ok(&out, exact, latency)
                             .await
@@ -786,7 +808,10 @@ async fn unrecordable(guard: &mut StepGuard, e: CanonicalError, latency: u64) ->
 impl ReplayStep {
     async fn commit(self) -> Result<(), Error> {
         let inner = &self.session.inner;
-        let source = self.source_run.as_str();
+        let source = inner
+            .replay
+            .as_ref()
+            .map_or("", |r| r.run_name(self.source_run));
         inner.count(Status::Replayed);
         inner.add_saved(self.saved_ns);
         let end = encode_end(
@@ -809,7 +834,11 @@ impl ReplayStep {
         let inner = &self.session.inner;
         let err = Error::ReplayDecode {
             tool: self.tool.name.to_owned(),
-            run: self.source_run.clone(),
+            run: inner
+                .replay
+                .as_ref()
+                .map_or("", |r| r.run_name(self.source_run))
+                .to_owned(),
             seq: self.source_seq,
             reason,
         };

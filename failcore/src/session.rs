@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub tool_durability: HashMap<String, Durability>,
     pub replay: Option<ReplayIndex>,
     pub resume_report: Option<ResumeReport>,
+    /// The claim on the run being resumed: held until `finish`, or until the session is dropped.
+    claim: Mutex<Option<failcore_store::Claim>>,
     /// Calls per fingerprint so far, keyed by the fingerprint's first 128 bits (already uniformly
     /// distributed, so not hashed again): about 32 bytes per distinct fingerprint.
     occurrences: Mutex<HashMap<u128, u32, BuildHasherDefault<PrehashedKey>>>,
@@ -248,6 +250,23 @@ impl Session {
         if let Some(file) = var("FAILCORE_POLICY") {
             b = b.policy_file(file);
         }
+        b.resume_prefix = var("FAILCORE_RESUME_PREFIX").is_some_and(|v| v != "0");
+        b.signing_key = failcore_store::seal::SealKey::from_env()?;
+        for (name, slot) in [
+            ("FAILCORE_CLAIM_WAIT", &mut b.claim_wait),
+            ("FAILCORE_CLAIM_LEASE", &mut b.claim_lease),
+        ] {
+            if let Some(secs) = var(name) {
+                let secs: f64 = secs
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| {
+                        Error::Config(format!("{name}: expected seconds, got {secs:?}"))
+                    })?;
+                *slot = Some(std::time::Duration::from_secs_f64(secs));
+            }
+        }
         Ok(b)
     }
 
@@ -346,6 +365,11 @@ impl Session {
             .journal
             .append(Body::RunEnd(end), inner.durability.max(Durability::Flushed))
             .await?;
+        // The run is over: another resumer may now take the run it resumed.
+        let claim = inner.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(claim) = claim {
+            claim.release()?;
+        }
         Ok(summary)
     }
 }
@@ -368,6 +392,10 @@ pub struct SessionBuilder {
     strict_contracts: bool,
     on_in_flight: InFlight,
     redact_key: Option<[u8; 32]>,
+    resume_prefix: bool,
+    signing_key: Option<failcore_store::seal::SealKey>,
+    claim_wait: Option<std::time::Duration>,
+    claim_lease: Option<std::time::Duration>,
     /// Entries added to the run_start's `versions` (what the run was made with).
     run_facts: Vec<(String, serde_json::Value)>,
     /// Sessions with this key record into one run (see [`SessionBuilder::run_key`]).
@@ -506,6 +534,34 @@ impl SessionBuilder {
         self
     }
 
+    /// Resume and offline serve a run only if it verifies (chain, seq, run id, structure); with `true`, a run
+    /// that fails is served up to the records verified before its first fault (`FAILCORE_RESUME_PREFIX=1`).
+    pub fn resume_prefix(mut self, yes: bool) -> Self {
+        self.resume_prefix = yes;
+        self
+    }
+
+    /// Signs the run's chain head with `key` every 1,000 records or second and before `run_end`
+    /// (`FAILCORE_SIGNING_KEY`, `FAILCORE_SIGNING_KEY_FILE`); `failcore verify --key` checks it.
+    pub fn signing_key(mut self, key: failcore_store::seal::SealKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    /// When the run to resume is claimed by another resumer, wait up to `wait` for it instead of failing
+    /// at once (`FAILCORE_CLAIM_WAIT`, seconds).
+    pub fn claim_wait(mut self, wait: std::time::Duration) -> Self {
+        self.claim_wait = Some(wait);
+        self
+    }
+
+    /// SQL stores: how long this session's claim outlives it if it dies without releasing it (default 30
+    /// s, `FAILCORE_CLAIM_LEASE`).
+    pub fn claim_lease(mut self, lease: std::time::Duration) -> Self {
+        self.claim_lease = Some(lease);
+        self
+    }
+
     /// Opens the run: checks the registry and the policies, loads the run being resumed, creates the new
     /// run and writes its run_start. Does blocking I/O: call it before or outside async hot paths.
     pub fn open(self) -> Result<Session, Error> {
@@ -565,6 +621,7 @@ impl SessionBuilder {
             }
         }
 
+        let mut claim = None;
         // A run key: wait for the key, then continue its open run of the same mode, if there is one.
         let key_lock = match &self.run_key {
             Some(key) => crate::keyed::lock_key(store.as_ref(), key, self.run_key_wait)?,
@@ -590,7 +647,19 @@ impl SessionBuilder {
             ),
             Some((mode, run)) => {
                 let source = store.resolve(run)?;
-                let (index, report) = ReplayIndex::load(store.as_ref(), &source)?;
+                if *mode == Mode::Resume {
+                    // One resumer per run: claimed before anything of it is read.
+                    let mut options = failcore_store::ClaimOptions::new(format!(
+                        "pid {} on {}",
+                        std::process::id(),
+                        hostname()
+                    ));
+                    options.wait = self.claim_wait;
+                    options.lease = self.claim_lease.unwrap_or(options.lease);
+                    claim = Some(store.claim(&source, &options)?);
+                }
+                let (index, report) =
+                    ReplayIndex::load(store.as_ref(), &source, self.resume_prefix)?;
                 for step in &report.in_flight {
                     tracing::warn!(run = %source, step = step.step, tool = %step.tool, "step was in flight when the run died");
                 }
@@ -610,6 +679,7 @@ impl SessionBuilder {
         if let (Some((_, p)), Some(index)) = (&prior, &replay) {
             p.prime(index);
         }
+        let sealer = self.signing_key.map(failcore_store::seal::Sealer::new);
         let (run, journal) = match &mut prior {
             Some((run, p)) => {
                 let journal = crate::keyed::reopen(store.clone(), run, self.durability, p)?;
@@ -618,7 +688,7 @@ impl SessionBuilder {
             }
             None => {
                 let run = new_run_id();
-                let journal = Journal::open(store.clone(), &run, self.durability)?;
+                let journal = Journal::open_sealed(store.clone(), &run, self.durability, sealer)?;
                 let key = self
                     .run_key
                     .clone()
@@ -651,6 +721,7 @@ impl SessionBuilder {
                 tool_durability: self.tool_durability,
                 replay,
                 resume_report,
+                claim: Mutex::new(claim),
                 occurrences: Mutex::new(
                     prior
                         .as_ref()
