@@ -162,7 +162,10 @@ pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
         offline: text("offline")?,
         run_key: text("run_key")?,
         durability: text("durability")?
-            .map(|d| d.parse().map_err(|e: String| err(format!("`proxy.durability`: {e}"))))
+            .map(|d| {
+                d.parse()
+                    .map_err(|e: String| err(format!("`proxy.durability`: {e}")))
+            })
             .transpose()?,
         timeout_seconds: match table.get("timeout_seconds") {
             None => None,
