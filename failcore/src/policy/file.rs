@@ -129,6 +129,7 @@ pub fn check_policy_file(path: &Path, sandbox_root: Option<&PathBuf>) -> Result<
 /// run_key = "my-agent"    # consecutive sessions record into one run
 /// resume = "last"         # or offline = "last"
 /// timeout_seconds = 120   # how long a request may wait for the server
+/// durability = "synced"   # buffered, flushed (default) or synced
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProxySettings {
@@ -137,6 +138,7 @@ pub struct ProxySettings {
     pub offline: Option<String>,
     pub run_key: Option<String>,
     pub timeout_seconds: Option<f64>,
+    pub durability: Option<crate::Durability>,
 }
 
 /// Reads the `[proxy]` table of a policy file (all settings absent when it has none).
@@ -149,7 +151,14 @@ pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
     let table = table
         .as_object()
         .ok_or_else(|| err("`proxy` must be a table".into()))?;
-    const KEYS: &[&str] = &["store", "resume", "offline", "run_key", "timeout_seconds"];
+    const KEYS: &[&str] = &[
+        "store",
+        "resume",
+        "offline",
+        "run_key",
+        "timeout_seconds",
+        "durability",
+    ];
     only_keys("proxy", table, KEYS).map_err(&err)?;
     let text = |key: &str| string("proxy", table, key).map_err(&err);
     let base = path.parent().unwrap_or(Path::new("."));
@@ -159,6 +168,12 @@ pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
         resume: text("resume")?,
         offline: text("offline")?,
         run_key: text("run_key")?,
+        durability: text("durability")?
+            .map(|d| {
+                d.parse()
+                    .map_err(|e: String| err(format!("`proxy.durability`: {e}")))
+            })
+            .transpose()?,
         timeout_seconds: match table.get("timeout_seconds") {
             None => None,
             Some(v) => Some(
