@@ -274,15 +274,22 @@ fn the_timeout_kills_the_whole_process_group() {
     if !landlock() {
         return;
     }
+    // A child (not a group leader, so `setsid` would succeed) tries to leave the process group, then
+    // sleeps past the timeout.
     let script = r#"
-import os, subprocess, sys, time
-child = subprocess.Popen(["sleep", "60"])
-# Leaving the process group is refused, so the kill at the timeout reaches every descendant.
-try:
-    os.setsid()
-    print(child.pid, "setsid-ok", flush=True)
-except OSError as e:
-    print(child.pid, e.errno, flush=True)
+import os, time
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.setsid()
+        msg = "left"
+    except OSError as e:
+        msg = str(e.errno)
+    os.write(w, msg.encode())
+    time.sleep(60)
+    os._exit(0)
+print(pid, os.read(r, 100).decode(), flush=True)
 time.sleep(60)
 "#;
     let started = Instant::now();
@@ -493,4 +500,82 @@ async fn an_escape_attempt_is_recorded_with_its_sandbox_and_replayed() {
     assert_eq!(replayed, out);
     assert_eq!(RAN.load(Ordering::SeqCst), before);
     resumed.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_policy_file_sets_the_sandbox() {
+    if !landlock() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("ws")).unwrap();
+    let file = dir.path().join("failcore.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[policy.py]
+preset = "exec"
+allow = [{python:?}]
+root = "ws"
+network = [8443]
+cpu_seconds = 5
+address_space_mib = 2048
+file_size_mib = 16
+max_processes = 8
+timeout_seconds = 2.5
+env = ["PATH", "LANG"]
+max_output_bytes = 4096
+"#,
+            python = python()
+        ),
+    )
+    .unwrap();
+    let session = Session::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .policy_file(&file)
+        .open()
+        .unwrap();
+    let out = session
+        .scope(async {
+            let py = exec::policy("py")?;
+            exec::run(&py, &python(), &["-c".into(), "open('made', 'w')".into()]).await
+        })
+        .await
+        .unwrap();
+    assert!(out.success(), "{out:#?}");
+    assert!(dir.path().join("ws/made").exists());
+    let s = &out.sandbox;
+    let ws = std::fs::canonicalize(dir.path().join("ws")).unwrap();
+    assert_eq!(s.write, [ws.display().to_string(), "/dev/null".into()]);
+    assert_eq!(s.network, "tcp:8443");
+    assert_eq!(
+        (s.cpu_seconds, s.address_space_bytes, s.file_size_bytes),
+        (5, 2048 << 20, 16 << 20)
+    );
+    assert_eq!((s.processes, s.timeout_ms), (8, 2500));
+    assert!(s.env.iter().all(|n| n == "PATH" || n == "LANG"), "{s:?}");
+    let not_exec = session.scope(async { exec::policy("fs_safe") }).await;
+    assert!(not_exec.is_err());
+    session.finish().await.unwrap();
+
+    for (bad, says) in [
+        ("network = \"some\"", "`network` must be"),
+        ("root = \"nowhere\"", "does not exist"),
+        ("max_processes = 0", "at least 1"),
+        ("timeout = 3", "unknown key `timeout`"),
+    ] {
+        std::fs::write(
+            &file,
+            format!("[policy.py]\npreset = \"exec\"\nallow = [\"git\"]\n{bad}\n"),
+        )
+        .unwrap();
+        let e = Session::builder()
+            .store(Arc::new(MemoryStore::new()))
+            .policy_file(&file)
+            .open()
+            .err()
+            .unwrap_or_else(|| panic!("{bad} was accepted"));
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
 }
