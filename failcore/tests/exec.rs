@@ -447,9 +447,14 @@ async fn an_escape_attempt_is_recorded_with_its_sandbox_and_replayed() {
     }
     let store = Arc::new(MemoryStore::new());
     let session = Session::builder().store(store.clone()).open().unwrap();
+    // Outside the workspace, in its parent directory.
+    let target = workspace()
+        .parent()
+        .unwrap()
+        .join(format!("failcore-escape-{}", std::process::id()));
     let args = vec![
         "-c".to_string(),
-        "open('/etc/failcore-escape', 'w')".to_string(),
+        format!("open({:?}, 'w')", target.display().to_string()),
     ];
     let out = session
         .scope(exec_python(python(), args.clone()))
@@ -457,7 +462,7 @@ async fn an_escape_attempt_is_recorded_with_its_sandbox_and_replayed() {
         .unwrap();
     assert_eq!(out.exit.code, Some(1));
     assert!(out.stderr.text.contains("Permission denied"), "{out:#?}");
-    assert!(!Path::new("/etc/failcore-escape").exists());
+    assert!(!target.exists());
     let blocked = session
         .scope(exec_nowhere(python(), vec!["-V".into()]))
         .await
@@ -578,4 +583,67 @@ max_output_bytes = 4096
             .unwrap_or_else(|| panic!("{bad} was accepted"));
         assert!(e.to_string().contains(says), "{bad}: {e}");
     }
+}
+
+/// The examples for common tools in docs/POLICY.md, kept in step with it.
+const TOOL_EXAMPLES: &str = r#"
+# git in a checkout: no hooks or helpers escape the checkout; HTTPS to the forge only.
+[policy.git]
+preset = "exec"
+allow = ["git"]
+deny_args = ["--upload-pack", "--receive-pack", "-c", "--exec", "--config"]
+root = "workspace/repo"
+network = [443]
+env = ["PATH", "HOME", "LANG"]      # HOME for ~/.gitconfig (readable, not writable)
+timeout_seconds = 120
+
+# python running an agent's script: no network, nothing readable but the interpreter and the workspace.
+[policy.python]
+preset = "exec"
+allow = ["/usr/bin/python3"]
+root = "workspace"
+readable = ["/usr", "/lib", "/lib64", "/etc", "/dev", "/proc"]
+network = "none"
+cpu_seconds = 30
+address_space_mib = 2048
+max_processes = 16
+timeout_seconds = 30
+
+# a build tool: many processes and threads, a writable cache, registry downloads over HTTPS.
+[policy.cargo]
+preset = "exec"
+allow = ["cargo"]
+deny_args = ["--config", "-Z"]
+root = "workspace/crate"
+writable = ["cache/cargo-home"]
+network = [443]
+env = ["PATH", "CARGO_HOME", "RUSTUP_HOME", "HOME", "LANG"]
+cpu_seconds = 1800
+file_size_mib = 4096
+max_processes = 512
+timeout_seconds = 900
+"#;
+
+#[tokio::test]
+async fn the_documented_tool_examples_load() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/POLICY.md")).unwrap();
+    assert!(
+        doc.contains(TOOL_EXAMPLES.trim()),
+        "docs/POLICY.md and this example differ"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["workspace/repo", "workspace/crate", "cache/cargo-home"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let file = dir.path().join("failcore.toml");
+    std::fs::write(&file, TOOL_EXAMPLES).unwrap();
+    let session = Session::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .policy_file(&file)
+        .open()
+        .unwrap();
+    let git = session.scope(async { exec::policy("git") }).await.unwrap();
+    assert_eq!(git.sandbox().network(), &Network::ConnectPorts(vec![443]));
+    assert_eq!(git.sandbox().timeout(), Duration::from_secs(120));
 }
