@@ -327,7 +327,7 @@ fn filters(plan: &Plan) -> Result<Vec<BpfProgram>, String> {
         )
         .map_err(e)?])
         .map_err(e)?;
-        let rules = BTreeMap::from([
+        let rules = with_x32(&[
             (libc::SYS_socket, vec![not_unix]),
             (libc::SYS_io_uring_setup, Vec::new()),
         ]);
@@ -341,7 +341,7 @@ fn filters(plan: &Plan) -> Result<Vec<BpfProgram>, String> {
         programs.push(BpfProgram::try_from(filter).map_err(e)?);
     }
     if plan.seccomp_group {
-        let rules = BTreeMap::from([
+        let rules = with_x32(&[
             (libc::SYS_setsid, Vec::new()),
             (libc::SYS_setpgid, Vec::new()),
         ]);
@@ -355,6 +355,20 @@ fn filters(plan: &Plan) -> Result<Vec<BpfProgram>, String> {
         programs.push(BpfProgram::try_from(filter).map_err(e)?);
     }
     Ok(programs)
+}
+
+/// The rules keyed by system call number, and on x86_64 also by the x32 number of each call (the same
+/// number with bit 30 set, which the architecture check of the filter lets through), so that a program
+/// built for x32 cannot go around them where the kernel runs x32 code.
+fn with_x32(rules: &[(i64, Vec<SeccompRule>)]) -> BTreeMap<i64, Vec<SeccompRule>> {
+    let mut map = BTreeMap::new();
+    for (nr, rule) in rules {
+        map.insert(*nr, rule.clone());
+        if cfg!(target_arch = "x86_64") {
+            map.insert(*nr | 0x4000_0000, rule.clone());
+        }
+    }
+    map
 }
 
 /// The command's environment: the policy's allow-list taken from this process, then the tool's own
@@ -417,11 +431,21 @@ fn user_tasks() -> u64 {
 
 /// What the child does between fork and exec. Only system calls: no allocation, no locks.
 fn enter_sandbox(
+    parent: libc::pid_t,
     procs: Option<RawFd>,
     limits: &[(Resource, u64)],
     ruleset: Option<RulesetCreated>,
     filters: &[BpfProgram],
 ) -> io::Result<()> {
+    // If this process dies (the thread that forked waits for the command, so it outlives it otherwise),
+    // the command is killed rather than left running unwatched.
+    // SAFETY: prctl and getppid take no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if unsafe { libc::getppid() } != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
     if let Some(fd) = procs {
         // "0" moves the writing process, this child, into the command's cgroup before it runs anything.
         // SAFETY: writes one byte from a static buffer to an open descriptor.
@@ -563,6 +587,8 @@ pub(crate) fn spawn(command: Command, spec: &SandboxSpec, plan: Plan) -> Result<
         limits.push((libc::RLIMIT_NPROC, user_tasks() + spec.processes));
     }
     let procs = cgroup.as_ref().map(|c| c.procs.as_raw_fd());
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
 
     let mut cmd = std::process::Command::new(&command.program);
     cmd.args(&command.args)
@@ -582,7 +608,7 @@ pub(crate) fn spawn(command: Command, spec: &SandboxSpec, plan: Plan) -> Result<
     // SAFETY: the closure makes only async-signal-safe system calls (see `enter_sandbox`); everything it
     // uses was built before the fork.
     unsafe {
-        cmd.pre_exec(move || enter_sandbox(procs, &limits, ruleset.take(), &filters));
+        cmd.pre_exec(move || enter_sandbox(parent, procs, &limits, ruleset.take(), &filters));
     }
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
