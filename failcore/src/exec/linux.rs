@@ -755,3 +755,34 @@ fn empty() -> Captured {
         truncated: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_task_count_includes_this_process_threads() {
+        let own: u64 = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        assert!(own >= 1);
+        let all = user_tasks();
+        assert!(
+            all >= own,
+            "{all} tasks counted for the user, {own} in this process alone"
+        );
+    }
+
+    #[test]
+    fn seccomp_rules_cover_the_x32_numbers() {
+        let rules = with_x32(&[(libc::SYS_socket, Vec::new())]);
+        assert!(rules.contains_key(&libc::SYS_socket));
+        assert_eq!(
+            rules.contains_key(&(libc::SYS_socket | 0x4000_0000)),
+            cfg!(target_arch = "x86_64")
+        );
+    }
+}
