@@ -351,6 +351,13 @@ fn output_is_bounded_and_marked_when_cut() {
     assert!(out.stdout.truncated);
     assert_eq!(out.stderr.text, "oops");
     assert!(!out.stderr.truncated);
+
+    let echoed = Command::new(python())
+        .args(["-c", "import sys; print(sys.stdin.read().upper())"])
+        .stdin("from the tool")
+        .run_blocking(&policy())
+        .unwrap();
+    assert_eq!(echoed.stdout.text, "FROM THE TOOL\n", "{echoed:#?}");
 }
 
 #[test]
@@ -397,6 +404,31 @@ fn the_effect_refuses_what_the_policy_refuses() {
         matches!(&e, Error::Exec { rule, .. } if rule == "exec.sandbox.path"),
         "{e}"
     );
+}
+
+#[test]
+fn a_program_that_cannot_start_is_an_error_and_leaves_no_cgroup() {
+    if !landlock() {
+        return;
+    }
+    let missing = "/no/such/failcore-program";
+    let e = Command::new(missing)
+        .run_blocking(&ExecPolicy::allow([missing]))
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Exec { rule, .. } if rule == "exec.spawn"),
+        "{e}"
+    );
+    let ours = format!("failcore-{}-", std::process::id());
+    let leftovers = std::fs::read_dir("/sys/fs/cgroup/pids")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&ours))
+                .count()
+        })
+        .unwrap_or(0);
+    // Other tests of this binary may hold a cgroup right now, but not one per finished command.
+    assert!(leftovers <= 8, "{leftovers} cgroups of this process remain");
 }
 
 // ---- through a tool: gated, recorded, replayed ----
