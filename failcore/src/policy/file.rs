@@ -1,7 +1,8 @@
 //! The policy file (`failcore.toml` or JSON): named policies that `policy = "name"` resolves to.
 
 use super::{
-    All, Any, DenyTools, ExecPolicy, FsPolicy, Limits, NetPolicy, Not, PolicyRef, PolicySet,
+    All, Any, DenyTools, ExecPolicy, FsPolicy, Limits, NetPolicy, Network, Not, PolicyRef,
+    PolicySet,
 };
 use crate::secrets::{NoSecrets, RedactPaths};
 use crate::Error;
@@ -248,7 +249,25 @@ const FS_KEYS: &[&str] = &[
     "expand_home",
 ];
 const NET_KEYS: &[&str] = &["preset", "urls", "schemes", "hosts", "ports", "resolve"];
-const EXEC_KEYS: &[&str] = &["preset", "allow", "program_arg", "argv_arg", "deny_args"];
+const EXEC_KEYS: &[&str] = &[
+    "preset",
+    "allow",
+    "program_arg",
+    "argv_arg",
+    "deny_args",
+    "root",
+    "writable",
+    "readable",
+    "network",
+    "cpu_seconds",
+    "address_space_mib",
+    "file_size_mib",
+    "max_processes",
+    "timeout_seconds",
+    "env",
+    "max_output_bytes",
+    "accept_weaker",
+];
 const LIMITS_KEYS: &[&str] = &[
     "preset",
     "max_arg_bytes",
@@ -414,7 +433,7 @@ impl Builder<'_> {
                 if let Some(d) = strings(name, spec, "deny_args")? {
                     p = p.deny_args(d);
                 }
-                Arc::new(p)
+                Arc::new(self.exec_sandbox(name, spec, p)?)
             }
             "limits" => {
                 only_keys(name, spec, LIMITS_KEYS)?;
@@ -470,6 +489,111 @@ impl Builder<'_> {
                 ))
             }
         })
+    }
+}
+
+impl Builder<'_> {
+    /// The sandbox settings of an `exec` preset. Paths are relative to the policy file and must exist now.
+    fn exec_sandbox(
+        &self,
+        name: &str,
+        spec: &Map<String, Value>,
+        mut p: ExecPolicy,
+    ) -> Result<ExecPolicy, String> {
+        let existing = |key: &str, path: String| -> Result<PathBuf, String> {
+            let path = self.base.join(path);
+            if path.exists() {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "policy `{name}`: `{key}` names {}, which does not exist",
+                    path.display()
+                ))
+            }
+        };
+        if let Some(root) = string(name, spec, "root")? {
+            let root = existing("root", root)?;
+            if !root.is_dir() {
+                return Err(format!(
+                    "policy `{name}`: root {} is not a directory",
+                    root.display()
+                ));
+            }
+            p = p.root(root);
+        }
+        if let Some(paths) = strings(name, spec, "writable")? {
+            let paths = paths
+                .into_iter()
+                .map(|w| existing("writable", w))
+                .collect::<Result<Vec<_>, _>>()?;
+            p = p.writable(paths);
+        }
+        if let Some(paths) = strings(name, spec, "readable")? {
+            let paths = paths
+                .into_iter()
+                .map(|r| existing("readable", r))
+                .collect::<Result<Vec<_>, _>>()?;
+            p = p.readable(paths);
+        }
+        match spec.get("network") {
+            None => {}
+            Some(Value::String(s)) if s == "none" => p = p.network(Network::None),
+            Some(Value::String(s)) if s == "all" => p = p.network(Network::All),
+            Some(Value::Array(_)) => {
+                let ports = numbers(name, spec, "network")?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| {
+                        u16::try_from(n)
+                            .map_err(|_| format!("policy `{name}`: port {n} is out of range"))
+                    })
+                    .collect::<Result<Vec<u16>, String>>()?;
+                p = p.network(Network::ConnectPorts(ports));
+            }
+            Some(_) => {
+                return Err(format!(
+                    "policy `{name}`: `network` must be \"none\", \"all\" or a list of TCP ports"
+                ))
+            }
+        }
+        if let Some(n) = number(name, spec, "cpu_seconds")? {
+            p = p.cpu_seconds(n);
+        }
+        let mib = |key: &str| -> Result<Option<u64>, String> {
+            number(name, spec, key)?
+                .map(|n| {
+                    n.checked_mul(1 << 20)
+                        .ok_or_else(|| format!("policy `{name}`: `{key}` is too large"))
+                })
+                .transpose()
+        };
+        if let Some(bytes) = mib("address_space_mib")? {
+            p = p.address_space(bytes);
+        }
+        if let Some(bytes) = mib("file_size_mib")? {
+            p = p.file_size(bytes);
+        }
+        if let Some(n) = number(name, spec, "max_processes")? {
+            if n == 0 {
+                return Err(format!(
+                    "policy `{name}`: `max_processes` must be at least 1 (the command itself)"
+                ));
+            }
+            p = p.processes(n);
+        }
+        if let Some(t) = seconds(name, spec.get("timeout_seconds"), "timeout_seconds")? {
+            p = p.timeout(t);
+        }
+        if let Some(env) = strings(name, spec, "env")? {
+            p = p.env(env);
+        }
+        if let Some(n) = number(name, spec, "max_output_bytes")? {
+            p = p.max_output(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        if let Some(yes) = boolean(name, spec, "accept_weaker")? {
+            p = p.accept_weaker(yes);
+        }
+        Ok(p)
     }
 }
 
