@@ -25,6 +25,8 @@
 //! assert_eq!(records.len(), 1);
 //! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod batch;
 mod chain;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -34,6 +36,8 @@ mod journal;
 #[cfg(feature = "jsonl")]
 mod jsonl;
 mod memory;
+#[cfg(feature = "postgres")]
+mod pg_pool;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod reader;
@@ -57,7 +61,7 @@ pub use journal::{
 pub use jsonl::{bytes_source, open_file, JsonlStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::PgStore;
+pub use postgres::{PgStore, PgStoreBuilder};
 pub use reader::{ReadError, RunReader, TraceRecord, MAX_LINE_BYTES};
 pub use record::{
     encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, RunEnd, RunStart,
