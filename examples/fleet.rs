@@ -30,7 +30,11 @@ const SECONDS: f64 = 2.0;
 fn rss() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -38,8 +42,10 @@ fn threads() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:").and_then(|n| n.trim().parse().ok()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .and_then(|n| n.trim().parse().ok())
+            })
         })
         .unwrap_or(0)
 }

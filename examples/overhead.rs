@@ -62,7 +62,9 @@ impl Load {
                     let mut x = 1u64;
                     while !stop.load(Ordering::Relaxed) {
                         for _ in 0..10_000 {
-                            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                            x = std::hint::black_box(
+                                x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                            );
                         }
                     }
                 })
@@ -171,15 +173,17 @@ fn session(dir: &std::path::Path, d: Durability) -> (Session, std::path::PathBuf
         .durability(d)
         .open()
         .expect("session");
-    let path = dir
-        .join("runs")
-        .join(format!("{}.jsonl", session.run_id()));
+    let path = dir.join("runs").join(format!("{}.jsonl", session.run_id()));
     (session, path)
 }
 
 fn section(rt: &tokio::runtime::Runtime, dir: &std::path::Path, load: Option<&Load>) {
     let (rounds, n) = (15, 2_000u64);
-    let tag = if load.is_some() { "under load" } else { "quiet" };
+    let tag = if load.is_some() {
+        "under load"
+    } else {
+        "quiet"
+    };
     header(&format!("loop of calls, {tag}"));
     let bare = in_loop(rt, load, rounds, n, |base| {
         Box::pin(async move {
@@ -206,7 +210,12 @@ fn section(rt: &tokio::runtime::Runtime, dir: &std::path::Path, load: Option<&Lo
         .store(Arc::new(MemoryStore::new()))
         .open()
         .expect("session");
-    print_row("guarded, memory store, flushed", guarded_loop(mem.clone()), bare, None);
+    print_row(
+        "guarded, memory store, flushed",
+        guarded_loop(mem.clone()),
+        bare,
+        None,
+    );
     rt.block_on(mem.finish()).expect("finish");
     let mut flushed_run = None;
     for d in [Durability::Buffered, Durability::Flushed] {
@@ -286,7 +295,11 @@ fn section(rt: &tokio::runtime::Runtime, dir: &std::path::Path, load: Option<&Lo
 fn rss() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -294,8 +307,10 @@ fn threads() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:").and_then(|n| n.trim().parse().ok()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .and_then(|n| n.trim().parse().ok())
+            })
         })
         .unwrap_or(0)
 }
@@ -311,7 +326,10 @@ fn many_runs(dir: &std::path::Path) {
         .expect("runtime");
     let store: Arc<dyn TraceStore> = Arc::new(JsonlStore::new(dir.join("many")));
     // Warm up what every process pays once (the journal's thread, the registry), then measure.
-    let warm = Session::builder().store(store.clone()).open().expect("open");
+    let warm = Session::builder()
+        .store(store.clone())
+        .open()
+        .expect("open");
     rt.block_on(warm.finish()).expect("finish");
     let (rss0, threads0) = (rss(), threads());
     let sessions: Vec<Session> = (0..RUNS)

@@ -2,8 +2,9 @@
 //!
 //! A record is committed on the caller's thread, under the run's lock: its line is encoded, chained to the
 //! previous one and handed to the store before the call returns (`flushed`), or kept in the run's buffer
-//! (`buffered`). Nothing spins and no run has a thread of its own. One background thread per process,
-//! shared by every run of every store, does the two jobs that must not hold a caller:
+//! (`buffered`). Nothing spins and no run has a thread of its own. A few background threads per process
+//! ([`BACKGROUND_THREADS`]), shared by every run of every store, do the two jobs that must not hold a
+//! caller:
 //! - the periodic flush of `buffered` records ([`BUFFERED_LINGER`] after the first one of a batch), and
 //! - the fsync of `synced` records: callers that ask for one while another is in progress share the next
 //!   one (group commit), and await it without blocking their thread.
@@ -168,17 +169,27 @@ impl RunShared {
     /// Syncs everything written so far (on the background thread), with the detached syncer if there is
     /// one, else under the run's lock.
     fn sync_now(&self) -> Result<(), StoreError> {
-        if let Some(e) = self.failure() {
-            return Err(e);
+        // Syncs of one run never overlap, and each checks for an earlier failure once it has the run: a
+        // failed sync is never followed by another.
+        match &self.syncer {
+            Some(syncer) => {
+                let mut syncer = syncer.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(e) = self.failure() {
+                    return Err(e);
+                }
+                syncer.sync().map_err(|e| self.fail(&e))
+            }
+            None => {
+                let mut state = self.lock();
+                if let Some(e) = self.failure() {
+                    return Err(e);
+                }
+                match state.writer.as_mut() {
+                    Some(writer) => writer.sync().map_err(|e| self.fail(&e)),
+                    None => Ok(()),
+                }
+            }
         }
-        let result = match &self.syncer {
-            Some(syncer) => syncer.lock().unwrap_or_else(|e| e.into_inner()).sync(),
-            None => match self.lock().writer.as_mut() {
-                Some(writer) => writer.sync(),
-                None => Ok(()),
-            },
-        };
-        result.map_err(|e| self.fail(&e))
     }
 }
 
@@ -567,7 +578,11 @@ impl Drop for Journal {
     }
 }
 
-/// The process's one background thread for journals: periodic flushes of buffered records and group
+/// The threads the journals of a process share for flushes and syncs, whatever the number of runs: the
+/// fsyncs of different runs overlap on them.
+const BACKGROUND_THREADS: usize = 4;
+
+/// The background threads of the process's journals: periodic flushes of buffered records and group
 /// fsyncs. Started on first use.
 struct Background {
     queue: Mutex<Queue>,
@@ -617,12 +632,14 @@ fn background() -> &'static Background {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
         }));
-        let spawned = std::thread::Builder::new()
-            .name("failcore-journal".into())
-            .spawn(move || bg.run());
-        if let Err(e) = spawned {
-            // Without the thread nothing would ever flush or sync: that cannot be carried on from.
-            panic!("failcore: cannot start the journal's background thread: {e}");
+        for i in 0..BACKGROUND_THREADS {
+            let spawned = std::thread::Builder::new()
+                .name(format!("failcore-journal-{i}"))
+                .spawn(move || bg.run());
+            if let Err(e) = spawned {
+                // Without them nothing would ever flush or sync: that cannot be carried on from.
+                panic!("failcore: cannot start the journal's background threads: {e}");
+            }
         }
         bg
     })
@@ -657,10 +674,20 @@ impl Background {
     fn run(&self) {
         let mut queue = self.lock();
         loop {
-            if !queue.syncs.is_empty() {
-                let syncs = std::mem::take(&mut queue.syncs);
+            if let Some(first) = queue.syncs.first() {
+                // This thread takes one run's requests; the others are left to the other threads, so
+                // that the fsyncs of different runs overlap.
+                let run = first.run.clone();
+                let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut queue.syncs)
+                    .into_iter()
+                    .partition(|r| Arc::ptr_eq(&r.run, &run));
+                queue.syncs = rest;
+                let more = !queue.syncs.is_empty();
                 drop(queue);
-                sync_all(syncs);
+                if more {
+                    self.wake.notify_one();
+                }
+                sync_all(mine);
                 queue = self.lock();
                 continue;
             }
