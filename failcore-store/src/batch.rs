@@ -7,7 +7,7 @@
 //! jobs still queued fail without being committed, so nothing is ever stored after a hole.
 
 use crate::{Done, Line, StoreError};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// A batch takes at most this many lines...
@@ -41,16 +41,6 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub(crate) fn sync(&self) -> bool {
-        matches!(
-            self.kind,
-            JobKind::Append {
-                synced_seq: Some(_),
-                ..
-            }
-        )
-    }
-
     fn lines(&self) -> (usize, usize) {
         match &self.kind {
             JobKind::Append { lines, .. } => {
@@ -77,6 +67,9 @@ struct QueueState {
 struct Queue {
     state: Mutex<QueueState>,
     wake: Condvar,
+    /// Batches committed, and the jobs they held.
+    batches: AtomicU64,
+    jobs: AtomicU64,
 }
 
 impl Queue {
@@ -105,6 +98,8 @@ impl Committer {
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
             wake: Condvar::new(),
+            batches: AtomicU64::new(0),
+            jobs: AtomicU64::new(0),
         });
         let q = queue.clone();
         std::thread::Builder::new()
@@ -112,6 +107,14 @@ impl Committer {
             .spawn(move || run(&q, &mut backend))
             .map_err(|e| StoreError::io("the store's committer thread", e))?;
         Ok(Arc::new(Committer { queue }))
+    }
+
+    /// Batches committed so far, and the jobs (appends, creates, releases) they held.
+    pub(crate) fn stats(&self) -> (u64, u64) {
+        (
+            self.queue.batches.load(Ordering::Relaxed),
+            self.queue.jobs.load(Ordering::Relaxed),
+        )
     }
 
     /// Queues a job; its `done` is called once it is committed or has failed.
@@ -182,6 +185,8 @@ fn run(queue: &Queue, backend: &mut impl BatchBackend) {
             continue;
         }
         let results = backend.commit(&live);
+        queue.batches.fetch_add(1, Ordering::Relaxed);
+        queue.jobs.fetch_add(live.len() as u64, Ordering::Relaxed);
         for (job, result) in live.iter_mut().zip(results) {
             if result.is_err() {
                 job.broken.store(true, Ordering::Release);

@@ -280,6 +280,12 @@ impl PgStore {
         self.inner.pool.size()
     }
 
+    /// Batches the store's committer has committed, and the jobs (appends of one run, run creations and
+    /// releases) they held: how many runs' records shared each round trip.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.committer.stats()
+    }
+
     /// How many connections the store holds open now.
     pub fn connections(&self) -> usize {
         self.inner.pool.open_connections()

@@ -256,7 +256,15 @@ impl BatchBackend for SqliteBatch {
     fn commit(&mut self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
         // A commit with synchronous=FULL syncs the WAL, and with it every earlier commit: the synced runs
         // of a batch share it.
-        let sync = jobs.iter().any(Job::sync);
+        let sync = jobs.iter().any(|j| {
+            matches!(
+                j.kind,
+                JobKind::Append {
+                    synced_seq: Some(_),
+                    ..
+                }
+            )
+        });
         if sync {
             if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
                 let e = self.err(e);

@@ -65,6 +65,7 @@ fn three_hundred_open_runs_share_a_pool_of_four_connections() {
             )
         })
         .collect();
+    let (batches0, jobs0) = store.commit_stats();
     rt.block_on(async {
         let tasks: Vec<_> = journals
             .iter()
@@ -89,6 +90,12 @@ fn three_hundred_open_runs_share_a_pool_of_four_connections() {
         "{} connections",
         store.connections()
     );
+    // Records of many runs shared each commit: far fewer batches than appends.
+    let (batches, jobs) = store.commit_stats();
+    let (batches, jobs) = (batches - batches0, jobs - jobs0);
+    assert_eq!(jobs, 300 * 6, "five appends and a sync per run");
+    assert!(batches * 4 <= jobs, "{batches} batches for {jobs} jobs");
+    eprintln!("{jobs} appends and syncs of 300 runs in {batches} commits");
     for j in journals {
         Arc::try_unwrap(j)
             .expect("one owner")
