@@ -862,6 +862,78 @@ mod tests {
         assert_eq!(lines.load(std::sync::atomic::Ordering::SeqCst), 1000);
     }
 
+    /// Adds a record after every second record and one before the run_end, naming the head it saw.
+    struct Checkpoints {
+        seen: Arc<Mutex<Vec<(u64, String)>>>,
+    }
+    impl RecordHook for Checkpoints {
+        fn after_record(
+            &mut self,
+            seq: u64,
+            _: &str,
+            line: &[u8],
+            head: &str,
+        ) -> Option<HookRecord> {
+            assert_eq!(chain::line_hash(line), head);
+            self.seen.lock().unwrap().push((seq, head.to_owned()));
+            (seq % 2 == 1).then(|| HookRecord {
+                kind: "step_start",
+                fields: format!("{{\"checkpoint\":\"{head}\"}}").into_bytes(),
+            })
+        }
+        fn before_run_end(&mut self, next_seq: u64, head: &str) -> Option<HookRecord> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((next_seq, format!("end:{head}")));
+            Some(HookRecord {
+                kind: "step_start",
+                fields: format!("{{\"checkpoint\":\"{head}\"}}").into_bytes(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_hook_sees_each_record_with_the_head_and_its_records_are_chained_in_place() {
+        let store = Arc::new(MemoryStore::new());
+        let journal = Journal::open(store.clone(), "h", Durability::Flushed).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        journal.set_hook(Box::new(Checkpoints { seen: seen.clone() }));
+        for i in 0..4 {
+            journal.enqueue_encoded("step_start", format!("{{\"step\":{i}}}").into_bytes());
+        }
+        journal.send(Body::run_end_empty(RunStatus::Ok));
+        journal.close().unwrap();
+        let mut source = store.lines("h").unwrap();
+        let mut lines = Vec::new();
+        while let Some(crate::Chunk::Line(l)) = source.next_chunk().unwrap() {
+            lines.push(String::from_utf8(l).unwrap());
+        }
+        // A checkpoint after each record of odd seq (1, 3, 5: the checkpoints take seqs too), one before
+        // the run_end, the run_end: 9 lines, numbered and chained in order.
+        assert_eq!(lines.len(), 9, "{lines:#?}");
+        for (seq, line) in lines.iter().enumerate() {
+            assert!(line.contains(&format!("\"seq\":{seq},")), "{line}");
+            if seq > 0 {
+                let prev = chain::line_hash(lines[seq - 1].as_bytes());
+                assert!(line.contains(&format!("\"prev\":\"{prev}\"")), "{line}");
+            }
+        }
+        // Each checkpoint names the head it follows.
+        for at in [2, 4, 6, 7] {
+            let head = chain::line_hash(lines[at - 1].as_bytes());
+            assert!(
+                lines[at].contains(&format!("\"checkpoint\":\"{head}\"")),
+                "{}",
+                lines[at]
+            );
+        }
+        assert!(lines[8].contains("\"kind\":\"run_end\""));
+        // The hook saw the records it was shown and the run_end, never its own records.
+        let seen: Vec<u64> = seen.lock().unwrap().iter().map(|(s, _)| *s).collect();
+        assert_eq!(seen, [0, 1, 3, 5, 7, 8]);
+    }
+
     struct FailingWriter;
     impl RunWriter for FailingWriter {
         fn append(&mut self, _: &[Line]) -> Result<(), StoreError> {
