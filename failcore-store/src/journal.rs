@@ -93,9 +93,10 @@ struct RunShared {
     /// Whether the writer commits through its store's batching committer.
     batched: bool,
     state: Mutex<RunState>,
-    /// The writer's detached sync, when it has one: the background thread syncs with it without taking
-    /// the run's lock, so that callers keep appending during an fsync.
-    syncer: Option<Mutex<Box<dyn crate::SyncHandle>>>,
+    /// The writer's detached sync, taken from the writer on the run's first sync (a run that never syncs
+    /// holds no second descriptor): the background threads sync with it without taking the run's lock,
+    /// so that callers keep appending during an fsync. `Some(None)`: the writer has none.
+    syncer: Mutex<Option<Option<Box<dyn crate::SyncHandle>>>>,
 }
 
 impl RunShared {
@@ -171,19 +172,21 @@ impl RunShared {
     fn sync_now(&self) -> Result<(), StoreError> {
         // Syncs of one run never overlap, and each checks for an earlier failure once it has the run: a
         // failed sync is never followed by another.
-        match &self.syncer {
-            Some(syncer) => {
-                let mut syncer = syncer.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(e) = self.failure() {
-                    return Err(e);
-                }
-                syncer.sync().map_err(|e| self.fail(&e))
-            }
-            None => {
+        let mut syncer = self.syncer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if syncer.is_none() {
+            let handle = match self.lock().writer.as_mut() {
+                Some(writer) => writer.sync_handle().map_err(|e| self.fail(&e))?,
+                None => None,
+            };
+            *syncer = Some(handle);
+        }
+        match syncer.as_mut() {
+            Some(Some(handle)) => handle.sync().map_err(|e| self.fail(&e)),
+            _ => {
                 let mut state = self.lock();
-                if let Some(e) = self.failure() {
-                    return Err(e);
-                }
                 match state.writer.as_mut() {
                     Some(writer) => writer.sync().map_err(|e| self.fail(&e)),
                     None => Ok(()),
@@ -296,18 +299,13 @@ impl Journal {
 
     /// Starts a journal that continues a run at `next_seq`, chaining from `prev`.
     pub fn start(
-        mut writer: Box<dyn RunWriter>,
+        writer: Box<dyn RunWriter>,
         run: &str,
         next_seq: u64,
         prev: String,
         durability: Durability,
     ) -> Result<Journal, StoreError> {
         let batched = writer.batched();
-        let syncer = if batched {
-            None
-        } else {
-            writer.sync_handle()?.map(Mutex::new)
-        };
         let shared = Arc::new(RunShared {
             run: run.to_owned(),
             failed: OnceLock::new(),
@@ -323,7 +321,7 @@ impl Journal {
                 flush_scheduled: false,
                 hook: None,
             }),
-            syncer,
+            syncer: Mutex::new(None),
         });
         Ok(Journal { shared, durability })
     }
