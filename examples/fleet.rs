@@ -27,7 +27,6 @@ async fn bare_add(a: i64, b: i64) -> Result<i64, E> {
 /// How long each configuration makes calls.
 const SECONDS: f64 = 2.0;
 
-
 /// Bytes of heap in use (glibc's count of allocated blocks): what open runs hold, unlike the resident
 /// set, which freed memory the allocator keeps hides.
 fn heap() -> u64 {
