@@ -24,6 +24,9 @@ async fn bare_add(a: i64, b: i64) -> Result<i64, E> {
     Ok(std::hint::black_box(a) + b)
 }
 
+/// The Postgres store itself, to ask it how many connections it holds.
+type PgHandle = Option<Arc<PgStore>>;
+
 /// How long each configuration makes calls.
 const SECONDS: f64 = 2.0;
 
@@ -150,7 +153,7 @@ fn main() {
         .expect("runtime");
     let dir = std::env::temp_dir().join(format!("failcore-fleet-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let mut stores: Vec<(&str, Arc<dyn TraceStore>, Option<Arc<PgStore>>)> = vec![
+    let mut stores: Vec<(&str, Arc<dyn TraceStore>, PgHandle)> = vec![
         ("JSONL", Arc::new(JsonlStore::new(dir.join("jsonl"))), None),
         (
             "SQLite",
