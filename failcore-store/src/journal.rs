@@ -20,7 +20,11 @@
 //! A [`RecordHook`] set on a journal sees every record under the run's lock, with the chain head after it,
 //! and may append records of its own (signed checkpoints of the head).
 
-use crate::{chain, encode_line, time, Body, Durability, Line, RunWriter, StoreError, TraceStore};
+use crate::seal::Sealer;
+use crate::{
+    chain, encode_line, time, Body, Durability, Line, RunWriter, StoreError, TraceStore,
+    MAX_FIELDS_BYTES, MAX_LINE_BYTES,
+};
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
@@ -85,6 +89,8 @@ struct RunState {
     /// Whether the background thread has a flush of `pending` scheduled.
     flush_scheduled: bool,
     hook: Option<Box<dyn RecordHook>>,
+    /// Writes signed checkpoints of the chain head, when the run has a signing key.
+    sealer: Option<Sealer>,
 }
 
 struct RunShared {
@@ -279,6 +285,17 @@ impl Journal {
         Journal::start(writer, run, 0, chain::genesis_hash(run), durability)
     }
 
+    /// Creates `run` in `store` and starts its writer, which writes signed checkpoints with `sealer`.
+    pub fn open_sealed(
+        store: Arc<dyn TraceStore>,
+        run: &str,
+        durability: Durability,
+        sealer: Option<Sealer>,
+    ) -> Result<Journal, StoreError> {
+        let writer = store.create(run)?;
+        Journal::start_sealed(writer, run, 0, chain::genesis_hash(run), durability, sealer)
+    }
+
     /// Reopens an existing run of `store` for appending (see [`TraceStore::open_append`]) and starts a
     /// writer that continues it at the next seq, chained to its last whole record.
     pub fn reopen(
@@ -305,6 +322,18 @@ impl Journal {
         prev: String,
         durability: Durability,
     ) -> Result<Journal, StoreError> {
+        Journal::start_sealed(writer, run, next_seq, prev, durability, None)
+    }
+
+    /// [`Journal::start`], writing signed checkpoints with `sealer` when there is one.
+    pub fn start_sealed(
+        writer: Box<dyn RunWriter>,
+        run: &str,
+        next_seq: u64,
+        prev: String,
+        durability: Durability,
+        sealer: Option<Sealer>,
+    ) -> Result<Journal, StoreError> {
         let batched = writer.batched();
         let shared = Arc::new(RunShared {
             run: run.to_owned(),
@@ -320,6 +349,7 @@ impl Journal {
                 pending_bytes: 0,
                 flush_scheduled: false,
                 hook: None,
+                sealer,
             }),
             syncer: Mutex::new(None),
         });
@@ -353,6 +383,14 @@ impl Journal {
         fields: Vec<u8>,
         durability: Durability,
     ) -> Ack {
+        // A record its readers would refuse is refused here, before anything is acknowledged.
+        if fields.len() > MAX_FIELDS_BYTES {
+            return Ack::ready(Err(StoreError::TooLarge {
+                what: format!("a {kind} record"),
+                bytes: fields.len(),
+                limit: MAX_FIELDS_BYTES,
+            }));
+        }
         self.record(
             Payload::Encoded {
                 kind,
@@ -365,7 +403,7 @@ impl Journal {
     /// Appends an encoded body without waiting for it: it is ordered before anything sent after it, and as
     /// durable as the next record that is waited for.
     pub fn enqueue_encoded(&self, kind: &'static str, fields: Vec<u8>) {
-        drop(self.record(
+        self.unwaited(self.record(
             Payload::Encoded {
                 kind,
                 fields: &fields,
@@ -382,7 +420,14 @@ impl Journal {
     /// Appends a body without waiting for it (used from `Drop`, where nothing can be awaited). It is
     /// committed as durable as the journal's durability asks, in the background where that takes a sync.
     pub fn send(&self, body: Body) {
-        drop(self.record(Payload::Body(Box::new(body)), self.durability));
+        self.unwaited(self.record(Payload::Body(Box::new(body)), self.durability));
+    }
+
+    /// A record nobody waits for must not vanish silently: one the store refused stops the run here.
+    fn unwaited(&self, ack: Ack) {
+        if let AckState::Ready(Some(Err(e @ StoreError::TooLarge { .. }))) = &ack.0 {
+            self.shared.fail(e);
+        }
     }
 
     /// Resolves once every record appended before is as durable as `durability` (at least `flushed`).
@@ -491,6 +536,21 @@ impl Journal {
 /// Encodes, numbers and chains one record into the run's buffer, with what the hook adds. Returns its seq.
 fn chain_record(state: &mut RunState, run: &str, payload: Payload<'_>) -> Result<u64, StoreError> {
     let mut extra = None;
+    let run_end = matches!(&payload, Payload::Body(b) if matches!(**b, Body::RunEnd(_)));
+    if state
+        .sealer
+        .as_ref()
+        .is_some_and(|s| s.due(state.seq, run_end))
+    {
+        // A signed checkpoint of the head comes first.
+        if let Some(sealer) = state.sealer.as_mut() {
+            let checkpoint = sealer.checkpoint(run, state.seq, &state.prev);
+            let fields = Body::Checkpoint(checkpoint)
+                .encode_fields()
+                .map_err(|e| StoreError::Encode(format!("a checkpoint: {e}")))?;
+            push_line(state, run, "checkpoint", &fields);
+        }
+    }
     let line = match payload {
         Payload::Encoded { kind, fields } => {
             stamp(state);
@@ -519,6 +579,16 @@ fn chain_record(state: &mut RunState, run: &str, payload: Payload<'_>) -> Result
         }
     };
     let (line, kind) = line;
+    if line.len() > MAX_LINE_BYTES {
+        return Err(StoreError::TooLarge {
+            what: "a record".into(),
+            bytes: line.len(),
+            limit: MAX_LINE_BYTES,
+        });
+    }
+    if let Some(sealer) = state.sealer.as_mut() {
+        sealer.wrote();
+    }
     let seq = state.seq;
     let head = blake3::hash(&line).to_hex();
     if let Some(hook) = state.hook.as_mut() {
