@@ -7,9 +7,9 @@
 //! The workers are this test binary run again with `FAILCORE_FLEET_WORKER` set; they share the store only
 //! through its URL, as machines would.
 //!
-//! What this does not yet prevent: two resumers taking the same dead run at once. Here the test hands each
-//! dead run to exactly one resumer; an exclusive claim on resume (with a fencing token and a lease) is what
-//! makes that safe when resumers pick runs up on their own.
+//! The test hands each dead run to exactly one resumer. Resuming also claims the dead run (an exclusive
+//! claim with a fencing token and a lease, see the trusted-resume tests), which is what keeps two resumers
+//! that pick dead runs up on their own from running the same calls twice; this test does not race them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
