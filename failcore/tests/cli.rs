@@ -440,3 +440,13 @@ fn scale_small() {
 fn scale_million() {
     scale(1_000_000);
 }
+
+/// Writes the fixed runs into `$FAILCORE_FIXTURE_DIR`, to look at the commands by hand (the examples
+/// in docs/CLI.md are their output at 100 columns):
+/// `FAILCORE_FIXTURE_DIR=/tmp/fx cargo test -p failcore --features cli --test cli -- --ignored write_fixture_store`
+#[test]
+#[ignore]
+fn write_fixture_store() {
+    let dir = std::env::var("FAILCORE_FIXTURE_DIR").expect("set FAILCORE_FIXTURE_DIR");
+    fixture::write_store(Path::new(&dir));
+}

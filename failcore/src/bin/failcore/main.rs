@@ -10,6 +10,7 @@ mod sample;
 mod scan;
 mod show;
 mod stats;
+mod term;
 mod transfer;
 mod verify;
 
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("failcore: {e}");
+            eprintln!("failcore: {}", term::safe(&common::message(&e)));
             ExitCode::from(2)
         }
     }

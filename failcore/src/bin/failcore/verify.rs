@@ -1,7 +1,8 @@
 //! `failcore verify <run|file>`.
 
-use crate::common::{open_store, Result};
-use failcore::store::{verify, RunReader};
+use crate::common::{open_existing, resolve, schema, Result};
+use crate::term::{self, safe, Out};
+use failcore::store::{verify, Fault, FaultKind, RunReader, VerifyReport};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -19,30 +20,63 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let reader = if args.target.ends_with(".jsonl") || path.is_file() {
         RunReader::new(failcore::store::open_file(path)?)
     } else {
-        let store = open_store(store)?;
-        let run = store.resolve(&args.target)?;
+        let store = open_existing(store)?;
+        let run = resolve(store.as_ref(), &args.target)?;
         RunReader::open(store.as_ref(), &run)?
     };
     let report = verify(reader);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else if let Some(fault) = &report.fault {
-        println!(
-            "FAIL {}: {fault} ({:?}); {} records verified before it",
-            report.source, fault.kind, report.records
-        );
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        v["schema"] = schema("verify").into();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        println!(
-            "OK {}: {} records, chain intact, run complete",
-            report.source, report.records
-        );
+        println!("{}", text(&report, &Out::stdout()));
     }
     Ok(if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The report as one line: OK in green, FAIL in red, the fault in plain words.
+fn text(report: &VerifyReport, out: &Out) -> String {
+    let source = safe(&report.source);
+    match &report.fault {
+        None => format!(
+            "{} {source}: {} records, chain intact, run complete",
+            out.paint(term::OK, "OK"),
+            report.records
+        ),
+        Some(fault) => format!(
+            "{} {source}: {}",
+            out.paint(term::BAD_BOLD, "FAIL"),
+            safe(&fault_text(report, fault))
+        ),
+    }
+}
+
+fn fault_text(report: &VerifyReport, fault: &Fault) -> String {
+    let at = fault.line.map(|l| format!("line {l}: ")).unwrap_or_default();
+    // A read error's message names the file and line again: keep only its reason.
+    let reason = fault
+        .message
+        .split_once(" is corrupt: ")
+        .map_or(fault.message.as_str(), |(_, r)| r);
+    let before = match report.records {
+        0 => String::new(),
+        n => format!(" ({n} records verified before it)"),
+    };
+    match fault.kind {
+        FaultKind::Corrupt if fault.line == Some(1) => {
+            format!("not a FailCore trace (line 1 is not a trace record: {reason})")
+        }
+        FaultKind::Corrupt => format!("{at}corrupt record: {reason}{before}"),
+        FaultKind::Seq => format!("{at}sequence broken, a record was removed, repeated or moved: {reason}{before}"),
+        FaultKind::Chain => format!("{at}hash chain broken, a record was edited, removed or moved: {reason}{before}"),
+        FaultKind::Seal => format!("{at}the last record was edited (its seal does not match): {reason}{before}"),
+        FaultKind::Summary => format!("{at}the run's summary disagrees with its records: {reason}{before}"),
+        FaultKind::TornTail | FaultKind::Incomplete => format!("{reason}{before}"),
+        _ => format!("{at}{reason}{before}"),
+    }
 }
