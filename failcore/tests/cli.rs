@@ -6,18 +6,32 @@ mod fixture;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// `failcore --store STORE ARGS...`, without colour, 100 columns wide.
 fn failcore(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_failcore"))
-        .arg("--store")
+    failcore_with(store, args, &[("NO_COLOR", "1")])
+}
+
+/// The command with `COLUMNS=100`, no colour settings but `env`, and no FailCore variables.
+fn failcore_with(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = command(store, args);
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run failcore")
+}
+
+fn command(store: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_failcore"));
+    cmd.arg("--store")
         .arg(store)
         .args(args)
-        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR")
+        .env_remove("CLICOLOR_FORCE")
         .env_remove("FAILCORE_STORE")
         .env_remove("FAILCORE_DIR")
         .env_remove("FAILCORE_RESUME")
-        .env_remove("FAILCORE_OFFLINE")
-        .output()
-        .expect("run failcore")
+        .env_remove("FAILCORE_OFFLINE");
+    cmd
 }
 
 /// Stdout with the store's path replaced, for snapshots.
@@ -29,6 +43,14 @@ fn store() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     fixture::write_store(dir.path());
     dir
+}
+
+/// Every line of `t` fits in `columns` (display width, colour codes aside).
+fn fits(t: &str, columns: usize) {
+    for line in t.lines() {
+        let w = line.chars().count();
+        assert!(w <= columns, "a line of {w} columns, over {columns}:\n{line}");
+    }
 }
 
 fn code(out: &Output) -> i32 {
@@ -52,9 +74,18 @@ fn show_every_status() {
     ] {
         assert!(t.contains(s), "{s} missing in\n{t}");
     }
-    assert!(t.contains("rule fs.escape"));
+    assert!(t.contains("by fs.escape: path climbs"));
     assert!(t.contains("DRIFT json"));
-    assert!(t.contains("DIVERGED from fx00-source#8: /url"));
+    // Record numbers (#8, #4) became the source's step numbers.
+    assert!(t.contains("DIVERGED from fx00-source step 4: /url"), "{t}");
+    assert!(t.contains("from fx00-source step 1, saved 120.0 ms"), "{t}");
+    assert!(!t.contains('#'), "no record number beside a step number: {t}");
+    // Plain words, no Rust names.
+    assert!(t.contains("resuming fx00-source") && t.contains("run ended failed"));
+    for debug in ["Resume", "Record", "Failed", "Ok:", "Allow"] {
+        assert!(!t.contains(debug), "{debug} in {t}");
+    }
+    fits(&t, 100);
     insta::assert_snapshot!("show_every", t);
 }
 
@@ -76,11 +107,22 @@ fn show_filters_and_step() {
     assert!(tool.contains("1 step(s) matched"));
     insta::assert_snapshot!("show_tool", tool);
     let step = text(p, &failcore(p, &["show", fixture::EVERY, "--step", "5"]));
-    assert!(step.contains("parent       4"));
+    assert!(step.contains("parent       step 4"));
+    assert!(step.contains("decision     allowed"), "{step}");
     insta::assert_snapshot!("show_step_nested", step);
     let step = text(p, &failcore(p, &["show", fixture::EVERY, "--step", "3"]));
     assert!(step.contains("HTTP 503") && step.contains("divergence"));
+    assert!(step.contains("from step 4 of run fx00-source"), "{step}");
     insta::assert_snapshot!("show_step_failed", step);
+    let step = text(p, &failcore(p, &["show", fixture::EVERY, "--step", "2"]));
+    assert!(
+        step.contains("decision     blocked by policy fs_safe, rule fs.escape: path climbs"),
+        "{step}"
+    );
+    let step = text(p, &failcore(p, &["show", fixture::EVERY, "--step", "1"]));
+    assert!(step.contains("replayed     from fx00-source step 1, saved 120.0 ms"));
+    assert!(step.contains("drift        when recorded, json: output is not a JSON object"));
+    insta::assert_snapshot!("show_step_replayed", step);
     let missing = failcore(p, &["show", fixture::EVERY, "--step", "99"]);
     assert_eq!(code(&missing), 1);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no step 99"));
@@ -95,6 +137,7 @@ fn show_json_lines() {
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
     assert_eq!(lines[0]["type"], "run");
+    assert_eq!(lines[0]["schema"], "failcore.show/1");
     assert_eq!(lines.last().unwrap()["type"], "end");
     let steps: Vec<_> = lines.iter().filter(|l| l["type"] == "step").collect();
     assert_eq!(steps.len(), 9);
@@ -111,15 +154,19 @@ fn list_newest_first() {
     let pos = |r: &str| t.find(r).unwrap();
     assert!(pos(fixture::B) < pos(fixture::A) && pos(fixture::CRASHED) < pos(fixture::EVERY));
     assert!(t.contains("crashed"));
+    fits(&t, 100);
     insta::assert_snapshot!("list", t);
     let limited = text(dir.path(), &failcore(dir.path(), &["list", "--limit", "1"]));
     assert!(limited.contains(fixture::B) && !limited.contains(fixture::A));
     let json: serde_json::Value =
         serde_json::from_slice(&failcore(dir.path(), &["list", "--json"]).stdout).unwrap();
-    assert_eq!(json[0]["run"], fixture::B);
-    assert_eq!(json[3]["status"], "failed");
-    assert_eq!(json[3]["resumed_from"], "fx00-source");
-    assert_eq!(json[2]["status"], "crashed");
+    assert_eq!(json["schema"], "failcore.list/1");
+    let runs = &json["runs"];
+    assert_eq!(runs[0]["run"], fixture::B);
+    assert_eq!(runs[3]["status"], "failed");
+    assert_eq!(runs[3]["resumed_from"], "fx00-source");
+    assert_eq!(runs[2]["status"], "crashed");
+    assert_eq!(runs[4]["status"], "incomplete");
 }
 
 #[test]
@@ -129,10 +176,12 @@ fn stats_of_every_status() {
     assert_eq!(code(&out), 0);
     let t = text(dir.path(), &out);
     assert!(t.contains("1 replayed") && t.contains("fs.escape") && t.contains("120.0 ms"));
+    fits(&t, 100);
     insta::assert_snapshot!("stats", t);
     let json: serde_json::Value =
         serde_json::from_slice(&failcore(dir.path(), &["stats", fixture::EVERY, "--json"]).stdout)
             .unwrap();
+    assert_eq!(json["schema"], "failcore.stats/1");
     assert_eq!(json["replayed"], 1);
     assert_eq!(json["blocked_by_rule"]["fs.escape"], 1);
     assert_eq!(json["failures_by_tool"]["fetch"], 1);

@@ -74,7 +74,7 @@ const COLS: [Col; 6] = [
 fn widths(out: &Out) -> Vec<usize> {
     // Notes take what is left of the line; without a width they are never cut.
     let notes = out.width.unwrap_or(usize::MAX / 4);
-    fit_widths(&[5, 9, 24, 9, 9, notes], &COLS, term::GAP, out.width)
+    fit_widths(&[5, 9, 20, 9, 8, notes], &COLS, term::GAP, out.width)
 }
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
@@ -268,7 +268,7 @@ fn cells(start_ts: &str, s: &Step, sources: &mut Sources) -> Vec<Cell> {
     if let Some(e) = &s.end {
         if let Some(src) = &e.replayed_from {
             notes.push(format!(
-                "replayed from {} (saved {})",
+                "from {}, saved {}",
                 source_text(sources, src),
                 duration(e.saved_ns.unwrap_or(0))
             ));
@@ -280,10 +280,14 @@ fn cells(start_ts: &str, s: &Step, sources: &mut Sources) -> Vec<Cell> {
             }
         }
         if e.status == Status::Blocked {
+            // The policy's name is in `--step`; the rule says enough here.
             notes.push(format!(
-                "rule {} of policy {}: {}",
-                s.decision.rule.as_deref().unwrap_or("(none)"),
-                s.decision.policy.as_deref().unwrap_or("(none)"),
+                "by {}: {}",
+                s.decision
+                    .rule
+                    .as_deref()
+                    .or(s.decision.policy.as_deref())
+                    .unwrap_or("policy"),
                 s.decision.reason.as_deref().unwrap_or("")
             ));
         } else if let Some(err) = &e.error {

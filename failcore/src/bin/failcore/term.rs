@@ -291,17 +291,17 @@ pub fn line(out: &Out, cols: &[Col], widths: &[usize], cells: &[Cell]) -> String
         }
         let text = safe(&cell.text);
         let text = fit(&text, widths[i]);
-        let pad = " ".repeat(widths[i].saturating_sub(width(&text)));
+        let pad = || " ".repeat(widths[i].saturating_sub(width(&text)));
         let painted = out.paint(cell.style, &text);
         match cols[i].align {
             Align::Right => {
-                s.push_str(&pad);
+                s.push_str(&pad());
                 s.push_str(&painted);
             }
             Align::Left => {
                 s.push_str(&painted);
                 if i != last {
-                    s.push_str(&pad);
+                    s.push_str(&pad());
                 }
             }
         }
