@@ -102,12 +102,17 @@ pub fn read_message(e: &ReadError) -> String {
     }
 }
 
-fn corrupt_message(file: &str, line: u64, reason: &str) -> String {
-    // serde_json's positions count within the one line: keep only the column.
-    let reason = match reason.rfind(" at line 1 column ") {
+/// A decoding error's reason; serde_json's positions count within the one line, so only the
+/// column is kept.
+pub fn json_reason(reason: &str) -> String {
+    match reason.rfind(" at line 1 column ") {
         Some(i) => format!("{} at column {}", &reason[..i], &reason[i + 18..]),
         None => reason.to_owned(),
-    };
+    }
+}
+
+fn corrupt_message(file: &str, line: u64, reason: &str) -> String {
+    let reason = json_reason(reason);
     if line == 1 {
         format!("{file} is not a FailCore trace (line 1 is not a trace record: {reason})")
     } else {

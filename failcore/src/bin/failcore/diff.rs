@@ -106,7 +106,7 @@ impl Printer {
 
     fn flush_same(&mut self) {
         if self.run_of_same > 0 && !self.json && !self.all {
-            println!("  = {} step(s) the same", self.run_of_same);
+            self.say("  ", 2, &format!("= {} step(s) the same", self.run_of_same));
         }
         self.run_of_same = 0;
     }
@@ -234,7 +234,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         run_of_same: 0,
     };
     if !args.json {
-        println!("a = {ra}\nb = {rb}");
+        println!("a = {}\nb = {}", p.out.fit(4, &ra), p.out.fit(4, &rb));
     }
     let mut problems_seen = Vec::new();
     let mut failed = false;
@@ -341,12 +341,13 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             "only_in_a": t.only_a, "only_in_b": t.only_b, "differ": differ, "problems": problems_seen}),
         );
     } else {
-        println!(
+        let summary = format!(
             "{} same, {} output changed, {} argument drift, {} only in a, {} only in b",
             t.same, t.output_changed, t.arg_drift, t.only_a, t.only_b
         );
+        println!("{}", p.out.fit(0, &summary));
         for msg in &problems_seen {
-            println!("{}", p.out.paint(term::BAD, msg));
+            println!("{}", p.out.paint(term::BAD, &p.out.fit(0, msg)));
         }
         println!(
             "{}",

@@ -152,12 +152,12 @@ fn short_time(ts: &str) -> String {
 }
 
 const COLS: [Col; 6] = [
-    Col::left("run").shrink(12),
-    Col::left("started (UTC)"),
+    Col::left("run").shrink(8),
+    Col::left("started (UTC)").shrink(10),
     Col::right("took"),
     Col::left("status"),
-    Col::left("steps").shrink(12),
-    Col::left("resumed from").shrink(8),
+    Col::left("steps").shrink(5),
+    Col::left("resumed from").shrink(5),
 ];
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {

@@ -75,7 +75,7 @@ td.num,.nowrap{white-space:nowrap}
 .s-panicked{background:#6a1b9a}.s-cancelled{background:#757575}.s-in_flight{background:#f9a825}
 pre{margin:4px 0;background:#f4f4f4;padding:6px;overflow:auto;max-height:300px;max-width:80vw}
 .legend{display:flex;flex-wrap:wrap;gap:4px 12px;margin-bottom:6px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
-.legend i.ghost{background:repeating-linear-gradient(45deg,#b3d4ea 0 3px,#e1f0fa 3px 6px);border:1px dashed #0277bd}
+.legend i.ghost-key{background:repeating-linear-gradient(45deg,#b3d4ea 0 3px,#e1f0fa 3px 6px);border:1px dashed #0277bd}
 .tl{background:#fff;border:1px solid #ddd;padding:4px 0}
 .tl-row{display:flex;align-items:center;height:18px}
 .tl-label{flex:0 0 clamp(90px,28%,220px);padding:0 6px;font-size:11px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
@@ -234,13 +234,33 @@ impl Axis {
         100.0
     }
 
+    /// A tick's label, in the unit that suits the distance between ticks (`0`, `25 ms`, `1.5 s`).
+    fn label(t: u64, step: u64) -> String {
+        if t == 0 {
+            return "0".into();
+        }
+        let (unit, name) = match step {
+            s if s >= 1_000_000_000 => (1e9, "s"),
+            s if s >= 1_000_000 => (1e6, "ms"),
+            s if s >= 1_000 => (1e3, "µs"),
+            _ => (1.0, "ns"),
+        };
+        let v = t as f64 / unit;
+        if (v - v.round()).abs() < 1e-9 {
+            format!("{v:.0} {name}")
+        } else {
+            format!("{v:.1} {name}")
+        }
+    }
+
     /// Whether `t` lies inside a compressed stretch.
     fn hidden(&self, t: u64) -> bool {
         self.segments.iter().any(|s| s.2 && t > s.0 && t < s.1)
     }
 
-    /// Tick times: round steps (1, 2 or 5 times a power of ten) over the time drawn to scale.
-    fn ticks(&self) -> Vec<u64> {
+    /// Tick times: round steps (1, 2, 2.5 or 5 times a power of ten) over the time drawn to scale,
+    /// and the step.
+    fn ticks(&self) -> (Vec<u64>, u64) {
         let scaled: u64 = self
             .segments
             .iter()
@@ -250,18 +270,19 @@ impl Axis {
             .max(1);
         let raw = scaled as f64 / 6.0;
         let pow = 10f64.powf(raw.log10().floor());
-        let step = [1.0, 2.0, 5.0, 10.0]
+        let step = [1.0, 2.0, 2.5, 5.0, 10.0]
             .iter()
             .map(|m| m * pow)
             .find(|s| *s >= raw)
             .unwrap_or(10.0 * pow)
             .max(1.0) as u64;
-        (0..)
+        let ticks = (0..)
             .map(|k| k * step)
             .take_while(|t| *t <= self.end)
             .filter(|t| !self.hidden(*t))
             .take(200)
-            .collect()
+            .collect();
+        (ticks, step)
     }
 }
 
@@ -450,7 +471,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     for s in STATUSES {
         let _ = write!(h, "<span><i class=\"s-{s}\"></i>{}</span>", word(s));
     }
-    h.push_str("<span><i class=\"ghost\"></i>saved by replay (the original duration)</span></div>");
+    h.push_str("<span><i class=\"ghost-key\"></i>saved by replay (the original duration)</span></div>");
     let spans: Vec<(u64, u64, u64)> = order
         .iter()
         .map(|&i| {
@@ -480,13 +501,14 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let intervals: Vec<(u64, u64)> = spans.iter().map(|s| (s.0, s.1.max(s.2))).collect();
     let axis = Axis::new(&intervals, end);
     h.push_str("<div class=\"tl\" id=\"timeline\"><div class=\"tl-row tl-axis\"><div class=\"tl-label\">time since start</div><div class=\"tl-track\">");
-    for (k, t) in axis.ticks().iter().enumerate() {
+    let (ticks, tick_step) = axis.ticks();
+    for (k, t) in ticks.iter().enumerate() {
         let _ = write!(
             h,
             "<div class=\"tick{}\" style=\"left:{:.2}%\"><span>{}</span></div>",
             if k == 0 { " first" } else { "" },
             axis.x(*t),
-            if *t == 0 { "0".into() } else { duration(*t) }
+            Axis::label(*t, tick_step)
         );
     }
     let mut gap_notes = Vec::new();
@@ -708,8 +730,10 @@ mod tests {
         assert!(axis.x(500 * ms) < 5.0, "{}", axis.x(500 * ms));
         let first = axis.x(510 * ms) - axis.x(500 * ms);
         assert!(first > 45.0, "a call gets half the track: {first}");
-        assert!(axis.ticks().iter().all(|t| *t == 0 || *t >= 500 * ms));
-        assert!(axis.ticks().len() >= 3);
+        let (ticks, step) = axis.ticks();
+        assert!(ticks.iter().all(|t| *t == 0 || *t >= 500 * ms));
+        assert!(ticks.len() >= 3);
+        assert_eq!(Axis::label(505 * ms, step), "505 ms");
     }
 
     #[test]
@@ -717,7 +741,9 @@ mod tests {
         let axis = Axis::new(&[(0, 10), (10, 40)], 40);
         assert_eq!(axis.segments, [(0, 40, false)]);
         assert!((axis.x(20) - 50.0).abs() < 1e-9);
-        assert_eq!(axis.ticks(), [0, 10, 20, 30, 40]);
+        assert_eq!(axis.ticks(), (vec![0, 10, 20, 30, 40], 10));
+        assert_eq!(Axis::label(2_500_000, 2_500_000), "2.5 ms");
+        assert_eq!(Axis::label(3_000_000_000, 1_000_000_000), "3 s");
     }
 
     #[test]

@@ -67,14 +67,14 @@ const COLS: [Col; 6] = [
     Col::left("tool").shrink(8),
     Col::left("status"),
     Col::right("latency"),
-    Col::left("notes").shrink(12),
+    Col::left("notes").shrink(10),
 ];
 
 /// Widths for a timeline whose lines are printed as they are read.
 fn widths(out: &Out) -> Vec<usize> {
     // Notes take what is left of the line; without a width they are never cut.
     let notes = out.width.unwrap_or(usize::MAX / 4);
-    fit_widths(&[5, 9, 20, 9, 8, notes], &COLS, term::GAP, out.width)
+    fit_widths(&[5, 9, 18, 9, 8, notes], &COLS, term::GAP, out.width)
 }
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
@@ -94,10 +94,8 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let mut start_ts = String::new();
     let mut shown = 0u64;
     if !args.json {
-        println!(
-            "run {run}  ({})",
-            out.paint(term::DIM, &store.location())
-        );
+        let location = out.fit(run.len() + 7, &store.location());
+        println!("run {run}  ({})", out.paint(term::DIM, &location));
     }
     let ended = Arc::new(AtomicBool::new(false));
     let writer_pid = Arc::new(AtomicU32::new(0));
@@ -127,13 +125,14 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                         "mode": start.mode, "program": start.program, "pid": start.pid,
                     }));
                 } else {
-                    println!(
+                    let started = format!(
                         "started {} by {} (pid {}), {}",
-                        safe(&ts),
-                        safe(&start.program),
+                        ts,
+                        start.program,
                         start.pid,
                         mode_words(start.mode, start.resumed_from.as_deref())
                     );
+                    println!("{}", out.fit(0, &started));
                     println!();
                     let header: Vec<Cell> = COLS
                         .iter()
@@ -179,13 +178,22 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                     .map(|(n, w)| format!("{n} {w}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                    println!(
-                        "run ended {}: {} steps ({counts}); took {}, replay saved {}",
-                        out.paint(style, word),
-                        end.steps,
+                    let rest = format!(
+                        " after {}: {} steps, {counts}",
                         duration(end.total_ns),
-                        duration(end.saved_ns)
+                        end.steps
                     );
+                    println!(
+                        "run ended {}{}",
+                        out.paint(style, word),
+                        out.fit(10 + word.len(), &rest)
+                    );
+                    if end.saved_ns > 0 {
+                        println!(
+                            "replay saved {}",
+                            out.paint(term::OK, &duration(end.saved_ns))
+                        );
+                    }
                 }
             }
         }
@@ -239,7 +247,7 @@ fn finish(
             } else {
                 term::WARN
             };
-            println!("{}", term.paint(style, n));
+            println!("{}", term.paint(style, &term.fit(0, n)));
         }
     }
     Ok(if out.error.is_some() {

@@ -1,7 +1,7 @@
 //! `failcore stats [run]`: what ran, what replay saved, what was blocked, what failed, how long tools took.
 
 use crate::common::{duration, open_existing, resolve, schema, Result};
-use crate::term::{self, safe, Cell, Col, Out, Table};
+use crate::term::{self, Cell, Col, Out, Table};
 use crate::scan::{problems, scan, Event};
 use failcore::store::Status;
 use std::collections::BTreeMap;
@@ -174,38 +174,48 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         }));
     } else {
         let t = Out::stdout();
-        let label = |name: &str| t.paint(term::HEAD, &format!("{name:<10}"));
-        println!("{} {run}", t.paint(term::HEAD, "run"));
-        println!(
-            "{} {} ({} executed, {} replayed, {} blocked{})",
-            label("steps"),
-            counts.total() + in_flight,
-            executed,
-            counts.replayed,
-            counts.blocked,
-            if in_flight > 0 {
-                format!(", {}", t.paint(term::WARN, &format!("{in_flight} never ended")))
-            } else {
-                String::new()
-            }
-        );
-        println!("{} {}", label("executing"), duration(exec_ns));
-        let saved = format!("saved {} call(s) and {}", counts.replayed, duration(saved_ns));
-        println!(
-            "{} {}",
-            label("replay"),
-            if saved_ns > 0 { t.paint(term::OK, &saved) } else { saved }
-        );
-        if rules.is_empty() {
-            println!("{} none", label("blocked"));
-        } else {
+        // One line: a bold label, then the value (escaped, cut to the width) in its style.
+        let say = |name: &str, value: &str, style: anstyle::Style| {
             println!(
                 "{} {}",
-                label("blocked"),
-                t.paint(term::BAD, &format!("{} call(s), by rule:", counts.blocked))
+                t.paint(term::HEAD, &format!("{name:<10}")),
+                t.paint(style, &t.fit(11, value))
+            );
+        };
+        let item = |n: u64, what: &str| println!("  {n:>6}  {}", t.fit(10, what));
+        say("run", &run, term::PLAIN);
+        say(
+            "steps",
+            &format!(
+                "{} ({} executed, {} replayed, {} blocked{})",
+                counts.total() + in_flight,
+                executed,
+                counts.replayed,
+                counts.blocked,
+                if in_flight > 0 {
+                    format!(", {in_flight} never ended")
+                } else {
+                    String::new()
+                }
+            ),
+            if in_flight > 0 { term::WARN } else { term::PLAIN },
+        );
+        say("executing", &duration(exec_ns), term::PLAIN);
+        say(
+            "replay",
+            &format!("saved {} call(s) and {}", counts.replayed, duration(saved_ns)),
+            if saved_ns > 0 { term::OK } else { term::PLAIN },
+        );
+        if rules.is_empty() {
+            say("blocked", "none", term::PLAIN);
+        } else {
+            say(
+                "blocked",
+                &format!("{} call(s), by rule:", counts.blocked),
+                term::BAD,
             );
             for (rule, n) in &rules {
-                println!("  {n:>6}  {}", safe(rule));
+                item(*n, rule);
             }
         }
         let failing: Vec<_> = tools
@@ -213,9 +223,9 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             .filter(|(_, t)| t.counts.failed + t.counts.panicked + t.counts.cancelled > 0)
             .collect();
         if failing.is_empty() {
-            println!("{} none", label("failures"));
+            say("failures", "none", term::PLAIN);
         } else {
-            println!("{} {}", label("failures"), t.paint(term::BAD, "by tool:"));
+            say("failures", "by tool:", term::BAD);
             for (name, tool) in failing {
                 let c = tool.counts;
                 let parts = [
@@ -228,28 +238,21 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 .map(|(n, w)| format!("{n} {w}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-                println!(
-                    "  {:>6}  {} ({parts})",
-                    c.failed + c.panicked + c.cancelled,
-                    safe(name)
-                );
+                item(c.failed + c.panicked + c.cancelled, &format!("{name} ({parts})"));
             }
         }
         if drift > 0 {
-            println!(
-                "{} {}",
-                label("drift"),
-                t.paint(term::WARN, &format!("{drift} step(s) broke an output contract"))
+            say(
+                "drift",
+                &format!("{drift} step(s) broke an output contract"),
+                term::WARN,
             );
         }
         if diverged > 0 {
-            println!(
-                "{} {}",
-                label("diverged"),
-                t.paint(
-                    term::DIVERGED,
-                    &format!("{diverged} step(s) differ in arguments from the run replayed")
-                )
+            say(
+                "diverged",
+                &format!("{diverged} step(s) differ in arguments from the run replayed"),
+                term::DIVERGED,
             );
         }
         println!();
@@ -298,16 +301,11 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         }
         table.print(&t);
         for p in problems(&out) {
-            println!("{}", t.paint(term::BAD, &p));
+            println!("{}", t.paint(term::BAD, &t.fit(0, &p)));
         }
         if !out.ended && out.error.is_none() {
-            println!(
-                "{}",
-                t.paint(
-                    term::WARN,
-                    "incomplete: no run end yet (the run crashed or is still running)"
-                )
-            );
+            let msg = "incomplete: no run end yet (the run crashed or is still running)";
+            println!("{}", t.paint(term::WARN, &t.fit(0, msg)));
         }
     }
     Ok(if out.error.is_some() {

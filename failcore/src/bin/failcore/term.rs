@@ -102,6 +102,15 @@ impl Out {
         Out { colour, width }
     }
 
+    /// `text`, escaped and cut to the width less `used` columns (what is already on the line).
+    pub fn fit(&self, used: usize, text: &str) -> String {
+        let text = safe(text);
+        match self.width {
+            Some(w) => fit(&text, w.saturating_sub(used)).into_owned(),
+            None => text.into_owned(),
+        }
+    }
+
     /// `text`, escaped, in `style` when colour is on.
     pub fn paint(&self, style: Style, text: &str) -> String {
         let text = safe(text);
@@ -290,7 +299,11 @@ pub fn line(out: &Out, cols: &[Col], widths: &[usize], cells: &[Cell]) -> String
             s.push_str(&" ".repeat(GAP));
         }
         let text = safe(&cell.text);
-        let text = fit(&text, widths[i]);
+        // With no width to fit (a pipe), nothing is cut: columns only align.
+        let text = match out.width {
+            Some(_) => fit(&text, widths[i]),
+            None => text,
+        };
         let pad = || " ".repeat(widths[i].saturating_sub(width(&text)));
         let painted = out.paint(cell.style, &text);
         match cols[i].align {

@@ -59,10 +59,12 @@ fn text(report: &VerifyReport, out: &Out) -> String {
 fn fault_text(report: &VerifyReport, fault: &Fault) -> String {
     let at = fault.line.map(|l| format!("line {l}: ")).unwrap_or_default();
     // A read error's message names the file and line again: keep only its reason.
-    let reason = fault
-        .message
-        .split_once(" is corrupt: ")
-        .map_or(fault.message.as_str(), |(_, r)| r);
+    let reason = crate::common::json_reason(
+        fault
+            .message
+            .split_once(" is corrupt: ")
+            .map_or(fault.message.as_str(), |(_, r)| r),
+    );
     let before = match report.records {
         0 => String::new(),
         n => format!(" ({n} records verified before it)"),
