@@ -49,7 +49,10 @@ fn store() -> tempfile::TempDir {
 fn fits(t: &str, columns: usize) {
     for line in t.lines() {
         let w = line.chars().count();
-        assert!(w <= columns, "a line of {w} columns, over {columns}:\n{line}");
+        assert!(
+            w <= columns,
+            "a line of {w} columns, over {columns}:\n{line}"
+        );
     }
 }
 
@@ -84,7 +87,10 @@ fn show_every_status() {
     // Record numbers (#8, #4) became the source's step numbers.
     assert!(t.contains("DIVERGED from fx00-source step 4: /url"), "{t}");
     assert!(t.contains("from fx00-source step 1, saved 120.0 ms"), "{t}");
-    assert!(!t.contains('#'), "no record number beside a step number: {t}");
+    assert!(
+        !t.contains('#'),
+        "no record number beside a step number: {t}"
+    );
     // Plain words, no Rust names.
     assert!(t.contains("resuming fx00-source") && t.contains("run ended failed"));
     for debug in ["Resume", "Record", "Failed", "Ok:", "Allow"] {
@@ -327,9 +333,28 @@ fn slow_start(dir: &Path) {
     let run = "fx50-slowstart";
     let mut t = fixture::Trace::new(fixture::file(dir, run), run, 0, Some(fixture::SOURCE));
     t.clock_us += 500_000;
-    t.call(0, "plan", serde_json::json!({}), serde_json::json!(1), 10_000);
-    t.start(1, "search", serde_json::json!({"q": "rust"}), Decision::allow(), None, None);
-    let mut e = fixture::ended(1, Status::Replayed, Some(serde_json::json!({"hits": 3})), None, 0);
+    t.call(
+        0,
+        "plan",
+        serde_json::json!({}),
+        serde_json::json!(1),
+        10_000,
+    );
+    t.start(
+        1,
+        "search",
+        serde_json::json!({"q": "rust"}),
+        Decision::allow(),
+        None,
+        None,
+    );
+    let mut e = fixture::ended(
+        1,
+        Status::Replayed,
+        Some(serde_json::json!({"hits": 3})),
+        None,
+        0,
+    );
     e.replayed_from = Some(Source {
         run: fixture::SOURCE.into(),
         seq: 4,
@@ -337,7 +362,13 @@ fn slow_start(dir: &Path) {
     e.saved_ns = Some(120_000_000);
     t.end(e);
     for i in 2..6 {
-        t.call(i, "fetch", serde_json::json!({"i": i}), serde_json::json!(i), 10_000);
+        t.call(
+            i,
+            "fetch",
+            serde_json::json!({"i": i}),
+            serde_json::json!(i),
+            10_000,
+        );
     }
     t.finish(RunStatus::Ok);
 }
@@ -456,7 +487,9 @@ fn html_report_renders_in_chromium() {
         assert!(!page.contains(external), "self-contained: found {external}");
     }
     assert!(!page.to_lowercase().contains("all safe"));
-    assert!(page.contains("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"));
+    assert!(
+        page.contains("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")
+    );
     // The verdict names every kind of call that did not end well.
     assert!(
         page.contains("<p id=\"verdict\" class=\"note\">1 call was BLOCKED by policy, 1 failed, 1 panicked, 1 cancelled, and 1 was in flight when the run stopped.</p>"),
@@ -464,13 +497,19 @@ fn html_report_renders_in_chromium() {
     );
     // Drift recorded by the source run is carried onto the step that replays it.
     assert!(page.contains("drifted when recorded: json: output is not a JSON object"));
-    assert!(page.contains("id=\"c-drift\"><b>2</b>"), "two steps drifted");
+    assert!(
+        page.contains("id=\"c-drift\"><b>2</b>"),
+        "two steps drifted"
+    );
     assert!(page.contains("class=\"card okc\" id=\"c-saved\"><b>120.0 ms</b>"));
     // A replayed step is a ghost bar of its original duration.
     assert!(page.contains("class=\"ghost\"") && page.contains(">saved 120.0 ms</span>"));
     assert!(page.contains("replayed from step 1 of <code>fx00-source</code> (saved 120.0 ms)"));
     assert!(page.contains("DIVERGED from step 4 of <code>fx00-source</code>"));
-    assert!(page.matches("class=\"tick").count() >= 4, "a time axis with ticks");
+    assert!(
+        page.matches("class=\"tick").count() >= 4,
+        "a time axis with ticks"
+    );
     // A run that saved nothing is not shown as a saving; one with nothing wrong says so.
     let (_, plain) = report(fixture::A, "a.html");
     assert!(plain.contains("class=\"card \" id=\"c-saved\"><b>0 ns</b>"));
@@ -478,7 +517,9 @@ fn html_report_renders_in_chromium() {
     // A slow start-up is compressed and marked; the calls after it get the track.
     let (slow_html, slow) = report("fx50-slowstart", "slow.html");
     assert!(slow.contains("class=\"gap\""), "{slow}");
-    assert!(slow.contains("500.0 ms start-up before the first call (0 to 500.0 ms), drawn shortened"));
+    assert!(
+        slow.contains("500.0 ms start-up before the first call (0 to 500.0 ms), drawn shortened")
+    );
     let first_left: f64 = slow
         .split("data-status=\"ok\" style=\"left:")
         .nth(1)
@@ -506,7 +547,9 @@ fn html_report_renders_in_chromium() {
                 dom.contains(&format!("data-width=\"{width}\"")),
                 "the page was laid out {width} px wide: {dom}"
             );
-            assert!(dom.contains(&format!("data-timeline-rows=\"{rows}\" data-table-rows=\"{rows}\"")));
+            assert!(dom.contains(&format!(
+                "data-timeline-rows=\"{rows}\" data-table-rows=\"{rows}\""
+            )));
             let verdict = dom.split("id=\"fc-probe\"").nth(1).unwrap_or("");
             assert!(verdict.contains(">layout ok<"), "at {width} px: {verdict}");
             let png = std::fs::read(&shot).expect("a screenshot");
@@ -703,7 +746,11 @@ fn output_fits_the_terminal_and_cuts_with_an_ellipsis() {
         "show_at_60_columns",
         text(
             p,
-            &failcore_with(p, &["show", "fx20-long"], &[("NO_COLOR", "1"), ("COLUMNS", "60")])
+            &failcore_with(
+                p,
+                &["show", "fx20-long"],
+                &[("NO_COLOR", "1"), ("COLUMNS", "60")]
+            )
         )
     );
 }
@@ -712,18 +759,26 @@ fn output_fits_the_terminal_and_cuts_with_an_ellipsis() {
 fn errors_name_the_thing_and_the_fix_once() {
     let dir = store();
     let p = dir.path();
-    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).replace(&p.display().to_string(), "[store]");
+    let stderr = |out: &Output| {
+        String::from_utf8_lossy(&out.stderr).replace(&p.display().to_string(), "[store]")
+    };
     // An ambiguous prefix lists what it matches.
     let out = failcore(p, &["show", "fx0"]);
     assert_eq!(code(&out), 2);
     let e = stderr(&out);
-    assert!(e.contains("fx0 matches 5 runs: fx04-b, fx03-a, fx02-crashed, fx01-every, fx00-source"), "{e}");
+    assert!(
+        e.contains("fx0 matches 5 runs: fx04-b, fx03-a, fx02-crashed, fx01-every, fx00-source"),
+        "{e}"
+    );
     let mut messages = vec![e];
     // An unknown run says where it looked and what lists the runs.
     let out = failcore(p, &["stats", "nope"]);
     assert_eq!(code(&out), 2);
     let e = stderr(&out);
-    assert!(e.contains("no run nope in jsonl:[store]: `failcore list` shows the runs there"), "{e}");
+    assert!(
+        e.contains("no run nope in jsonl:[store]: `failcore list` shows the runs there"),
+        "{e}"
+    );
     messages.push(e);
     // A store that does not exist is an error, for every command that reads one.
     let missing = p.join("no-such-store");
@@ -739,7 +794,10 @@ fn errors_name_the_thing_and_the_fix_once() {
         let out = failcore(&missing, &args);
         assert_eq!(code(&out), 2, "{args:?}: {}", all(&out));
         let e = stderr(&out);
-        assert!(e.contains("there is no trace store at [store]/no-such-store"), "{args:?}: {e}");
+        assert!(
+            e.contains("there is no trace store at [store]/no-such-store"),
+            "{args:?}: {e}"
+        );
         assert!(out.stdout.is_empty(), "{args:?}");
         messages.push(e);
     }
@@ -761,13 +819,26 @@ fn errors_name_the_thing_and_the_fix_once() {
     assert_eq!(t.matches("not a FailCore trace").count(), 1, "{t}");
     messages.push(t);
     // A report that cannot be written.
-    let out = failcore(p, &["report", fixture::A, "--html", "/nonexistent-dir/r.html"]);
+    let out = failcore(
+        p,
+        &["report", fixture::A, "--html", "/nonexistent-dir/r.html"],
+    );
     assert_eq!(code(&out), 2);
     let e = stderr(&out);
-    assert!(e.starts_with("failcore: cannot write the report to /nonexistent-dir/r.html: "), "{e}");
+    assert!(
+        e.starts_with("failcore: cannot write the report to /nonexistent-dir/r.html: "),
+        "{e}"
+    );
     messages.push(e);
     for m in &messages {
-        for leak in ["trace store:", "configuration:", "Corrupt)", "(Chain)", "Error", "StoreError"] {
+        for leak in [
+            "trace store:",
+            "configuration:",
+            "Corrupt)",
+            "(Chain)",
+            "Error",
+            "StoreError",
+        ] {
             assert!(!m.contains(leak), "{leak:?} in {m}");
         }
         assert!(m.lines().count() <= 3, "one message, not a cascade: {m}");
@@ -832,9 +903,9 @@ fn strip_own_colours(s: &str) -> String {
         match end {
             Some(e)
                 if after[e..].starts_with('m')
-                    && after[..e]
-                        .split(';')
-                        .all(|p| ["0", "1", "2", "31", "32", "33", "35", "36", "39", "22"].contains(&p)) =>
+                    && after[..e].split(';').all(|p| {
+                        ["0", "1", "2", "31", "32", "33", "35", "36", "39", "22"].contains(&p)
+                    }) =>
             {
                 rest = &after[e + 1..];
             }
@@ -870,7 +941,8 @@ fn hostile_text_never_reaches_the_terminal() {
         &evil_file,
     )
     .unwrap();
-    let mut tampered = std::fs::read_to_string(p.join(format!("runs/{}.jsonl", fixture::HOSTILE))).unwrap();
+    let mut tampered =
+        std::fs::read_to_string(p.join(format!("runs/{}.jsonl", fixture::HOSTILE))).unwrap();
     tampered = tampered.replacen("nope", "NOPE", 1);
     let tampered_file = p.join("tampered.jsonl");
     std::fs::write(&tampered_file, tampered).unwrap();
@@ -887,7 +959,12 @@ fn hostile_text_never_reaches_the_terminal() {
         vec!["verify", fixture::HOSTILE],
         vec!["verify", evil_file.to_str().unwrap()],
         vec!["verify", tampered_file.to_str().unwrap()],
-        vec!["report", fixture::HOSTILE, "--html", p.join("r.html").to_str().unwrap()],
+        vec![
+            "report",
+            fixture::HOSTILE,
+            "--html",
+            p.join("r.html").to_str().unwrap(),
+        ],
     ]
     .iter()
     .map(|c| c.iter().map(|s| s.to_string()).collect())
@@ -905,7 +982,10 @@ fn hostile_text_never_reaches_the_terminal() {
     // The text is still there, escaped, for a person to read.
     let shown = text(p, &failcore(p, &["show", fixture::HOSTILE]));
     assert!(shown.contains("nope\\u{1b}[41mX"), "{shown}");
-    assert!(shown.contains("resuming src\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"), "{shown}");
+    assert!(
+        shown.contains("resuming src\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"),
+        "{shown}"
+    );
     let step = text(p, &failcore(p, &["show", fixture::HOSTILE, "--step", "1"]));
     assert!(step.contains("reason\\u{1b}[2K\\r\\nforged line"), "{step}");
     assert!(!step.lines().any(|l| l.starts_with("forged line")));
@@ -921,7 +1001,8 @@ fn hostile_text_never_reaches_the_terminal() {
     assert_eq!(lines[1]["tool"], fixture::EVIL_TOOL);
     assert_eq!(lines[0]["resumed_from"], "src\u{1b}[2J\u{1b}]0;pwned\u{7}");
     let stats: serde_json::Value =
-        serde_json::from_slice(&failcore(p, &["stats", fixture::HOSTILE, "--json"]).stdout).unwrap();
+        serde_json::from_slice(&failcore(p, &["stats", fixture::HOSTILE, "--json"]).stdout)
+            .unwrap();
     assert!(stats["tools"].get(fixture::EVIL_TOOL).is_some());
     // The sample, with a store whose path carries an escape sequence.
     let odd = p.join("store\u{1b}[41m");
@@ -948,19 +1029,27 @@ fn colour_on_stats_and_verify() {
     };
     // A tampered run fails verification in red.
     let path = p.join(format!("runs/{}.jsonl", fixture::A));
-    let bytes = std::fs::read_to_string(&path).unwrap().replacen("\"rust\"", "\"RUST\"", 1);
+    let bytes = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("\"rust\"", "\"RUST\"", 1);
     std::fs::write(&path, bytes).unwrap();
     let out = failcore_with(p, &["verify", fixture::A], &[("CLICOLOR_FORCE", "1")]);
     assert_eq!(code(&out), 1);
     let t = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(red(&t, "FAIL"), "{t:?}");
-    assert!(t.contains("hash chain broken") || t.contains("line "), "{t}");
+    assert!(
+        t.contains("hash chain broken") || t.contains("line "),
+        "{t}"
+    );
     let ok = failcore_with(p, &["verify", fixture::B], &[("CLICOLOR_FORCE", "1")]);
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("\u{1b}[32mOK"));
     let stats = failcore_with(p, &["stats", fixture::EVERY], &[("CLICOLOR_FORCE", "1")]);
     let t = String::from_utf8_lossy(&stats.stdout).to_string();
     assert!(red(&t, "1 call(s), by rule:"), "{t:?}");
-    assert!(t.contains("\u{1b}[32msaved 1 call(s) and 120.0 ms"), "{t:?}");
+    assert!(
+        t.contains("\u{1b}[32msaved 1 call(s) and 120.0 ms"),
+        "{t:?}"
+    );
     // Without a terminal, or with NO_COLOR, there is none.
     for env in [vec![], vec![("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]] {
         let out = failcore_with(p, &["stats", fixture::EVERY], &env);
@@ -978,7 +1067,13 @@ fn follow_tails_a_run_as_it_is_written() {
     {
         let mut t = fixture::Trace::new(&mut bytes, "fx40-live", 0, None);
         for i in 0..6 {
-            t.call(i, &format!("tool{i}"), serde_json::json!({"i": i}), serde_json::json!(i), 100);
+            t.call(
+                i,
+                &format!("tool{i}"),
+                serde_json::json!({"i": i}),
+                serde_json::json!(i),
+                100,
+            );
         }
         t.finish(failcore::store::RunStatus::Ok);
     }
@@ -1030,7 +1125,12 @@ fn follow_tails_a_run_as_it_is_written() {
     std::thread::sleep(std::time::Duration::from_millis(400));
     file.write_all(tail).unwrap();
     let second = wait_for("tool2");
-    assert!(second.iter().all(|l| !l.contains("corrupt") && !l.contains("torn")), "{second:?}");
+    assert!(
+        second
+            .iter()
+            .all(|l| !l.contains("corrupt") && !l.contains("torn")),
+        "{second:?}"
+    );
     // The rest, and the run's end: follow prints it and exits by itself.
     file.write_all(&lines[7..].concat()).unwrap();
     let rest = wait_for("run ended ok");
@@ -1066,12 +1166,27 @@ fn every_command_that_prints_has_versioned_json() {
     for (args, schema) in [
         (vec!["list", "--json"], "failcore.list/1"),
         (vec!["stats", fixture::EVERY, "--json"], "failcore.stats/1"),
-        (vec!["diff", fixture::A, fixture::B, "--json"], "failcore.diff/1"),
+        (
+            vec!["diff", fixture::A, fixture::B, "--json"],
+            "failcore.diff/1",
+        ),
         (vec!["verify", fixture::A, "--json"], "failcore.verify/1"),
-        (vec!["show", fixture::EVERY, "--step", "3", "--json"], "failcore.show.step/1"),
-        (vec!["report", fixture::EVERY, "--html", html, "--json"], "failcore.report/1"),
-        (vec!["resume", fixture::A, "--json", "--", "true"], "failcore.resume/1"),
-        (vec!["export", "--to", &other, fixture::A, "--json"], "failcore.export/1"),
+        (
+            vec!["show", fixture::EVERY, "--step", "3", "--json"],
+            "failcore.show.step/1",
+        ),
+        (
+            vec!["report", fixture::EVERY, "--html", html, "--json"],
+            "failcore.report/1",
+        ),
+        (
+            vec!["resume", fixture::A, "--json", "--", "true"],
+            "failcore.resume/1",
+        ),
+        (
+            vec!["export", "--to", &other, fixture::A, "--json"],
+            "failcore.export/1",
+        ),
     ] {
         let v = json_of(&args);
         assert_eq!(v["schema"], schema, "{args:?}: {v}");
@@ -1081,10 +1196,18 @@ fn every_command_that_prints_has_versioned_json() {
         );
     }
     let first = failcore(p, &["show", fixture::EVERY, "--json"]);
-    let first: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&first.stdout).lines().next().unwrap()).unwrap();
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&first.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(first["schema"], "failcore.show/1");
-    let back = failcore(p, &["import", "--from", &other, "--json", "--skip-existing"]);
+    let back = failcore(
+        p,
+        &["import", "--from", &other, "--json", "--skip-existing"],
+    );
     let v: serde_json::Value = serde_json::from_slice(&back.stdout).unwrap();
     assert_eq!(v["schema"], "failcore.import/1");
     assert_eq!(v["skipped"], serde_json::json!([fixture::A]));

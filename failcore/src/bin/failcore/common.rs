@@ -75,9 +75,7 @@ pub fn message(e: &failcore::Error) -> String {
     match e {
         failcore::Error::Store(s) => store_message(s),
         failcore::Error::Config(m) => m.clone(),
-        failcore::Error::Corrupt { file, line, reason } => {
-            corrupt_message(file, *line, reason)
-        }
+        failcore::Error::Corrupt { file, line, reason } => corrupt_message(file, *line, reason),
         other => other.to_string(),
     }
 }

@@ -4,8 +4,8 @@
 //! grows with the number of steps that differ, not with the length of the runs.
 
 use crate::common::{open_existing, print_json, resolve, schema, Result};
-use crate::term::{self, fit, safe, Out};
 use crate::scan::{problems, scan, Event, Step};
+use crate::term::{self, fit, safe, Out};
 use failcore::store::{describe_changes, field_diff, FieldChange};
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -149,7 +149,12 @@ impl Printer {
         } else {
             ("!", "argument drift")
         };
-        let lead = format!("{} {:>5} {:>5}  ", self.out.paint(term::WARN, mark), a.step, b.step);
+        let lead = format!(
+            "{} {:>5} {:>5}  ",
+            self.out.paint(term::WARN, mark),
+            a.step,
+            b.step
+        );
         self.say(
             &lead,
             14,
@@ -183,7 +188,11 @@ impl Printer {
             );
             return;
         }
-        let status = if l.status == "in_flight" { "in flight" } else { l.status };
+        let status = if l.status == "in_flight" {
+            "in flight"
+        } else {
+            l.status
+        };
         let text = format!("{} ({status}): only in {side}  args {}", l.tool, l.args);
         let lead = if side == "a" {
             format!("{} {:>5}        ", self.out.paint(term::BAD, "-"), l.step)

@@ -163,7 +163,12 @@ const COLS: [Col; 6] = [
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let store = open_existing(store)?;
     let runs = store.runs()?;
-    let since = args.since.as_deref().map(parse_since).transpose().map_err(failcore::Error::Config)?;
+    let since = args
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()
+        .map_err(failcore::Error::Config)?;
     let wanted = |d: &Digest| {
         let status_ok = args.status.is_empty() || args.status.iter().any(|s| s.word() == d.status);
         let since_ok = since.is_none_or(|t| {

@@ -377,9 +377,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     );
     // The verdict names every kind of call that did not end well; it never says "safe".
     let failed = counts.failed + counts.panicked + counts.cancelled + in_flight;
-    let plural = |n: u64, one: &str, many: &str| {
-        format!("{n} {}", if n == 1 { one } else { many })
-    };
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let mut bad = Vec::new();
     if counts.blocked > 0 {
         bad.push(format!(
@@ -453,7 +451,13 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         failed.to_string(),
         warn(failed),
     );
-    card(&mut h, "c-drift", "drift", drifted.to_string(), warn(drifted));
+    card(
+        &mut h,
+        "c-drift",
+        "drift",
+        drifted.to_string(),
+        warn(drifted),
+    );
     card(
         &mut h,
         "c-diverged",
@@ -471,7 +475,9 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     for s in STATUSES {
         let _ = write!(h, "<span><i class=\"s-{s}\"></i>{}</span>", word(s));
     }
-    h.push_str("<span><i class=\"ghost-key\"></i>saved by replay (the original duration)</span></div>");
+    h.push_str(
+        "<span><i class=\"ghost-key\"></i>saved by replay (the original duration)</span></div>",
+    );
     let spans: Vec<(u64, u64, u64)> = order
         .iter()
         .map(|&i| {
@@ -603,7 +609,9 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     }
 
     // Steps
-    h.push_str("<h2>Steps</h2><label>status <select id=\"filter\"><option value=\"all\">all</option>");
+    h.push_str(
+        "<h2>Steps</h2><label>status <select id=\"filter\"><option value=\"all\">all</option>",
+    );
     for s in STATUSES {
         let _ = write!(h, "<option value=\"{s}\">{}</option>", word(s));
     }

@@ -248,10 +248,7 @@ fn steps_since(session: &Session, seen: &mut usize) -> Vec<String> {
                             printable(d.and_then(|d| d.reason.as_deref()).unwrap_or(""))
                         )
                     }
-                    other => format!(
-                        "{other}: {}",
-                        printable(&e.error.unwrap_or_default())
-                    ),
+                    other => format!("{other}: {}", printable(&e.error.unwrap_or_default())),
                 };
                 for d in &e.drift {
                     line.push_str(&format!(

@@ -215,7 +215,10 @@ pub fn problems(out: &Outcome) -> Vec<String> {
         ));
     }
     if let Some(e) = &out.error {
-        v.push(format!("stopped reading: {}", crate::common::read_message(e)));
+        v.push(format!(
+            "stopped reading: {}",
+            crate::common::read_message(e)
+        ));
     }
     v
 }

@@ -1,8 +1,6 @@
 //! `failcore show [run|--last] [--follow]`: one run as a timeline, or one step in full.
 
-use crate::common::{
-    between_ns, duration, open_existing, print_json, resolve, schema, Result,
-};
+use crate::common::{between_ns, duration, open_existing, print_json, resolve, schema, Result};
 use crate::scan::{problems, scan, scan_reader, Event, Follow, Sources, Step};
 use crate::term::{
     self, fit_widths, line, mode_words, outcome_word, safe, status_word, Cell, Col, Out,

@@ -1,8 +1,8 @@
 //! `failcore stats [run]`: what ran, what replay saved, what was blocked, what failed, how long tools took.
 
 use crate::common::{duration, open_existing, resolve, schema, Result};
-use crate::term::{self, Cell, Col, Out, Table};
 use crate::scan::{problems, scan, Event};
+use crate::term::{self, Cell, Col, Out, Table};
 use failcore::store::Status;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -198,12 +198,20 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                     String::new()
                 }
             ),
-            if in_flight > 0 { term::WARN } else { term::PLAIN },
+            if in_flight > 0 {
+                term::WARN
+            } else {
+                term::PLAIN
+            },
         );
         say("executing", &duration(exec_ns), term::PLAIN);
         say(
             "replay",
-            &format!("saved {} call(s) and {}", counts.replayed, duration(saved_ns)),
+            &format!(
+                "saved {} call(s) and {}",
+                counts.replayed,
+                duration(saved_ns)
+            ),
             if saved_ns > 0 { term::OK } else { term::PLAIN },
         );
         if rules.is_empty() {
@@ -238,7 +246,10 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 .map(|(n, w)| format!("{n} {w}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-                item(c.failed + c.panicked + c.cancelled, &format!("{name} ({parts})"));
+                item(
+                    c.failed + c.panicked + c.cancelled,
+                    &format!("{name} ({parts})"),
+                );
             }
         }
         if drift > 0 {

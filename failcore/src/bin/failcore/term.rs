@@ -189,7 +189,12 @@ impl<T: Into<String>> From<T> for Cell {
 
 /// Column widths that fit `budget`: each column's natural width, with the shrinkable ones cut (the
 /// widest first) down to their minimum until the line fits or nothing more can give.
-pub fn fit_widths(natural: &[usize], cols: &[Col], gap: usize, budget: Option<usize>) -> Vec<usize> {
+pub fn fit_widths(
+    natural: &[usize],
+    cols: &[Col],
+    gap: usize,
+    budget: Option<usize>,
+) -> Vec<usize> {
     let mut w = natural.to_vec();
     let Some(budget) = budget else { return w };
     let total = |w: &[usize]| w.iter().sum::<usize>() + gap * w.len().saturating_sub(1);
@@ -359,7 +364,9 @@ pub fn outcome_word(o: failcore::store::DecisionOutcome) -> &'static str {
 /// How a run was started, in plain words.
 pub fn mode_words(mode: failcore::store::Mode, resumed_from: Option<&str>) -> String {
     use failcore::store::Mode;
-    let from = resumed_from.map(|r| format!(" {}", safe(r))).unwrap_or_default();
+    let from = resumed_from
+        .map(|r| format!(" {}", safe(r)))
+        .unwrap_or_default();
     match mode {
         Mode::Record => "recording".into(),
         Mode::Resume => format!("resuming{from}"),
@@ -392,7 +399,11 @@ mod tests {
 
     #[test]
     fn shrinks_the_widest_shrinkable_column() {
-        let cols = [Col::left("a"), Col::left("b").shrink(5), Col::left("c").shrink(5)];
+        let cols = [
+            Col::left("a"),
+            Col::left("b").shrink(5),
+            Col::left("c").shrink(5),
+        ];
         assert_eq!(fit_widths(&[10, 30, 20], &cols, 2, Some(50)), [10, 18, 18]);
         assert_eq!(fit_widths(&[10, 30, 20], &cols, 2, Some(10)), [10, 5, 5]);
         assert_eq!(fit_widths(&[10, 30, 20], &cols, 2, None), [10, 30, 20]);

@@ -57,7 +57,10 @@ fn text(report: &VerifyReport, out: &Out) -> String {
 }
 
 fn fault_text(report: &VerifyReport, fault: &Fault) -> String {
-    let at = fault.line.map(|l| format!("line {l}: ")).unwrap_or_default();
+    let at = fault
+        .line
+        .map(|l| format!("line {l}: "))
+        .unwrap_or_default();
     // A read error's message names the file and line again: keep only its reason.
     let reason = crate::common::json_reason(
         fault
@@ -74,10 +77,18 @@ fn fault_text(report: &VerifyReport, fault: &Fault) -> String {
             format!("not a FailCore trace (line 1 is not a trace record: {reason})")
         }
         FaultKind::Corrupt => format!("{at}corrupt record: {reason}{before}"),
-        FaultKind::Seq => format!("{at}sequence broken, a record was removed, repeated or moved: {reason}{before}"),
-        FaultKind::Chain => format!("{at}hash chain broken, a record was edited, removed or moved: {reason}{before}"),
-        FaultKind::Seal => format!("{at}the last record was edited (its seal does not match): {reason}{before}"),
-        FaultKind::Summary => format!("{at}the run's summary disagrees with its records: {reason}{before}"),
+        FaultKind::Seq => format!(
+            "{at}sequence broken, a record was removed, repeated or moved: {reason}{before}"
+        ),
+        FaultKind::Chain => format!(
+            "{at}hash chain broken, a record was edited, removed or moved: {reason}{before}"
+        ),
+        FaultKind::Seal => {
+            format!("{at}the last record was edited (its seal does not match): {reason}{before}")
+        }
+        FaultKind::Summary => {
+            format!("{at}the run's summary disagrees with its records: {reason}{before}")
+        }
         FaultKind::TornTail | FaultKind::Incomplete => format!("{reason}{before}"),
         _ => format!("{at}{reason}{before}"),
     }
