@@ -72,7 +72,8 @@ impl Parse for Item {
             syn::parenthesized!(content in input);
             Ok(Item::List(
                 key,
-                content.parse_terminated(Ident::parse, Token![,])?,
+                // `parse_any`: `skip(self)` names the receiver.
+                content.parse_terminated(syn::ext::IdentExt::parse_any, Token![,])?,
             ))
         } else {
             input.parse::<Token![=]>().map_err(|e| {

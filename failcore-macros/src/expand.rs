@@ -16,6 +16,8 @@ struct Param {
     ident: syn::Ident,
     ty: Type,
     role: Role,
+    /// The method's receiver (`self`), fingerprinted unless the tool says `skip(self)`.
+    receiver: bool,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -85,7 +87,18 @@ fn check(func: &ItemFn, args: &ToolArgs, errors: &mut Errors) -> Vec<Param> {
 
     let mut params = Vec::new();
     for input in &sig.inputs {
-        let FnArg::Typed(pt) = input else { continue };
+        let pt = match input {
+            FnArg::Receiver(r) => {
+                params.push(Param {
+                    ident: syn::Ident::new("self", r.self_token.span),
+                    ty: (*r.ty).clone(),
+                    role: Role::Fingerprinted,
+                    receiver: true,
+                });
+                continue;
+            }
+            FnArg::Typed(pt) => pt,
+        };
         let ident = match pt.pat.as_ref() {
             Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
             other => {
@@ -103,14 +116,27 @@ fn check(func: &ItemFn, args: &ToolArgs, errors: &mut Errors) -> Vec<Param> {
                 "`impl Trait` makes a tool generic, and a tool cannot be generic: use a concrete type",
             );
         }
+        if let Some(span) = hash_set_span(&pt.ty) {
+            errors.at(
+                span,
+                "a `HashSet` argument iterates in a different order in every process, so the call would \
+                 not match its recorded success on resume: use a `BTreeSet` (or a sorted `Vec`), or \
+                 `skip` the argument",
+            );
+        }
         params.push(Param {
             ident,
             ty: (*pt.ty).clone(),
             role: Role::Fingerprinted,
+            receiver: false,
         });
     }
 
-    let names: Vec<String> = params.iter().map(|p| p.ident.to_string()).collect();
+    let names: Vec<String> = params
+        .iter()
+        .filter(|p| !p.receiver)
+        .map(|p| p.ident.to_string())
+        .collect();
     let listed = if names.is_empty() {
         "the function has no arguments".to_owned()
     } else {
@@ -134,11 +160,34 @@ fn check(func: &ItemFn, args: &ToolArgs, errors: &mut Errors) -> Vec<Param> {
                     format!("`{ident}` is named twice in `skip`/`redact`: an argument is either skipped or redacted"),
                 ),
                 Some(p) => p.role = role,
+                None if ident == "self" => errors.at(
+                    ident.span(),
+                    format!("`{what}(self)`: this function is not a method, it has no `self`"),
+                ),
                 None => errors.at(ident.span(), format!("`{what}({ident})`: no argument named `{ident}`; {listed}")),
             }
         }
     }
     params
+}
+
+/// Where a type names `HashSet`, if it does.
+fn hash_set_span(ty: &Type) -> Option<Span> {
+    fn walk(tokens: TokenStream) -> Option<Span> {
+        for tt in tokens {
+            match tt {
+                TokenTree::Ident(i) if i == "HashSet" => return Some(i.span()),
+                TokenTree::Group(g) => {
+                    if let Some(s) = walk(g.stream()) {
+                        return Some(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+    walk(quote!(#ty))
 }
 
 fn returns_result(ty: &Type) -> bool {
@@ -292,7 +341,19 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
         .filter(|prm| prm.role != Role::Skipped)
         .map(|prm| {
             let ident = &prm.ident;
-            quote_spanned!(prm.ty.span()=> &#ident as &dyn #p::ErasedSerialize)
+            if prm.receiver {
+                // Spanned on `self`: a receiver that is not `Serialize` is reported there, with the
+                // remedy (`skip(self)`).
+                let by_ref = matches!(&prm.ty, Type::Reference(_));
+                let receiver = if by_ref {
+                    quote!(#ident)
+                } else {
+                    quote!(&#ident)
+                };
+                quote_spanned!(ident.span()=> #p::receiver_identity(#receiver))
+            } else {
+                quote_spanned!(prm.ty.span()=> &#ident as &dyn #p::ErasedSerialize)
+            }
         });
 
     let (invoke_fn, invoker) = invoker(&p, sig, params);

@@ -51,6 +51,12 @@ pub enum Error {
         detail: String,
     },
 
+    /// A tool was called from outside every session scope while scopes are running in this process:
+    /// typically from a task started with `tokio::spawn` inside `Session::scope`, which does not carry
+    /// the session. Nothing ran.
+    #[error("a tool was called outside any session scope while {active} scope(s) are running in this process: a task started with `tokio::spawn` does not carry the session; start it with `failcore::spawn` (or call the tool inside `session.scope(..)`)")]
+    OutsideScope { active: usize },
+
     /// The trace store failed; the run cannot record, so calls fail rather than run unrecorded.
     #[error("trace store: {0}")]
     Store(#[from] StoreError),
@@ -110,6 +116,7 @@ impl Error {
             Error::NotCallable { .. } => "not_callable",
             Error::InvalidArguments { .. } => "invalid_arguments",
             Error::Tool { .. } => "tool",
+            Error::OutsideScope { .. } => "outside_scope",
         }
     }
 }
@@ -183,6 +190,7 @@ impl Error {
                 second: second.clone(),
             },
             Error::UnknownTool(name) => Error::UnknownTool(name.clone()),
+            Error::OutsideScope { active } => Error::OutsideScope { active: *active },
             Error::NotCallable { tool, reason } => Error::NotCallable {
                 tool: tool.clone(),
                 reason: reason.clone(),

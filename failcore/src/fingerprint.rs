@@ -40,7 +40,11 @@ impl ser::Error for CanonicalError {
 /// ```
 pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
     let mut out = Vec::with_capacity(64);
-    value.serialize(Canonical { out: &mut out })?;
+    value.serialize(Canonical {
+        out: &mut out,
+        sort: true,
+    })?;
+    strip_markers_in_place(&mut out);
     Ok(out)
 }
 
@@ -48,7 +52,38 @@ pub(crate) fn write_canonical<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), CanonicalError> {
-    value.serialize(Canonical { out })
+    value.serialize(Canonical { out, sort: true })
+}
+
+/// Written before the `null` of a `Some` whose value serializes as `null`, in what is fingerprinted only.
+/// JSON text never holds this byte (control characters in strings are escaped), so the marked form
+/// cannot collide with any unmarked one.
+pub(crate) const SOME_NULL: u8 = 0x01;
+
+/// Whether `bytes` hold a [`SOME_NULL`] marker.
+pub(crate) fn has_markers(bytes: &[u8]) -> bool {
+    bytes.contains(&SOME_NULL)
+}
+
+/// Removes [`SOME_NULL`] markers, leaving plain JSON; returns whether there were any.
+pub(crate) fn strip_markers_in_place(bytes: &mut Vec<u8>) -> bool {
+    if !has_markers(bytes) {
+        return false;
+    }
+    bytes.retain(|b| *b != SOME_NULL);
+    true
+}
+
+/// Serializes a tool's output as JSON in the order the value serializes in (so that a map that keeps its
+/// insertion order reads back in it), rejecting what JSON cannot hold. Returns whether the JSON reads back
+/// as the value that was written: `false` when a `Some` collapsed into `null` (see [`SOME_NULL`]), which
+/// resume then never serves.
+pub(crate) fn write_output<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<bool, CanonicalError> {
+    value.serialize(Canonical { out, sort: false })?;
+    Ok(!strip_markers_in_place(out))
 }
 
 /// The fingerprint of a call: hex BLAKE3 of the length-delimited tool name, version and canonical args.
@@ -96,6 +131,8 @@ pub(crate) fn fingerprint_hash(tool: &str, version: &str, canonical_args: &[u8])
 
 struct Canonical<'a> {
     out: &'a mut Vec<u8>,
+    /// Sort object keys (canonical form); `false` keeps the order the value serializes in.
+    sort: bool,
 }
 
 fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), CanonicalError> {
@@ -180,7 +217,18 @@ impl<'a> ser::Serializer for Canonical<'a> {
         Ok(())
     }
     fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<(), CanonicalError> {
-        v.serialize(self)
+        let start = self.out.len();
+        let sort = self.sort;
+        v.serialize(Canonical {
+            out: &mut *self.out,
+            sort,
+        })?;
+        if self.out[start..] == *b"null" {
+            // `Some` of a value written as `null` (`Some(None)`, `Some(())`) reads back as `None`:
+            // marked, so that it never shares a fingerprint with `None` nor is served as one.
+            self.out.insert(start, SOME_NULL);
+        }
+        Ok(())
     }
     fn serialize_unit(self) -> Result<(), CanonicalError> {
         self.serialize_none()
@@ -215,6 +263,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
         self.out.push(b':');
         v.serialize(Canonical {
             out: &mut *self.out,
+            sort: self.sort,
         })?;
         self.out.push(b'}');
         Ok(())
@@ -223,6 +272,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
         self.out.push(b'[');
         Ok(Seq {
             out: self.out,
+            sort: self.sort,
             first: true,
             variant: None,
         })
@@ -249,6 +299,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
         self.out.extend_from_slice(b":[");
         Ok(Seq {
             out: self.out,
+            sort: self.sort,
             first: true,
             variant: Some(()),
         })
@@ -256,6 +307,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
     fn serialize_map(self, len: Option<usize>) -> Result<Object<'a>, CanonicalError> {
         Ok(Object {
             out: self.out,
+            sort: self.sort,
             entries: Vec::with_capacity(len.unwrap_or(4)),
             key: None,
             variant: false,
@@ -276,6 +328,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
         self.out.push(b':');
         Ok(Object {
             out: self.out,
+            sort: self.sort,
             entries: Vec::with_capacity(len),
             key: None,
             variant: true,
@@ -286,6 +339,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
 #[doc(hidden)]
 pub struct Seq<'a> {
     out: &'a mut Vec<u8>,
+    sort: bool,
     first: bool,
     variant: Option<()>,
 }
@@ -295,7 +349,10 @@ impl Seq<'_> {
         if !std::mem::replace(&mut self.first, false) {
             self.out.push(b',');
         }
-        v.serialize(Canonical { out: self.out })
+        v.serialize(Canonical {
+            out: self.out,
+            sort: self.sort,
+        })
     }
     fn close(self) -> Result<(), CanonicalError> {
         self.out.push(b']');
@@ -351,6 +408,7 @@ impl ser::SerializeTupleVariant for Seq<'_> {
 #[doc(hidden)]
 pub struct Object<'a> {
     out: &'a mut Vec<u8>,
+    sort: bool,
     entries: Vec<(String, Vec<u8>)>,
     key: Option<String>,
     variant: bool,
@@ -359,18 +417,23 @@ pub struct Object<'a> {
 impl Object<'_> {
     fn entry<T: Serialize + ?Sized>(&mut self, key: String, v: &T) -> Result<(), CanonicalError> {
         let mut value = Vec::new();
-        v.serialize(Canonical { out: &mut value })?;
+        v.serialize(Canonical {
+            out: &mut value,
+            sort: self.sort,
+        })?;
         self.entries.push((key, value));
         Ok(())
     }
     fn close(mut self) -> Result<(), CanonicalError> {
-        self.entries
-            .sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        if let Some(w) = self.entries.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(CanonicalError(format!(
-                "duplicate key {:?} in a map",
-                w[0].0
-            )));
+        if self.sort {
+            self.entries
+                .sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            if let Some(w) = self.entries.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(CanonicalError(format!(
+                    "duplicate key {:?} in a map",
+                    w[0].0
+                )));
+            }
         }
         self.out.push(b'{');
         for (i, (k, v)) in self.entries.iter().enumerate() {

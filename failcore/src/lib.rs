@@ -195,6 +195,27 @@ pub mod __private {
         p.into_policy()
     }
 
+    /// A method tool's receiver, which is part of the call's identity.
+    #[diagnostic::on_unimplemented(
+        message = "the receiver of a tool method is part of the call's identity, so `{Self}` must implement `Serialize`",
+        label = "`{Self}` is not `Serialize`",
+        note = "derive `Serialize` for it, or write `skip(self)` in `#[failcore::tool(..)]` to leave the receiver out of the fingerprint (calls on different receivers then share one identity)"
+    )]
+    pub trait ReceiverIdentity {
+        fn erased(&self) -> &dyn ErasedSerialize;
+    }
+
+    impl<T: serde::Serialize> ReceiverIdentity for T {
+        fn erased(&self) -> &dyn ErasedSerialize {
+            self as &dyn ErasedSerialize
+        }
+    }
+
+    /// The receiver of a method tool, for [`serialize_args`].
+    pub fn receiver_identity<R: ReceiverIdentity>(receiver: &R) -> &dyn ErasedSerialize {
+        receiver.erased()
+    }
+
     /// `tool_schema!(name: Type = required, ...)`: the argument schema of a tool, or `None` when
     /// failcore is built without its `schema` feature (then no schema code is generated at all).
     pub use crate::__failcore_tool_schema as tool_schema;

@@ -5,9 +5,12 @@
 //! the only generic function, which decodes a replayed output or runs the body and hands its outcome back
 //! to non-generic commit functions.
 
-use crate::fingerprint::{fingerprint_hash, fp_key, write_canonical, CanonicalError};
+use crate::fingerprint::{
+    fingerprint_hash, fp_key, has_markers, write_canonical, write_output, CanonicalError, SOME_NULL,
+};
 use crate::policy::{CallView, PolicyRef, Refuse, Verdict};
 use crate::registry::{Effect, OutputContract, ParamRole, PolicySource, ToolDescriptor, ToolInfo};
+use crate::replay::{instance_key, scoped_key};
 use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
 use crate::Error;
 use failcore_store::{Decision, DecisionOutcome, Drift, Durability, Mode, Status};
@@ -27,8 +30,11 @@ use std::time::Instant;
 pub struct Prepared(Result<Args, Error>);
 
 struct Args {
-    /// Canonical JSON of the non-skipped arguments, redacted ones in clear: what is fingerprinted.
+    /// Canonical JSON of the non-skipped arguments, redacted ones in clear: what policies see.
     canonical: Vec<u8>,
+    /// What is fingerprinted when it differs from `canonical`: the same with each `Some` that JSON
+    /// writes as `null` marked, so that `Some(None)` and `None` are different calls.
+    marked: Option<Vec<u8>>,
     /// The same with redacted values replaced by their keyed hash: what is recorded. `None` if equal.
     stored: Option<Vec<u8>>,
     /// Positions of redacted values, to be hashed once the session (and its key) is known.
@@ -68,8 +74,20 @@ pub fn serialize_args(
         }
     }
     canonical.push(b'}');
+    let marked = if has_markers(&canonical) {
+        let marked = canonical;
+        let before = |at: usize| marked[..at].iter().filter(|b| **b == SOME_NULL).count();
+        for (range, _) in &mut redacted {
+            *range = range.start - before(range.start)..range.end - before(range.end);
+        }
+        canonical = marked.iter().copied().filter(|b| *b != SOME_NULL).collect();
+        Some(marked)
+    } else {
+        None
+    };
     Prepared(Ok(Args {
         canonical,
+        marked,
         stored: None,
         redacted,
     }))
@@ -81,6 +99,7 @@ pub(crate) fn prepare_value(tool: &'static ToolDescriptor, args: &serde_json::Va
     match write_canonical(args, &mut canonical) {
         Ok(()) => Prepared(Ok(Args {
             canonical,
+            marked: None,
             stored: None,
             redacted: Vec::new(),
         })),
@@ -128,6 +147,7 @@ struct ReplayStep {
     session: Session,
     tool: &'static ToolDescriptor,
     step: u64,
+    source_run: String,
     source_seq: u64,
     saved_ns: u64,
     output: Box<RawValue>,
@@ -188,7 +208,10 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         Err(e) => return Entered(State::Done(e)),
     };
     let Context {
-        session, parent, ..
+        session,
+        parent,
+        scope,
+        ..
     } = ctx;
     let inner = &session.inner;
     let step = inner.next_step();
@@ -208,8 +231,13 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         }
     };
     args.apply_redactions(&inner.redact_key);
-    let hash = fingerprint_hash(tool.name, tool.version, &args.canonical);
-    let key = fp_key(hash.as_bytes());
+    let hash = fingerprint_hash(
+        tool.name,
+        tool.version,
+        args.marked.as_deref().unwrap_or(&args.canonical),
+    );
+    // A call's identity is its fingerprint within the call it was made from.
+    let key = scoped_key(scope, fp_key(hash.as_bytes()));
     let occ = inner.next_occurrence(key);
     let fp = hash.to_hex().to_string();
 
@@ -221,6 +249,25 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 &session, tool, step, &fp, occ, &args, parent, &decision, blocked,
             )
             .await,
+        ));
+    }
+
+    // Offline, no tool body runs: not even one that is never replayed.
+    if inner.mode == Mode::Offline && !tool.replay {
+        let err = Error::ReplayMiss {
+            tool: tool.name.to_owned(),
+            run: inner
+                .replay
+                .as_ref()
+                .map(|r| r.source.clone())
+                .unwrap_or_default(),
+            fingerprint: fp.clone(),
+            occurrence: occ,
+            detail: "; the tool is `replay = \"never\"`, and offline nothing executes".into(),
+        };
+        let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+        return Entered(State::Done(
+            not_run(&session, step, start, Status::Failed, durability, err).await,
         ));
     }
 
@@ -236,6 +283,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 session: session.clone(),
                 tool,
                 step,
+                source_run: index.run_of(&hit).to_owned(),
                 source_seq: hit.seq,
                 saved_ns: hit.saved_ns,
                 output: hit.output,
@@ -307,6 +355,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         session: session.clone(),
         tool,
         step,
+        instance: instance_key(key, occ),
         durability,
         done: false,
     }))
@@ -495,6 +544,8 @@ struct StepGuard {
     session: Session,
     tool: &'static ToolDescriptor,
     step: u64,
+    /// The identity the calls made inside this one are scoped by.
+    instance: u128,
     durability: Durability,
     done: bool,
 }
@@ -520,7 +571,7 @@ impl StepGuard {
     }
 
     /// Commits a successful output, after checking its contract.
-    async fn ok(&mut self, output: &[u8], latency_ns: u64) -> Result<(), Error> {
+    async fn ok(&mut self, output: &[u8], exact: bool, latency_ns: u64) -> Result<(), Error> {
         let drift = check_contract(self.tool.output, output);
         if let (Some(d), true) = (drift.first(), self.session.inner.strict_contracts) {
             let err = Error::Contract {
@@ -541,8 +592,30 @@ impl StepGuard {
         if let Some(d) = drift.first() {
             tracing::warn!(tool = self.tool.name, contract = %d.contract, "output drift: {}", d.detail);
         }
-        self.end(Status::Ok, Some(output), None, latency_ns, &drift)
-            .await
+        if !exact {
+            tracing::warn!(
+                tool = self.tool.name,
+                "the output holds a `Some` that JSON writes as `null`: recorded, never served on resume"
+            );
+        }
+        self.done = true;
+        self.session.inner.count(Status::Ok);
+        let end = encode_end(
+            self.step,
+            Status::Ok,
+            Some(output),
+            None,
+            latency_ns,
+            None,
+            &drift,
+        );
+        let end = if exact { end } else { inexact(end) };
+        self.session
+            .inner
+            .journal
+            .append_encoded("step_end", end, self.durability)
+            .await?;
+        Ok(())
     }
 }
 
@@ -651,6 +724,7 @@ where
             let ctx = Context {
                 session: guard.session.clone(),
                 parent: Some(guard.step),
+                scope: guard.instance,
                 by_name: None,
             };
             let started = Instant::now();
@@ -659,9 +733,9 @@ where
             match outcome {
                 Ok(Ok(value)) => {
                     let mut out = Vec::with_capacity(64);
-                    match write_canonical(&value, &mut out) {
-                        Ok(()) => guard
-                            .ok(&out, latency)
+                    match write_output(&value, &mut out) {
+                        Ok(exact) => guard
+                            .ok(&out, exact, latency)
                             .await
                             .map(|()| value)
                             .map_err(|e| E::from(traced(span, slot, e))),
@@ -712,11 +786,7 @@ async fn unrecordable(guard: &mut StepGuard, e: CanonicalError, latency: u64) ->
 impl ReplayStep {
     async fn commit(self) -> Result<(), Error> {
         let inner = &self.session.inner;
-        let source = inner
-            .replay
-            .as_ref()
-            .map(|r| r.source.as_str())
-            .unwrap_or_default();
+        let source = self.source_run.as_str();
         inner.count(Status::Replayed);
         inner.add_saved(self.saved_ns);
         let end = encode_end(
@@ -739,11 +809,7 @@ impl ReplayStep {
         let inner = &self.session.inner;
         let err = Error::ReplayDecode {
             tool: self.tool.name.to_owned(),
-            run: inner
-                .replay
-                .as_ref()
-                .map(|r| r.source.clone())
-                .unwrap_or_default(),
+            run: self.source_run.clone(),
             seq: self.source_seq,
             reason,
         };
@@ -854,6 +920,15 @@ fn with_divergence(mut start: Vec<u8>, divergence: Option<&failcore_store::Diver
         }
     }
     start
+}
+
+/// Marks an encoded step_end whose output does not read back as the value written (never served).
+fn inexact(mut end: Vec<u8>) -> Vec<u8> {
+    if end.last() == Some(&b'}') {
+        end.pop();
+        end.extend_from_slice(b",\"exact\":false}");
+    }
+    end
 }
 
 fn encode_end(

@@ -1,4 +1,9 @@
-//! The replay index: the successes of the run being resumed, served to the new run by fingerprint.
+//! The replay index: the successes of the run being resumed (and of the runs it resumed, back to the first),
+//! served to the new run by call identity.
+//!
+//! A call's identity is its fingerprint within its parent: a top-level call is keyed by its fingerprint, a
+//! nested call by its fingerprint mixed with the identity of the parent call it was made from (the parent's
+//! key and occurrence). Occurrences count per identity. docs/REPLAY.md states the rules for users.
 
 use crate::fingerprint::fp_key_hex;
 use crate::session::PrehashedKey;
@@ -7,14 +12,46 @@ use failcore_store::{field_diff, Divergence, RunReader, TraceStore};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
 
+/// The most runs a resume follows back through `resumed_from` (a longer chain is refused as hostile).
+pub const MAX_ANCESTRY: usize = 1024;
+
+/// The key of a call made inside the call whose instance key is `scope` (0: a top-level call).
+pub(crate) fn scoped_key(scope: u128, fp_key: u128) -> u128 {
+    if scope == 0 {
+        return fp_key;
+    }
+    let mut buf = [0u8; 48];
+    buf[..16].copy_from_slice(b"failcore/nested\0");
+    buf[16..32].copy_from_slice(&scope.to_le_bytes());
+    buf[32..].copy_from_slice(&fp_key.to_le_bytes());
+    first_128(blake3::hash(&buf).as_bytes())
+}
+
+/// The identity of one call (its key and occurrence), which the calls made inside it are scoped by.
+pub(crate) fn instance_key(key: u128, occ: u32) -> u128 {
+    let mut buf = [0u8; 36];
+    buf[..16].copy_from_slice(b"failcore/parent\0");
+    buf[16..32].copy_from_slice(&key.to_le_bytes());
+    buf[32..].copy_from_slice(&occ.to_le_bytes());
+    first_128(blake3::hash(&buf).as_bytes()).max(1)
+}
+
+fn first_128(hash: &[u8; 32]) -> u128 {
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_le_bytes(first)
+}
+
 /// A recorded success, ready to serve.
 pub(crate) struct Hit {
-    /// The occurrence of the source call: a queue is served in this order.
+    /// The occurrence of the source call: a run's queue is served in this order.
     occ: u32,
+    /// Index of the run that holds the record in [`ReplayIndex::runs`].
+    run: u16,
     pub seq: u64,
     pub output: Box<RawValue>,
     pub saved_ns: u64,
@@ -23,6 +60,8 @@ pub(crate) struct Hit {
 /// A step that had started and not ended when the resumed run stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InFlightStep {
+    /// The run it was in flight in (the source run, or an earlier run of its ancestry).
+    pub run: String,
     pub step: u64,
     pub tool: String,
     pub fingerprint: String,
@@ -33,14 +72,32 @@ pub struct InFlightStep {
 pub struct ResumeReport {
     /// The run resumed from.
     pub source: String,
-    /// Recorded successes available to serve.
+    /// The runs whose records were loaded: the source first, then the run it resumed, and so on.
+    pub ancestry: Vec<String>,
+    /// Recorded successes available to serve, along the whole ancestry.
     pub successes: usize,
-    /// Steps in flight when that run died: they execute again (or are blocked, see `on_in_flight`).
+    /// Steps in flight when a run of the ancestry died and not settled since: they execute again (or are
+    /// blocked, see `on_in_flight`).
     pub in_flight: Vec<InFlightStep>,
-    /// Bytes of a torn last line that was dropped.
+    /// Bytes of a torn last line of the source run that was dropped.
     pub torn_tail: Option<usize>,
-    /// Whether that run ended with a run_end.
+    /// Whether the source run ended with a run_end.
     pub complete: bool,
+}
+
+#[derive(Deserialize)]
+struct LeanSource<'a> {
+    #[serde(borrow)]
+    run: Cow<'a, str>,
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct LeanDecision<'a> {
+    #[serde(borrow)]
+    outcome: Cow<'a, str>,
+    #[serde(default, borrow)]
+    rule: Option<Cow<'a, str>>,
 }
 
 /// The fields of a record that resume reads; the rest is skipped without being decoded.
@@ -51,6 +108,8 @@ struct Lean<'a> {
     kind: &'a str,
     #[serde(default)]
     step: Option<u64>,
+    #[serde(default)]
+    parent: Option<u64>,
     #[serde(default)]
     fp: Option<&'a str>,
     #[serde(default)]
@@ -67,19 +126,79 @@ struct Lean<'a> {
     latency_ns: Option<u64>,
     #[serde(default)]
     saved_ns: Option<u64>,
+    #[serde(default)]
+    exact: Option<bool>,
+    #[serde(default, borrow)]
+    replayed_from: Option<LeanSource<'a>>,
+    #[serde(default, borrow)]
+    resumed_from: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    decision: Option<LeanDecision<'a>>,
 }
 
-/// The successes of one fingerprint. Most fingerprints have one: it is kept inline.
+type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<PrehashedKey>>;
+
+/// The successes of one identity. Most identities have one: it is kept inline.
 enum Queue {
     One(Hit),
     Many(VecDeque<Hit>),
 }
 
+impl Queue {
+    fn push(slot: &mut Option<Queue>, hit: Hit) {
+        *slot = Some(match slot.take() {
+            None => Queue::One(hit),
+            Some(Queue::One(first)) => Queue::Many(VecDeque::from([first, hit])),
+            Some(Queue::Many(mut q)) => {
+                q.push_back(hit);
+                Queue::Many(q)
+            }
+        });
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Queue::One(_) => 1,
+            Queue::Many(q) => q.len(),
+        }
+    }
+}
+
+/// A step of a run, as loading sees it.
+struct Started {
+    key: u128,
+    occ: u32,
+    fp: String,
+    tool: String,
+    /// Its decision was a policy's refusal (so it never consulted the replay index).
+    refused: bool,
+    /// Blocked because it was in flight in an earlier run: the doubt carries on.
+    in_flight_block: bool,
+}
+
+/// One run of the ancestry, read.
+struct Loaded {
+    resumed_from: Option<String>,
+    /// Successes by key, in occurrence order.
+    hits: KeyMap<Vec<Hit>>,
+    /// Records of earlier runs this run was served: (run id, seq).
+    consumed: HashSet<(String, u64)>,
+    /// Per key, the calls that were not served from the trace (each consulted the in-flight markers).
+    misses: KeyMap<u32>,
+    /// Steps started and never ended, and steps blocked as in flight: (key, step).
+    doubts: Vec<(u128, InFlightStep)>,
+    positions: HashMap<String, Vec<(u64, Box<RawValue>)>>,
+    torn_tail: Option<usize>,
+    complete: bool,
+}
+
 pub(crate) struct ReplayIndex {
     pub source: String,
-    /// Per fingerprint (keyed by its first 128 bits), its recorded successes in occurrence order.
-    queues: Mutex<HashMap<u128, Queue, BuildHasherDefault<PrehashedKey>>>,
-    in_flight: Mutex<HashMap<u128, u32, BuildHasherDefault<PrehashedKey>>>,
+    /// The runs hits come from (index 0 is the source run).
+    runs: Vec<String>,
+    /// Per identity key, its recorded successes in the order they are served.
+    queues: Mutex<KeyMap<Queue>>,
+    in_flight: Mutex<KeyMap<u32>>,
     /// Per tool, the source run's calls in order: (seq of the step_start, recorded args as raw JSON,
     /// parsed only when a miss asks for a divergence).
     positions: HashMap<String, Vec<(u64, Box<RawValue>)>>,
@@ -91,142 +210,133 @@ pub(crate) struct ReplayIndex {
 const DIVERGENCE_FIELDS: usize = 32;
 
 impl ReplayIndex {
-    /// Reads `run` from `store` and indexes its successes by fingerprint, in occurrence order.
+    /// Reads `run` and the runs it resumed (through `resumed_from`, back to the first) from `store`, and
+    /// indexes every success not already served along that chain, by identity, in occurrence order.
     ///
     /// Decodes only the fields resume needs, borrowing from each line (outputs are kept as raw JSON), so a
     /// run of 100,000 steps indexes in a fraction of a second.
     pub fn load(store: &dyn TraceStore, run: &str) -> Result<(ReplayIndex, ResumeReport), Error> {
-        let mut reader = RunReader::open(store, run)?;
-        let mut starts: HashMap<u64, (String, String, u32)> = HashMap::new();
-        let mut queues: HashMap<u128, Queue, BuildHasherDefault<PrehashedKey>> = HashMap::default();
-        let mut positions: HashMap<String, Vec<(u64, Box<RawValue>)>> = HashMap::new();
+        let mut chain: Vec<(String, Loaded)> = Vec::new();
+        let mut next = Some(run.to_owned());
+        while let Some(id) = next.take() {
+            if chain.iter().any(|(r, _)| *r == id) {
+                return Err(Error::Config(format!(
+                    "run {run} cannot be resumed: its ancestry loops back to run {id}"
+                )));
+            }
+            if chain.len() == MAX_ANCESTRY {
+                return Err(Error::Config(format!(
+                    "run {run} cannot be resumed: it has more than {MAX_ANCESTRY} runs of ancestry"
+                )));
+            }
+            let loaded = load_one(store, &id)?;
+            next = loaded.resumed_from.clone();
+            chain.push((id, loaded));
+        }
+        let runs: Vec<String> = chain.iter().map(|(r, _)| r.clone()).collect();
+        if runs.len() > usize::from(u16::MAX) {
+            return Err(Error::Config("ancestry too long".into()));
+        }
+
+        // From the oldest run to the newest: each run is served first what it recorded itself, then what
+        // older runs recorded and it did not consume.
+        let mut queues: KeyMap<Vec<Hit>> = HashMap::default();
+        let mut marks: KeyMap<Vec<InFlightStep>> = HashMap::default();
+        let mut source_positions = HashMap::new();
+        let mut torn_tail = None;
+        let mut complete = false;
+        for (index, (_, loaded)) in chain.into_iter().enumerate().rev() {
+            let Loaded {
+                hits,
+                consumed,
+                misses,
+                doubts,
+                positions,
+                torn_tail: torn,
+                complete: done,
+                ..
+            } = loaded;
+            if !consumed.is_empty() {
+                let consumed: HashSet<(u16, u64)> = consumed
+                    .into_iter()
+                    .filter_map(|(r, seq)| {
+                        let at = runs.iter().position(|id| *id == r)?;
+                        Some((at as u16, seq))
+                    })
+                    .collect();
+                for queue in queues.values_mut() {
+                    queue.retain(|h| !consumed.contains(&(h.run, h.seq)));
+                }
+            }
+            for (key, n) in misses {
+                if let Some(m) = marks.get_mut(&key) {
+                    let settled = (n as usize).min(m.len());
+                    m.drain(..settled);
+                }
+            }
+            for (key, doubt) in doubts {
+                marks.entry(key).or_default().push(doubt);
+            }
+            for (key, mut own) in hits {
+                for hit in &mut own {
+                    hit.run = index as u16;
+                }
+                let older = queues.remove(&key).unwrap_or_default();
+                own.extend(older);
+                queues.insert(key, own);
+            }
+            if index == 0 {
+                source_positions = positions;
+                torn_tail = torn;
+                complete = done;
+            }
+        }
+
         let mut report = ResumeReport {
             source: run.to_owned(),
+            ancestry: runs.clone(),
+            torn_tail,
+            complete,
             ..ResumeReport::default()
         };
-        while let Some(item) = reader.next_line() {
-            let (line, bytes) = item?;
-            let rec: Lean<'_> = match serde_json::from_slice(&bytes) {
-                Ok(rec) => rec,
-                Err(e) => {
-                    reader.stop();
-                    // Say precisely what is wrong (newer version, corrupt line) with the full decoder.
-                    RunReader::decode(reader.name(), line, &bytes)?;
-                    return Err(Error::Corrupt {
-                        file: reader.name().to_owned(),
-                        line,
-                        reason: e.to_string(),
-                    });
-                }
-            };
-            if rec.v == 0 || rec.v > failcore_store::FORMAT_VERSION {
-                RunReader::decode(reader.name(), line, &bytes)?;
+        let mut index_queues: KeyMap<Queue> = HashMap::default();
+        for (key, hits) in queues {
+            let mut slot = None;
+            for hit in hits {
+                Queue::push(&mut slot, hit);
             }
-            let corrupt = |what: &str| Error::Corrupt {
-                file: reader.name().to_owned(),
-                line,
-                reason: format!("{} record without {what}", rec.kind),
-            };
-            match rec.kind {
-                "step_start" => {
-                    let (Some(step), Some(fp)) = (rec.step, rec.fp) else {
-                        return Err(corrupt("step or fp"));
-                    };
-                    let tool = rec.tool.unwrap_or_default().into_owned();
-                    if let Some(args) = rec.args {
-                        match positions.get_mut(tool.as_str()) {
-                            Some(list) => list.push((rec.seq, args.to_owned())),
-                            None => {
-                                positions.insert(tool.clone(), vec![(rec.seq, args.to_owned())]);
-                            }
-                        }
-                    }
-                    if fp_key_hex(fp).is_none() {
-                        return Err(corrupt("a fingerprint (`fp` is not hex)"));
-                    }
-                    starts.insert(step, (fp.to_owned(), tool, rec.occ.unwrap_or(0)));
-                }
-                "step_end" => {
-                    let Some(step) = rec.step else {
-                        return Err(corrupt("step"));
-                    };
-                    let Some((fp, _tool, occ)) = starts.remove(&step) else {
-                        continue;
-                    };
-                    if !matches!(rec.status, Some("ok" | "replayed")) {
-                        continue;
-                    }
-                    let output = match rec.output {
-                        Some(raw) => raw.to_owned(),
-                        None => serde_json::value::to_raw_value(&serde_json::Value::Null)
-                            .map_err(|e| Error::Config(e.to_string()))?,
-                    };
-                    let latency = rec.latency_ns.unwrap_or(0);
-                    let saved_ns = rec.saved_ns.unwrap_or(latency).max(latency);
-                    let Some(key) = fp_key_hex(&fp) else {
-                        continue; // checked when its step_start was read
-                    };
-                    let hit = Hit {
-                        occ,
-                        seq: rec.seq,
-                        output,
-                        saved_ns,
-                    };
-                    report.successes += 1;
-                    match queues.remove(&key) {
-                        None => queues.insert(key, Queue::One(hit)),
-                        Some(Queue::One(first)) => {
-                            queues.insert(key, Queue::Many(VecDeque::from([first, hit])))
-                        }
-                        Some(Queue::Many(mut q)) => {
-                            q.push_back(hit);
-                            queues.insert(key, Queue::Many(q))
-                        }
-                    };
-                }
-                "run_end" => report.complete = true,
-                "run_start" => {}
-                other => {
-                    return Err(Error::Corrupt {
-                        file: reader.name().to_owned(),
-                        line,
-                        reason: format!("unknown record kind `{other}`"),
-                    })
-                }
+            if let Some(q) = slot {
+                report.successes += q.len();
+                index_queues.insert(key, q);
             }
         }
-        report.torn_tail = reader.torn_tail();
-        let mut in_flight: HashMap<u128, u32, BuildHasherDefault<PrehashedKey>> =
-            HashMap::default();
-        let mut open: Vec<_> = starts.into_iter().collect();
-        open.sort_by_key(|(step, _)| *step);
-        for (step, (fp, tool, _)) in open {
-            if let Some(key) = fp_key_hex(&fp) {
-                *in_flight.entry(key).or_default() += 1;
-            }
-            report.in_flight.push(InFlightStep {
-                step,
-                tool,
-                fingerprint: fp,
-            });
-        }
-        // Concurrent calls of one fingerprint may have ended out of order: serve them by occurrence.
-        for queue in queues.values_mut() {
-            if let Queue::Many(q) = queue {
-                q.make_contiguous().sort_by_key(|h| h.occ);
+        let mut in_flight: KeyMap<u32> = HashMap::default();
+        for (key, steps) in marks {
+            if !steps.is_empty() {
+                in_flight.insert(key, steps.len() as u32);
+                report.in_flight.extend(steps);
             }
         }
+        report
+            .in_flight
+            .sort_by(|a, b| (&a.run, a.step).cmp(&(&b.run, b.step)));
         let index = ReplayIndex {
             source: run.to_owned(),
-            queues: Mutex::new(queues),
+            runs,
+            queues: Mutex::new(index_queues),
             in_flight: Mutex::new(in_flight),
-            positions,
+            positions: source_positions,
             calls: Mutex::new(HashMap::new()),
         };
         Ok((index, report))
     }
 
-    /// The next recorded success of `fp`, if one is left.
+    /// The run that holds a hit's record.
+    pub fn run_of(&self, hit: &Hit) -> &str {
+        &self.runs[usize::from(hit.run)]
+    }
+
+    /// The next recorded success of the identity `key`, if one is left.
     pub fn take(&self, key: u128) -> Option<Hit> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         match queues.get_mut(&key)? {
@@ -260,7 +370,8 @@ impl ReplayIndex {
         })
     }
 
-    /// Whether a step of `fp` was in flight when the source run died (consumed once per such step).
+    /// Whether a step of identity `key` was in flight when a run of the ancestry died (consumed once per
+    /// such step).
     pub fn take_in_flight(&self, key: u128) -> bool {
         let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         match map.get_mut(&key) {
@@ -271,4 +382,175 @@ impl ReplayIndex {
             _ => false,
         }
     }
+}
+
+/// Reads one run of the ancestry.
+fn load_one(store: &dyn TraceStore, run: &str) -> Result<Loaded, Error> {
+    let mut reader = RunReader::open(store, run)?;
+    let mut starts: HashMap<u64, Started> = HashMap::new();
+    // Every step's identity (key, occurrence), for the calls made inside it.
+    let mut identities: HashMap<u64, (u128, u32)> = HashMap::new();
+    let mut loaded = Loaded {
+        resumed_from: None,
+        hits: HashMap::default(),
+        consumed: HashSet::new(),
+        misses: HashMap::default(),
+        doubts: Vec::new(),
+        positions: HashMap::new(),
+        torn_tail: None,
+        complete: false,
+    };
+    while let Some(item) = reader.next_line() {
+        let (line, bytes) = item?;
+        let rec: Lean<'_> = match serde_json::from_slice(&bytes) {
+            Ok(rec) => rec,
+            Err(e) => {
+                reader.stop();
+                // Say precisely what is wrong (newer version, corrupt line) with the full decoder.
+                RunReader::decode(reader.name(), line, &bytes)?;
+                return Err(Error::Corrupt {
+                    file: reader.name().to_owned(),
+                    line,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        if rec.v == 0 || rec.v > failcore_store::FORMAT_VERSION {
+            RunReader::decode(reader.name(), line, &bytes)?;
+        }
+        let corrupt = |what: &str| Error::Corrupt {
+            file: reader.name().to_owned(),
+            line,
+            reason: format!("{} record {what}", rec.kind),
+        };
+        match rec.kind {
+            "step_start" => {
+                let (Some(step), Some(fp)) = (rec.step, rec.fp) else {
+                    return Err(corrupt("without step or fp"));
+                };
+                let tool = rec.tool.unwrap_or_default().into_owned();
+                if let Some(args) = rec.args {
+                    match loaded.positions.get_mut(tool.as_str()) {
+                        Some(list) => list.push((rec.seq, args.to_owned())),
+                        None => {
+                            loaded
+                                .positions
+                                .insert(tool.clone(), vec![(rec.seq, args.to_owned())]);
+                        }
+                    }
+                }
+                let Some(fp_key) = fp_key_hex(fp) else {
+                    return Err(corrupt("without a fingerprint (`fp` is not hex)"));
+                };
+                let scope = match rec.parent {
+                    None => 0,
+                    Some(parent) => match identities.get(&parent) {
+                        Some(&(key, occ)) => instance_key(key, occ),
+                        None => return Err(corrupt("names a parent step that never started")),
+                    },
+                };
+                let key = scoped_key(scope, fp_key);
+                let occ = rec.occ.unwrap_or(0);
+                if identities.insert(step, (key, occ)).is_some() {
+                    return Err(corrupt("starts a step that already started"));
+                }
+                let (refused, in_flight_block) = match &rec.decision {
+                    Some(d) if d.outcome != "allow" && d.outcome != "approved" => {
+                        let in_flight = d.rule.as_deref() == Some("resume.in_flight");
+                        (!in_flight, in_flight)
+                    }
+                    _ => (false, false),
+                };
+                starts.insert(
+                    step,
+                    Started {
+                        key,
+                        occ,
+                        fp: fp.to_owned(),
+                        tool,
+                        refused,
+                        in_flight_block,
+                    },
+                );
+            }
+            "step_end" => {
+                let Some(step) = rec.step else {
+                    return Err(corrupt("without step"));
+                };
+                let Some(start) = starts.remove(&step) else {
+                    continue;
+                };
+                let replayed = rec.status == Some("replayed");
+                if let Some(src) = &rec.replayed_from {
+                    loaded
+                        .consumed
+                        .insert((src.run.clone().into_owned(), src.seq));
+                }
+                if !replayed && !start.refused {
+                    *loaded.misses.entry(start.key).or_default() += 1;
+                }
+                if start.in_flight_block {
+                    loaded.doubts.push((
+                        start.key,
+                        InFlightStep {
+                            run: run.to_owned(),
+                            step,
+                            tool: start.tool,
+                            fingerprint: start.fp,
+                        },
+                    ));
+                    continue;
+                }
+                if !matches!(rec.status, Some("ok" | "replayed")) || rec.exact == Some(false) {
+                    continue;
+                }
+                let output = match rec.output {
+                    Some(raw) => raw.to_owned(),
+                    None => serde_json::value::to_raw_value(&serde_json::Value::Null)
+                        .map_err(|e| Error::Config(e.to_string()))?,
+                };
+                let latency = rec.latency_ns.unwrap_or(0);
+                let saved_ns = rec.saved_ns.unwrap_or(latency).max(latency);
+                loaded.hits.entry(start.key).or_default().push(Hit {
+                    occ: start.occ,
+                    run: 0,
+                    seq: rec.seq,
+                    output,
+                    saved_ns,
+                });
+            }
+            "run_end" => loaded.complete = true,
+            "run_start" => loaded.resumed_from = rec.resumed_from.map(Cow::into_owned),
+            other => {
+                return Err(Error::Corrupt {
+                    file: reader.name().to_owned(),
+                    line,
+                    reason: format!("unknown record kind `{other}`"),
+                })
+            }
+        }
+    }
+    loaded.torn_tail = reader.torn_tail();
+    let mut open: Vec<_> = starts.into_iter().collect();
+    open.sort_by_key(|(step, _)| *step);
+    for (step, start) in open {
+        // Started and never ended: in flight when the run died (it consulted the markers, too).
+        if !start.refused {
+            *loaded.misses.entry(start.key).or_default() += 1;
+        }
+        loaded.doubts.push((
+            start.key,
+            InFlightStep {
+                run: run.to_owned(),
+                step,
+                tool: start.tool,
+                fingerprint: start.fp,
+            },
+        ));
+    }
+    // Concurrent calls of one identity may have ended out of order: serve them by occurrence.
+    for hits in loaded.hits.values_mut() {
+        hits.sort_by_key(|h| h.occ);
+    }
+    Ok(loaded)
 }

@@ -1,7 +1,11 @@
 //! Run ids: 26 characters of Crockford base32, a 48-bit millisecond timestamp then 80 random bits, so
 //! ids sort by creation time and are unique across machines without coordination.
 
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The last id made in this process: ids made within one millisecond still increase.
+static LAST: Mutex<u128> = Mutex::new(0);
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -25,6 +29,14 @@ pub(crate) fn new_run_id() -> String {
     for (i, b) in random.iter().enumerate() {
         value |= u128::from(*b) << (8 * (9 - i));
     }
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if value <= *last {
+            // Same millisecond (or a clock that went back): the next id after the last one.
+            value = last.wrapping_add(1);
+        }
+        *last = value;
+    }
     (0..26)
         .rev()
         .map(|i| ALPHABET[((value >> (5 * i)) & 31) as usize] as char)
@@ -41,5 +53,13 @@ mod tests {
         assert_eq!(a.len(), 26);
         assert!(a < b, "{a} < {b}");
         failcore_store::check_run_id(&a).unwrap();
+    }
+
+    #[test]
+    fn ids_increase_within_one_millisecond() {
+        let ids: Vec<String> = (0..10_000).map(|_| super::new_run_id()).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} < {}", pair[0], pair[1]);
+        }
     }
 }

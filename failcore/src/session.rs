@@ -13,7 +13,7 @@ use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -26,6 +26,9 @@ tokio::task_local! {
 pub(crate) struct Context {
     pub session: Session,
     pub parent: Option<u64>,
+    /// The identity of the call this one is made from (0 at the top level): nested calls are matched
+    /// within it.
+    pub scope: u128,
     /// Set by a by-name call (`call_json`): where the lifecycle reports a FailCore error of that call,
     /// which the tool's own error type would otherwise reduce to text. Tool bodies run without it, so the
     /// calls they make report nothing to the outer by-name call.
@@ -267,12 +270,18 @@ impl Session {
     }
 
     /// Runs `fut` with this session as the current one: tool calls inside it are recorded here.
+    ///
+    /// The scope is task-local: a task started with `tokio::spawn` inside it does not inherit it, and while
+    /// any scope is active in the process, a tool called from outside every scope fails with an error
+    /// that names [`failcore::spawn`](crate::spawn) instead of going silently to another run.
     pub async fn scope<F: Future>(&self, fut: F) -> F::Output {
+        let _active = ActiveScope::enter();
         CONTEXT
             .scope(
                 Context {
                     session: self.clone(),
                     parent: None,
+                    scope: 0,
                     by_name: None,
                 },
                 fut,
@@ -629,14 +638,42 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// How many [`Session::scope`]s are running in the process.
+static ACTIVE_SCOPES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a running scope for as long as it lives (completed or dropped).
+struct ActiveScope;
+
+impl ActiveScope {
+    fn enter() -> ActiveScope {
+        ACTIVE_SCOPES.fetch_add(1, Ordering::SeqCst);
+        ActiveScope
+    }
+}
+
+impl Drop for ActiveScope {
+    fn drop(&mut self) {
+        ACTIVE_SCOPES.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The session of the current scope, else the process default session.
+///
+/// A call from outside every scope while some scope is running is almost always a task that was spawned
+/// with `tokio::spawn` from inside one (task-locals do not cross `tokio::spawn`): it fails rather than go
+/// to another run that resume would not see.
 pub(crate) fn context() -> Result<Context, Error> {
     if let Ok(ctx) = CONTEXT.try_with(Clone::clone) {
         return Ok(ctx);
     }
+    let active = ACTIVE_SCOPES.load(Ordering::SeqCst);
+    if active > 0 {
+        return Err(Error::OutsideScope { active });
+    }
     Ok(Context {
         session: default_session()?,
         parent: None,
+        scope: 0,
         by_name: None,
     })
 }
@@ -678,7 +715,8 @@ pub async fn finish() -> Result<Option<RunSummary>, Error> {
 }
 
 /// Spawns a task on the tokio runtime that runs in the current session (and under the current step, for
-/// nested calls).
+/// nested calls). Use it instead of `tokio::spawn` for tasks that call tools: a plain `tokio::spawn` does
+/// not carry the session, and its tool calls fail with [`Error::OutsideScope`].
 pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,

@@ -24,8 +24,8 @@ struct Client {
 }
 
 impl Client {
-    /// A method: `self` is not fingerprinted.
-    #[failcore::tool(effect = "network", version = "2")]
+    /// A method whose receiver is a client, not data: `skip(self)` leaves it out of the fingerprint.
+    #[failcore::tool(effect = "network", version = "2", skip(self))]
     async fn fetch(&self, url: &str, tags: Option<Vec<String>>) -> Result<Out, E> {
         Ok(Out { n: self.base.len() + url.len() + tags.map_or(0, |t| t.len()) })
     }
