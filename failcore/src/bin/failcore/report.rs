@@ -631,7 +631,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         let d = &s.decision;
         let _ = write!(
             body,
-            "<div>fingerprint <code>{}</code> (call #{} with these arguments), parent {}, {}{}{}</div>",
+            "<div>fingerprint <code>{}</code> (its call #{}), parent {}, {}{}{}</div>",
             esc(&s.fp),
             s.occ + 1,
             s.parent.map_or("-".into(), |p| format!("step {p}")),

@@ -163,6 +163,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                     println!();
                     let c = end.counts;
                     let (word, style) = term::run_status_word(Some(end.status));
+                    let in_flight = end.steps.saturating_sub(c.total());
                     let counts = [
                         (c.ok, "ok"),
                         (c.replayed, "replayed"),
@@ -170,21 +171,22 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                         (c.failed, "failed"),
                         (c.panicked, "panicked"),
                         (c.cancelled, "cancelled"),
+                        (in_flight, "in flight"),
                     ]
                     .iter()
                     .filter(|(n, _)| *n > 0)
                     .map(|(n, w)| format!("{n} {w}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                    let rest = format!(
-                        " after {}: {} steps, {counts}",
-                        duration(end.total_ns),
-                        end.steps
+                    println!(
+                        "run ended {} after {}",
+                        out.paint(style, word),
+                        duration(end.total_ns)
                     );
                     println!(
-                        "run ended {}{}",
-                        out.paint(style, word),
-                        out.fit(10 + word.len(), &rest)
+                        "{} steps: {}",
+                        end.steps,
+                        out.fit(end.steps.to_string().len() + 8, &counts)
                     );
                     if end.saved_ns > 0 {
                         println!(
@@ -390,7 +392,7 @@ fn show_step(
     }
     field(
         "fingerprint",
-        &format!("{} (call #{} with these arguments)", safe(&s.fp), s.occ + 1),
+        &format!("{} (its call #{})", safe(&s.fp), s.occ + 1),
     );
     field(
         "parent",
