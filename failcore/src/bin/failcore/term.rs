@@ -324,6 +324,8 @@ pub fn line(out: &Out, cols: &[Col], widths: &[usize], cells: &[Cell]) -> String
             }
         }
     }
+    // An empty last cell leaves no trailing blanks.
+    s.truncate(s.trim_end_matches(' ').len());
     s
 }
 
