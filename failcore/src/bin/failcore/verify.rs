@@ -77,18 +77,10 @@ fn fault_text(report: &VerifyReport, fault: &Fault) -> String {
             format!("not a FailCore trace (line 1 is not a trace record: {reason})")
         }
         FaultKind::Corrupt => format!("{at}corrupt record: {reason}{before}"),
-        FaultKind::Seq => format!(
-            "{at}sequence broken, a record was removed, repeated or moved: {reason}{before}"
-        ),
-        FaultKind::Chain => format!(
-            "{at}hash chain broken, a record was edited, removed or moved: {reason}{before}"
-        ),
-        FaultKind::Seal => {
-            format!("{at}the last record was edited (its seal does not match): {reason}{before}")
-        }
-        FaultKind::Summary => {
-            format!("{at}the run's summary disagrees with its records: {reason}{before}")
-        }
+        FaultKind::Seq => format!("{at}sequence broken: {reason}{before}"),
+        FaultKind::Chain => format!("{at}hash chain broken: {reason}{before}"),
+        FaultKind::Seal => format!("{at}seal broken: {reason}{before}"),
+        FaultKind::Summary => format!("{at}summary wrong: {reason}{before}"),
         FaultKind::TornTail | FaultKind::Incomplete => format!("{reason}{before}"),
         _ => format!("{at}{reason}{before}"),
     }
