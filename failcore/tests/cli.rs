@@ -448,7 +448,10 @@ fn probe_page(report: &str, width: u32) -> String {
       var l=r.querySelector('.tl-label').getBoundingClientRect(); if(l.width<40) bad.push('label '+i+' is '+l.width+'px');}});
     doc.querySelectorAll('.scroll').forEach(function(s,i){{inside(s,'table box '+i);}});
     var steps=doc.querySelectorAll('tr.step');
-    steps.forEach(function(r,i){{var b=r.getBoundingClientRect(); if(b.height<=0||b.left<0||b.left>=W) bad.push('step row '+i+' not visible');}});
+    steps.forEach(function(r,i){{var b=r.getBoundingClientRect(); if(b.height<=0||b.left<0||b.left>=W) bad.push('step row '+i+' not visible');
+      r.querySelectorAll('td.num, .st').forEach(function(c){{var g=doc.createRange(); g.selectNodeContents(c);
+        var lines=new Set(Array.from(g.getClientRects()).map(function(q){{return Math.round(q.top);}}));
+        if(lines.size>1) bad.push('\''+c.textContent+'\' wraps in step row '+i);}});}});
     var ready=doc.getElementById('fc-ready');
     var d=document.createElement('div'); d.id='fc-probe';
     d.setAttribute('data-width',String(W)); d.setAttribute('data-timeline-rows',String(rows.length));
@@ -815,6 +818,21 @@ fn errors_name_the_thing_and_the_fix_once() {
         "FAIL [store]/hostname: not a FailCore trace (line 1 is not a trace record: expected value at column 1)"
     );
     messages.push(t);
+    // Faults in words, not the names of their kinds.
+    for (run, says) in [
+        (fixture::CRASHED, "the last line is torn"),
+        (fixture::SOURCE, "incomplete: no run_end after 11 records"),
+    ] {
+        let out = failcore(p, &["verify", run]);
+        assert_eq!(code(&out), 1);
+        let t = text(p, &out);
+        assert!(t.contains(says), "{t}");
+        assert!(
+            !t.contains("(TornTail)") && !t.contains("(Incomplete)"),
+            "{t}"
+        );
+        messages.push(t);
+    }
     // A run file that is not a trace, read by show.
     std::fs::write(p.join("runs/fx30-text.jsonl"), "hello\n").unwrap();
     let out = failcore(p, &["show", "fx30-text"]);

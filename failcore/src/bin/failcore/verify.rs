@@ -81,7 +81,9 @@ fn fault_text(report: &VerifyReport, fault: &Fault) -> String {
         FaultKind::Chain => format!("{at}hash chain broken: {reason}{before}"),
         FaultKind::Seal => format!("{at}seal broken: {reason}{before}"),
         FaultKind::Summary => format!("{at}summary wrong: {reason}{before}"),
-        FaultKind::TornTail | FaultKind::Incomplete => format!("{reason}{before}"),
+        FaultKind::TornTail => format!("{reason}{before}"),
+        // Its message already counts the records.
+        FaultKind::Incomplete => reason,
         _ => format!("{at}{reason}{before}"),
     }
 }
