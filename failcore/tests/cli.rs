@@ -673,6 +673,7 @@ fn scale_million() {
 fn write_fixture_store() {
     let dir = std::env::var("FAILCORE_FIXTURE_DIR").expect("set FAILCORE_FIXTURE_DIR");
     fixture::write_store(Path::new(&dir));
+    slow_start(Path::new(&dir));
 }
 
 /// Stdout and stderr together, lossily decoded.

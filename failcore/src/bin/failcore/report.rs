@@ -84,8 +84,8 @@ pre{margin:4px 0;background:#f4f4f4;padding:6px;overflow:auto;max-height:300px;m
 .bar{position:absolute;top:3px;height:12px;min-width:3px;border-radius:2px}
 .ghost{position:absolute;top:3px;height:12px;min-width:3px;border:1px dashed #0277bd;border-radius:2px;font-size:9px;line-height:10px;color:#01579b;overflow:hidden;white-space:nowrap;padding-left:2px;background:repeating-linear-gradient(45deg,#b3d4ea 0 3px,#e1f0fa 3px 6px)}
 .tl-axis{height:22px;align-items:flex-end;border-bottom:1px solid #ccc}
-.tick{position:absolute;bottom:0;border-left:1px solid #999;height:6px}
-.tick span{position:absolute;bottom:6px;left:0;transform:translateX(-50%);font-size:10px;color:#555;white-space:nowrap}
+.tick{position:absolute;bottom:0;border-left:1px solid #999;height:6px;z-index:1}
+.tick span{position:absolute;bottom:6px;left:0;transform:translateX(-50%);font-size:10px;color:#555;white-space:nowrap;background:rgba(255,255,255,.85);padding:0 2px}
 .tick.first span{transform:none}
 .gap{position:absolute;top:0;bottom:0;background:repeating-linear-gradient(135deg,#eee 0 4px,#fff 4px 8px);border-left:1px dashed #999;border-right:1px dashed #999}
 .gap-note{font-size:12px;color:#555;margin:4px 0}
