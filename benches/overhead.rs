@@ -156,6 +156,44 @@ fn resume_index(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+
+    // The same 100,000 successes spread over a chain of 10 runs, each resuming the one before: resuming the
+    // last one loads and indexes the whole ancestry.
+    let chain_dir = tempfile::tempdir().expect("tempdir");
+    let mut last: Option<String> = None;
+    for part in 0..10i64 {
+        let mut b = Session::builder()
+            .dir(chain_dir.path())
+            .durability(Durability::Buffered);
+        if let Some(run) = &last {
+            b = b.resume(run);
+        }
+        let s = b.open().expect("session");
+        rt.block_on(s.scope(async {
+            for k in part * 10_000..(part + 1) * 10_000 {
+                let _ = add(k, 1).await;
+            }
+        }));
+        rt.block_on(s.finish()).expect("finish");
+        last = Some(s.run_id().to_owned());
+    }
+    let tip = last.expect("ten runs");
+    g.bench_function("load_and_index_100k_steps_over_10_runs", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                let s = Session::builder()
+                    .dir(chain_dir.path())
+                    .durability(Durability::Buffered)
+                    .resume(&tip)
+                    .open()
+                    .expect("resume");
+                assert_eq!(s.resume_report().map(|r| r.successes), Some(100_000));
+                s
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 }
 

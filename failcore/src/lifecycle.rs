@@ -147,7 +147,8 @@ struct ReplayStep {
     session: Session,
     tool: &'static ToolDescriptor,
     step: u64,
-    source_run: String,
+    /// The run that holds the served record (an index into the replay index's runs).
+    source_run: u16,
     source_seq: u64,
     saved_ns: u64,
     output: Box<RawValue>,
@@ -283,7 +284,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 session: session.clone(),
                 tool,
                 step,
-                source_run: index.run_of(&hit).to_owned(),
+                source_run: hit.run,
                 source_seq: hit.seq,
                 saved_ns: hit.saved_ns,
                 output: hit.output,
@@ -786,7 +787,10 @@ async fn unrecordable(guard: &mut StepGuard, e: CanonicalError, latency: u64) ->
 impl ReplayStep {
     async fn commit(self) -> Result<(), Error> {
         let inner = &self.session.inner;
-        let source = self.source_run.as_str();
+        let source = inner
+            .replay
+            .as_ref()
+            .map_or("", |r| r.run_name(self.source_run));
         inner.count(Status::Replayed);
         inner.add_saved(self.saved_ns);
         let end = encode_end(
@@ -809,7 +813,11 @@ impl ReplayStep {
         let inner = &self.session.inner;
         let err = Error::ReplayDecode {
             tool: self.tool.name.to_owned(),
-            run: self.source_run.clone(),
+            run: inner
+                .replay
+                .as_ref()
+                .map_or("", |r| r.run_name(self.source_run))
+                .to_owned(),
             seq: self.source_seq,
             reason,
         };

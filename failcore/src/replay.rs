@@ -51,7 +51,7 @@ pub(crate) struct Hit {
     /// The occurrence of the source call: a run's queue is served in this order.
     occ: u32,
     /// Index of the run that holds the record in [`ReplayIndex::runs`].
-    run: u16,
+    pub run: u16,
     pub seq: u64,
     pub output: Box<RawValue>,
     pub saved_ns: u64,
@@ -331,9 +331,9 @@ impl ReplayIndex {
         Ok((index, report))
     }
 
-    /// The run that holds a hit's record.
-    pub fn run_of(&self, hit: &Hit) -> &str {
-        &self.runs[usize::from(hit.run)]
+    /// The run at `index` of the ancestry (0: the source run).
+    pub fn run_name(&self, index: u16) -> &str {
+        self.runs.get(usize::from(index)).map_or("", String::as_str)
     }
 
     /// The next recorded success of the identity `key`, if one is left.
