@@ -85,8 +85,8 @@ fn show_every_status() {
     assert!(t.contains("by fs.escape: path climbs"));
     assert!(t.contains("DRIFT json"));
     // Record numbers (#8, #4) became the source's step numbers.
-    assert!(t.contains("DIVERGED from fx00-source step 4: /url"), "{t}");
-    assert!(t.contains("from fx00-source step 1, saved 120.0 ms"), "{t}");
+    assert!(t.contains("DIVERGED from source step 4: /url"), "{t}");
+    assert!(t.contains("from source step 1, saved 120.0 ms"), "{t}");
     assert!(
         !t.contains('#'),
         "no record number beside a step number: {t}"
@@ -1011,7 +1011,10 @@ fn hostile_text_never_reaches_the_terminal() {
     let step = text(p, &failcore(p, &["show", fixture::HOSTILE, "--step", "1"]));
     assert!(step.contains("reason\\u{1b}[2K\\r\\nforged line"), "{step}");
     assert!(!step.lines().any(|l| l.starts_with("forged line")));
-    let listed = text(p, &failcore(p, &["list"]));
+    let listed = text(
+        p,
+        &failcore_with(p, &["list"], &[("NO_COLOR", "1"), ("COLUMNS", "300")]),
+    );
     assert!(listed.contains("src\\u{1b}[2J"), "{listed}");
     insta::assert_snapshot!("show_hostile", shown);
     // --json stays exact: the same strings, escaped only as JSON escapes them.

@@ -152,12 +152,12 @@ fn short_time(ts: &str) -> String {
 }
 
 const COLS: [Col; 6] = [
-    Col::left("run").shrink(8),
-    Col::left("started (UTC)").shrink(10),
+    Col::left("run").shrink_at(2, 8),
+    Col::left("started (UTC)").shrink_at(3, 10),
     Col::right("took"),
     Col::left("status"),
-    Col::left("steps").shrink(5),
-    Col::left("resumed from").shrink(5),
+    Col::left("steps").shrink(6),
+    Col::left("resumes").shrink_at(0, 8),
 ];
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {

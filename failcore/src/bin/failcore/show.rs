@@ -65,7 +65,7 @@ const COLS: [Col; 6] = [
     Col::left("tool").shrink(8),
     Col::left("status"),
     Col::right("latency"),
-    Col::left("notes").shrink(10),
+    Col::left("notes").shrink_at(0, 10),
 ];
 
 /// Widths for a timeline whose lines are printed as they are read.
@@ -90,6 +90,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let widths = widths(&out);
     let mut sources = Sources::new(store.as_ref());
     let mut start_ts = String::new();
+    let mut resumed_from: Option<String> = None;
     let mut shown = 0u64;
     if !args.json {
         let location = out.fit(run.len() + 7, &store.location());
@@ -113,6 +114,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         match ev {
             Event::Start { ts, start } => {
                 start_ts.clone_from(&ts);
+                resumed_from.clone_from(&start.resumed_from);
                 if start.host == this_host() {
                     writer_pid.store(start.pid, Ordering::SeqCst);
                 }
@@ -147,7 +149,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                         v["type"] = "step".into();
                         print_json(&v);
                     } else {
-                        let cells = cells(&start_ts, &s, &mut sources);
+                        let cells = cells(&start_ts, &s, &mut sources, resumed_from.as_deref());
                         println!("{}", line(&out, &COLS, &widths, &cells));
                     }
                 }
@@ -258,15 +260,30 @@ fn finish(
 }
 
 /// Where a replayed output came from: the source step when the source run can be read, else its
-/// record number.
-fn source_text(sources: &mut Sources, src: &failcore::store::Source) -> String {
-    match sources.step(&src.run, src.seq) {
-        Some(s) => format!("{} step {}", src.run, s.step),
-        None => format!("{} (record {})", src.run, src.seq),
+/// record number; the run being resumed (the header names it) is called "source".
+fn source_text(
+    sources: &mut Sources,
+    run: &str,
+    seq: u64,
+    resumed_from: Option<&str>,
+) -> String {
+    let of_run = if resumed_from == Some(run) {
+        "source ".to_owned()
+    } else {
+        format!("{run} ")
+    };
+    match sources.step(run, seq) {
+        Some(s) => format!("{of_run}step {}", s.step),
+        None => format!("{of_run}record {seq}"),
     }
 }
 
-fn cells(start_ts: &str, s: &Step, sources: &mut Sources) -> Vec<Cell> {
+fn cells(
+    start_ts: &str,
+    s: &Step,
+    sources: &mut Sources,
+    resumed_from: Option<&str>,
+) -> Vec<Cell> {
     let at = between_ns(start_ts, &s.ts)
         .map(|ns| format!("+{}", duration(ns)))
         .unwrap_or_default();
@@ -277,7 +294,7 @@ fn cells(start_ts: &str, s: &Step, sources: &mut Sources) -> Vec<Cell> {
         if let Some(src) = &e.replayed_from {
             notes.push(format!(
                 "from {}, saved {}",
-                source_text(sources, src),
+                source_text(sources, &src.run, src.seq, resumed_from),
                 duration(e.saved_ns.unwrap_or(0))
             ));
             if let Some(d) = sources.step(&src.run, src.seq).map(|s| s.drift) {
@@ -309,10 +326,7 @@ fn cells(start_ts: &str, s: &Step, sources: &mut Sources) -> Vec<Cell> {
         notes.push("started, never ended".into());
     }
     if let Some(dv) = &s.divergence {
-        let from = match sources.step(&dv.run, dv.seq) {
-            Some(src) => format!("{} step {}", dv.run, src.step),
-            None => format!("{} (record {})", dv.run, dv.seq),
-        };
+        let from = source_text(sources, &dv.run, dv.seq, resumed_from);
         notes.push(format!(
             "DIVERGED from {from}: {}",
             failcore::store::describe_changes(&dv.changes)
@@ -424,7 +438,7 @@ fn show_step(
                     "replayed",
                     &format!(
                         "from {}, saved {}",
-                        safe(&source_text(&mut sources, src)),
+                        safe(&source_text(&mut sources, &src.run, src.seq, None)),
                         duration(e.saved_ns.unwrap_or(0))
                     ),
                 );

@@ -136,6 +136,8 @@ pub struct Col {
     pub align: Align,
     /// The fewest columns it keeps when the table must shrink; `None`: it never shrinks.
     pub min: Option<usize>,
+    /// Columns of a lower rank give way before those of a higher one.
+    pub rank: u8,
 }
 
 impl Col {
@@ -144,6 +146,7 @@ impl Col {
             header,
             align: Align::Left,
             min: None,
+            rank: 1,
         }
     }
     pub const fn right(header: &'static str) -> Col {
@@ -151,11 +154,18 @@ impl Col {
             header,
             align: Align::Right,
             min: None,
+            rank: 1,
         }
     }
     /// The column may be cut (with an ellipsis) down to `min` columns to fit the terminal.
     pub const fn shrink(mut self, min: usize) -> Col {
         self.min = Some(min);
+        self
+    }
+    /// Like [`Col::shrink`], giving way before (`rank` 0) or after (2 and up) the others.
+    pub const fn shrink_at(mut self, rank: u8, min: usize) -> Col {
+        self.min = Some(min);
+        self.rank = rank;
         self
     }
 }
@@ -187,33 +197,35 @@ impl<T: Into<String>> From<T> for Cell {
     }
 }
 
-/// Column widths that fit `budget`: each column's natural width, with the shrinkable ones cut (the
-/// widest first) down to their minimum until the line fits or nothing more can give.
-pub fn fit_widths(
-    natural: &[usize],
-    cols: &[Col],
-    gap: usize,
-    budget: Option<usize>,
-) -> Vec<usize> {
+/// Column widths that fit `budget`: each column's natural width, with the shrinkable ones cut down
+/// to their minimum until the line fits or nothing more can give: lower ranks first, and within a
+/// rank the widest first.
+pub fn fit_widths(natural: &[usize], cols: &[Col], gap: usize, budget: Option<usize>) -> Vec<usize> {
     let mut w = natural.to_vec();
     let Some(budget) = budget else { return w };
     let total = |w: &[usize]| w.iter().sum::<usize>() + gap * w.len().saturating_sub(1);
     let mut over = total(&w).saturating_sub(budget);
-    while over > 0 {
-        let widest = (0..w.len())
-            .filter(|&i| cols[i].min.is_some_and(|m| w[i] > m))
-            .max_by_key(|&i| (w[i], std::cmp::Reverse(i)));
-        let Some(i) = widest else { break };
-        // Take from the widest down to the next widest in one go (one at a time between equals).
-        let next = (0..w.len())
-            .filter(|&j| j != i && cols[j].min.is_some() && w[j] <= w[i])
-            .map(|j| w[j])
-            .max()
-            .unwrap_or(0)
-            .max(cols[i].min.unwrap_or(0));
-        let cut = (w[i] - next).clamp(1, over);
-        w[i] -= cut;
-        over -= cut;
+    let mut ranks: Vec<u8> = cols.iter().filter(|c| c.min.is_some()).map(|c| c.rank).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    for rank in ranks {
+        let can = |i: usize, w: &[usize]| cols[i].rank == rank && cols[i].min.is_some_and(|m| w[i] > m);
+        while over > 0 {
+            let widest = (0..w.len())
+                .filter(|&i| can(i, &w))
+                .max_by_key(|&i| (w[i], std::cmp::Reverse(i)));
+            let Some(i) = widest else { break };
+            // Take from the widest down to the next widest in one go (one at a time between equals).
+            let next = (0..w.len())
+                .filter(|&j| j != i && cols[j].rank == rank && cols[j].min.is_some() && w[j] <= w[i])
+                .map(|j| w[j])
+                .max()
+                .unwrap_or(0)
+                .max(cols[i].min.unwrap_or(0));
+            let cut = (w[i] - next).clamp(1, over);
+            w[i] -= cut;
+            over -= cut;
+        }
     }
     w
 }
@@ -409,5 +421,9 @@ mod tests {
         assert_eq!(fit_widths(&[10, 30, 20], &cols, 2, Some(50)), [10, 18, 18]);
         assert_eq!(fit_widths(&[10, 30, 20], &cols, 2, Some(10)), [10, 5, 5]);
         assert_eq!(fit_widths(&[10, 30, 20], &cols, 2, None), [10, 30, 20]);
+        // A lower rank gives way first, all the way to its minimum.
+        let cols = [Col::left("a").shrink_at(0, 5), Col::left("b").shrink(5)];
+        assert_eq!(fit_widths(&[20, 30], &cols, 2, Some(40)), [8, 30]);
+        assert_eq!(fit_widths(&[20, 30], &cols, 2, Some(30)), [5, 23]);
     }
 }
