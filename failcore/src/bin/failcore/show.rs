@@ -261,12 +261,7 @@ fn finish(
 
 /// Where a replayed output came from: the source step when the source run can be read, else its
 /// record number; the run being resumed (the header names it) is called "source".
-fn source_text(
-    sources: &mut Sources,
-    run: &str,
-    seq: u64,
-    resumed_from: Option<&str>,
-) -> String {
+fn source_text(sources: &mut Sources, run: &str, seq: u64, resumed_from: Option<&str>) -> String {
     let of_run = if resumed_from == Some(run) {
         "source ".to_owned()
     } else {
@@ -278,12 +273,7 @@ fn source_text(
     }
 }
 
-fn cells(
-    start_ts: &str,
-    s: &Step,
-    sources: &mut Sources,
-    resumed_from: Option<&str>,
-) -> Vec<Cell> {
+fn cells(start_ts: &str, s: &Step, sources: &mut Sources, resumed_from: Option<&str>) -> Vec<Cell> {
     let at = between_ns(start_ts, &s.ts)
         .map(|ns| format!("+{}", duration(ns)))
         .unwrap_or_default();

@@ -200,16 +200,26 @@ impl<T: Into<String>> From<T> for Cell {
 /// Column widths that fit `budget`: each column's natural width, with the shrinkable ones cut down
 /// to their minimum until the line fits or nothing more can give: lower ranks first, and within a
 /// rank the widest first.
-pub fn fit_widths(natural: &[usize], cols: &[Col], gap: usize, budget: Option<usize>) -> Vec<usize> {
+pub fn fit_widths(
+    natural: &[usize],
+    cols: &[Col],
+    gap: usize,
+    budget: Option<usize>,
+) -> Vec<usize> {
     let mut w = natural.to_vec();
     let Some(budget) = budget else { return w };
     let total = |w: &[usize]| w.iter().sum::<usize>() + gap * w.len().saturating_sub(1);
     let mut over = total(&w).saturating_sub(budget);
-    let mut ranks: Vec<u8> = cols.iter().filter(|c| c.min.is_some()).map(|c| c.rank).collect();
+    let mut ranks: Vec<u8> = cols
+        .iter()
+        .filter(|c| c.min.is_some())
+        .map(|c| c.rank)
+        .collect();
     ranks.sort_unstable();
     ranks.dedup();
     for rank in ranks {
-        let can = |i: usize, w: &[usize]| cols[i].rank == rank && cols[i].min.is_some_and(|m| w[i] > m);
+        let can =
+            |i: usize, w: &[usize]| cols[i].rank == rank && cols[i].min.is_some_and(|m| w[i] > m);
         while over > 0 {
             let widest = (0..w.len())
                 .filter(|&i| can(i, &w))
@@ -217,7 +227,9 @@ pub fn fit_widths(natural: &[usize], cols: &[Col], gap: usize, budget: Option<us
             let Some(i) = widest else { break };
             // Take from the widest down to the next widest in one go (one at a time between equals).
             let next = (0..w.len())
-                .filter(|&j| j != i && cols[j].rank == rank && cols[j].min.is_some() && w[j] <= w[i])
+                .filter(|&j| {
+                    j != i && cols[j].rank == rank && cols[j].min.is_some() && w[j] <= w[i]
+                })
                 .map(|j| w[j])
                 .max()
                 .unwrap_or(0)
