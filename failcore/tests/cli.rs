@@ -1258,3 +1258,56 @@ fn sample_prints_json_when_asked() {
     assert_eq!(v["blocked"], 1);
     assert!(v["first_run"].is_string() && v["run"].is_string());
 }
+
+#[test]
+fn follow_stops_when_the_writer_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") else {
+        eprintln!("SKIPPED follow_stops_when_the_writer_is_gone: no /proc here");
+        return;
+    };
+    // A process that has exited: its pid names no process any more.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let mut bytes = Vec::new();
+    {
+        let mut t = fixture::Trace::new(&mut bytes, "fx41-dead", 0, None);
+        t.call(0, "plan", serde_json::json!({}), serde_json::json!(1), 100);
+        t.flush();
+    }
+    // The writer's host and pid, as a run started on this machine by that process would have them
+    // (show does not check the chain, so the edit is fine here).
+    let text_of = String::from_utf8(bytes)
+        .unwrap()
+        .replacen(
+            "\"host\":\"host\"",
+            &format!("\"host\":{:?}", host.trim()),
+            1,
+        )
+        .replacen("\"pid\":42", &format!("\"pid\":{pid}"), 1);
+    std::fs::create_dir_all(p.join("runs")).unwrap();
+    std::fs::write(p.join("runs/fx41-dead.jsonl"), text_of).unwrap();
+    let mut child = command(p, &["show", "fx41-dead", "--follow"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "follow kept waiting for a writer that is gone");
+    assert_eq!(code(&out), 0);
+    let t = text(p, &out);
+    assert!(t.contains("plan"), "{t}");
+    assert!(
+        t.contains("incomplete: the run's process exited without ending the run"),
+        "{t}"
+    );
+}
