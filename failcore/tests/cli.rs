@@ -1170,6 +1170,24 @@ fn follow_tails_a_run_as_it_is_written() {
     reader.join().unwrap();
 }
 
+/// `v` with every object's keys in sorted order, whichever order the build's `serde_json` keeps
+/// (a workspace build may enable `preserve_order`).
+fn sorted(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            serde_json::Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&m[k])))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 #[test]
 fn every_command_that_prints_has_versioned_json() {
     let dir = store();
@@ -1222,7 +1240,7 @@ fn every_command_that_prints_has_versioned_json() {
         }
         insta::assert_snapshot!(
             format!("json_{}", args[0]),
-            serde_json::to_string_pretty(&v).unwrap()
+            serde_json::to_string_pretty(&sorted(&v)).unwrap()
         );
     }
     let first = failcore(p, &["show", fixture::EVERY, "--json"]);
