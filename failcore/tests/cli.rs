@@ -265,6 +265,9 @@ fn damaged_traces_exit_cleanly() {
     std::fs::write(runs.join("fx05-garbage.jsonl"), lines.concat()).unwrap();
     let mut bad_utf8 = good[..good.len() / 2].to_vec();
     bad_utf8.extend_from_slice(b"\xff\xfe\"broken\"}\n");
+    // Followed by more lines: an undecodable *last* line is a torn tail (what a crash can leave), not
+    // corruption.
+    bad_utf8.extend_from_slice(&lines[lines.len() - 1]);
     std::fs::write(runs.join("fx06-utf8.jsonl"), bad_utf8).unwrap();
 
     for run in ["fx05-garbage", "fx06-utf8"] {
@@ -814,10 +817,11 @@ fn errors_name_the_thing_and_the_fix_once() {
     let out = failcore(p, &["verify", not_trace.to_str().unwrap()]);
     assert_eq!(code(&out), 1);
     let t = text(p, &out);
-    assert_eq!(
-        t.trim(),
-        "FAIL [store]/hostname: not a FailCore trace (line 1 is not a trace record: expected value at column 1)"
+    assert!(
+        t.starts_with("FAIL [store]/hostname: not a FailCore trace (line 1 is not a trace record"),
+        "{t}"
     );
+    assert_eq!(t.matches("line 1").count(), 1, "{t}");
     messages.push(t);
     // Faults in words, not the names of their kinds.
     for (run, says) in [

@@ -2,7 +2,7 @@
 
 use crate::common::{between_ns, duration, open_existing, print_json, schema, Result};
 use crate::term::{self, safe, Cell, Col, Out, Table};
-use failcore::store::{Body, Counts, RunReader, Status, TraceStore};
+use failcore::store::{Body, Counts, Status, TraceStore, VerifiedRecords};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -43,7 +43,9 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
         resumed_from: None,
         problem: None,
     };
-    let mut reader = match RunReader::open(store, run) {
+    // Every record is checked as `verify` checks it (chain, seq, run id, structure): a run is listed ok
+    // only if it verifies.
+    let mut reader = match VerifiedRecords::open(store, run, true) {
         Ok(r) => r,
         Err(e) => {
             d.status = "unreadable";
@@ -63,16 +65,20 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
                     Body::RunStart(s) => d.resumed_from = s.resumed_from,
                     Body::StepEnd(e) => d.counts.add(e.status),
                     Body::RunEnd(e) => ended = Some(e.status),
-                    Body::StepStart(_) => {}
+                    Body::StepStart(_) | Body::Checkpoint(_) => {}
                 }
                 last_ts = rec.record.ts;
             }
             Err(e) => {
                 d.status = "corrupt";
-                d.problem = Some(crate::common::read_message(&e));
+                d.problem = Some(crate::common::message(&e.into()));
                 break;
             }
         }
+    }
+    if let Some(fault) = reader.fault() {
+        d.status = "corrupt";
+        d.problem = Some(format!("{}: {fault}", reader.name()));
     }
     if let Some(bytes) = reader.torn_tail() {
         d.problem = Some(format!("torn last line ({bytes} bytes dropped)"));

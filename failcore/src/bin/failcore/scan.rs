@@ -168,6 +168,7 @@ pub fn scan_reader(mut reader: RunReader, mut f: impl FnMut(Event) -> bool) -> O
                 );
                 true
             }
+            failcore::store::Body::Checkpoint(_) => true,
             failcore::store::Body::StepEnd(e) => match open.remove(&e.step) {
                 Some(o) => {
                     ready.insert(o.s.step, make(o, Some(e), Some(r.ts)));
@@ -210,9 +211,14 @@ fn make(o: Open, end: Option<StepEnd>, end_ts: Option<String>) -> Step {
 pub fn problems(out: &Outcome) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(bytes) = out.torn {
-        v.push(format!(
-            "torn last line: {bytes} bytes dropped (the run crashed mid-write)"
-        ));
+        if out.last_ts.is_empty() {
+            // Not one record before it: the file is no trace, not a trace cut short.
+            v.push("not a FailCore trace (line 1 is not a trace record)".into());
+        } else {
+            v.push(format!(
+                "torn last line: {bytes} bytes dropped (the run crashed mid-write)"
+            ));
+        }
     }
     if let Some(e) = &out.error {
         v.push(format!(

@@ -227,7 +227,7 @@ fn finish(
 ) -> Result<ExitCode> {
     let filtered = args.errors || args.blocked || args.tool.is_some();
     let mut notes = problems(out);
-    if !out.ended && out.error.is_none() {
+    if !out.ended && out.error.is_none() && !out.last_ts.is_empty() {
         notes.push(if args.follow {
             "incomplete: the run's process exited without ending the run".into()
         } else {
