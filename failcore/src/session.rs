@@ -129,6 +129,8 @@ pub(crate) struct Inner {
     saved_ns: AtomicU64,
     started: Instant,
     finished: AtomicBool,
+    /// Held while this session writes a keyed run: one session of a run key at a time.
+    _key_lock: Option<std::fs::File>,
 }
 
 impl Inner {
@@ -308,6 +310,24 @@ impl Session {
             .await
     }
 
+    /// Ends this session without ending its run: everything recorded is made durable (as `finish` would),
+    /// and no run_end is written, so that a later session with the same run key continues the run
+    /// ([`SessionBuilder::run_key`]). Like `finish`, once.
+    pub async fn close_open(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner.finished.swap(true, Ordering::SeqCst) {
+            return Err(Error::Config(format!(
+                "run {} is already finished",
+                inner.run
+            )));
+        }
+        inner
+            .journal
+            .barrier(inner.durability.max(Durability::Flushed))
+            .await?;
+        Ok(())
+    }
+
     /// Writes the run_end record (counts, time saved, chain head) and waits until it is durable.
     /// Calls made after it are still checked and executed, but a second `finish` is refused.
     pub async fn finish(&self) -> Result<RunSummary, Error> {
@@ -376,9 +396,42 @@ pub struct SessionBuilder {
     signing_key: Option<failcore_store::seal::SealKey>,
     claim_wait: Option<std::time::Duration>,
     claim_lease: Option<std::time::Duration>,
+    /// Entries added to the run_start's `versions` (what the run was made with).
+    run_facts: Vec<(String, serde_json::Value)>,
+    /// Sessions with this key record into one run (see [`SessionBuilder::run_key`]).
+    run_key: Option<String>,
+    run_key_wait: Option<std::time::Duration>,
 }
 
 impl SessionBuilder {
+    /// One logical run across sessions: a session with a run key continues the newest run opened with the
+    /// same key when that run is still open (no run_end) and of the same mode (record, resume, offline),
+    /// and otherwise creates a run that carries the key. One session writes a key's run at a time: another
+    /// waits (see [`run_key_wait`](Self::run_key_wait)). A continued run keeps its step numbers, its
+    /// occurrences and its replay source; [`Session::finish`] ends it for good, so sessions that mean to
+    /// be continued end without it ([`Session::close_open`]).
+    pub fn run_key(mut self, key: impl Into<String>) -> Self {
+        self.run_key = Some(key.into());
+        self
+    }
+
+    /// How long [`open`](Self::open) waits for another session of the same run key to end (default 60 s).
+    pub fn run_key_wait(mut self, wait: std::time::Duration) -> Self {
+        self.run_key_wait = Some(wait);
+        self
+    }
+
+    /// Records `value` under `key` in the run_start's `versions` map, beside the failcore and format
+    /// versions: what the run was made with (the proxied MCP server's description, say), for tools that
+    /// replay it later. `failcore` and `format` are reserved.
+    pub fn run_fact(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        let key = key.into();
+        if key != "failcore" && key != "format" {
+            self.run_facts.push((key, value));
+        }
+        self
+    }
+
     /// Traces go to a JSONL store in `dir` (default `./.failcore`).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
@@ -569,8 +622,29 @@ impl SessionBuilder {
         }
 
         let mut claim = None;
-        let (mode, replay, resume_report) = match &self.source {
-            None => (Mode::Record, None, None),
+        // A run key: wait for the key, then continue its open run of the same mode, if there is one.
+        let key_lock = match &self.run_key {
+            Some(key) => crate::keyed::lock_key(store.as_ref(), key, self.run_key_wait)?,
+            None => None,
+        };
+        let mut prior = match &self.run_key {
+            Some(key) => crate::keyed::continuable(
+                store.as_ref(),
+                key,
+                self.source.as_ref().map_or(Mode::Record, |(m, _)| *m),
+            )?,
+            None => None,
+        };
+        let source = match &prior {
+            Some((_, p)) => p.resumed_from.clone().map(|run| (p.mode, run)),
+            None => self.source.clone(),
+        };
+        let (mode, replay, resume_report) = match &source {
+            None => (
+                prior.as_ref().map_or(Mode::Record, |(_, p)| p.mode),
+                None,
+                None,
+            ),
             Some((mode, run)) => {
                 let source = store.resolve(run)?;
                 if *mode == Mode::Resume {
@@ -602,30 +676,40 @@ impl SessionBuilder {
             None => random_key(),
         };
 
-        let run = new_run_id();
+        if let (Some((_, p)), Some(index)) = (&prior, &replay) {
+            p.prime(index);
+        }
         let sealer = self.signing_key.map(failcore_store::seal::Sealer::new);
-        let journal = Journal::open_sealed(store.clone(), &run, self.durability, sealer)?;
-        let start = RunStart {
-            resumed_from: replay.as_ref().map(|r: &ReplayIndex| r.source.clone()),
-            mode,
-            program: std::env::args().next().unwrap_or_default(),
-            host: hostname(),
-            pid: std::process::id(),
-            versions: [
-                (
-                    "failcore".to_owned(),
-                    serde_json::Value::from(env!("CARGO_PKG_VERSION")),
-                ),
-                (
-                    "format".to_owned(),
-                    serde_json::Value::from(failcore_store::FORMAT_VERSION),
-                ),
-            ]
-            .into_iter()
-            .collect(),
+        let (run, journal) = match &mut prior {
+            Some((run, p)) => {
+                let journal = crate::keyed::reopen(store.clone(), run, self.durability, p)?;
+                tracing::info!(run = %run, store = %store.location(), "failcore run continued");
+                (run.clone(), journal)
+            }
+            None => {
+                let run = new_run_id();
+                let journal = Journal::open_sealed(store.clone(), &run, self.durability, sealer)?;
+                let key = self
+                    .run_key
+                    .clone()
+                    .map(|k| (crate::keyed::RUN_KEY.to_owned(), serde_json::Value::from(k)));
+                journal.send(Body::RunStart(run_start(
+                    &self.run_facts,
+                    replay.as_ref(),
+                    mode,
+                    key.into_iter(),
+                )));
+                tracing::info!(run = %run, store = %store.location(), mode = ?mode, "failcore run started");
+                (run, journal)
+            }
         };
-        journal.send(Body::RunStart(start));
-        tracing::info!(run = %run, store = %store.location(), mode = ?mode, "failcore run started");
+        let prior = prior.map(|(_, p)| p);
+        let counts: [AtomicU64; 6] = Default::default();
+        if let Some(p) = &prior {
+            for (i, s) in Status::ALL.iter().enumerate() {
+                counts[i].store(p.counts.get(*s), Ordering::Relaxed);
+            }
+        }
 
         Ok(Session {
             inner: Arc::new(Inner {
@@ -638,7 +722,12 @@ impl SessionBuilder {
                 replay,
                 resume_report,
                 claim: Mutex::new(claim),
-                occurrences: Mutex::new(HashMap::default()),
+                occurrences: Mutex::new(
+                    prior
+                        .as_ref()
+                        .map(|p| p.occurrences.clone())
+                        .unwrap_or_default(),
+                ),
                 policies,
                 guards,
                 tool_policies,
@@ -646,13 +735,44 @@ impl SessionBuilder {
                 strict_contracts: self.strict_contracts,
                 on_in_flight: self.on_in_flight,
                 redact_key,
-                next_step: AtomicU64::new(0),
-                counts: Default::default(),
-                saved_ns: AtomicU64::new(0),
-                started: Instant::now(),
+                next_step: AtomicU64::new(prior.as_ref().map_or(0, |p| p.next_step)),
+                counts,
+                saved_ns: AtomicU64::new(prior.as_ref().map_or(0, |p| p.saved_ns)),
+                started: prior.as_ref().map_or_else(Instant::now, |p| p.started),
                 finished: AtomicBool::new(false),
+                _key_lock: key_lock,
             }),
         })
+    }
+}
+
+/// The first record of a new run.
+fn run_start(
+    facts: &[(String, serde_json::Value)],
+    replay: Option<&ReplayIndex>,
+    mode: Mode,
+    extra: impl Iterator<Item = (String, serde_json::Value)>,
+) -> RunStart {
+    RunStart {
+        resumed_from: replay.map(|r| r.source.clone()),
+        mode,
+        program: std::env::args().next().unwrap_or_default(),
+        host: hostname(),
+        pid: std::process::id(),
+        versions: [
+            (
+                "failcore".to_owned(),
+                serde_json::Value::from(env!("CARGO_PKG_VERSION")),
+            ),
+            (
+                "format".to_owned(),
+                serde_json::Value::from(failcore_store::FORMAT_VERSION),
+            ),
+        ]
+        .into_iter()
+        .chain(facts.iter().cloned())
+        .chain(extra)
+        .collect(),
     }
 }
 
