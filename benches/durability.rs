@@ -20,6 +20,7 @@ fn fields() -> Vec<u8> {
         replayed_from: None,
         saved_ns: None,
         drift: Vec::new(),
+        redacted: Vec::new(),
     })
     .encode_fields()
     .unwrap()

@@ -42,6 +42,10 @@ pub struct ToolArgs {
     pub effect: Option<Choice>,
     pub skip: Vec<Ident>,
     pub redact: Vec<Ident>,
+    /// `redact(args = "/config/password")`: JSON pointers into the arguments (first segment: an argument).
+    pub redact_args: Vec<LitStr>,
+    /// `redact(output = "/token")`: JSON pointers into the output.
+    pub redact_output: Vec<LitStr>,
     pub replay: Option<Choice>,
     pub output: Option<Choice>,
     pub krate: Option<Path>,
@@ -55,7 +59,31 @@ const ARGS: &str = "policy, name, version, effect, skip, redact, replay, output,
 /// One `key = value` or `key(a, b)` item.
 enum Item {
     Value(Ident, Expr),
-    List(Ident, Punctuated<Ident, Token![,]>),
+    List(Ident, Punctuated<ListItem, Token![,]>),
+}
+
+/// One item of a list: an argument name, or `args = "/path"` / `output = "/path"` (in `redact`).
+enum ListItem {
+    Name(Ident),
+    Path(Ident, LitStr),
+}
+
+impl Parse for ListItem {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let name: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+        if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            let path: LitStr = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    format!("`{name} = ...` takes a JSON pointer string: `{name} = \"/field\"`"),
+                )
+            })?;
+            Ok(ListItem::Path(name, path))
+        } else {
+            Ok(ListItem::Name(name))
+        }
+    }
 }
 
 impl Parse for Item {
@@ -72,8 +100,8 @@ impl Parse for Item {
             syn::parenthesized!(content in input);
             Ok(Item::List(
                 key,
-                // `parse_any`: `skip(self)` names the receiver.
-                content.parse_terminated(syn::ext::IdentExt::parse_any, Token![,])?,
+                // Names are read with `parse_any`: `skip(self)` names the receiver.
+                content.parse_terminated(ListItem::parse, Token![,])?,
             ))
         } else {
             input.parse::<Token![=]>().map_err(|e| {
@@ -146,8 +174,34 @@ impl ToolArgs {
                         "`crate` takes a path: `crate = my_failcore`",
                     )),
                 },
-                ("skip", Item::List(_, list)) => args.skip = list.into_iter().collect(),
-                ("redact", Item::List(_, list)) => args.redact = list.into_iter().collect(),
+                ("skip", Item::List(_, list)) => {
+                    for item in list {
+                        match item {
+                            ListItem::Name(i) => args.skip.push(i),
+                            ListItem::Path(k, _) => errors.at(
+                                k.span(),
+                                "`skip` takes argument names: `skip(a, b)`; paths go in \
+                                 `redact(args = \"/a/field\")`",
+                            ),
+                        }
+                    }
+                }
+                ("redact", Item::List(_, list)) => {
+                    for item in list {
+                        match item {
+                            ListItem::Name(i) => args.redact.push(i),
+                            ListItem::Path(k, p) if k == "args" => args.redact_args.push(p),
+                            ListItem::Path(k, p) if k == "output" => args.redact_output.push(p),
+                            ListItem::Path(k, _) => errors.at(
+                                k.span(),
+                                format!(
+                                    "unknown `redact` path `{k}`: write `args = \"/arg/field\"` or \
+                                     `output = \"/field\"`"
+                                ),
+                            ),
+                        }
+                    }
+                }
                 ("skip" | "redact", Item::Value(..)) => errors.at(
                     key.span(),
                     format!("`{name}` takes a list of arguments: `{name}(a, b)`"),

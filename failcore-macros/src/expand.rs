@@ -168,7 +168,86 @@ fn check(func: &ItemFn, args: &ToolArgs, errors: &mut Errors) -> Vec<Param> {
             }
         }
     }
+    check_redact_paths(args, &params, &listed, errors);
     params
+}
+
+/// `redact(args = "...", output = "...")`: each a JSON pointer; an argument path starts with the name of
+/// an argument that is recorded (not skipped).
+fn check_redact_paths(args: &ToolArgs, params: &[Param], listed: &str, errors: &mut Errors) {
+    for (lit, is_args) in args
+        .redact_args
+        .iter()
+        .map(|l| (l, true))
+        .chain(args.redact_output.iter().map(|l| (l, false)))
+    {
+        let path = lit.value();
+        let segments = match pointer_segments(&path) {
+            Ok(s) => s,
+            Err(why) => {
+                errors.at(lit.span(), why);
+                continue;
+            }
+        };
+        if !is_args {
+            continue;
+        }
+        let Some(first) = segments.first() else {
+            errors.at(
+                lit.span(),
+                "`args = \"\"` would redact every argument: name one, as in `args = \"/config/password\"`",
+            );
+            continue;
+        };
+        match params.iter().find(|p| p.ident == first.as_str()) {
+            Some(p) if p.role == Role::Skipped => errors.at(
+                lit.span(),
+                format!(
+                    "`{first}` is skipped, so it is not recorded: there is nothing to redact in it"
+                ),
+            ),
+            Some(_) => {}
+            None if first == "*" => {}
+            None => errors.at(
+                lit.span(),
+                format!("`args = \"{path}\"`: no argument named `{first}`; {listed}"),
+            ),
+        }
+    }
+}
+
+/// The segments of a JSON pointer (`""` or `/a/b`, `~0` for `~` and `~1` for `/`).
+fn pointer_segments(path: &str) -> Result<Vec<String>, String> {
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!(
+            "`{path}` is not a JSON pointer: start it with `/`, as in `/config/password`"
+        ));
+    };
+    rest.split('/')
+        .map(|seg| {
+            let mut out = String::new();
+            let mut chars = seg.chars();
+            while let Some(c) = chars.next() {
+                if c != '~' {
+                    out.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('0') => out.push('~'),
+                    Some('1') => out.push('/'),
+                    _ => {
+                        return Err(format!(
+                            "`{path}`: in a JSON pointer `~` is written `~0` and `/` inside a name `~1`"
+                        ))
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .collect()
 }
 
 /// Where a type names `HashSet`, if it does.
@@ -336,6 +415,8 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
         let path = is_path_type(&prm.ty);
         quote!(#p::Param { name: #pname, role: #p::ParamRole::#role, path: #path })
     });
+    let redact_args = &args.redact_args;
+    let redact_output = &args.redact_output;
     let serialized = params
         .iter()
         .filter(|prm| prm.role != Role::Skipped)
@@ -371,6 +452,8 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
                 effect: #p::Effect::#effect,
                 policy: #policy,
                 params: &[#(#param_infos),*],
+                redact_args: &[#(#redact_args),*],
+                redact_output: &[#(#redact_output),*],
                 replay: #replay,
                 output: #p::OutputContract::#output,
                 invoker: #invoker,

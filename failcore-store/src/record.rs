@@ -116,6 +116,9 @@ pub struct StepStart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<u64>,
     pub decision: Decision,
+    /// What was masked before this record was written (arguments, the decision's reason).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<Redaction>,
     /// Set when this call missed the replay index while the source run made a call of the same tool
     /// at the same position with other arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +180,19 @@ pub struct StepEnd {
     /// Output-contract checks that failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<Drift>,
+    /// What was masked before this record was written (the output, the error). A replay never serves an
+    /// output with a masked part: it takes the clear value from the sealed-output store, or executes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<Redaction>,
+}
+
+/// A value masked before it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redaction {
+    /// A JSON pointer into the record: `/args/config/password`, `/output/token`, `/error`.
+    pub at: String,
+    /// The rule that masked it: `path` for a declared path, else the scanner's rule id (`jwt`, ...).
+    pub rule: String,
 }
 
 /// Where a replayed output came from.

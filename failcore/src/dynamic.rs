@@ -53,6 +53,9 @@ impl DynamicTool {
             effect,
             policy: PolicySource::None,
             params: &[],
+            // Proxied tools get theirs from the session (`[redact.<tool>]` in the policy file).
+            redact_args: &[],
+            redact_output: &[],
             replay: true,
             output: OutputContract::Any,
             invoker: Invoker::NotCallable("it is a dynamic tool: call it with DynamicTool::call"),

@@ -224,6 +224,7 @@ pub(crate) fn reopen(
             replayed_from: None,
             saved_ns: None,
             drift: Vec::new(),
+            redacted: Vec::new(),
         }));
         prior.counts.cancelled += 1;
     }

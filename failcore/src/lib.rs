@@ -49,6 +49,7 @@
 
 mod dynamic;
 mod error;
+pub mod exec;
 mod fingerprint;
 pub mod fs;
 mod keyed;
@@ -66,6 +67,7 @@ pub mod rig;
 mod runid;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod secrets;
 mod session;
 mod tool_error;
 
@@ -100,7 +102,7 @@ pub mod store {
 /// | `version = "..."` | contract version, part of the fingerprint: bump it to stop replaying old outputs |
 /// | `effect = "pure" \| "read" \| "write" \| "network" \| "exec"` | what the tool touches |
 /// | `skip(a, b)` | arguments left out of the fingerprint and the trace (clients, handles) |
-/// | `redact(a)` | arguments fingerprinted but recorded only as a keyed hash |
+/// | `redact(a, args = "/a/field", output = "/field")` | values fingerprinted in clear but recorded only as a keyed hash: whole arguments, or JSON pointers into the arguments and the output (docs/SECRETS.md) |
 /// | `replay = "auto" \| "never"` | `never`: always execute, even when resuming (clock reads, randomness) |
 /// | `output = "json" \| "text"` | the output contract; a mismatch is recorded as drift |
 /// | `crate = path` | where `failcore` is, if renamed |

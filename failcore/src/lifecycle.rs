@@ -11,6 +11,7 @@ use crate::fingerprint::{
 use crate::policy::{CallView, PolicyRef, Refuse, Verdict};
 use crate::registry::{Effect, OutputContract, ParamRole, PolicySource, ToolDescriptor, ToolInfo};
 use crate::replay::{instance_key, scoped_key};
+use crate::secrets::{Masked, Scrubber, Seal};
 use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
 use crate::Error;
 use failcore_store::{Decision, DecisionOutcome, Drift, Durability, Mode, Status};
@@ -35,10 +36,14 @@ struct Args {
     /// What is fingerprinted when it differs from `canonical`: the same with each `Some` that JSON
     /// writes as `null` marked, so that `Some(None)` and `None` are different calls.
     marked: Option<Vec<u8>>,
-    /// The same with redacted values replaced by their keyed hash: what is recorded. `None` if equal.
+    /// The same with redacted values replaced by their keyed hash and secrets masked: what is recorded.
+    /// `None` if equal.
     stored: Option<Vec<u8>>,
-    /// Positions of redacted values, to be hashed once the session (and its key) is known.
-    redacted: Vec<(std::ops::Range<usize>, usize)>,
+    /// Positions of whole arguments to redact (`redact(a)`), to be hashed once the session (and its key)
+    /// is known.
+    redacted: Vec<(std::ops::Range<usize>, &'static str)>,
+    /// What was masked in `stored`.
+    masked: Vec<Masked>,
 }
 
 /// Serializes the arguments (in parameter order, skipped ones left out) into canonical JSON.
@@ -70,7 +75,7 @@ pub fn serialize_args(
             }));
         }
         if redact {
-            redacted.push((start..canonical.len(), i));
+            redacted.push((start..canonical.len(), name));
         }
     }
     canonical.push(b'}');
@@ -97,6 +102,7 @@ pub fn serialize_args(
         marked,
         stored: None,
         redacted,
+        masked: Vec::new(),
     }))
 }
 
@@ -121,6 +127,7 @@ pub(crate) fn prepare_value(tool: &'static ToolDescriptor, args: &serde_json::Va
             marked: None,
             stored: None,
             redacted: Vec::new(),
+            masked: Vec::new(),
         })),
         Err(e) => Prepared(Err(Error::Serialize {
             tool: tool.name.to_owned(),
@@ -131,24 +138,38 @@ pub(crate) fn prepare_value(tool: &'static ToolDescriptor, args: &serde_json::Va
 }
 
 impl Args {
-    fn apply_redactions(&mut self, key: &[u8; 32]) {
-        if self.redacted.is_empty() {
-            return;
+    /// Builds the recorded form: whole arguments redacted by `redact(a)`, then the tool's paths and the
+    /// secret scan.
+    fn scrub(&mut self, scrubber: &Scrubber, tool: &'static ToolDescriptor) {
+        if !self.redacted.is_empty() {
+            let mut stored = Vec::with_capacity(self.canonical.len());
+            let mut at = 0;
+            for (range, name) in &self.redacted {
+                stored.extend_from_slice(&self.canonical[at..range.start]);
+                let hash = blake3::keyed_hash(scrubber.key(), &self.canonical[range.clone()]);
+                let _ = write!(stored, "\"redacted:{}\"", &hash.to_hex()[..32]);
+                at = range.end;
+                self.masked.push(Masked {
+                    at: format!("/args/{name}"),
+                    rule: "path",
+                });
+            }
+            stored.extend_from_slice(&self.canonical[at..]);
+            self.stored = Some(stored);
         }
-        let mut stored = Vec::with_capacity(self.canonical.len());
-        let mut at = 0;
-        for (range, _) in &self.redacted {
-            stored.extend_from_slice(&self.canonical[at..range.start]);
-            let hash = blake3::keyed_hash(key, &self.canonical[range.clone()]);
-            let _ = write!(stored, "\"redacted:{}\"", &hash.to_hex()[..32]);
-            at = range.end;
+        if let Some(s) = scrubber.args(tool, self.recorded()) {
+            self.stored = Some(s.value);
+            self.masked.extend(s.masked);
         }
-        stored.extend_from_slice(&self.canonical[at..]);
-        self.stored = Some(stored);
     }
 
     fn recorded(&self) -> &[u8] {
         self.stored.as_deref().unwrap_or(&self.canonical)
+    }
+
+    /// The recorded arguments and what was masked in them, for `encode_start`.
+    fn record(&self) -> (&[u8], &[Masked]) {
+        (self.recorded(), &self.masked)
     }
 }
 
@@ -244,13 +265,22 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     let mut args = match prepared.0 {
         Ok(args) => args,
         Err(e) => {
-            let start = encode_start(tool, step, "", 0, b"null", parent, &Decision::allow());
+            let start = encode_start(
+                &inner.scrubber,
+                tool,
+                step,
+                "",
+                0,
+                (b"null", &[]),
+                parent,
+                &Decision::allow(),
+            );
             return Entered(State::Done(
-                not_run(&session, step, start, Status::Failed, durability, e).await,
+                not_run(&session, tool, step, start, Status::Failed, durability, e).await,
             ));
         }
     };
-    args.apply_redactions(&inner.redact_key);
+    args.scrub(&inner.scrubber, tool);
     let hash = fingerprint_hash(
         tool.name,
         tool.version,
@@ -285,9 +315,18 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             occurrence: occ,
             detail: "; the tool is `replay = \"never\"`, and offline nothing executes".into(),
         };
-        let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+        let start = encode_start(
+            &inner.scrubber,
+            tool,
+            step,
+            &fp,
+            occ,
+            args.record(),
+            parent,
+            &decision,
+        );
         return Entered(State::Done(
-            not_run(&session, step, start, Status::Failed, durability, err).await,
+            not_run(&session, tool, step, start, Status::Failed, durability, err).await,
         ));
     }
 
@@ -295,19 +334,47 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     let mut pending_divergence = None;
     if let (Some(index), true) = (&inner.replay, tool.replay) {
         let position = index.next_position(tool.name);
+        // A recorded output with a masked part is never served as recorded: its clear value comes from
+        // the vault, or the call misses (and executes, or is a ReplayMiss offline).
+        let mut sealed_miss = false;
         if let Some(hit) = index.take(key) {
-            let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
-            // Ordered before the step_end by the journal; the caller waits only for the step_end.
-            inner.journal.enqueue_encoded("step_start", start);
-            return Entered(State::Replay(ReplayStep {
-                session: session.clone(),
-                tool,
-                step,
-                source_run: hit.run,
-                source_seq: hit.seq,
-                saved_ns: hit.saved_ns,
-                output: hit.output,
-            }));
+            let source_run = hit.run;
+            let output = if hit.redacted {
+                inner
+                    .scrubber
+                    .unseal(hit.output.get().as_bytes())
+                    .await
+                    .and_then(|clear| String::from_utf8(clear).ok())
+                    .and_then(|clear| RawValue::from_string(clear).ok())
+            } else {
+                Some(hit.output)
+            };
+            match output {
+                Some(output) => {
+                    let start = encode_start(
+                        &inner.scrubber,
+                        tool,
+                        step,
+                        &fp,
+                        occ,
+                        args.record(),
+                        parent,
+                        &decision,
+                    );
+                    // Ordered before the step_end by the journal; the caller waits only for the step_end.
+                    inner.journal.enqueue_encoded("step_start", start);
+                    return Entered(State::Replay(ReplayStep {
+                        session: session.clone(),
+                        tool,
+                        step,
+                        source_run,
+                        source_seq: hit.seq,
+                        saved_ns: hit.saved_ns,
+                        output,
+                    }));
+                }
+                None => sealed_miss = true,
+            }
         }
         let divergence = index.divergence(tool.name, position, args.recorded());
         if inner.mode == Mode::Offline {
@@ -323,6 +390,16 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                     )
                 })
                 .unwrap_or_default();
+            let detail = if sealed_miss {
+                let why = if inner.scrubber.has_vault() {
+                    "the vault does not hold it (or it does not open with this key)"
+                } else {
+                    "no vault is configured (Session::builder().vault(dir) or FAILCORE_VAULT)"
+                };
+                format!("; its recorded output was redacted and {why}{detail}")
+            } else {
+                detail
+            };
             let err = Error::ReplayMiss {
                 tool: tool.name.to_owned(),
                 run: index.source.clone(),
@@ -330,10 +407,19 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 occurrence: occ,
                 detail,
             };
-            let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+            let start = encode_start(
+                &inner.scrubber,
+                tool,
+                step,
+                &fp,
+                occ,
+                args.record(),
+                parent,
+                &decision,
+            );
             let start = with_divergence(start, divergence.as_ref());
             return Entered(State::Done(
-                not_run(&session, step, start, Status::Failed, durability, err).await,
+                not_run(&session, tool, step, start, Status::Failed, durability, err).await,
             ));
         }
         pending_divergence = divergence;
@@ -362,7 +448,16 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     }
 
     // Write-ahead intent: durable (per the mode) before the body runs.
-    let start = encode_start(tool, step, &fp, occ, args.recorded(), parent, &decision);
+    let start = encode_start(
+        &inner.scrubber,
+        tool,
+        step,
+        &fp,
+        occ,
+        args.record(),
+        parent,
+        &decision,
+    );
     let start = with_divergence(start, pending_divergence.as_ref());
     if let Err(e) = inner
         .journal
@@ -393,27 +488,53 @@ async fn block(
     decision: &Decision,
     err: Error,
 ) -> Error {
+    // The reason may quote the arguments: logged as it is recorded.
+    let text = err.to_string();
+    let text = session
+        .inner
+        .scrubber
+        .text(&text, "")
+        .map_or(text, |s| s.value);
     tracing::warn!(
         tool = tool.name,
         rule = decision.rule.as_deref().unwrap_or(""),
-        "call blocked: {err}"
+        "call blocked: {text}"
     );
-    let start = encode_start(tool, step, fp, occ, args.recorded(), parent, decision);
+    let start = encode_start(
+        &session.inner.scrubber,
+        tool,
+        step,
+        fp,
+        occ,
+        args.record(),
+        parent,
+        decision,
+    );
     let durability = session.inner.durability_for(tool.name);
-    not_run(session, step, start, Status::Blocked, durability, err).await
+    not_run(session, tool, step, start, Status::Blocked, durability, err).await
 }
 
 /// Records a step whose body never ran (its intent, and an outcome carrying `err`) and returns the error to
 /// give back.
 async fn not_run(
     session: &Session,
+    tool: &'static ToolDescriptor,
     step: u64,
     start: Vec<u8>,
     status: Status,
     durability: Durability,
     err: Error,
 ) -> Error {
-    let end = encode_end(step, status, None, Some(&err.to_string()), 0, None, &[]);
+    let (end, _) = encode_end(
+        (&session.inner.scrubber, tool),
+        step,
+        status,
+        None,
+        Some(&err.to_string()),
+        0,
+        None,
+        &[],
+    );
     let journal = &session.inner.journal;
     journal.enqueue_encoded("step_start", start);
     session.inner.count(status);
@@ -581,7 +702,19 @@ impl StepGuard {
     ) -> Result<(), Error> {
         self.done = true;
         self.session.inner.count(status);
-        let end = encode_end(self.step, status, output, error, latency_ns, None, drift);
+        let (end, seal) = encode_end(
+            (&self.session.inner.scrubber, self.tool),
+            self.step,
+            status,
+            output,
+            error,
+            latency_ns,
+            None,
+            drift,
+        );
+        if let Some(seal) = seal {
+            seal.keep().await;
+        }
         self.session
             .inner
             .journal
@@ -592,7 +725,23 @@ impl StepGuard {
 
     /// Commits a successful output, after checking its contract.
     async fn ok(&mut self, output: &[u8], exact: bool, latency_ns: u64) -> Result<(), Error> {
-        let drift = check_contract(self.tool.output, output);
+        let mut drift = check_contract(self.tool.output, output);
+        if !drift.is_empty()
+            && self
+                .session
+                .inner
+                .scrubber
+                .output(self.tool, output)
+                .is_some()
+        {
+            // A drift detail quotes the output: not one that holds redacted values.
+            for d in &mut drift {
+                d.detail = format!(
+                    "the output breaks the `{}` contract (not quoted: it holds redacted values)",
+                    d.contract
+                );
+            }
+        }
         if let (Some(d), true) = (drift.first(), self.session.inner.strict_contracts) {
             let err = Error::Contract {
                 tool: self.tool.name.to_owned(),
@@ -620,7 +769,8 @@ impl StepGuard {
         }
         self.done = true;
         self.session.inner.count(Status::Ok);
-        let end = encode_end(
+        let (end, seal) = encode_end(
+            (&self.session.inner.scrubber, self.tool),
             self.step,
             Status::Ok,
             Some(output),
@@ -629,7 +779,16 @@ impl StepGuard {
             None,
             &drift,
         );
-        let end = if exact { end } else { inexact(end) };
+        let end = if exact {
+            // Kept before its record is written: a replay that finds the record finds the value.
+            if let Some(seal) = seal {
+                seal.keep().await;
+            }
+            end
+        } else {
+            // Never served: nothing to keep.
+            inexact(end)
+        };
         self.session
             .inner
             .journal
@@ -644,7 +803,8 @@ impl Drop for StepGuard {
         if !self.done {
             // The future was dropped mid-call: nothing can be awaited here, so the record is queued.
             self.session.inner.count(Status::Cancelled);
-            let end = encode_end(
+            let (end, _) = encode_end(
+                (&self.session.inner.scrubber, self.tool),
                 self.step,
                 Status::Cancelled,
                 None,
@@ -814,7 +974,8 @@ impl ReplayStep {
             .map_or("", |r| r.run_name(self.source_run));
         inner.count(Status::Replayed);
         inner.add_saved(self.saved_ns);
-        let end = encode_end(
+        let (end, seal) = encode_end(
+            (&inner.scrubber, self.tool),
             self.step,
             Status::Replayed,
             Some(self.output.get().as_bytes()),
@@ -823,6 +984,9 @@ impl ReplayStep {
             Some((source, self.source_seq, self.saved_ns)),
             &[],
         );
+        if let Some(seal) = seal {
+            seal.keep().await;
+        }
         inner
             .journal
             .append_encoded("step_end", end, inner.durability_for(self.tool.name))
@@ -843,7 +1007,8 @@ impl ReplayStep {
             reason,
         };
         inner.count(Status::Failed);
-        let end = encode_end(
+        let (end, _) = encode_end(
+            (&inner.scrubber, self.tool),
             self.step,
             Status::Failed,
             None,
@@ -900,15 +1065,23 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// The encoded step_start. `args`: the recorded arguments and what was masked in them. A secret in the
+/// decision's reason (a policy quoting an argument) is masked here.
+#[allow(clippy::too_many_arguments)]
 fn encode_start(
+    scrubber: &Scrubber,
     tool: &ToolDescriptor,
     step: u64,
     fp: &str,
     occ: u32,
-    args: &[u8],
+    (args, masked): (&[u8], &[Masked]),
     parent: Option<u64>,
     decision: &Decision,
 ) -> Vec<u8> {
+    let reason = decision
+        .reason
+        .as_deref()
+        .and_then(|r| scrubber.text(r, "/decision/reason"));
     let mut out = Vec::with_capacity(160 + args.len());
     out.extend_from_slice(b"{\"step\":");
     push_u64(&mut out, step);
@@ -931,8 +1104,18 @@ fn encode_start(
     out.extend_from_slice(b",\"decision\":");
     if *decision == Decision::allow() {
         out.extend_from_slice(b"{\"outcome\":\"allow\"}");
+    } else if let Some(reason) = &reason {
+        let masked = Decision {
+            reason: Some(reason.value.clone()),
+            ..decision.clone()
+        };
+        let _ = serde_json::to_writer(&mut out, &masked);
     } else {
         let _ = serde_json::to_writer(&mut out, decision);
+    }
+    match &reason {
+        Some(r) => crate::secrets::encode_masked(&mut out, &[masked, &r.masked].concat()),
+        None => crate::secrets::encode_masked(&mut out, masked),
     }
     out.push(b'}');
     out
@@ -960,7 +1143,11 @@ fn inexact(mut end: Vec<u8>) -> Vec<u8> {
     end
 }
 
+/// The encoded step_end, with its output and error scrubbed by the session's scrubber, and the seal that
+/// keeps a redacted output's clear value (when the session has a vault).
+#[allow(clippy::too_many_arguments)]
 fn encode_end(
+    (scrubber, tool): (&Scrubber, &'static ToolDescriptor),
     step: u64,
     status: Status,
     output: Option<&[u8]>,
@@ -968,7 +1155,27 @@ fn encode_end(
     latency_ns: u64,
     replayed_from: Option<(&str, u64, u64)>,
     drift: &[Drift],
-) -> Vec<u8> {
+) -> (Vec<u8>, Option<Seal>) {
+    let (scrubbed_output, seal) = match output.and_then(|o| scrubber.output(tool, o)) {
+        Some((s, seal)) => (Some(s), seal),
+        None => (None, None),
+    };
+    let mut masked = Vec::new();
+    let output = match &scrubbed_output {
+        Some(s) => {
+            masked.extend(s.masked.iter().cloned());
+            Some(s.value.as_slice())
+        }
+        None => output,
+    };
+    let scrubbed_error = error.and_then(|e| scrubber.text(e, "/error"));
+    let error = match &scrubbed_error {
+        Some(s) => Some(s.value.as_str()),
+        None => error,
+    };
+    if let Some(s) = &scrubbed_error {
+        masked.extend(s.masked.iter().cloned());
+    }
     let mut out = Vec::with_capacity(96 + output.map_or(0, <[u8]>::len));
     out.extend_from_slice(b"{\"step\":");
     push_u64(&mut out, step);
@@ -997,6 +1204,7 @@ fn encode_end(
         out.extend_from_slice(b",\"drift\":");
         let _ = serde_json::to_writer(&mut out, drift);
     }
+    crate::secrets::encode_masked(&mut out, &masked);
     out.push(b'}');
-    out
+    (out, seal)
 }

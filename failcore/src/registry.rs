@@ -98,6 +98,7 @@ pub enum Invoker {
 #[doc(hidden)]
 pub struct DescriptorCache {
     pub(crate) policy: OnceLock<PolicyRef>,
+    pub(crate) redact: OnceLock<crate::secrets::RedactPaths>,
 }
 
 impl DescriptorCache {
@@ -105,6 +106,7 @@ impl DescriptorCache {
     pub const fn new() -> Self {
         DescriptorCache {
             policy: OnceLock::new(),
+            redact: OnceLock::new(),
         }
     }
 }
@@ -119,6 +121,9 @@ pub struct ToolDescriptor {
     pub effect: Effect,
     pub policy: PolicySource,
     pub params: &'static [Param],
+    /// `redact(args = "/a/b", output = "/c")`: JSON pointers into the arguments and the output.
+    pub redact_args: &'static [&'static str],
+    pub redact_output: &'static [&'static str],
     pub replay: bool,
     pub output: OutputContract,
     pub invoker: Invoker,

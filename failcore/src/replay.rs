@@ -55,6 +55,8 @@ pub(crate) struct Hit {
     pub seq: u64,
     pub output: Box<RawValue>,
     pub saved_ns: u64,
+    /// Part of the recorded output was masked: it is never served as recorded.
+    pub redacted: bool,
 }
 
 /// A step that had started and not ended when the resumed run stopped.
@@ -136,6 +138,8 @@ struct Lean<'a> {
     resumed_from: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     decision: Option<LeanDecision<'a>>,
+    #[serde(default, borrow)]
+    redacted: Option<&'a RawValue>,
 }
 
 type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<PrehashedKey>>;
@@ -525,6 +529,7 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
                     seq: rec.seq,
                     output,
                     saved_ns,
+                    redacted: rec.redacted.is_some_and(|r| r.get().contains("\"/output")),
                 });
             }
             "run_end" => loaded.complete = true,

@@ -11,7 +11,7 @@ use failcore_store::{
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -123,7 +123,8 @@ pub(crate) struct Inner {
     pub approver: Option<Arc<dyn Approver>>,
     pub strict_contracts: bool,
     pub on_in_flight: InFlight,
-    pub redact_key: [u8; 32],
+    /// Masks secrets and redacted values before anything is recorded.
+    pub scrubber: crate::secrets::Scrubber,
     next_step: AtomicU64,
     counts: [AtomicU64; 6],
     saved_ns: AtomicU64,
@@ -218,7 +219,10 @@ impl Session {
     /// A builder configured from the environment: `FAILCORE_DIR`, `FAILCORE_STORE` (`jsonl:<dir>`,
     /// `sqlite:<file>`, `postgres://...`, the last two with their cargo features),
     /// `FAILCORE_RESUME` (`<run id>` or `last`), `FAILCORE_OFFLINE` (same), `FAILCORE_DURABILITY`,
-    /// `FAILCORE_SANDBOX` (the root of the `fs_safe` policy), `FAILCORE_POLICY` (a policy file).
+    /// `FAILCORE_SANDBOX` (the root of the `fs_safe` policy), `FAILCORE_POLICY` (a policy file),
+    /// `FAILCORE_VAULT` (the sealed-output store, see [`vault`](SessionBuilder::vault)). The redaction key
+    /// is read at [`open`](SessionBuilder::open) from `FAILCORE_REDACT_KEY`, `FAILCORE_REDACT_KEY_FILE` or
+    /// the per-user key file (see docs/SECRETS.md).
     pub fn from_env() -> Result<SessionBuilder, Error> {
         let mut b = SessionBuilder::default();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -266,6 +270,9 @@ impl Session {
                     })?;
                 *slot = Some(std::time::Duration::from_secs_f64(secs));
             }
+        }
+        if let Some(dir) = var("FAILCORE_VAULT") {
+            b = b.vault(dir);
         }
         Ok(b)
     }
@@ -391,7 +398,10 @@ pub struct SessionBuilder {
     approver: Option<Arc<dyn Approver>>,
     strict_contracts: bool,
     on_in_flight: InFlight,
-    redact_key: Option<[u8; 32]>,
+    redact_key: Option<crate::secrets::KeySource>,
+    vault: Option<PathBuf>,
+    redact_paths: HashMap<String, crate::secrets::RedactPaths>,
+    redact_errors: Vec<String>,
     resume_prefix: bool,
     signing_key: Option<failcore_store::seal::SealKey>,
     claim_wait: Option<std::time::Duration>,
@@ -527,10 +537,50 @@ impl SessionBuilder {
         self
     }
 
-    /// The key of the keyed hash that stands in for `redact`ed arguments (default: a key kept in the
-    /// store directory, or a random one per session for other stores).
+    /// The redaction key: of the keyed hashes that stand in for redacted values and secrets, and of the
+    /// vault. Without one, `FAILCORE_REDACT_KEY` (64 hex digits), `FAILCORE_REDACT_KEY_FILE`, else the
+    /// per-user key file ([`crate::secrets::default_key_file`]), created on first use. Never a file in the
+    /// store: a store never holds its own key.
     pub fn redact_key(mut self, key: [u8; 32]) -> Self {
-        self.redact_key = Some(key);
+        self.redact_key = Some(crate::secrets::KeySource::Bytes(key));
+        self
+    }
+
+    /// The redaction key from this file (64 hex digits, or 32 raw bytes), created (mode 0600) if missing.
+    /// It must not be inside the trace store.
+    pub fn redact_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.redact_key = Some(crate::secrets::KeySource::File(path.into()));
+        self
+    }
+
+    /// Keeps the clear outputs of calls whose recorded output was redacted in `dir`, encrypted with the
+    /// redaction key (XChaCha20-Poly1305), so that resume and offline replay serve their exact values.
+    /// Without a vault such a call executes again on resume (and is a `ReplayMiss` offline): a replay never
+    /// serves a masked value.
+    pub fn vault(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.vault = Some(dir.into());
+        self
+    }
+
+    /// Redacts values at these JSON pointers in the arguments and the output of the tool named `tool`
+    /// (exact name): for tools this program does not own, such as proxied MCP tools. `*` stands for any
+    /// key or index. An invalid pointer stops the session from opening.
+    pub fn redact_paths<A: AsRef<str>, O: AsRef<str>>(
+        mut self,
+        tool: impl Into<String>,
+        args: &[A],
+        output: &[O],
+    ) -> Self {
+        let tool = tool.into();
+        match crate::secrets::RedactPaths::parse(args, output) {
+            Ok(paths) => {
+                self.redact_paths.insert(tool, paths);
+            }
+            Err(e) => {
+                self.redact_errors
+                    .push(format!("redact_paths(`{tool}`): {e}"));
+            }
+        }
         self
     }
 
@@ -566,6 +616,9 @@ impl SessionBuilder {
     /// run and writes its run_start. Does blocking I/O: call it before or outside async hot paths.
     pub fn open(self) -> Result<Session, Error> {
         registry::check_unique()?;
+        if let Some(e) = self.redact_errors.first() {
+            return Err(Error::Config(e.clone()));
+        }
         let dir = self
             .dir
             .clone()
@@ -580,6 +633,7 @@ impl SessionBuilder {
         let mut guards = self.guards;
         let mut tool_policies: HashMap<String, PolicyRef> = HashMap::new();
         let mut file_refs = (Vec::new(), Vec::new());
+        let mut redact_paths = HashMap::new();
         if let Some(file) = &self.policy_file {
             let mut visible = policies.clone();
             for (name, p) in &self.policies {
@@ -590,6 +644,7 @@ impl SessionBuilder {
                 policies.insert(name, p);
             }
             file_refs = (loaded.guards, loaded.tools);
+            redact_paths = loaded.redact;
         }
         for (name, p) in self.policies {
             policies.insert(name, p);
@@ -670,11 +725,17 @@ impl SessionBuilder {
             }
         };
 
-        let redact_key = match self.redact_key {
-            Some(k) => k,
-            None if dir_store => load_or_create_key(&dir)?,
-            None => random_key(),
-        };
+        let redact_key = crate::secrets::resolve_key(self.redact_key, dir_store.then_some(&*dir))?;
+        // Paths given in code add to the file's.
+        for (tool, paths) in self.redact_paths {
+            let entry: &mut crate::secrets::RedactPaths = redact_paths.entry(tool).or_default();
+            entry.args.extend(paths.args);
+            entry.output.extend(paths.output);
+        }
+        let vault = self
+            .vault
+            .map(|d| crate::secrets::Vault::new(d, &redact_key));
+        let scrubber = crate::secrets::Scrubber::new(redact_key, redact_paths, vault);
 
         if let (Some((_, p)), Some(index)) = (&prior, &replay) {
             p.prime(index);
@@ -734,7 +795,7 @@ impl SessionBuilder {
                 approver: self.approver,
                 strict_contracts: self.strict_contracts,
                 on_in_flight: self.on_in_flight,
-                redact_key,
+                scrubber,
                 next_step: AtomicU64::new(prior.as_ref().map_or(0, |p| p.next_step)),
                 counts,
                 saved_ns: AtomicU64::new(prior.as_ref().map_or(0, |p| p.saved_ns)),
@@ -773,48 +834,6 @@ fn run_start(
         .chain(facts.iter().cloned())
         .chain(extra)
         .collect(),
-    }
-}
-
-fn random_key() -> [u8; 32] {
-    let mut key = [0u8; 32];
-    if getrandom::fill(&mut key).is_err() {
-        key = *blake3::hash(format!("{:?}{}", Instant::now(), std::process::id()).as_bytes())
-            .as_bytes();
-    }
-    key
-}
-
-/// The redaction key of a store directory: created once (mode 0600), so that redacted values hash the
-/// same across the runs of that store and can be compared.
-fn load_or_create_key(dir: &Path) -> Result<[u8; 32], Error> {
-    let path = dir.join("redact.key");
-    let io = |e: std::io::Error| Error::Config(format!("redaction key {}: {e}", path.display()));
-    match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() == 32 => return Ok(bytes.try_into().unwrap_or([0; 32])),
-        Ok(_) => {
-            return Err(Error::Config(format!(
-                "redaction key {} is not 32 bytes",
-                path.display()
-            )))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
-    }
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let key = random_key();
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    match opts.open(&path) {
-        Ok(mut f) => {
-            std::io::Write::write_all(&mut f, &key).map_err(io)?;
-            Ok(key)
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(dir),
-        Err(e) => Err(io(e)),
     }
 }
 

@@ -28,6 +28,7 @@ pub fn step_start(step: u64) -> Body {
         args: serde_json::json!({"a": step, "b": 1}),
         parent: None,
         decision: Decision::allow(),
+        redacted: Vec::new(),
         divergence: None,
     })
 }
@@ -42,6 +43,7 @@ pub fn step_end(step: u64) -> Body {
         replayed_from: None,
         saved_ns: None,
         drift: Vec::new(),
+        redacted: Vec::new(),
     })
 }
 
