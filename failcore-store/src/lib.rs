@@ -69,9 +69,8 @@ pub use reader::{
     ReadError, RunReader, TraceRecord, MAX_FIELDS_BYTES, MAX_LINE_BYTES, MAX_VALUE_BYTES,
 };
 pub use record::{
-    encode_line, Body, Checkpoint, Counts, Decision, DecisionOutcome, Drift, Mode, Record, Redaction,
-    RunEnd,
-    RunStart, RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
+    encode_line, Body, Checkpoint, Counts, Decision, DecisionOutcome, Drift, Mode, Record,
+    Redaction, RunEnd, RunStart, RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
 };
 pub use recover::Recovery;
 #[cfg(feature = "sqlite")]

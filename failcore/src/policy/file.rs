@@ -34,10 +34,12 @@ pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<Poli
     let top = doc
         .as_object()
         .ok_or_else(|| err("must be a table with a `policy` table".into()))?;
-    if let Some(k) = top
-        .keys()
-        .find(|k| !matches!(k.as_str(), "policy" | "guard" | "tools" | "proxy" | "redact"))
-    {
+    if let Some(k) = top.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "policy" | "guard" | "tools" | "proxy" | "redact"
+        )
+    }) {
         return Err(err(format!(
             "unknown top-level key `{k}`; policies go under `policy.<name>`, and only `guard` and \
              `[tools]` may refer to them (`[proxy]` configures `failcore proxy`, `[redact.<tool>]` \
