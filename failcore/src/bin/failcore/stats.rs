@@ -155,7 +155,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             .map(|(n, t)| (n, t.counts.failed + t.counts.panicked + t.counts.cancelled))
             .filter(|(_, n)| *n > 0)
             .collect();
-        crate::common::print_json(&serde_json::json!({
+        let mut json = serde_json::json!({
             "schema": schema("stats"),
             "run": run,
             "steps": counts.total() + in_flight,
@@ -171,10 +171,14 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             "drift": drift,
             "divergences": diverged,
             "tools": per_tool,
-            "models": spend.json(),
             "complete": out.ended,
             "problems": problems(&out),
-        }));
+        });
+        // Runs with model steps only (docs/AGENTS.md).
+        if let (false, Some(map)) = (spend.is_empty(), json.as_object_mut()) {
+            map.insert("models".into(), spend.json());
+        }
+        crate::common::print_json(&json);
     } else {
         let t = Out::stdout();
         // One line: a bold label, then the value (escaped, cut to the width) in its style.
