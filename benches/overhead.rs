@@ -3,7 +3,8 @@
 //! `cargo bench --bench overhead`. Figures and the machine they were measured on: docs/BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use failcore::store::{MemoryStore, TraceStore};
+use failcore::store::seal::SealKey;
+use failcore::store::{MemoryStore, RunReader, TraceStore};
 use failcore::{Durability, Session};
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,38 +125,67 @@ fn fingerprints(c: &mut Criterion) {
     g.finish();
 }
 
-fn resume_index(c: &mut Criterion) {
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let source = Session::builder()
-        .dir(dir.path())
-        .durability(Durability::Buffered)
-        .open()
-        .expect("session");
+/// A finished run of 100,000 `add` calls in `dir`, signed with `key` when given.
+fn source_run(rt: &tokio::runtime::Runtime, dir: &std::path::Path, key: Option<SealKey>) -> String {
+    let mut builder = Session::builder().dir(dir).durability(Durability::Buffered);
+    if let Some(key) = key {
+        builder = builder.signing_key(key);
+    }
+    let source = builder.open().expect("session");
     rt.block_on(source.scope(async {
         for k in 0..100_000 {
             let _ = add(k, 1).await;
         }
     }));
     rt.block_on(source.finish()).expect("finish");
-    let run = source.run_id().to_owned();
-    drop(source);
+    source.run_id().to_owned()
+}
+
+/// Resume loads the source run through the verified reader (every check of `verify`: chain, seq, run id,
+/// structure, and the checkpoint signatures of a signed run). Beside it, the floor: reading the same
+/// file's lines with no decoding at all.
+fn resume_index(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = source_run(&rt, dir.path(), None);
+    let signed_dir = tempfile::tempdir().expect("tempdir");
+    let signed = source_run(&rt, signed_dir.path(), Some(SealKey::from_seed([1; 32])));
     let mut g = c.benchmark_group("resume");
     g.sample_size(10);
-    g.bench_function("load_and_index_100k_steps", |b| {
-        b.iter_batched(
-            || (),
-            |()| {
-                Session::builder()
-                    .dir(dir.path())
-                    .durability(Durability::Buffered)
-                    .resume(&run)
-                    .open()
-                    .expect("resume")
-            },
-            BatchSize::PerIteration,
-        )
+    g.bench_function("read_lines_100k_steps_baseline", |b| {
+        let store = failcore::store::JsonlStore::new(dir.path());
+        b.iter(|| {
+            let mut reader = RunReader::open(&store, &run).expect("open");
+            let mut n = 0u64;
+            while let Some(line) = reader.next_line() {
+                n += line.expect("line").1.len() as u64;
+            }
+            std::hint::black_box(n)
+        })
     });
+    for (name, dir, run) in [
+        ("load_and_index_100k_steps", dir.path(), &run),
+        (
+            "load_and_index_100k_steps_signed",
+            signed_dir.path(),
+            &signed,
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || (),
+                |()| {
+                    Session::builder()
+                        .dir(dir)
+                        .durability(Durability::Buffered)
+                        .resume(run)
+                        .open()
+                        .expect("resume")
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
 
     // The same 100,000 successes spread over a chain of 10 runs, each resuming the one before: resuming the
     // last one loads and indexes the whole ancestry.

@@ -33,9 +33,19 @@ async fn add(a: i64, b: i64) -> Result<i64, ToolError> {
 }
 
 /// Writes a note to a file beneath the sandbox and returns the number of bytes written.
+///
+/// The `fs_safe` policy checks `path` against `FAILCORE_SANDBOX` before the body runs, resolving a
+/// relative path against that root; the body opens the file beneath the very same root through
+/// [`failcore::fs::Sandbox`], so the check and the effect agree on which file it is, and a path that
+/// escapes fails at the syscall even if a check were missed.
 #[failcore::tool(effect = "write", policy = "fs_safe")]
 async fn write_note(path: PathBuf, text: String) -> Result<usize, ToolError> {
-    std::fs::write(&path, text.as_bytes())
+    let root = std::env::var_os("FAILCORE_SANDBOX")
+        .ok_or_else(|| ToolError("FAILCORE_SANDBOX is not set".into()))?;
+    let sandbox = failcore::fs::Sandbox::open(&root)
+        .map_err(|e| ToolError(format!("the sandbox cannot be opened: {e}")))?;
+    sandbox
+        .write(&path, text.as_bytes())
         .map_err(|e| ToolError(format!("{}: {e}", path.display())))?;
     Ok(text.len())
 }

@@ -340,8 +340,15 @@ async fn the_ready_made_error_keeps_the_failcore_error_of_a_blocked_call() {
 #[test]
 fn resuming_a_trace_with_a_forged_fingerprint_is_an_error_naming_the_line() {
     let store = Arc::new(MemoryStore::new());
-    let start = r#"{"v":1,"seq":0,"ts":"2026-01-01T00:00:00.000000Z","run":"forged","prev":"x","kind":"run_start","mode":"record","program":"p","host":"h","pid":1}"#;
-    let step = r#"{"v":1,"seq":1,"ts":"2026-01-01T00:00:00.000000Z","run":"forged","prev":"x","kind":"step_start","step":0,"tool":"lc_add","fp":"not-a-fingerprint","occ":0,"args":{},"decision":{"outcome":"allow"}}"#;
+    // A sound chain (resume verifies it first) around a step whose fingerprint is not one.
+    let start = format!(
+        r#"{{"v":1,"seq":0,"ts":"2026-01-01T00:00:00.000000Z","run":"forged","prev":"{}","kind":"run_start","mode":"record","program":"p","host":"h","pid":1}}"#,
+        failcore::store::genesis_hash("forged")
+    );
+    let step = format!(
+        r#"{{"v":1,"seq":1,"ts":"2026-01-01T00:00:00.000000Z","run":"forged","prev":"{}","kind":"step_start","step":0,"tool":"lc_add","fp":"not-a-fingerprint","occ":0,"args":{{}},"decision":{{"outcome":"allow"}}}}"#,
+        failcore::store::line_hash(start.as_bytes())
+    );
     store.insert_raw("forged", vec![start.into(), step.into()]);
     let err = Session::builder()
         .store(store)

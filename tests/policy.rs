@@ -704,6 +704,7 @@ const POLICY_TOML: &str = r#"
 [policy.pf_files]
 preset = "fs"
 root = "work"
+base = "work"
 read_only = false
 
 [policy.web_only]
@@ -903,6 +904,8 @@ const DOC_EXAMPLE: &str = r#"
 [policy.workspace]
 preset = "fs"
 root = "workspace"
+base = "workspace"        # where the tools resolve relative paths (refused when not declared)
+expand_home = false       # whether they expand a leading `~` (true: to $HOME; or a directory)
 paths = ["dest"]          # besides arguments typed PathBuf/Path
 read_only = false
 decodes_percent = false

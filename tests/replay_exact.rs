@@ -4,7 +4,7 @@
 
 use failcore::store::{JsonlStore, TraceStore};
 use failcore::{Error, InFlight, Session};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -543,9 +543,6 @@ async fn offline_runs_no_tool_body_not_even_replay_never() {
 }
 
 // ---- sets ----
-
-#[derive(Serialize, Deserialize)]
-struct Tags(std::collections::BTreeSet<String>);
 
 #[failcore::tool]
 async fn ex_tags(tags: std::collections::BTreeSet<String>) -> Result<usize> {

@@ -13,6 +13,13 @@ pub enum StoreError {
     /// Another writer holds the run.
     #[error("run {run} is already open for writing by another writer ({detail})")]
     Locked { run: String, detail: String },
+    /// Another resumer holds the run's claim.
+    #[error("run {run} is being resumed by {holder} ({detail}); one resumer per run: wait for it to finish, or ask to wait for the claim")]
+    Claimed {
+        run: String,
+        holder: String,
+        detail: String,
+    },
     /// A run was created twice.
     #[error("run {run} already exists")]
     Exists { run: String },
@@ -36,6 +43,30 @@ pub enum StoreError {
     /// A run that ended (it has a run_end) cannot be appended to.
     #[error("run {run} has ended (it has a run_end); an ended run is never appended to")]
     Ended { run: String },
+    /// A run read to be served (resumed, replayed) failed verification: nothing of it is served.
+    #[error("run {run} failed verification at {source_name}{}: {reason} ({kind}); it is not served. {verified} records verified before it: set FAILCORE_RESUME_PREFIX=1 (or SessionBuilder::resume_prefix(true)) to serve only those", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Unverified {
+        run: String,
+        source_name: String,
+        line: Option<u64>,
+        kind: &'static str,
+        reason: String,
+        verified: u64,
+    },
+    /// A record would make a line longer than the format allows: refused before it was acknowledged.
+    #[error("{what} of {bytes} bytes is over the trace format's limit of {limit} bytes: it was not recorded")]
+    TooLarge {
+        what: String,
+        bytes: usize,
+        limit: usize,
+    },
+    /// A SQL store's indexed column disagrees with the line it indexes.
+    #[error("{source_name} line {line}: {detail}")]
+    Column {
+        source_name: String,
+        line: u64,
+        detail: String,
+    },
     /// A record could not be encoded.
     #[error("could not encode a trace record: {0}")]
     Encode(String),

@@ -6,7 +6,11 @@
 //! share one fsync (group commit). A failed write or sync is fatal: every waiting caller and every later
 //! one gets the error; nothing is retried.
 
-use crate::{chain, encode_line, time, Body, Durability, Line, RunWriter, StoreError, TraceStore};
+use crate::seal::Sealer;
+use crate::{
+    chain, encode_line, time, Body, Durability, Line, RunWriter, StoreError, TraceStore,
+    MAX_FIELDS_BYTES,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -155,6 +159,17 @@ impl Journal {
         Journal::start(writer, run, 0, chain::genesis_hash(run), durability)
     }
 
+    /// Creates `run` in `store` and starts its writer, which writes signed checkpoints with `sealer`.
+    pub fn open_sealed(
+        store: Arc<dyn TraceStore>,
+        run: &str,
+        durability: Durability,
+        sealer: Option<Sealer>,
+    ) -> Result<Journal, StoreError> {
+        let writer = store.create(run)?;
+        Journal::start_sealed(writer, run, 0, chain::genesis_hash(run), durability, sealer)
+    }
+
     /// Reopens an existing run of `store` for appending (see [`TraceStore::open_append`]) and starts a
     /// writer that continues it at the next seq, chained to its last whole record.
     pub fn reopen(
@@ -181,6 +196,18 @@ impl Journal {
         prev: String,
         durability: Durability,
     ) -> Result<Journal, StoreError> {
+        Journal::start_sealed(writer, run, next_seq, prev, durability, None)
+    }
+
+    /// [`Journal::start`], writing signed checkpoints with `sealer` when there is one.
+    pub fn start_sealed(
+        writer: Box<dyn RunWriter>,
+        run: &str,
+        next_seq: u64,
+        prev: String,
+        durability: Durability,
+        sealer: Option<Sealer>,
+    ) -> Result<Journal, StoreError> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             run: run.to_owned(),
@@ -195,6 +222,7 @@ impl Journal {
             seq: next_seq,
             prev,
             shared: shared.clone(),
+            sealer,
         };
         let thread = std::thread::Builder::new()
             .name(format!("failcore-journal-{run}"))
@@ -230,6 +258,14 @@ impl Journal {
         fields: Vec<u8>,
         durability: Durability,
     ) -> Ack {
+        // A record its readers would refuse is refused here, before anything is acknowledged.
+        if fields.len() > MAX_FIELDS_BYTES {
+            return Ack(AckState::Ready(Some(Err(StoreError::TooLarge {
+                what: format!("a {kind} record"),
+                bytes: fields.len(),
+                limit: MAX_FIELDS_BYTES,
+            }))));
+        }
         self.submit(Payload::Encoded { kind, fields }, durability)
     }
 
@@ -345,6 +381,7 @@ struct WriterState {
     seq: u64,
     prev: String,
     shared: Arc<Shared>,
+    sealer: Option<Sealer>,
 }
 
 struct Batch {
@@ -414,6 +451,9 @@ impl WriterState {
                     return;
                 }
                 self.stamper.stamp(SystemTime::now(), &mut self.ts);
+                let run_end =
+                    matches!(&payload, Payload::Body(b) if matches!(**b, Body::RunEnd(_)));
+                self.seal_if_due(run_end, batch);
                 let ts = &self.ts;
                 let line = match payload {
                     Payload::Encoded { kind, fields } => {
@@ -448,15 +488,27 @@ impl WriterState {
                         }
                     }
                 };
-                self.prev.clear();
-                self.prev.push_str(blake3::hash(&line).to_hex().as_str());
-                let committed = Committed { seq: self.seq };
-                self.seq += 1;
-                batch.bytes += line.len() + 1;
-                batch.lines.push(Line {
-                    seq: committed.seq,
-                    bytes: line,
-                });
+                if line.len() > crate::MAX_LINE_BYTES {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(StoreError::TooLarge {
+                            what: "a record".into(),
+                            bytes: line.len(),
+                            limit: crate::MAX_LINE_BYTES,
+                        }));
+                    } else {
+                        // Nobody waits for it, and it must not vanish silently: the run stops here.
+                        let _ = self.shared.failed.set(format!(
+                            "a record of {} bytes exceeds the line limit of {} bytes",
+                            line.len(),
+                            crate::MAX_LINE_BYTES
+                        ));
+                    }
+                    return;
+                }
+                let committed = self.push(line, batch);
+                if let Some(sealer) = &mut self.sealer {
+                    sealer.wrote();
+                }
                 batch.need = batch.need.max(durability);
                 if let Some(ack) = ack {
                     batch.acks.push((ack, committed));
@@ -470,6 +522,50 @@ impl WriterState {
                         seq: self.seq.saturating_sub(1),
                     },
                 ));
+            }
+        }
+    }
+
+    /// Numbers and chains one encoded line into the batch.
+    fn push(&mut self, line: Vec<u8>, batch: &mut Batch) -> Committed {
+        self.prev.clear();
+        self.prev.push_str(blake3::hash(&line).to_hex().as_str());
+        let committed = Committed { seq: self.seq };
+        self.seq += 1;
+        batch.bytes += line.len() + 1;
+        batch.lines.push(Line {
+            seq: committed.seq,
+            bytes: line,
+        });
+        committed
+    }
+
+    /// Writes a signed checkpoint of the chain head first, when the sealer says one is due.
+    fn seal_if_due(&mut self, run_end: bool, batch: &mut Batch) {
+        let Some(sealer) = self.sealer.as_mut() else {
+            return;
+        };
+        if !sealer.due(self.seq, run_end) {
+            return;
+        }
+        let checkpoint = sealer.checkpoint(&self.run, self.seq, &self.prev);
+        match Body::Checkpoint(checkpoint).encode_fields() {
+            Ok(fields) => {
+                let line = encode_line(
+                    self.seq,
+                    &self.ts,
+                    &self.run,
+                    &self.prev,
+                    "checkpoint",
+                    &fields,
+                );
+                self.push(line, batch);
+            }
+            Err(e) => {
+                let _ = self
+                    .shared
+                    .failed
+                    .set(format!("could not encode a checkpoint: {e}"));
             }
         }
     }

@@ -1,21 +1,54 @@
 //! The JSONL store: one file per run, `<dir>/runs/<run>.jsonl`, one record per line.
 
+use crate::claim::{Claim, ClaimHold, ClaimOptions};
 use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{BufRead, BufReader, Cursor, Read, Write};
+use std::io::{BufRead, BufReader, Cursor, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Runs as JSON Lines files under a directory (default `./.failcore`).
 #[derive(Debug, Clone)]
 pub struct JsonlStore {
     dir: PathBuf,
+    /// Directories whose entries changed when the store created directories (the parents of each one it
+    /// created), not yet synced: the first sync of any run syncs them.
+    unsynced_dirs: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl JsonlStore {
     /// A store rooted at `dir`; the directory is created on the first write.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        JsonlStore { dir: dir.into() }
+        JsonlStore {
+            dir: dir.into(),
+            unsynced_dirs: Arc::default(),
+        }
+    }
+
+    /// Creates `dir` and any missing parent, remembering each parent whose entries changed, so that the
+    /// first sync makes the new directories durable too, not only the files in them.
+    fn create_dirs(&self, dir: &Path) -> Result<(), StoreError> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            missing.push(d.to_path_buf());
+            at = d.parent();
+        }
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir.display().to_string(), e))?;
+        if !missing.is_empty() {
+            let mut pending = self.unsynced_dirs.lock().unwrap_or_else(|e| e.into_inner());
+            for d in missing {
+                let parent = match d.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                if !pending.contains(&parent) {
+                    pending.push(parent);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The store's directory.
@@ -47,6 +80,8 @@ struct JsonlWriter {
     buf: Vec<u8>,
     /// The directory of a file this writer created, until a sync has made the file's entry durable.
     unsynced_dir: Option<PathBuf>,
+    /// The store's created directories not yet synced.
+    store_dirs: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl RunWriter for JsonlWriter {
@@ -70,6 +105,12 @@ impl RunWriter for JsonlWriter {
         if let Some(dir) = &self.unsynced_dir {
             sync_dir(dir)?;
             self.unsynced_dir = None;
+        }
+        // And the directories the store created on the way to it, deepest first.
+        let mut pending = self.store_dirs.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(dir) = pending.first() {
+            sync_dir(dir)?;
+            pending.remove(0);
         }
         Ok(())
     }
@@ -123,7 +164,7 @@ impl TraceStore for JsonlStore {
     fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError> {
         check_run_id(run)?;
         let runs = self.dir.join("runs");
-        fs::create_dir_all(&runs).map_err(|e| StoreError::io(runs.display().to_string(), e))?;
+        self.create_dirs(&runs)?;
         let path = self.run_path(run);
         let name = path.display().to_string();
         let file = OpenOptions::new()
@@ -146,6 +187,7 @@ impl TraceStore for JsonlStore {
             buf: Vec::with_capacity(4096),
             // The new file's directory entry is made durable by the first sync (on the writer thread).
             unsynced_dir: Some(runs),
+            store_dirs: self.unsynced_dirs.clone(),
         }))
     }
 
@@ -153,14 +195,13 @@ impl TraceStore for JsonlStore {
         check_run_id(run)?;
         let path = self.run_path(run);
         let name = path.display().to_string();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| self.open_error(run, &name, e))?;
+        let mut options = OpenOptions::new();
+        options.read(true).append(true);
+        let file = open_regular(&options, &path).map_err(|e| self.open_error(run, &name, e))?;
         lock(&file, run, &name)?;
         // Read through a second handle so that the locked one is left as it is.
-        let reading = File::open(&path).map_err(|e| StoreError::io(&name, e))?;
+        let reading = open_regular(OpenOptions::new().read(true), &path)
+            .map_err(|e| StoreError::io(&name, e))?;
         let source = Box::new(FileLines::new(
             BufReader::with_capacity(64 * 1024, reading),
             name.clone(),
@@ -178,6 +219,7 @@ impl TraceStore for JsonlStore {
                 path: name,
                 buf: Vec::with_capacity(4096),
                 unsynced_dir: None,
+                store_dirs: self.unsynced_dirs.clone(),
             }),
             recovery,
         ))
@@ -194,9 +236,12 @@ impl TraceStore for JsonlStore {
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(dir.display().to_string(), e))?;
             let name = entry.file_name();
-            // Files that are not runs (editor backups, notes) are not ours to list.
+            // Files that are not runs (editor backups, notes) are not ours to list; nor is anything that is
+            // not a regular file (a FIFO or a device would block or never end when read).
             if let Some(run) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")) {
-                if check_run_id(run).is_ok() {
+                if check_run_id(run).is_ok()
+                    && fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+                {
                     runs.push(run.to_owned());
                 }
             }
@@ -205,11 +250,62 @@ impl TraceStore for JsonlStore {
         Ok(runs)
     }
 
+    fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {
+        check_run_id(run)?;
+        let dir = self.dir.join("claims");
+        self.create_dirs(&dir)?;
+        let path = dir.join(format!("{run}.lock"));
+        let name = path.display().to_string();
+        crate::claim::with_wait(options, || {
+            let io = |e| StoreError::io(&name, e);
+            let mut file = open_regular(
+                OpenOptions::new().read(true).write(true).create(true),
+                &path,
+            )
+            .map_err(io)?;
+            let locked = file.try_lock();
+            let mut text = String::new();
+            // The lock file records the holder and the last token given out; unreadable text is no holder.
+            let _ = file.read_to_string(&mut text);
+            let recorded: ClaimFile = serde_json::from_str(&text).unwrap_or_default();
+            match locked {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StoreError::Claimed {
+                        run: run.to_owned(),
+                        holder: recorded
+                            .holder
+                            .filter(|h| !h.is_empty())
+                            .unwrap_or_else(|| "another process".into()),
+                        detail: format!("{name} is locked"),
+                    })
+                }
+                Err(TryLockError::Error(e)) => return Err(io(e)),
+            }
+            let token = recorded.token + 1;
+            let mine = ClaimFile {
+                holder: Some(options.holder.clone()),
+                token,
+            };
+            write_claim(&mut file, &mine).map_err(io)?;
+            Ok(Claim::new(
+                run,
+                token,
+                Arc::default(),
+                Box::new(JsonlClaim {
+                    file: Some(file),
+                    token,
+                }),
+            ))
+        })
+    }
+
     fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError> {
         check_run_id(run)?;
         let path = self.run_path(run);
         let name = path.display().to_string();
-        let file = File::open(&path).map_err(|e| self.open_error(run, &name, e))?;
+        let file = open_regular(OpenOptions::new().read(true), &path)
+            .map_err(|e| self.open_error(run, &name, e))?;
         Ok(Box::new(FileLines::new(
             BufReader::with_capacity(64 * 1024, file),
             name,
@@ -217,14 +313,99 @@ impl TraceStore for JsonlStore {
     }
 }
 
+/// What a JSONL claim's lock file holds.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct ClaimFile {
+    #[serde(default)]
+    holder: Option<String>,
+    #[serde(default)]
+    token: u64,
+}
+
+fn write_claim(file: &mut File, claim: &ClaimFile) -> std::io::Result<()> {
+    let text = serde_json::to_vec(claim).map_err(std::io::Error::other)?;
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(&text)?;
+    file.write_all(b"\n")
+}
+
+/// A held JSONL claim: the locked file. Released by recording no holder (the token stays) and unlocking.
+struct JsonlClaim {
+    file: Option<File>,
+    token: u64,
+}
+
+impl ClaimHold for JsonlClaim {
+    fn release(&mut self) -> Result<(), StoreError> {
+        if let Some(mut file) = self.file.take() {
+            let released = ClaimFile {
+                holder: None,
+                token: self.token,
+            };
+            let result = write_claim(&mut file, &released);
+            let _ = file.unlock();
+            result.map_err(|e| StoreError::io("claim file", e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Reads any JSONL trace file, inside a store or not (for `failcore verify <file>`).
 pub fn open_file(path: &Path) -> Result<Box<dyn LineSource>, StoreError> {
     let name = path.display().to_string();
-    let file = File::open(path).map_err(|e| StoreError::io(&name, e))?;
+    let file =
+        open_regular(OpenOptions::new().read(true), path).map_err(|e| StoreError::io(&name, e))?;
     Ok(Box::new(FileLines::new(
         BufReader::with_capacity(64 * 1024, file),
         name,
     )))
+}
+
+/// Opens a file that must be a regular file, without blocking on anything else: a FIFO or a device under
+/// a run's name is refused with a clear error, never waited on.
+fn open_regular(options: &OpenOptions, path: &Path) -> std::io::Result<File> {
+    let mut options = options.clone();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file ({}): a trace is a regular file",
+                path.display(),
+                describe(&meta.file_type())
+            ),
+        ));
+    }
+    // O_NONBLOCK has no effect on a regular file's reads and writes: nothing to undo.
+    Ok(file)
+}
+
+fn describe(ft: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+        if ft.is_block_device() || ft.is_char_device() {
+            return "a device";
+        }
+    }
+    if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// Takes the run's writer lock (an advisory lock on the file, released when the process exits).
@@ -246,6 +427,8 @@ pub fn bytes_source(name: impl Into<String>, bytes: Vec<u8>) -> Box<dyn LineSour
 
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(test)]
+    tests::SYNCED_DIRS.with(|s| s.borrow_mut().push(dir.to_path_buf()));
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(dir.display().to_string(), e))
@@ -255,4 +438,52 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
     // Directories cannot be opened for syncing here; the file's own sync covers its entry.
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// The directories synced on this thread, in order.
+        pub(super) static SYNCED_DIRS: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[test]
+    fn the_first_sync_syncs_every_directory_the_store_created_and_the_parent_of_the_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("a").join("b");
+        let store = JsonlStore::new(&root);
+        let mut writer = store.create("r1").unwrap();
+        writer
+            .append(&[Line {
+                seq: 0,
+                bytes: b"{}".to_vec(),
+            }])
+            .unwrap();
+        SYNCED_DIRS.with(|s| s.borrow_mut().clear());
+        writer.sync().unwrap();
+        let synced = SYNCED_DIRS.with(|s| s.borrow().clone());
+        // runs/ holds the file's entry; b holds runs, a holds b, and the existing parent holds a.
+        for dir in [
+            root.join("runs"),
+            root.clone(),
+            tmp.path().join("a"),
+            tmp.path().to_path_buf(),
+        ] {
+            assert!(
+                synced.contains(&dir),
+                "{} not synced: {synced:?}",
+                dir.display()
+            );
+        }
+        // Once: a second sync (or another run's) syncs only its file.
+        SYNCED_DIRS.with(|s| s.borrow_mut().clear());
+        writer.sync().unwrap();
+        let mut other = store.create("r2").unwrap();
+        other.sync().unwrap();
+        let synced = SYNCED_DIRS.with(|s| s.borrow().clone());
+        assert_eq!(synced, [root.join("runs")]);
+    }
 }

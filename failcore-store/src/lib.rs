@@ -26,6 +26,7 @@
 //! ```
 
 mod chain;
+pub mod claim;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod diff;
@@ -39,6 +40,7 @@ mod postgres;
 mod reader;
 mod record;
 mod recover;
+pub mod seal;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -48,6 +50,7 @@ pub mod time;
 mod verify;
 
 pub use chain::{check_seal, genesis_hash, line_hash, seal_line};
+pub use claim::{Claim, ClaimOptions};
 pub use diff::{describe_changes, field_diff, Divergence, FieldChange};
 pub use error::StoreError;
 pub use journal::{Ack, Committed, Journal};
@@ -56,13 +59,18 @@ pub use jsonl::{bytes_source, open_file, JsonlStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
-pub use reader::{ReadError, RunReader, TraceRecord, MAX_LINE_BYTES};
+pub use reader::{
+    ReadError, RunReader, TraceRecord, MAX_FIELDS_BYTES, MAX_LINE_BYTES, MAX_VALUE_BYTES,
+};
 pub use record::{
-    encode_line, Body, Counts, Decision, DecisionOutcome, Drift, Mode, Record, Redaction, RunEnd,
-    RunStart, RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
+    encode_line, Body, Checkpoint, Counts, Decision, DecisionOutcome, Drift, Mode, Record,
+    Redaction, RunEnd, RunStart, RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
 };
 pub use recover::Recovery;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{check_run_id, Chunk, Durability, Line, LineSource, RunWriter, TraceStore};
-pub use verify::{verify, Fault, FaultKind, VerifyReport};
+pub use verify::{
+    verify, verify_run, verify_with, Fault, FaultKind, SealInfo, VerifiedRecords, VerifyOptions,
+    VerifyReport,
+};

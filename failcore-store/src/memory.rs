@@ -95,6 +95,12 @@ impl TraceStore for MemoryStore {
         "memory".into()
     }
 
+    fn claim(&self, run: &str, options: &crate::ClaimOptions) -> Result<crate::Claim, StoreError> {
+        // Every memory store is called "memory": claims are kept per store instance.
+        let instance = format!("memory@{:p}", Arc::as_ptr(&self.runs));
+        crate::claim::in_process(&instance, run, options)
+    }
+
     fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError> {
         check_run_id(run)?;
         let mut runs = self.lock();

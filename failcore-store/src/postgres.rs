@@ -18,7 +18,11 @@
 //! survives the crash of the process, the server has it); `sync` commits with `synchronous_commit = on`,
 //! which waits for the WAL flush that also covers every earlier commit (`synced`).
 
-use crate::sql::{fenced, now_ns, writer_token, Indexed, PAGE_BYTES, PAGE_LINES, SCHEMA_VERSION};
+use crate::claim::{Claim, ClaimHold, ClaimOptions, Renewer};
+use crate::sql::{
+    cross_check, fenced, now_ns, writer_token, Columns, Indexed, PAGE_BYTES, PAGE_LINES,
+    SCHEMA_VERSION,
+};
 use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use postgres::error::SqlState;
@@ -421,6 +425,91 @@ impl TraceStore for PgStore {
         })
     }
 
+    fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {
+        check_run_id(run)?;
+        let inner = self.inner.clone();
+        off_runtime(|| {
+            inner.with_conn(|c| {
+                // Workers starting together create the table once.
+                let mut tx = c.transaction()?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS failcore_claims (
+                        run TEXT PRIMARY KEY,
+                        holder TEXT,
+                        token BIGINT NOT NULL,
+                        lease_until TIMESTAMPTZ
+                    )",
+                )?;
+                tx.commit()
+            })
+        })?;
+        let lease_ms = options.lease.as_secs_f64() * 1000.0;
+        crate::claim::with_wait(options, || {
+            // Leases are measured on the database's clock, the one clock every worker shares.
+            let (token, held) = off_runtime(|| {
+                inner.with_conn(|c| {
+                    let row = c.query_opt(
+                        "INSERT INTO failcore_claims (run, holder, token, lease_until)
+                         VALUES ($1, $2, 1, clock_timestamp() + $3::float8 * interval '1 millisecond')
+                         ON CONFLICT (run) DO UPDATE SET holder = EXCLUDED.holder,
+                             token = failcore_claims.token + 1, lease_until = EXCLUDED.lease_until
+                         WHERE failcore_claims.holder IS NULL
+                            OR failcore_claims.lease_until < clock_timestamp()
+                         RETURNING token",
+                        &[&run, &options.holder, &lease_ms],
+                    )?;
+                    if let Some(row) = row {
+                        return Ok((Some(row.get::<_, i64>(0)), None));
+                    }
+                    let held = c.query_one(
+                        "SELECT coalesce(holder, ''),
+                                coalesce(extract(epoch FROM lease_until - clock_timestamp())::float8, 0)
+                         FROM failcore_claims WHERE run = $1",
+                        &[&run],
+                    )?;
+                    Ok((None, Some((held.get::<_, String>(0), held.get::<_, f64>(1)))))
+                })
+            })?;
+            let Some(token) = token else {
+                let (holder, left) = held.unwrap_or_default();
+                return Err(StoreError::Claimed {
+                    run: run.to_owned(),
+                    holder,
+                    detail: format!(
+                        "{}: its lease runs {:.1} s more unless renewed",
+                        inner.location,
+                        left.max(0.0)
+                    ),
+                });
+            };
+            let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (renew_inner, renew_run) = (inner.clone(), run.to_owned());
+            let renewer = Renewer::start(run, options.lease, lost.clone(), move || {
+                renew_inner.with_conn(|c| {
+                    let n = c.execute(
+                        "UPDATE failcore_claims
+                         SET lease_until = clock_timestamp() + $3::float8 * interval '1 millisecond'
+                         WHERE run = $1 AND token = $2 AND holder IS NOT NULL",
+                        &[&renew_run, &token, &lease_ms],
+                    )?;
+                    Ok(n == 1)
+                })
+            })?;
+            Ok(Claim::new(
+                run,
+                u64::try_from(token).unwrap_or(0),
+                lost,
+                Box::new(PgClaim {
+                    inner: inner.clone(),
+                    run: run.to_owned(),
+                    token,
+                    renewer,
+                }),
+            ))
+        })
+    }
+
     fn runs(&self) -> Result<Vec<String>, StoreError> {
         off_runtime(|| {
             self.inner.with_conn(|c| {
@@ -456,13 +545,38 @@ impl TraceStore for PgStore {
     }
 }
 
+/// A held Postgres claim: its row, renewed until released.
+struct PgClaim {
+    inner: Arc<PgInner>,
+    run: String,
+    token: i64,
+    renewer: Renewer,
+}
+
+impl ClaimHold for PgClaim {
+    fn release(&mut self) -> Result<(), StoreError> {
+        self.renewer.stop();
+        let (run, token) = (&self.run, self.token);
+        off_runtime(|| {
+            self.inner.with_conn(|c| {
+                c.execute(
+                    "UPDATE failcore_claims SET holder = NULL, lease_until = NULL
+                     WHERE run = $1 AND token = $2",
+                    &[run, &token],
+                )
+            })
+        })?;
+        Ok(())
+    }
+}
+
 /// Lines of a run loaded page by page (at most [`PAGE_LINES`] lines and about [`PAGE_BYTES`] a page), so
 /// that a large run is never held in memory whole.
 struct PgLines {
     inner: Arc<PgInner>,
     run: String,
     next_pos: i64,
-    page: std::collections::VecDeque<Vec<u8>>,
+    page: std::collections::VecDeque<(i64, Vec<u8>, Columns)>,
     done: bool,
     name: String,
 }
@@ -475,9 +589,10 @@ impl LineSource for PgLines {
                 self.inner.with_conn(|c| {
                     // The first line of a page always comes; later ones while the page is under PAGE_BYTES.
                     c.query(
-                        "SELECT line FROM (
-                             SELECT pos, line, sum(octet_length(line)) OVER (ORDER BY pos) AS upto
-                             FROM (SELECT pos, line FROM failcore_lines
+                        "SELECT pos, line, seq, kind, fp, step, status FROM (
+                             SELECT pos, line, seq, kind, fp, step, status,
+                                    sum(octet_length(line)) OVER (ORDER BY pos) AS upto
+                             FROM (SELECT pos, line, seq, kind, fp, step, status FROM failcore_lines
                                    WHERE run = $1 AND pos >= $2 ORDER BY pos LIMIT $3) p
                          ) w
                          WHERE upto - octet_length(line) < $4 ORDER BY pos",
@@ -489,10 +604,25 @@ impl LineSource for PgLines {
                 self.done = true;
             }
             self.next_pos += rows.len() as i64;
-            self.page
-                .extend(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)));
+            self.page.extend(rows.iter().map(|r| {
+                (
+                    r.get::<_, i64>(0),
+                    r.get::<_, Vec<u8>>(1),
+                    Columns {
+                        seq: r.get(2),
+                        kind: r.get(3),
+                        fp: r.get(4),
+                        step: r.get(5),
+                        status: r.get(6),
+                    },
+                )
+            }));
         }
-        Ok(self.page.pop_front().map(Chunk::Line))
+        let Some((pos, line, columns)) = self.page.pop_front() else {
+            return Ok(None);
+        };
+        cross_check(&self.name, pos, &line, &columns)?;
+        Ok(Some(Chunk::Line(line)))
     }
 
     fn name(&self) -> &str {

@@ -7,6 +7,14 @@ use std::fmt;
 /// The longest line a reader accepts (64 MiB); a longer one is reported as corrupt, not buffered.
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The longest body (a record's fields, as [`crate::Body::encode_fields`] makes them) a journal accepts: the
+/// line limit less room for the header. A longer one is refused to its caller before it is acknowledged.
+pub const MAX_FIELDS_BYTES: usize = MAX_LINE_BYTES - 1024;
+
+/// The longest argument object or output a tool call records; a larger one makes the call fail (arguments:
+/// before its body runs) rather than write a line that readers would refuse.
+pub const MAX_VALUE_BYTES: usize = MAX_LINE_BYTES - 64 * 1024;
+
 /// One record as read: its 1-based line number, its exact bytes and its decoded form.
 #[derive(Debug, Clone)]
 pub struct TraceRecord {
@@ -46,7 +54,8 @@ impl ReadError {
 /// Iterates over the records of a run. Stops after the first error.
 ///
 /// A last line with no terminator is a write cut off by a crash: it is not yielded, and
-/// [`RunReader::torn_tail`] reports its length once iteration has reached it.
+/// [`RunReader::torn_tail`] reports its length once iteration has reached it. So is a last line that ends
+/// with its terminator but does not decode (its reported length then counts the terminator).
 pub struct RunReader {
     source: Box<dyn LineSource>,
     line: u64,
@@ -190,6 +199,19 @@ impl Iterator for RunReader {
                 bytes,
                 record,
             })),
+            Err(e @ ReadError::Corrupt { .. }) => {
+                self.done = true;
+                // An undecodable last line is what a crash leaves when the file system kept the line's
+                // terminator but not all of its bytes (or zero-filled them): a torn tail like any other,
+                // dropped with every whole record before it kept. A bad line anywhere else is corruption.
+                match self.source.next_chunk() {
+                    Ok(None) => {
+                        self.torn = Some(bytes.len() + 1);
+                        None
+                    }
+                    _ => Some(Err(e)),
+                }
+            }
             Err(e) => {
                 self.done = true;
                 Some(Err(e))

@@ -30,6 +30,8 @@ pub enum Body {
     StepStart(StepStart),
     StepEnd(StepEnd),
     RunEnd(RunEnd),
+    /// A signed checkpoint of the chain head (runs written with a signing key only).
+    Checkpoint(Checkpoint),
 }
 
 impl Body {
@@ -40,6 +42,7 @@ impl Body {
             Body::StepStart(_) => "step_start",
             Body::StepEnd(_) => "step_end",
             Body::RunEnd(_) => "run_end",
+            Body::Checkpoint(_) => "checkpoint",
         }
     }
 
@@ -63,6 +66,7 @@ impl Body {
             Body::StepStart(b) => serde_json::to_vec(b),
             Body::StepEnd(b) => serde_json::to_vec(b),
             Body::RunEnd(b) => serde_json::to_vec(b),
+            Body::Checkpoint(b) => serde_json::to_vec(b),
         }
     }
 }
@@ -267,6 +271,16 @@ pub struct RunEnd {
     /// seals itself. Filled by the journal; always the last field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<String>,
+}
+
+/// A signed checkpoint: the Ed25519 signature, by `key`, of "record `seq - 1` of this run hashes to
+/// `prev`" (see `seal::message`). Written only by a journal configured with a signing key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The signer's public key, 64 hex digits.
+    pub key: String,
+    /// The signature, 128 hex digits.
+    pub sig: String,
 }
 
 /// How a run ended.

@@ -30,6 +30,64 @@ impl Indexed {
     }
 }
 
+/// The columns stored beside a line's bytes, as read back.
+#[derive(Debug, Default)]
+pub(crate) struct Columns {
+    pub seq: i64,
+    pub kind: Option<String>,
+    pub fp: Option<String>,
+    pub step: Option<i64>,
+    pub status: Option<String>,
+}
+
+/// Checks the columns stored beside a line against the line's own bytes: they live outside the chain, so
+/// an edit of one (say `status`, which queries filter on) would otherwise go unnoticed.
+pub(crate) fn cross_check(
+    name: &str,
+    pos: i64,
+    line: &[u8],
+    columns: &Columns,
+) -> Result<(), crate::StoreError> {
+    #[derive(Deserialize)]
+    struct Seq {
+        #[serde(default)]
+        seq: Option<i64>,
+    }
+    let ix = Indexed::of(line);
+    let seq = serde_json::from_slice::<Seq>(line).ok().and_then(|s| s.seq);
+    let mismatch = |column: &str, stored: String, in_line: String| {
+        Err(crate::StoreError::Column {
+            source_name: name.to_owned(),
+            line: u64::try_from(pos).unwrap_or(0) + 1,
+            detail: format!(
+                "column `{column}` holds {stored} but the record holds {in_line}: the row was edited outside the chain"
+            ),
+        })
+    };
+    let show = |v: &Option<String>| v.as_deref().map_or("NULL".to_owned(), |s| format!("{s:?}"));
+    let show_int = |v: &Option<i64>| v.map_or("NULL".to_owned(), |n| n.to_string());
+    // A line that does not parse is stored with no fields; the reader reports the line itself.
+    if seq.is_some() && seq != Some(columns.seq) {
+        return mismatch("seq", columns.seq.to_string(), show_int(&seq));
+    }
+    if seq.is_none() {
+        return Ok(());
+    }
+    if ix.kind != columns.kind {
+        return mismatch("kind", show(&columns.kind), show(&ix.kind));
+    }
+    if ix.fp != columns.fp {
+        return mismatch("fp", show(&columns.fp), show(&ix.fp));
+    }
+    if ix.step != columns.step {
+        return mismatch("step", show_int(&columns.step), show_int(&ix.step));
+    }
+    if ix.status != columns.status {
+        return mismatch("status", show(&columns.status), show(&ix.status));
+    }
+    Ok(())
+}
+
 /// A token that names one writer of one run: the fencing token checked by every commit.
 pub(crate) fn writer_token(run: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,7 +12,11 @@
 //! transaction that survives a crash of the process (`flushed`); `sync` commits a transaction with
 //! `synchronous=FULL`, which syncs the WAL and with it every earlier commit (`synced`).
 
-use crate::sql::{fenced, now_ns, writer_token, Indexed, PAGE_BYTES, PAGE_LINES, SCHEMA_VERSION};
+use crate::claim::{Claim, ClaimHold, ClaimOptions, Renewer};
+use crate::sql::{
+    cross_check, fenced, now_ns, writer_token, Columns, Indexed, PAGE_BYTES, PAGE_LINES,
+    SCHEMA_VERSION,
+};
 use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
@@ -268,6 +272,83 @@ impl TraceStore for SqliteStore {
         }))
     }
 
+    fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {
+        check_run_id(run)?;
+        let conn = connect(&self.path)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS failcore_claims (
+                run TEXT PRIMARY KEY NOT NULL,
+                holder TEXT,
+                token INTEGER NOT NULL,
+                lease_until_ns INTEGER
+            );",
+        )
+        .map_err(|e| self.err(e))?;
+        let conn = Arc::new(Mutex::new(conn));
+        let lease_ns = i64::try_from(options.lease.as_nanos()).unwrap_or(i64::MAX);
+        crate::claim::with_wait(options, || {
+            let db = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_ns();
+            let token: Option<i64> = db
+                .query_row(
+                    "INSERT INTO failcore_claims (run, holder, token, lease_until_ns)
+                     VALUES (?1, ?2, 1, ?3)
+                     ON CONFLICT (run) DO UPDATE SET holder = excluded.holder,
+                         token = failcore_claims.token + 1, lease_until_ns = excluded.lease_until_ns
+                     WHERE failcore_claims.holder IS NULL OR failcore_claims.lease_until_ns < ?4
+                     RETURNING token",
+                    params![run, options.holder, now.saturating_add(lease_ns), now],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            let Some(token) = token else {
+                let (holder, until): (Option<String>, Option<i64>) = db
+                    .query_row(
+                        "SELECT holder, lease_until_ns FROM failcore_claims WHERE run = ?1",
+                        params![run],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(|e| self.err(e))?;
+                let left = until.unwrap_or(0).saturating_sub(now).max(0) as f64 / 1e9;
+                return Err(StoreError::Claimed {
+                    run: run.to_owned(),
+                    holder: holder.unwrap_or_default(),
+                    detail: format!(
+                        "{}: its lease runs {left:.1} s more unless renewed",
+                        self.location()
+                    ),
+                });
+            };
+            drop(db);
+            let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (renew_conn, renew_run) = (conn.clone(), run.to_owned());
+            let renewer = Renewer::start(run, options.lease, lost.clone(), move || {
+                let db = renew_conn.lock().unwrap_or_else(|e| e.into_inner());
+                let n = db
+                    .execute(
+                        "UPDATE failcore_claims SET lease_until_ns = ?3
+                         WHERE run = ?1 AND token = ?2 AND holder IS NOT NULL",
+                        params![renew_run, token, now_ns().saturating_add(lease_ns)],
+                    )
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                Ok(n == 1)
+            })?;
+            Ok(Claim::new(
+                run,
+                u64::try_from(token).unwrap_or(0),
+                lost,
+                Box::new(SqliteClaim {
+                    conn: conn.clone(),
+                    run: run.to_owned(),
+                    token,
+                    renewer,
+                    path: self.path.clone(),
+                }),
+            ))
+        })
+    }
+
     fn runs(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let mut stmt = conn
@@ -307,6 +388,29 @@ impl TraceStore for SqliteStore {
     }
 }
 
+/// A held SQLite claim: its row, renewed until released.
+struct SqliteClaim {
+    conn: Arc<Mutex<Connection>>,
+    run: String,
+    token: i64,
+    renewer: Renewer,
+    path: PathBuf,
+}
+
+impl ClaimHold for SqliteClaim {
+    fn release(&mut self) -> Result<(), StoreError> {
+        self.renewer.stop();
+        let db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        db.execute(
+            "UPDATE failcore_claims SET holder = NULL, lease_until_ns = NULL
+             WHERE run = ?1 AND token = ?2",
+            params![self.run, self.token],
+        )
+        .map_err(|e| db_err(&self.path, e))?;
+        Ok(())
+    }
+}
+
 /// Lines of a run loaded page by page (at most [`PAGE_LINES`] lines and about [`PAGE_BYTES`] a page), so
 /// that a large run is never held in memory whole.
 struct SqliteLines {
@@ -314,7 +418,7 @@ struct SqliteLines {
     path: PathBuf,
     run: String,
     next_pos: i64,
-    page: std::collections::VecDeque<Vec<u8>>,
+    page: std::collections::VecDeque<(i64, Vec<u8>, Columns)>,
     done: bool,
     name: String,
 }
@@ -327,9 +431,10 @@ impl LineSource for SqliteLines {
             // The first line of a page always comes; later ones while the page is under PAGE_BYTES.
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT line FROM (
-                         SELECT pos, line, sum(length(CAST(line AS BLOB))) OVER (ORDER BY pos) AS upto
-                         FROM (SELECT pos, line FROM failcore_lines
+                    "SELECT pos, line, seq, kind, fp, step, status FROM (
+                         SELECT pos, line, seq, kind, fp, step, status,
+                                sum(length(CAST(line AS BLOB))) OVER (ORDER BY pos) AS upto
+                         FROM (SELECT pos, line, seq, kind, fp, step, status FROM failcore_lines
                                WHERE run = ?1 AND pos >= ?2 ORDER BY pos LIMIT ?3)
                      ) WHERE upto - length(CAST(line AS BLOB)) < ?4 ORDER BY pos",
                 )
@@ -337,7 +442,19 @@ impl LineSource for SqliteLines {
             let rows = stmt
                 .query_map(
                     params![self.run, self.next_pos, PAGE_LINES, PAGE_BYTES],
-                    |r| r.get::<_, Vec<u8>>(0),
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            Columns {
+                                seq: r.get(2)?,
+                                kind: r.get(3)?,
+                                fp: r.get(4)?,
+                                step: r.get(5)?,
+                                status: r.get(6)?,
+                            },
+                        ))
+                    },
                 )
                 .map_err(err)?;
             let before = self.page.len();
@@ -350,7 +467,11 @@ impl LineSource for SqliteLines {
             }
             self.next_pos += got as i64;
         }
-        Ok(self.page.pop_front().map(Chunk::Line))
+        let Some((pos, line, columns)) = self.page.pop_front() else {
+            return Ok(None);
+        };
+        cross_check(&self.name, pos, &line, &columns)?;
+        Ok(Some(Chunk::Line(line)))
     }
 
     fn name(&self) -> &str {

@@ -1,5 +1,6 @@
 //! The `TraceStore` trait that every backend implements.
 
+use crate::claim::{Claim, ClaimOptions};
 use crate::StoreError;
 use std::fmt;
 use std::str::FromStr;
@@ -98,6 +99,12 @@ pub trait TraceStore: Send + Sync + fmt::Debug {
             "{} cannot reopen run {run} for appending",
             self.location()
         )))
+    }
+
+    /// Claims `run` for resuming: at most one claim of a run is held at a time, across every process (and,
+    /// for the SQL stores, every machine) sharing this store. See [`crate::claim`].
+    fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {
+        crate::claim::in_process(&self.location(), run, options)
     }
 
     /// The ids of all runs, oldest first (run ids sort by creation time).

@@ -1,6 +1,9 @@
 //! `verify`: recompute a run's hash chain and check its structure and summary.
 
-use crate::{chain, Body, Counts, ReadError, RunReader, Status};
+use crate::seal::{self, PublicKey};
+use crate::{
+    chain, Body, Counts, ReadError, RunReader, Status, StoreError, TraceRecord, TraceStore,
+};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -31,6 +34,68 @@ pub enum FaultKind {
     Incomplete,
     /// The store could not be read.
     Unreadable,
+    /// A checkpoint's signature does not verify (a recomputed chain, a forged or foreign checkpoint).
+    Signature,
+    /// A signing key was given but the run is not signed with it (no checkpoint, or `run_end` unsigned).
+    Unsigned,
+    /// With a signing key: the run stops after its last checkpoint without a `run_end` (a crash, or a tail
+    /// cut off; the records after that checkpoint are unsigned).
+    Truncated,
+    /// The pinned head (`--expect-head`) is not the hash of any record of the run.
+    Head,
+    /// A SQL store's indexed column disagrees with the record's bytes.
+    Column,
+}
+
+impl FaultKind {
+    /// The snake_case name of the kind, as in `verify --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Corrupt => "corrupt",
+            FaultKind::NewerVersion => "newer_version",
+            FaultKind::Seq => "seq",
+            FaultKind::Chain => "chain",
+            FaultKind::Seal => "seal",
+            FaultKind::Run => "run",
+            FaultKind::Structure => "structure",
+            FaultKind::Summary => "summary",
+            FaultKind::TornTail => "torn_tail",
+            FaultKind::Incomplete => "incomplete",
+            FaultKind::Unreadable => "unreadable",
+            FaultKind::Signature => "signature",
+            FaultKind::Unsigned => "unsigned",
+            FaultKind::Truncated => "truncated",
+            FaultKind::Head => "head",
+            FaultKind::Column => "column",
+        }
+    }
+}
+
+/// What `verify` checks beyond the trace itself: the run the records must belong to, a pinned head, and the
+/// public key that must have signed the run's checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The run id every record must carry (a run's file replaced by another run's is then detected).
+    pub run: Option<String>,
+    /// A chain head pinned earlier (64 hex digits): the hash of some record of the run, as `verify --json`
+    /// prints it. Detects a recomputed chain and a cut before that record.
+    pub head: Option<String>,
+    /// The public key the run's checkpoints must be signed with.
+    pub key: Option<PublicKey>,
+}
+
+/// The last checkpoint of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SealInfo {
+    /// How many checkpoints the run holds.
+    pub checkpoints: u64,
+    /// The seq of the last checkpoint: every record before it is covered by its signature.
+    pub signed_through: u64,
+    /// The public key that signed it (hex).
+    pub key: String,
+    /// Whether that key is the one given to `verify` (false when none was given: the signature is then
+    /// only checked against the key the checkpoint names, which proves nothing about who wrote it).
+    pub trusted: bool,
 }
 
 /// One fault, with the 1-based line it was found on.
@@ -62,6 +127,13 @@ pub struct VerifyReport {
     pub complete: bool,
     /// The first fault found; verification stops there.
     pub fault: Option<Fault>,
+    /// The chain head: the hash of the last whole record read (pin it, and check it later with
+    /// `--expect-head`).
+    pub head: Option<String>,
+    /// The run_end's seal, when the run has one.
+    pub seal: Option<String>,
+    /// The run's signed checkpoints, when it has any.
+    pub signed: Option<SealInfo>,
 }
 
 impl VerifyReport {
@@ -71,66 +143,167 @@ impl VerifyReport {
     }
 }
 
-/// Reads every record of a run and checks the chain, seq density, structure and the run_end summary.
-pub fn verify(mut reader: RunReader) -> VerifyReport {
+/// Reads every record of a run and checks the chain, seq density, structure, the run_end summary and any
+/// checkpoint signatures (against the keys they name). The run id is taken from the first record: use
+/// [`verify_with`] (or [`verify_run`]) to check that the records belong to the run asked for.
+pub fn verify(reader: RunReader) -> VerifyReport {
+    verify_with(reader, &VerifyOptions::default())
+}
+
+/// Opens `run` in `store` and verifies it, requiring every record to belong to `run`.
+pub fn verify_run(store: &dyn TraceStore, run: &str) -> Result<VerifyReport, StoreError> {
+    let reader = RunReader::open(store, run)?;
+    Ok(verify_with(
+        reader,
+        &VerifyOptions {
+            run: Some(run.to_owned()),
+            ..VerifyOptions::default()
+        },
+    ))
+}
+
+/// [`verify`], with the expectations of `options`.
+pub fn verify_with(mut reader: RunReader, options: &VerifyOptions) -> VerifyReport {
     let mut report = VerifyReport {
         source: reader.name().to_owned(),
         run: None,
         records: 0,
         complete: false,
         fault: None,
+        head: None,
+        seal: None,
+        signed: None,
     };
-    let mut check = Checker::default();
+    let mut check = Checker::new(options.run.clone(), options.key.clone());
+    let pinned = options.head.as_deref().map(str::to_ascii_lowercase);
+    let mut pinned_at = None;
     let mut last_line = 0;
+    let mut seal = None;
     for item in reader.by_ref() {
         let fault = match item {
             Ok(rec) => {
                 last_line = rec.line;
-                check.record(&rec.bytes, &rec.record, rec.line).err()
+                let result = check.record(&rec.bytes, &rec.record, rec.line).err();
+                if result.is_none() {
+                    if let Body::RunEnd(end) = &rec.record.body {
+                        seal.clone_from(&end.seal);
+                    }
+                    if pinned_at.is_none() && pinned.as_deref() == Some(check.prev.as_str()) {
+                        pinned_at = Some(rec.record.seq);
+                    }
+                }
+                result
             }
             Err(e) => Some(read_fault(e)),
         };
         if let Some(fault) = fault {
             report.fault = Some(fault);
-            report.run = check.run;
-            report.records = check.seq;
+            check.fill(&mut report, options);
             return report;
         }
     }
-    report.run = check.run.clone();
-    report.records = check.seq;
+    check.fill(&mut report, options);
     report.complete = check.ended;
-    report.fault = if let Some(bytes) = reader.torn_tail() {
+    report.seal = seal;
+    report.fault = end_fault(
+        &check,
+        options,
+        &reader,
+        last_line,
+        pinned.as_deref(),
+        pinned_at,
+    );
+    report
+}
+
+/// The fault found once every record has been read, if any.
+fn end_fault(
+    check: &Checker,
+    options: &VerifyOptions,
+    reader: &RunReader,
+    last_line: u64,
+    pinned: Option<&str>,
+    pinned_at: Option<u64>,
+) -> Option<Fault> {
+    let fault = |kind, message: String| {
         Some(Fault {
+            kind,
+            line: None,
+            message,
+        })
+    };
+    if let (Some(head), None) = (pinned, pinned_at) {
+        return fault(
+            FaultKind::Head,
+            format!(
+                "the pinned head {head} is not the hash of any record of this run: a record at or before it was \
+                 changed and the chain recomputed, or the run was cut before it"
+            ),
+        );
+    }
+    if let Some(key) = &options.key {
+        if check.checkpoints == 0 {
+            return fault(
+                FaultKind::Unsigned,
+                format!(
+                    "no checkpoint of this run is signed by key {}: it was written without that key, or its \
+                     checkpoints were removed",
+                    key.hex()
+                ),
+            );
+        }
+        if check.ended && !check.end_signed {
+            return fault(
+                FaultKind::Unsigned,
+                "run_end does not follow a signed checkpoint: the run's end was rewritten".into(),
+            );
+        }
+    }
+    if let Some(bytes) = reader.torn_tail() {
+        return Some(Fault {
             kind: FaultKind::TornTail,
             line: Some(last_line + 1),
-            message: format!("the last line is torn: {bytes} bytes with no line end (a write cut off by a crash)"),
-        })
-    } else if check.seq == 0 {
-        Some(Fault {
-            kind: FaultKind::Incomplete,
-            line: None,
-            message: "the trace holds no records".into(),
-        })
-    } else if !check.ended {
-        Some(Fault {
-            kind: FaultKind::Incomplete,
-            line: None,
             message: format!(
+                "the last line is torn: {bytes} bytes that are not a whole record (a write cut off by a crash)"
+            ),
+        });
+    }
+    if check.seq == 0 {
+        return fault(FaultKind::Incomplete, "the trace holds no records".into());
+    }
+    if check.ended {
+        return None;
+    }
+    match (&options.key, check.last_checkpoint) {
+        (Some(_), Some((k, seq))) => fault(
+            FaultKind::Truncated,
+            format!(
+                "truncated after checkpoint {k} (seq {seq}): the records before it are signed; the {} after it \
+                 are not, and no run_end follows (the run crashed, or its tail was cut)",
+                check.seq - seq - 1
+            ),
+        ),
+        _ => fault(
+            FaultKind::Incomplete,
+            format!(
                 "incomplete: no run_end after {} records (the run crashed, is still running, or its tail was cut)",
                 check.seq
             ),
-        })
-    } else {
-        None
-    };
-    report
+        ),
+    }
 }
 
 fn read_fault(e: ReadError) -> Fault {
     let kind = match &e {
         ReadError::Corrupt { .. } => FaultKind::Corrupt,
         ReadError::NewerVersion { .. } => FaultKind::NewerVersion,
+        ReadError::Store(StoreError::Column { line, detail, .. }) => {
+            return Fault {
+                kind: FaultKind::Column,
+                line: Some(*line),
+                message: detail.clone(),
+            }
+        }
         ReadError::Store(_) => FaultKind::Unreadable,
     };
     Fault {
@@ -140,9 +313,20 @@ fn read_fault(e: ReadError) -> Fault {
     }
 }
 
-/// The checks `verify` makes record by record; recovery reuses them before it appends to a run.
+/// The checks `verify` makes record by record; recovery and resume reuse them.
 #[derive(Default)]
 pub(crate) struct Checker {
+    /// The run the records must belong to, when known.
+    expect_run: Option<String>,
+    /// The key checkpoints must be signed with, when given.
+    key: Option<PublicKey>,
+    pub(crate) checkpoints: u64,
+    /// (number, seq) of the last checkpoint, numbered from 1.
+    pub(crate) last_checkpoint: Option<(u64, u64)>,
+    last_key: Option<String>,
+    /// Whether the last record was a checkpoint (for `run_end`).
+    after_checkpoint: bool,
+    pub(crate) end_signed: bool,
     pub(crate) run: Option<String>,
     pub(crate) seq: u64,
     pub(crate) prev: String,
@@ -153,6 +337,30 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
+    pub(crate) fn new(expect_run: Option<String>, key: Option<PublicKey>) -> Checker {
+        Checker {
+            expect_run,
+            key,
+            ..Checker::default()
+        }
+    }
+
+    /// Copies what was checked into a report.
+    fn fill(&self, report: &mut VerifyReport, options: &VerifyOptions) {
+        report.run.clone_from(&self.run);
+        report.records = self.seq;
+        report.head = (self.seq > 0).then(|| self.prev.clone());
+        report.signed = match (self.last_checkpoint, &self.last_key) {
+            (Some((n, seq)), Some(key)) => Some(SealInfo {
+                checkpoints: n,
+                signed_through: seq,
+                key: key.clone(),
+                trusted: options.key.is_some(),
+            }),
+            _ => None,
+        };
+    }
+
     pub(crate) fn record(
         &mut self,
         bytes: &[u8],
@@ -164,6 +372,17 @@ impl Checker {
             line: Some(line),
             message,
         };
+        if self.seq == 0 {
+            if let Some(expected) = self.expect_run.as_deref().filter(|e| *e != rec.run) {
+                return Err(fault(
+                    FaultKind::Run,
+                    format!(
+                        "the records belong to run {}, not to run {expected}: the trace was replaced by another run's",
+                        rec.run
+                    ),
+                ));
+            }
+        }
         let run = self.run.get_or_insert_with(|| rec.run.clone()).clone();
         if self.seq == 0 {
             self.prev = chain::genesis_hash(&run);
@@ -224,7 +443,33 @@ impl Checker {
                 }
                 self.counts.add(e.status);
             }
+            (Body::Checkpoint(cp), _) => {
+                if !seal::self_consistent(&run, rec.seq, &rec.prev, cp) {
+                    return Err(fault(
+                        FaultKind::Signature,
+                        "the checkpoint's signature does not match the chain: a record before it was changed \
+                         and the chain recomputed, or the checkpoint was forged"
+                            .into(),
+                    ));
+                }
+                if let Some(key) = &self.key {
+                    if !key.check(&run, rec.seq, &rec.prev, cp) {
+                        return Err(fault(
+                            FaultKind::Signature,
+                            format!(
+                                "checkpoint signed by key {}, not by the key given ({})",
+                                cp.key,
+                                key.hex()
+                            ),
+                        ));
+                    }
+                }
+                self.checkpoints += 1;
+                self.last_checkpoint = Some((self.checkpoints, rec.seq));
+                self.last_key = Some(cp.key.to_ascii_lowercase());
+            }
             (Body::RunEnd(end), _) => {
+                self.end_signed = self.after_checkpoint;
                 match chain::check_seal(bytes) {
                     Some(true) => {}
                     Some(false) => {
@@ -264,6 +509,7 @@ impl Checker {
                 self.ended = true;
             }
         }
+        self.after_checkpoint = matches!(rec.body, Body::Checkpoint(_));
         self.prev = chain::line_hash(bytes);
         self.seq += 1;
         Ok(())
@@ -276,4 +522,130 @@ fn show(c: &Counts) -> String {
         .map(|s| format!("{}={}", s.as_str(), c.get(*s)))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The records of a run that pass every check of [`verify()`], for readers that serve what they read
+/// (resume, offline replay). A record is yielded only once the next record's `prev` has confirmed its bytes
+/// (or, for the last record, once it is known to be the last); a torn tail and a missing `run_end` are not
+/// faults here (that is what a crashed run looks like).
+///
+/// At the first fault the iterator yields [`StoreError::Unverified`], naming the record, and stops: unless
+/// it was opened with `serve_prefix`, in which case it stops without an error after the records verified
+/// before the fault, and [`VerifiedRecords::fault`] tells what cut it short.
+pub struct VerifiedRecords {
+    reader: RunReader,
+    check: Checker,
+    run: String,
+    held: Option<TraceRecord>,
+    serve_prefix: bool,
+    fault: Option<Fault>,
+    done: bool,
+}
+
+impl std::fmt::Debug for VerifiedRecords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedRecords")
+            .field("run", &self.run)
+            .field("source", &self.reader.name())
+            .finish()
+    }
+}
+
+impl VerifiedRecords {
+    /// Reads `run` of `store`, requiring every record to belong to `run`.
+    pub fn open(
+        store: &dyn TraceStore,
+        run: &str,
+        serve_prefix: bool,
+    ) -> Result<VerifiedRecords, StoreError> {
+        Ok(VerifiedRecords::new(
+            RunReader::open(store, run)?,
+            run,
+            serve_prefix,
+        ))
+    }
+
+    /// Reads `run` from `reader`.
+    pub fn new(reader: RunReader, run: &str, serve_prefix: bool) -> VerifiedRecords {
+        VerifiedRecords {
+            reader,
+            check: Checker::new(Some(run.to_owned()), None),
+            run: run.to_owned(),
+            held: None,
+            serve_prefix,
+            fault: None,
+            done: false,
+        }
+    }
+
+    /// The name of what is read, for messages.
+    pub fn name(&self) -> &str {
+        self.reader.name()
+    }
+
+    /// The length of a torn (or undecodable) last line that was dropped, once iteration reached it.
+    pub fn torn_tail(&self) -> Option<usize> {
+        self.reader.torn_tail()
+    }
+
+    /// Whether the run ended with a valid `run_end`.
+    pub fn complete(&self) -> bool {
+        self.check.ended && self.fault.is_none()
+    }
+
+    /// The fault that ended a served prefix, if one did.
+    pub fn fault(&self) -> Option<&Fault> {
+        self.fault.as_ref()
+    }
+
+    fn refuse(&mut self, fault: Fault) -> Option<Result<TraceRecord, StoreError>> {
+        self.done = true;
+        // The held record's bytes were never confirmed by a successor: it is not served either.
+        let served = self
+            .check
+            .seq
+            .saturating_sub(u64::from(self.held.is_some()) + 1);
+        self.held = None;
+        if self.serve_prefix {
+            self.fault = Some(fault);
+            return None;
+        }
+        Some(Err(StoreError::Unverified {
+            run: self.run.clone(),
+            source_name: self.reader.name().to_owned(),
+            line: fault.line,
+            kind: fault.kind.as_str(),
+            reason: fault.message,
+            verified: served,
+        }))
+    }
+}
+
+impl Iterator for VerifiedRecords {
+    type Item = Result<TraceRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            match self.reader.next() {
+                None => {
+                    self.done = true;
+                    return self.held.take().map(Ok);
+                }
+                Some(Ok(rec)) => match self.check.record(&rec.bytes, &rec.record, rec.line) {
+                    Ok(()) => {
+                        if let Some(previous) = self.held.replace(rec) {
+                            return Some(Ok(previous));
+                        }
+                    }
+                    Err(fault) => return self.refuse(fault),
+                },
+                Some(Err(ReadError::Store(e))) if !matches!(e, StoreError::Column { .. }) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Some(Err(e)) => return self.refuse(read_fault(e)),
+            }
+        }
+        None
+    }
 }

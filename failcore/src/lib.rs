@@ -51,6 +51,7 @@ mod dynamic;
 mod error;
 mod fingerprint;
 pub mod fs;
+mod keyed;
 mod lifecycle;
 #[cfg(feature = "mcp")]
 pub mod mcp;
@@ -73,6 +74,7 @@ pub use dynamic::{DynamicBody, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
+pub use keyed::{find_run_by_key, KeyedRun};
 pub use policy::{CallView, Policy, PolicyError, Verdict};
 pub use tool_error::ToolError;
 

@@ -79,6 +79,13 @@ pub fn serialize_args(
         }
     }
     canonical.push(b'}');
+    if let Err(e) = within_limit(&canonical) {
+        return Prepared(Err(Error::Serialize {
+            tool: tool.name.to_owned(),
+            what: "the arguments",
+            reason: e.0,
+        }));
+    }
     let marked = if has_markers(&canonical) {
         let marked = canonical;
         let before = |at: usize| marked[..at].iter().filter(|b| **b == SOME_NULL).count();
@@ -99,10 +106,22 @@ pub fn serialize_args(
     }))
 }
 
+/// Refuses a value too large for a trace line, so that no call is acknowledged that readers would refuse.
+fn within_limit(value: &[u8]) -> Result<(), CanonicalError> {
+    if value.len() > failcore_store::MAX_VALUE_BYTES {
+        return Err(CanonicalError(format!(
+            "{} bytes of JSON is over the trace's limit of {} bytes for one value",
+            value.len(),
+            failcore_store::MAX_VALUE_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// The arguments of a call to a tool known only at run time: a JSON object, fingerprinted whole.
 pub(crate) fn prepare_value(tool: &'static ToolDescriptor, args: &serde_json::Value) -> Prepared {
     let mut canonical = Vec::with_capacity(64);
-    match write_canonical(args, &mut canonical) {
+    match write_canonical(args, &mut canonical).and_then(|()| within_limit(&canonical)) {
         Ok(()) => Prepared(Ok(Args {
             canonical,
             marked: None,
@@ -894,7 +913,9 @@ where
             match outcome {
                 Ok(Ok(value)) => {
                     let mut out = Vec::with_capacity(64);
-                    match write_output(&value, &mut out) {
+                    match write_output(&value, &mut out)
+                        .and_then(|exact| within_limit(&out).map(|()| exact))
+                    {
                         Ok(exact) => guard
                             .ok(&out, exact, latency)
                             .await

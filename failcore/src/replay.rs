@@ -8,7 +8,7 @@
 use crate::fingerprint::fp_key_hex;
 use crate::session::PrehashedKey;
 use crate::Error;
-use failcore_store::{field_diff, Divergence, RunReader, TraceStore};
+use failcore_store::{field_diff, Divergence, TraceStore, VerifiedRecords};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -85,6 +85,9 @@ pub struct ResumeReport {
     pub torn_tail: Option<usize>,
     /// Whether the source run ended with a run_end.
     pub complete: bool,
+    /// When only a verified prefix was served (`FAILCORE_RESUME_PREFIX=1`): the faults that ended the
+    /// prefixes, one per run of the ancestry that had one.
+    pub unverified: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -105,7 +108,6 @@ struct LeanDecision<'a> {
 /// The fields of a record that resume reads; the rest is skipped without being decoded.
 #[derive(Deserialize)]
 struct Lean<'a> {
-    v: u32,
     seq: u64,
     kind: &'a str,
     #[serde(default)]
@@ -194,6 +196,8 @@ struct Loaded {
     positions: HashMap<String, Vec<(u64, Box<RawValue>)>>,
     torn_tail: Option<usize>,
     complete: bool,
+    /// When only a verified prefix was loaded: the fault that ended it.
+    unverified: Option<String>,
 }
 
 pub(crate) struct ReplayIndex {
@@ -219,7 +223,13 @@ impl ReplayIndex {
     ///
     /// Decodes only the fields resume needs, borrowing from each line (outputs are kept as raw JSON), so a
     /// run of 100,000 steps indexes in a fraction of a second.
-    pub fn load(store: &dyn TraceStore, run: &str) -> Result<(ReplayIndex, ResumeReport), Error> {
+    ///
+    /// Every run of the chain is read through the verified reader (see `load_one`).
+    pub fn load(
+        store: &dyn TraceStore,
+        run: &str,
+        serve_prefix: bool,
+    ) -> Result<(ReplayIndex, ResumeReport), Error> {
         let mut chain: Vec<(String, Loaded)> = Vec::new();
         let mut next = Some(run.to_owned());
         while let Some(id) = next.take() {
@@ -233,7 +243,7 @@ impl ReplayIndex {
                     "run {run} cannot be resumed: it has more than {MAX_ANCESTRY} runs of ancestry"
                 )));
             }
-            let loaded = load_one(store, &id)?;
+            let loaded = load_one(store, &id, serve_prefix)?;
             next = loaded.resumed_from.clone();
             chain.push((id, loaded));
         }
@@ -249,6 +259,7 @@ impl ReplayIndex {
         let mut source_positions = HashMap::new();
         let mut torn_tail = None;
         let mut complete = false;
+        let mut unverified = Vec::new();
         for (index, (_, loaded)) in chain.into_iter().enumerate().rev() {
             let Loaded {
                 hits,
@@ -258,8 +269,10 @@ impl ReplayIndex {
                 positions,
                 torn_tail: torn,
                 complete: done,
+                unverified: cut,
                 ..
             } = loaded;
+            unverified.extend(cut);
             if !consumed.is_empty() {
                 let consumed: HashSet<(u16, u64)> = consumed
                     .into_iter()
@@ -301,6 +314,7 @@ impl ReplayIndex {
             ancestry: runs.clone(),
             torn_tail,
             complete,
+            unverified,
             ..ResumeReport::default()
         };
         let mut index_queues: KeyMap<Queue> = HashMap::default();
@@ -389,8 +403,11 @@ impl ReplayIndex {
 }
 
 /// Reads one run of the ancestry.
-fn load_one(store: &dyn TraceStore, run: &str) -> Result<Loaded, Error> {
-    let mut reader = RunReader::open(store, run)?;
+/// Loads one run through the verified reader: every record passes the checks of `verify` (chain, seq, run
+/// id, structure) before it is indexed; a run that fails is refused naming the first bad record, unless
+/// `serve_prefix` asks for the records verified before it.
+fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loaded, Error> {
+    let mut reader = VerifiedRecords::open(store, run, serve_prefix)?;
     let mut starts: HashMap<u64, Started> = HashMap::new();
     // Every step's identity (key, occurrence), for the calls made inside it.
     let mut identities: HashMap<u64, (u128, u32)> = HashMap::new();
@@ -403,25 +420,16 @@ fn load_one(store: &dyn TraceStore, run: &str) -> Result<Loaded, Error> {
         positions: HashMap::new(),
         torn_tail: None,
         complete: false,
+        unverified: None,
     };
-    while let Some(item) = reader.next_line() {
-        let (line, bytes) = item?;
-        let rec: Lean<'_> = match serde_json::from_slice(&bytes) {
-            Ok(rec) => rec,
-            Err(e) => {
-                reader.stop();
-                // Say precisely what is wrong (newer version, corrupt line) with the full decoder.
-                RunReader::decode(reader.name(), line, &bytes)?;
-                return Err(Error::Corrupt {
-                    file: reader.name().to_owned(),
-                    line,
-                    reason: e.to_string(),
-                });
-            }
-        };
-        if rec.v == 0 || rec.v > failcore_store::FORMAT_VERSION {
-            RunReader::decode(reader.name(), line, &bytes)?;
-        }
+    while let Some(item) = reader.next() {
+        let verified = item?;
+        let (line, bytes) = (verified.line, verified.bytes);
+        let rec: Lean<'_> = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            file: reader.name().to_owned(),
+            line,
+            reason: e.to_string(),
+        })?;
         let corrupt = |what: &str| Error::Corrupt {
             file: reader.name().to_owned(),
             line,
@@ -526,6 +534,7 @@ fn load_one(store: &dyn TraceStore, run: &str) -> Result<Loaded, Error> {
             }
             "run_end" => loaded.complete = true,
             "run_start" => loaded.resumed_from = rec.resumed_from.map(Cow::into_owned),
+            "checkpoint" => {}
             other => {
                 return Err(Error::Corrupt {
                     file: reader.name().to_owned(),
@@ -536,6 +545,7 @@ fn load_one(store: &dyn TraceStore, run: &str) -> Result<Loaded, Error> {
         }
     }
     loaded.torn_tail = reader.torn_tail();
+    loaded.unverified = reader.fault().map(|f| format!("{}: {f}", reader.name()));
     let mut open: Vec<_> = starts.into_iter().collect();
     open.sort_by_key(|(step, _)| *step);
     for (step, start) in open {

@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub tool_durability: HashMap<String, Durability>,
     pub replay: Option<ReplayIndex>,
     pub resume_report: Option<ResumeReport>,
+    /// The claim on the run being resumed: held until `finish`, or until the session is dropped.
+    claim: Mutex<Option<failcore_store::Claim>>,
     /// Calls per fingerprint so far, keyed by the fingerprint's first 128 bits (already uniformly
     /// distributed, so not hashed again): about 32 bytes per distinct fingerprint.
     occurrences: Mutex<HashMap<u128, u32, BuildHasherDefault<PrehashedKey>>>,
@@ -128,6 +130,8 @@ pub(crate) struct Inner {
     saved_ns: AtomicU64,
     started: Instant,
     finished: AtomicBool,
+    /// Held while this session writes a keyed run: one session of a run key at a time.
+    _key_lock: Option<std::fs::File>,
 }
 
 impl Inner {
@@ -253,6 +257,23 @@ impl Session {
         if let Some(dir) = var("FAILCORE_VAULT") {
             b = b.vault(dir);
         }
+        b.resume_prefix = var("FAILCORE_RESUME_PREFIX").is_some_and(|v| v != "0");
+        b.signing_key = failcore_store::seal::SealKey::from_env()?;
+        for (name, slot) in [
+            ("FAILCORE_CLAIM_WAIT", &mut b.claim_wait),
+            ("FAILCORE_CLAIM_LEASE", &mut b.claim_lease),
+        ] {
+            if let Some(secs) = var(name) {
+                let secs: f64 = secs
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| {
+                        Error::Config(format!("{name}: expected seconds, got {secs:?}"))
+                    })?;
+                *slot = Some(std::time::Duration::from_secs_f64(secs));
+            }
+        }
         Ok(b)
     }
 
@@ -296,6 +317,24 @@ impl Session {
             .await
     }
 
+    /// Ends this session without ending its run: everything recorded is made durable (as `finish` would),
+    /// and no run_end is written, so that a later session with the same run key continues the run
+    /// ([`SessionBuilder::run_key`]). Like `finish`, once.
+    pub async fn close_open(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner.finished.swap(true, Ordering::SeqCst) {
+            return Err(Error::Config(format!(
+                "run {} is already finished",
+                inner.run
+            )));
+        }
+        inner
+            .journal
+            .barrier(inner.durability.max(Durability::Flushed))
+            .await?;
+        Ok(())
+    }
+
     /// Writes the run_end record (counts, time saved, chain head) and waits until it is durable.
     /// Calls made after it are still checked and executed, but a second `finish` is refused.
     pub async fn finish(&self) -> Result<RunSummary, Error> {
@@ -333,6 +372,11 @@ impl Session {
             .journal
             .append(Body::RunEnd(end), inner.durability.max(Durability::Flushed))
             .await?;
+        // The run is over: another resumer may now take the run it resumed.
+        let claim = inner.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(claim) = claim {
+            claim.release()?;
+        }
         Ok(summary)
     }
 }
@@ -358,9 +402,46 @@ pub struct SessionBuilder {
     vault: Option<PathBuf>,
     redact_paths: HashMap<String, crate::secrets::RedactPaths>,
     redact_errors: Vec<String>,
+    resume_prefix: bool,
+    signing_key: Option<failcore_store::seal::SealKey>,
+    claim_wait: Option<std::time::Duration>,
+    claim_lease: Option<std::time::Duration>,
+    /// Entries added to the run_start's `versions` (what the run was made with).
+    run_facts: Vec<(String, serde_json::Value)>,
+    /// Sessions with this key record into one run (see [`SessionBuilder::run_key`]).
+    run_key: Option<String>,
+    run_key_wait: Option<std::time::Duration>,
 }
 
 impl SessionBuilder {
+    /// One logical run across sessions: a session with a run key continues the newest run opened with the
+    /// same key when that run is still open (no run_end) and of the same mode (record, resume, offline),
+    /// and otherwise creates a run that carries the key. One session writes a key's run at a time: another
+    /// waits (see [`run_key_wait`](Self::run_key_wait)). A continued run keeps its step numbers, its
+    /// occurrences and its replay source; [`Session::finish`] ends it for good, so sessions that mean to
+    /// be continued end without it ([`Session::close_open`]).
+    pub fn run_key(mut self, key: impl Into<String>) -> Self {
+        self.run_key = Some(key.into());
+        self
+    }
+
+    /// How long [`open`](Self::open) waits for another session of the same run key to end (default 60 s).
+    pub fn run_key_wait(mut self, wait: std::time::Duration) -> Self {
+        self.run_key_wait = Some(wait);
+        self
+    }
+
+    /// Records `value` under `key` in the run_start's `versions` map, beside the failcore and format
+    /// versions: what the run was made with (the proxied MCP server's description, say), for tools that
+    /// replay it later. `failcore` and `format` are reserved.
+    pub fn run_fact(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        let key = key.into();
+        if key != "failcore" && key != "format" {
+            self.run_facts.push((key, value));
+        }
+        self
+    }
+
     /// Traces go to a JSONL store in `dir` (default `./.failcore`).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
@@ -503,6 +584,34 @@ impl SessionBuilder {
         self
     }
 
+    /// Resume and offline serve a run only if it verifies (chain, seq, run id, structure); with `true`, a run
+    /// that fails is served up to the records verified before its first fault (`FAILCORE_RESUME_PREFIX=1`).
+    pub fn resume_prefix(mut self, yes: bool) -> Self {
+        self.resume_prefix = yes;
+        self
+    }
+
+    /// Signs the run's chain head with `key` every 1,000 records or second and before `run_end`
+    /// (`FAILCORE_SIGNING_KEY`, `FAILCORE_SIGNING_KEY_FILE`); `failcore verify --key` checks it.
+    pub fn signing_key(mut self, key: failcore_store::seal::SealKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    /// When the run to resume is claimed by another resumer, wait up to `wait` for it instead of failing
+    /// at once (`FAILCORE_CLAIM_WAIT`, seconds).
+    pub fn claim_wait(mut self, wait: std::time::Duration) -> Self {
+        self.claim_wait = Some(wait);
+        self
+    }
+
+    /// SQL stores: how long this session's claim outlives it if it dies without releasing it (default 30
+    /// s, `FAILCORE_CLAIM_LEASE`).
+    pub fn claim_lease(mut self, lease: std::time::Duration) -> Self {
+        self.claim_lease = Some(lease);
+        self
+    }
+
     /// Opens the run: checks the registry and the policies, loads the run being resumed, creates the new
     /// run and writes its run_start. Does blocking I/O: call it before or outside async hot paths.
     pub fn open(self) -> Result<Session, Error> {
@@ -567,11 +676,45 @@ impl SessionBuilder {
             }
         }
 
-        let (mode, replay, resume_report) = match &self.source {
-            None => (Mode::Record, None, None),
+        let mut claim = None;
+        // A run key: wait for the key, then continue its open run of the same mode, if there is one.
+        let key_lock = match &self.run_key {
+            Some(key) => crate::keyed::lock_key(store.as_ref(), key, self.run_key_wait)?,
+            None => None,
+        };
+        let mut prior = match &self.run_key {
+            Some(key) => crate::keyed::continuable(
+                store.as_ref(),
+                key,
+                self.source.as_ref().map_or(Mode::Record, |(m, _)| *m),
+            )?,
+            None => None,
+        };
+        let source = match &prior {
+            Some((_, p)) => p.resumed_from.clone().map(|run| (p.mode, run)),
+            None => self.source.clone(),
+        };
+        let (mode, replay, resume_report) = match &source {
+            None => (
+                prior.as_ref().map_or(Mode::Record, |(_, p)| p.mode),
+                None,
+                None,
+            ),
             Some((mode, run)) => {
                 let source = store.resolve(run)?;
-                let (index, report) = ReplayIndex::load(store.as_ref(), &source)?;
+                if *mode == Mode::Resume {
+                    // One resumer per run: claimed before anything of it is read.
+                    let mut options = failcore_store::ClaimOptions::new(format!(
+                        "pid {} on {}",
+                        std::process::id(),
+                        hostname()
+                    ));
+                    options.wait = self.claim_wait;
+                    options.lease = self.claim_lease.unwrap_or(options.lease);
+                    claim = Some(store.claim(&source, &options)?);
+                }
+                let (index, report) =
+                    ReplayIndex::load(store.as_ref(), &source, self.resume_prefix)?;
                 for step in &report.in_flight {
                     tracing::warn!(run = %source, step = step.step, tool = %step.tool, "step was in flight when the run died");
                 }
@@ -594,29 +737,40 @@ impl SessionBuilder {
             .map(|d| crate::secrets::Vault::new(d, &redact_key));
         let scrubber = crate::secrets::Scrubber::new(redact_key, redact_paths, vault);
 
-        let run = new_run_id();
-        let journal = Journal::open(store.clone(), &run, self.durability)?;
-        let start = RunStart {
-            resumed_from: replay.as_ref().map(|r: &ReplayIndex| r.source.clone()),
-            mode,
-            program: std::env::args().next().unwrap_or_default(),
-            host: hostname(),
-            pid: std::process::id(),
-            versions: [
-                (
-                    "failcore".to_owned(),
-                    serde_json::Value::from(env!("CARGO_PKG_VERSION")),
-                ),
-                (
-                    "format".to_owned(),
-                    serde_json::Value::from(failcore_store::FORMAT_VERSION),
-                ),
-            ]
-            .into_iter()
-            .collect(),
+        if let (Some((_, p)), Some(index)) = (&prior, &replay) {
+            p.prime(index);
+        }
+        let sealer = self.signing_key.map(failcore_store::seal::Sealer::new);
+        let (run, journal) = match &mut prior {
+            Some((run, p)) => {
+                let journal = crate::keyed::reopen(store.clone(), run, self.durability, p)?;
+                tracing::info!(run = %run, store = %store.location(), "failcore run continued");
+                (run.clone(), journal)
+            }
+            None => {
+                let run = new_run_id();
+                let journal = Journal::open_sealed(store.clone(), &run, self.durability, sealer)?;
+                let key = self
+                    .run_key
+                    .clone()
+                    .map(|k| (crate::keyed::RUN_KEY.to_owned(), serde_json::Value::from(k)));
+                journal.send(Body::RunStart(run_start(
+                    &self.run_facts,
+                    replay.as_ref(),
+                    mode,
+                    key.into_iter(),
+                )));
+                tracing::info!(run = %run, store = %store.location(), mode = ?mode, "failcore run started");
+                (run, journal)
+            }
         };
-        journal.send(Body::RunStart(start));
-        tracing::info!(run = %run, store = %store.location(), mode = ?mode, "failcore run started");
+        let prior = prior.map(|(_, p)| p);
+        let counts: [AtomicU64; 6] = Default::default();
+        if let Some(p) = &prior {
+            for (i, s) in Status::ALL.iter().enumerate() {
+                counts[i].store(p.counts.get(*s), Ordering::Relaxed);
+            }
+        }
 
         Ok(Session {
             inner: Arc::new(Inner {
@@ -628,7 +782,13 @@ impl SessionBuilder {
                 tool_durability: self.tool_durability,
                 replay,
                 resume_report,
-                occurrences: Mutex::new(HashMap::default()),
+                claim: Mutex::new(claim),
+                occurrences: Mutex::new(
+                    prior
+                        .as_ref()
+                        .map(|p| p.occurrences.clone())
+                        .unwrap_or_default(),
+                ),
                 policies,
                 guards,
                 tool_policies,
@@ -636,13 +796,44 @@ impl SessionBuilder {
                 strict_contracts: self.strict_contracts,
                 on_in_flight: self.on_in_flight,
                 scrubber,
-                next_step: AtomicU64::new(0),
-                counts: Default::default(),
-                saved_ns: AtomicU64::new(0),
-                started: Instant::now(),
+                next_step: AtomicU64::new(prior.as_ref().map_or(0, |p| p.next_step)),
+                counts,
+                saved_ns: AtomicU64::new(prior.as_ref().map_or(0, |p| p.saved_ns)),
+                started: prior.as_ref().map_or_else(Instant::now, |p| p.started),
                 finished: AtomicBool::new(false),
+                _key_lock: key_lock,
             }),
         })
+    }
+}
+
+/// The first record of a new run.
+fn run_start(
+    facts: &[(String, serde_json::Value)],
+    replay: Option<&ReplayIndex>,
+    mode: Mode,
+    extra: impl Iterator<Item = (String, serde_json::Value)>,
+) -> RunStart {
+    RunStart {
+        resumed_from: replay.map(|r| r.source.clone()),
+        mode,
+        program: std::env::args().next().unwrap_or_default(),
+        host: hostname(),
+        pid: std::process::id(),
+        versions: [
+            (
+                "failcore".to_owned(),
+                serde_json::Value::from(env!("CARGO_PKG_VERSION")),
+            ),
+            (
+                "format".to_owned(),
+                serde_json::Value::from(failcore_store::FORMAT_VERSION),
+            ),
+        ]
+        .into_iter()
+        .chain(facts.iter().cloned())
+        .chain(extra)
+        .collect(),
     }
 }
 

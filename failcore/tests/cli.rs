@@ -201,6 +201,9 @@ fn damaged_traces_exit_cleanly() {
     std::fs::write(runs.join("fx05-garbage.jsonl"), lines.concat()).unwrap();
     let mut bad_utf8 = good[..good.len() / 2].to_vec();
     bad_utf8.extend_from_slice(b"\xff\xfe\"broken\"}\n");
+    // Followed by more lines: an undecodable *last* line is a torn tail (what a crash can leave), not
+    // corruption.
+    bad_utf8.extend_from_slice(&lines[lines.len() - 1]);
     std::fs::write(runs.join("fx06-utf8.jsonl"), bad_utf8).unwrap();
 
     for run in ["fx05-garbage", "fx06-utf8"] {

@@ -29,27 +29,20 @@ pub(crate) struct PolicyFile {
 /// session does not start.
 pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<PolicyFile, Error> {
     let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?;
-    let is_json = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let doc: Value = if is_json {
-        serde_json::from_str(&text).map_err(|e| err(format!("is not valid JSON: {e}")))?
-    } else {
-        let t: toml::Table =
-            toml::from_str(&text).map_err(|e| err(format!("is not valid TOML: {e}")))?;
-        serde_json::to_value(t).map_err(|e| err(format!("cannot be read: {e}")))?
-    };
+    let doc = read_document(path)?;
     let top = doc
         .as_object()
         .ok_or_else(|| err("must be a table with a `policy` table".into()))?;
-    if let Some(k) = top
-        .keys()
-        .find(|k| !matches!(k.as_str(), "policy" | "guard" | "tools" | "redact"))
-    {
+    if let Some(k) = top.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "policy" | "guard" | "tools" | "redact" | "proxy"
+        )
+    }) {
         return Err(err(format!(
             "unknown top-level key `{k}`; policies go under `policy.<name>`, and only `guard` and \
-             `[tools]` may refer to them; `[redact.<tool>]` names paths to redact"
+             `[tools]` may refer to them; `[redact.<tool>]` names paths to redact (`[proxy]` \
+             configures `failcore proxy`)"
         )));
     }
     let redact = redactions(top.get("redact")).map_err(&err)?;
@@ -133,6 +126,96 @@ fn redactions(v: Option<&Value>) -> Result<HashMap<String, RedactPaths>, String>
     Ok(out)
 }
 
+/// A policy file as a JSON document (TOML, or JSON when the name ends in `.json`).
+fn read_document(path: &Path) -> Result<Value, Error> {
+    let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?;
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if is_json {
+        serde_json::from_str(&text).map_err(|e| err(format!("is not valid JSON: {e}")))
+    } else {
+        let t: toml::Table =
+            toml::from_str(&text).map_err(|e| err(format!("is not valid TOML: {e}")))?;
+        serde_json::to_value(t).map_err(|e| err(format!("cannot be read: {e}")))
+    }
+}
+
+/// Checks a policy file as a session would load it (every policy built, every name defined), without
+/// opening a session: for commands that must report a bad file before they start.
+pub fn check_policy_file(path: &Path, sandbox_root: Option<&PathBuf>) -> Result<(), Error> {
+    load_policy_file(path, &PolicySet::builtin(sandbox_root)).map(|_| ())
+}
+
+/// The `[proxy]` table of a policy file: how `failcore proxy` runs, for MCP clients that start it with a
+/// bare environment (where `FAILCORE_*` variables never arrive).
+///
+/// ```toml
+/// [proxy]
+/// store = "traces"        # a directory (relative to this file), jsonl:, sqlite: or postgres://
+/// run_key = "my-agent"    # consecutive sessions record into one run
+/// resume = "last"         # or offline = "last"
+/// timeout_seconds = 120   # how long a request may wait for the server
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxySettings {
+    pub store: Option<String>,
+    pub resume: Option<String>,
+    pub offline: Option<String>,
+    pub run_key: Option<String>,
+    pub timeout_seconds: Option<f64>,
+}
+
+/// Reads the `[proxy]` table of a policy file (all settings absent when it has none).
+pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
+    let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
+    let doc = read_document(path)?;
+    let Some(table) = doc.get("proxy") else {
+        return Ok(ProxySettings::default());
+    };
+    let table = table
+        .as_object()
+        .ok_or_else(|| err("`proxy` must be a table".into()))?;
+    const KEYS: &[&str] = &["store", "resume", "offline", "run_key", "timeout_seconds"];
+    only_keys("proxy", table, KEYS).map_err(&err)?;
+    let text = |key: &str| string("proxy", table, key).map_err(&err);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let store = text("store")?.map(|spec| relative_store(base, &spec));
+    let settings = ProxySettings {
+        store,
+        resume: text("resume")?,
+        offline: text("offline")?,
+        run_key: text("run_key")?,
+        timeout_seconds: match table.get("timeout_seconds") {
+            None => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| err("`proxy.timeout_seconds` must be a number > 0".into()))?,
+            ),
+        },
+    };
+    if settings.resume.is_some() && settings.offline.is_some() {
+        return Err(err("`proxy` sets both `resume` and `offline`".into()));
+    }
+    Ok(settings)
+}
+
+/// A store spec whose directory or file is relative to the policy file.
+fn relative_store(base: &Path, spec: &str) -> String {
+    let join = |p: &str| base.join(p).display().to_string();
+    if let Some(dir) = spec.strip_prefix("jsonl:") {
+        format!("jsonl:{}", join(dir))
+    } else if let Some(file) = spec.strip_prefix("sqlite:") {
+        format!("sqlite:{}", join(file))
+    } else if spec.contains("://") {
+        spec.to_owned()
+    } else {
+        join(spec)
+    }
+}
+
 struct Builder<'a> {
     specs: &'a Map<String, Value>,
     existing: &'a PolicySet,
@@ -148,6 +231,8 @@ const FS_KEYS: &[&str] = &[
     "read_only",
     "decodes_percent",
     "allow_hidden",
+    "base",
+    "expand_home",
 ];
 const NET_KEYS: &[&str] = &["preset", "urls", "schemes", "hosts", "ports", "resolve"];
 const EXEC_KEYS: &[&str] = &["preset", "allow", "program_arg", "argv_arg", "deny_args"];
@@ -245,14 +330,37 @@ impl Builder<'_> {
                         root.display()
                     ));
                 }
-                Arc::new(
-                    FsPolicy::new(root)
-                        .named(name)
-                        .paths(strings(name, spec, "paths")?.unwrap_or_default())
-                        .read_only(boolean(name, spec, "read_only")?.unwrap_or(false))
-                        .decodes_percent(boolean(name, spec, "decodes_percent")?.unwrap_or(false))
-                        .allow_hidden(boolean(name, spec, "allow_hidden")?.unwrap_or(false)),
-                )
+                let mut p = FsPolicy::new(root)
+                    .named(name)
+                    .paths(strings(name, spec, "paths")?.unwrap_or_default())
+                    .read_only(boolean(name, spec, "read_only")?.unwrap_or(false))
+                    .decodes_percent(boolean(name, spec, "decodes_percent")?.unwrap_or(false))
+                    .allow_hidden(boolean(name, spec, "allow_hidden")?.unwrap_or(false));
+                // The file describes tools FailCore cannot see: where they resolve a relative path is
+                // not known unless declared, so by default such a path is refused.
+                p = match string(name, spec, "base")? {
+                    Some(base) => p.base(self.base.join(base)),
+                    None => p.refuse_relative(),
+                };
+                p = match spec.get("expand_home") {
+                    None | Some(Value::Bool(false)) => p,
+                    Some(Value::Bool(true)) => match std::env::var_os("HOME") {
+                        Some(home) if !home.is_empty() => p.expands_home(PathBuf::from(home)),
+                        _ => {
+                            return Err(format!(
+                            "policy `{name}`: `expand_home = true` but HOME is not set; give the \
+                                 directory instead (`expand_home = \"/home/me\"`)"
+                        ))
+                        }
+                    },
+                    Some(Value::String(dir)) => p.expands_home(self.base.join(dir)),
+                    Some(_) => {
+                        return Err(format!(
+                            "policy `{name}`: `expand_home` must be true, false or a directory"
+                        ))
+                    }
+                };
+                Arc::new(p)
             }
             "net" => {
                 only_keys(name, spec, NET_KEYS)?;

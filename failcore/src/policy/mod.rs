@@ -17,6 +17,7 @@ mod net;
 pub use compose::{All, Any, Not};
 pub use exec::ExecPolicy;
 pub(crate) use file::load_policy_file;
+pub use file::{check_policy_file, proxy_settings, ProxySettings};
 pub use fs::FsPolicy;
 pub use limits::Limits;
 pub use net::{check_ip, NetPolicy, Resolver, StaticResolver, SystemResolver, VettedUrl};

@@ -1,7 +1,7 @@
 //! `failcore list`: runs, newest first.
 
 use crate::common::{between_ns, colour, duration, open_store, Paint, Result};
-use failcore::store::{Body, Counts, RunReader, Status, TraceStore};
+use failcore::store::{Body, Counts, Status, TraceStore, VerifiedRecords};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -35,7 +35,9 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
         resumed_from: None,
         problem: None,
     };
-    let mut reader = match RunReader::open(store, run) {
+    // Every record is checked as `verify` checks it (chain, seq, run id, structure): a run is listed ok
+    // only if it verifies.
+    let mut reader = match VerifiedRecords::open(store, run, true) {
         Ok(r) => r,
         Err(e) => {
             d.status = "unreadable";
@@ -55,7 +57,7 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
                     Body::RunStart(s) => d.resumed_from = s.resumed_from,
                     Body::StepEnd(e) => d.counts.add(e.status),
                     Body::RunEnd(e) => ended = Some(e.status),
-                    Body::StepStart(_) => {}
+                    Body::StepStart(_) | Body::Checkpoint(_) => {}
                 }
                 last_ts = rec.record.ts;
             }
@@ -65,6 +67,10 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
                 break;
             }
         }
+    }
+    if let Some(fault) = reader.fault() {
+        d.status = "corrupt";
+        d.problem = Some(format!("{}: {fault}", reader.name()));
     }
     if let Some(bytes) = reader.torn_tail() {
         d.problem = Some(format!("torn last line ({bytes} bytes dropped)"));

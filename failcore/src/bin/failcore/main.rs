@@ -38,8 +38,10 @@ enum Command {
     List(list::Args),
     /// Show one run as a timeline.
     Show(show::Args),
-    /// Check a run's hash chain, sequence and summary.
+    /// Check a run's hash chain, sequence, run id, summary, and its signed checkpoints or a pinned head.
     Verify(verify::Args),
+    /// Make a signing key for checkpoints: writes the secret to a new file and prints the public key.
+    Keygen(verify::KeygenArgs),
     #[command(flatten)]
     Transfer(transfer::Command),
     /// Run an MCP server over stdio behind FailCore: each tools/call is policy-checked, replayed, traced.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::List(args) => list::run(cli.store.as_deref(), args),
         Command::Show(args) => show::run(cli.store.as_deref(), args),
         Command::Verify(args) => verify::run(cli.store.as_deref(), args),
+        Command::Keygen(args) => verify::keygen(args),
         Command::Transfer(command) => transfer::run(cli.store.as_deref(), command),
         Command::Proxy(args) => proxy::run(cli.store.as_deref(), args),
         Command::Stats(args) => stats::run(cli.store.as_deref(), args),

@@ -167,6 +167,7 @@ pub fn scan_reader(mut reader: RunReader, mut f: impl FnMut(Event) -> bool) -> O
                 );
                 true
             }
+            failcore::store::Body::Checkpoint(_) => true,
             failcore::store::Body::StepEnd(e) => match open.remove(&e.step) {
                 Some(o) => {
                     ready.insert(o.s.step, make(o, Some(e), Some(r.ts)));

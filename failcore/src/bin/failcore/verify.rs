@@ -1,7 +1,8 @@
 //! `failcore verify <run|file>`.
 
 use crate::common::{open_store, Result};
-use failcore::store::{verify, RunReader};
+use failcore::store::seal::PublicKey;
+use failcore::store::{verify_with, RunReader, VerifyOptions};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -9,40 +10,122 @@ use std::process::ExitCode;
 pub struct Args {
     /// A run id (or unique prefix), `last`, or the path of a trace file.
     target: String,
-    /// Print the report as JSON.
+    /// Print the report as JSON (it always holds the chain head and the seal).
     #[arg(long)]
     json: bool,
+    /// The public key (64 hex digits, or a file holding them) that must have signed the run's checkpoints.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    key: Option<String>,
+    /// A chain head pinned earlier (as `verify --json` prints it): it must be the hash of a record of the run.
+    #[arg(long, value_name = "HEX")]
+    expect_head: Option<String>,
+    /// The run id the records must belong to (by default: the run asked for, or for a file named
+    /// `runs/<run>.jsonl`, that run).
+    #[arg(long, value_name = "RUN")]
+    run: Option<String>,
 }
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let path = Path::new(&args.target);
-    let reader = if args.target.ends_with(".jsonl") || path.is_file() {
-        RunReader::new(failcore::store::open_file(path)?)
+    let (reader, expected) = if args.target.ends_with(".jsonl") || path.is_file() {
+        (
+            RunReader::new(failcore::store::open_file(path)?),
+            run_of_file(path),
+        )
     } else {
         let store = open_store(store)?;
         let run = store.resolve(&args.target)?;
-        RunReader::open(store.as_ref(), &run)?
+        (RunReader::open(store.as_ref(), &run)?, Some(run))
     };
-    let report = verify(reader);
+    let options = VerifyOptions {
+        run: args.run.or(expected),
+        head: args.expect_head,
+        key: args.key.as_deref().map(PublicKey::parse).transpose()?,
+    };
+    let report = verify_with(reader, &options);
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
-    } else if let Some(fault) = &report.fault {
-        println!(
-            "FAIL {}: {fault} ({:?}); {} records verified before it",
-            report.source, fault.kind, report.records
-        );
     } else {
-        println!(
-            "OK {}: {} records, chain intact, run complete",
-            report.source, report.records
-        );
+        if let Some(fault) = &report.fault {
+            println!(
+                "FAIL {}: {fault} ({}); {} records verified before it",
+                report.source,
+                fault.kind.as_str(),
+                report.records
+            );
+        } else {
+            println!(
+                "OK {}: run {}, {} records, chain intact, run complete",
+                report.source,
+                report.run.as_deref().unwrap_or("?"),
+                report.records
+            );
+        }
+        if let Some(head) = &report.head {
+            println!("head {head}");
+        }
+        match &report.signed {
+            Some(s) => println!(
+                "signed through seq {} ({} checkpoints) by key {}{}",
+                s.signed_through,
+                s.checkpoints,
+                s.key,
+                if s.trusted {
+                    ", the key given"
+                } else {
+                    " (not checked against a trusted key: pass --key)"
+                }
+            ),
+            None => println!("no signed checkpoint"),
+        }
     }
     Ok(if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The run a trace file must hold when its path says so: `.../runs/<run>.jsonl`, as in a store.
+fn run_of_file(path: &Path) -> Option<String> {
+    let parent = path.parent()?.file_name()?;
+    if parent != "runs" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    failcore::store::check_run_id(stem).ok()?;
+    Some(stem.to_owned())
+}
+
+#[derive(clap::Args)]
+pub struct KeygenArgs {
+    /// The file to write the secret key to (created, never overwritten; mode 0600). Point
+    /// FAILCORE_SIGNING_KEY_FILE at it.
+    secret: std::path::PathBuf,
+}
+
+/// `failcore keygen <file>`: a new Ed25519 key; the secret goes to the file, the public key to stdout.
+pub fn keygen(args: KeygenArgs) -> Result<ExitCode> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| failcore::Error::Config(format!("no randomness for a key: {e}")))?;
+    let key = failcore::store::seal::SealKey::from_seed(seed);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let io = |e: std::io::Error| {
+        failcore::Error::Config(format!("signing key {}: {e}", args.secret.display()))
+    };
+    let mut file = options.open(&args.secret).map_err(io)?;
+    std::io::Write::write_all(&mut file, format!("{}\n", key.secret_hex()).as_bytes())
+        .map_err(io)?;
+    println!("{}", key.public_hex());
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,380 @@
+//! One logical run across sessions: consecutive sessions of one agent (each MCP tool call in a process of
+//! its own, say) record into one run, named by a run key.
+//!
+//! The first session creates the run and records the key in its run_start (`versions.run_key`); a later
+//! session with the same key finds the newest run that carries it and, when that run is still open (no
+//! run_end) and of the same mode, continues it: the run is reopened for appending (its chain verified, a
+//! torn tail dropped, one writer at a time: the store's writer lock), its step numbers, occurrences and
+//! counts carry on, and its replay source is consumed exactly as far as the earlier sessions consumed it.
+//! Steps that an earlier session left in flight are ended as cancelled.
+
+use crate::fingerprint::fp_key_hex;
+use crate::replay::{instance_key, scoped_key, ReplayIndex};
+use crate::session::PrehashedKey;
+use crate::Error;
+use failcore_store::{
+    Body, Counts, DecisionOutcome, Durability, Journal, Mode, RunReader, Status, StepEnd,
+    StoreError, TraceStore,
+};
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// The key of the run key in a run_start's `versions`.
+pub const RUN_KEY: &str = "run_key";
+
+/// A run that carries a run key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedRun {
+    pub run: String,
+    pub mode: Mode,
+    pub resumed_from: Option<String>,
+}
+
+/// The newest run of `store` whose run_start carries `key` (reads the first record of runs, newest first).
+pub fn find_run_by_key(store: &dyn TraceStore, key: &str) -> Result<Option<KeyedRun>, Error> {
+    for run in store.runs()?.into_iter().rev() {
+        let Ok(mut reader) = RunReader::open(store, &run) else {
+            continue;
+        };
+        let Some(Ok(first)) = reader.next() else {
+            continue;
+        };
+        if let Body::RunStart(start) = first.record.body {
+            if start.versions.get(RUN_KEY).and_then(|v| v.as_str()) == Some(key) {
+                return Ok(Some(KeyedRun {
+                    run,
+                    mode: start.mode,
+                    resumed_from: start.resumed_from,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A step an earlier session recorded, as far as continuing needs it.
+struct PriorStep {
+    key: u128,
+    tool: String,
+    /// Whether the call went to the replay index (allowed, or refused as in flight on resume).
+    consulted_index: bool,
+}
+
+/// What the earlier sessions of a run left: where the next session carries on.
+pub(crate) struct Prior {
+    pub mode: Mode,
+    pub resumed_from: Option<String>,
+    pub next_step: u64,
+    pub occurrences: HashMap<u128, u32, BuildHasherDefault<PrehashedKey>>,
+    pub counts: Counts,
+    pub saved_ns: u64,
+    /// When the run started, as an instant of this process (for the run's total time).
+    pub started: Instant,
+    steps: Vec<PriorStep>,
+}
+
+/// Reads `run` as its earlier sessions left it. Refuses a run that has ended.
+pub(crate) fn read_prior(store: &dyn TraceStore, run: &str) -> Result<Prior, Error> {
+    let mut prior = Prior {
+        mode: Mode::Record,
+        resumed_from: None,
+        next_step: 0,
+        occurrences: HashMap::default(),
+        counts: Counts::default(),
+        saved_ns: 0,
+        started: Instant::now(),
+        steps: Vec::new(),
+    };
+    // step -> (its key, its occurrence), for the scope of the calls made inside it.
+    let mut instances: HashMap<u64, (u128, u32)> = HashMap::new();
+    for item in RunReader::open(store, run)? {
+        let Ok(rec) = item else {
+            // A torn tail is dropped when the run is reopened; anything worse is refused there.
+            break;
+        };
+        match rec.record.body {
+            Body::RunStart(start) => {
+                prior.mode = start.mode;
+                prior.resumed_from = start.resumed_from;
+                if let Some(at) = failcore_store::time::parse_rfc3339(&rec.record.ts) {
+                    let age = SystemTime::now().duration_since(at).unwrap_or_default();
+                    prior.started = Instant::now().checked_sub(age).unwrap_or(prior.started);
+                }
+            }
+            Body::StepStart(s) => {
+                prior.next_step = prior.next_step.max(s.step + 1);
+                let Some(fp) = fp_key_hex(&s.fp) else {
+                    continue;
+                };
+                let scope = s
+                    .parent
+                    .and_then(|p| instances.get(&p))
+                    .map_or(0, |(key, occ)| instance_key(*key, *occ));
+                let key = scoped_key(scope, fp);
+                let occ = prior.occurrences.entry(key).or_insert(0);
+                *occ = (*occ).max(s.occ + 1);
+                instances.insert(s.step, (key, s.occ));
+                let consulted_index = match s.decision.outcome {
+                    DecisionOutcome::Deny | DecisionOutcome::Refused => {
+                        s.decision.rule.as_deref() == Some("resume.in_flight")
+                    }
+                    _ => true,
+                };
+                prior.steps.push(PriorStep {
+                    key,
+                    tool: s.tool,
+                    consulted_index,
+                });
+            }
+            Body::StepEnd(e) => {
+                count(&mut prior.counts, e.status);
+                prior.saved_ns += e.saved_ns.unwrap_or(0);
+            }
+            // A signed checkpoint seals the chain; it is no step.
+            Body::Checkpoint(_) => {}
+            Body::RunEnd(_) => {
+                return Err(Error::Store(StoreError::Ended {
+                    run: run.to_owned(),
+                }))
+            }
+        }
+    }
+    Ok(prior)
+}
+
+fn count(counts: &mut Counts, status: Status) {
+    match status {
+        Status::Ok => counts.ok += 1,
+        Status::Failed => counts.failed += 1,
+        Status::Blocked => counts.blocked += 1,
+        Status::Replayed => counts.replayed += 1,
+        Status::Cancelled => counts.cancelled += 1,
+        Status::Panicked => counts.panicked += 1,
+    }
+}
+
+impl Prior {
+    /// Consumes from a freshly loaded index what the earlier sessions consumed, call by call, so that the
+    /// next call is served (or not) exactly as it would have been in one session.
+    pub(crate) fn prime(&self, index: &ReplayIndex) {
+        let mut names: HashMap<&str, &'static str> = HashMap::new();
+        for step in &self.steps {
+            // Positions are counted per tool by a name that lives as long as the index.
+            let name = *names
+                .entry(step.tool.as_str())
+                .or_insert_with(|| leak_name(&step.tool));
+            index.next_position(name);
+            if step.consulted_index && index.take(step.key).is_none() {
+                index.take_in_flight(step.key);
+            }
+        }
+    }
+}
+
+/// A tool name as a `&'static str`, leaked once per distinct name in the process.
+fn leak_name(name: &str) -> &'static str {
+    static NAMES: std::sync::OnceLock<std::sync::Mutex<HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match names.get(name) {
+        Some(n) => n,
+        None => {
+            let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            names.insert(n);
+            n
+        }
+    }
+}
+
+/// Reopens `run` for appending (one writer at a time) and ends the steps an earlier session left in
+/// flight as cancelled.
+pub(crate) fn reopen(
+    store: Arc<dyn TraceStore>,
+    run: &str,
+    durability: Durability,
+    prior: &mut Prior,
+) -> Result<Journal, Error> {
+    // The key is held; a writer still open is the previous session's, stopping (in this process, its
+    // journal thread finishing): wait for it, a bounded time.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let (journal, recovery) = loop {
+        match Journal::reopen(store.clone(), run, durability) {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other?,
+        }
+    };
+    for step in recovery.in_flight {
+        journal.send(Body::StepEnd(StepEnd {
+            step,
+            status: Status::Cancelled,
+            output: None,
+            error: Some(
+                "the session that made this call ended before the call did (run continued by a \
+                 later session)"
+                    .into(),
+            ),
+            latency_ns: 0,
+            replayed_from: None,
+            saved_ns: None,
+            drift: Vec::new(),
+            redacted: Vec::new(),
+        }));
+        prior.counts.cancelled += 1;
+    }
+    Ok(journal)
+}
+
+/// The run of `key` that a session in `mode` continues: the newest run with the key, if it is open and of
+/// that mode.
+pub(crate) fn continuable(
+    store: &dyn TraceStore,
+    key: &str,
+    mode: Mode,
+) -> Result<Option<(String, Prior)>, Error> {
+    let Some(found) = find_run_by_key(store, key)? else {
+        return Ok(None);
+    };
+    if found.mode != mode {
+        return Ok(None);
+    }
+    match read_prior(store, &found.run) {
+        Ok(prior) => Ok(Some((found.run, prior))),
+        Err(Error::Store(StoreError::Ended { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes the lock of a run key, waiting up to `wait` (default 60 s) for the session that holds it. The
+/// lock is a file beside the runs of a JSONL store (`keys/<hash>.lock`); other stores rely on their
+/// writer lock alone.
+pub(crate) fn lock_key(
+    store: &dyn TraceStore,
+    key: &str,
+    wait: Option<std::time::Duration>,
+) -> Result<Option<std::fs::File>, Error> {
+    let location = store.location();
+    let Some(dir) = location.strip_prefix("jsonl:") else {
+        return Ok(None);
+    };
+    let keys = std::path::Path::new(dir).join("keys");
+    let io = |e: std::io::Error| Error::Config(format!("run key lock in {}: {e}", keys.display()));
+    std::fs::create_dir_all(&keys).map_err(io)?;
+    let name = blake3::hash(key.as_bytes()).to_hex();
+    let path = keys.join(format!("{}.lock", &name[..32]));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    let deadline = Instant::now() + wait.unwrap_or(std::time::Duration::from_secs(60));
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Config(format!(
+                    "run key {key:?} is held by another session that did not end in time"
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{DynamicBody, DynamicTool, Effect, Session};
+    use failcore_store::{MemoryStore, RunReader, TraceStore};
+    use serde_json::{json, Value};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    static RAN: AtomicU32 = AtomicU32::new(0);
+
+    async fn call(session: &Session, n: i64) -> Value {
+        let tool = DynamicTool::new("keyed_echo", "keyed test", Effect::Read).unwrap();
+        let body: DynamicBody = Box::pin(async move {
+            RAN.fetch_add(1, Ordering::SeqCst);
+            Ok(json!(n * 10 + i64::from(RAN.load(Ordering::SeqCst))))
+        });
+        session
+            .scope(tool.call(&json!({ "n": n }), body))
+            .await
+            .unwrap()
+    }
+
+    fn statuses(store: &MemoryStore, run: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for r in RunReader::open(store, run).unwrap() {
+            match r.unwrap().record.body {
+                failcore_store::Body::StepStart(s) => {
+                    out.push((format!("start {}", s.step), s.occ))
+                }
+                failcore_store::Body::StepEnd(e) => out.push((e.status.as_str().to_owned(), 0)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Sessions of one key make one run whose occurrences carry on, and a resumed keyed run serves each
+    /// recorded success once across its sessions: never twice, never skipped.
+    #[tokio::test]
+    async fn a_keyed_run_carries_steps_occurrences_and_replay_across_sessions() {
+        let store = Arc::new(MemoryStore::new());
+        let open = |b: crate::SessionBuilder| b.store(store.clone()).run_key("k").open().unwrap();
+        let a = open(Session::builder());
+        let first = call(&a, 1).await;
+        let second = call(&a, 1).await;
+        a.close_open().await.unwrap();
+        let run = a.run_id().to_owned();
+        drop(a);
+        let b = open(Session::builder());
+        assert_eq!(b.run_id(), run, "the second session continues the run");
+        let third = call(&b, 1).await;
+        b.close_open().await.unwrap();
+        drop(b);
+        assert_eq!(store.runs().unwrap(), std::slice::from_ref(&run));
+        let recorded = statuses(&store, &run);
+        assert_eq!(recorded[4], ("start 2".to_owned(), 2), "{recorded:?}");
+
+        // Resume, one call per session: each recorded success is served once, in order.
+        let ran = RAN.load(Ordering::SeqCst);
+        let mut served = Vec::new();
+        let mut resumed_run = None;
+        for _ in 0..3 {
+            let s = open(Session::builder().resume(run.clone()));
+            served.push(call(&s, 1).await);
+            resumed_run.get_or_insert_with(|| s.run_id().to_owned());
+            assert_eq!(Some(s.run_id()), resumed_run.as_deref());
+            s.close_open().await.unwrap();
+            drop(s);
+        }
+        assert_eq!(served, [first, second, third]);
+        assert_eq!(RAN.load(Ordering::SeqCst), ran, "a recorded call ran again");
+        let s = open(Session::builder().resume(run.clone()));
+        call(&s, 1).await;
+        assert_eq!(
+            RAN.load(Ordering::SeqCst),
+            ran + 1,
+            "the fourth call has no record"
+        );
+        let summary = s.finish().await.unwrap();
+        assert_eq!((summary.counts.replayed, summary.counts.ok), (3, 1));
+        assert_eq!(summary.steps, 4);
+        drop(s);
+        // Ended: the next session of the key starts a new run.
+        let next = open(Session::builder().resume(run.clone()));
+        assert_ne!(Some(next.run_id()), resumed_run.as_deref());
+    }
+}

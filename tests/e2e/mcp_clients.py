@@ -1,0 +1,98 @@
+"""Real MCP clients for the proxy's end-to-end tests (tests/proxy_e2e.rs).
+
+    python mcp_clients.py sdk <json config>        the official MCP Python SDK, one held session
+    python mcp_clients.py langchain <json config>  a LangGraph ReAct agent over langchain-mcp-adapters,
+                                                   with a scripted chat model
+
+The config names the server command (`command`, `args`) and what to do; the result is one JSON object on
+stdout.
+"""
+
+import asyncio
+import json
+import sys
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+
+def result_of(r):
+    texts = [c.text for c in r.content if getattr(c, "type", "") == "text"]
+    return {
+        "is_error": bool(r.isError),
+        "text": "\n".join(texts),
+        "structured": r.structuredContent,
+    }
+
+
+async def sdk(cfg):
+    params = StdioServerParameters(command=cfg["command"], args=cfg["args"])
+    out = {"calls": []}
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            tools = await session.list_tools()
+            out["tools"] = sorted(t.name for t in tools.tools)
+            for name, arguments in cfg["calls"]:
+                r = await session.call_tool(name, arguments)
+                out["calls"].append(result_of(r))
+    return out
+
+
+async def langchain(cfg):
+    from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_mcp_adapters.client import MultiServerMCPClient
+    from langchain_mcp_adapters.tools import load_mcp_tools
+    from langgraph.prebuilt import create_react_agent
+
+    class Scripted(FakeMessagesListChatModel):
+        """A chat model that plays a fixed script of tool calls, then answers."""
+
+        def bind_tools(self, tools, **kwargs):
+            return self
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            # `pause_before`: the agent stalls before its n-th model turn (so a test can kill it there).
+            turns = sum(1 for m in messages if m.type == "ai")
+            if cfg.get("pause_before") == turns:
+                import time
+
+                time.sleep(600)
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    script = [
+        AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": f"call{i}"}])
+        for i, (n, a) in enumerate(cfg["calls"])
+    ] + [AIMessage(content="done")]
+    client = MultiServerMCPClient(
+        {"fs": {"transport": "stdio", "command": cfg["command"], "args": cfg["args"]}}
+    )
+
+    async def run(tools):
+        agent = create_react_agent(Scripted(responses=script), tools)
+        state = await agent.ainvoke({"messages": [("user", "work on the files")]})
+        def text(content):
+            if isinstance(content, str):
+                return content
+            # Content blocks carry ids made per message: only their text is compared.
+            return "\n".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+
+        return [
+            {"name": m.name, "text": text(m.content), "status": getattr(m, "status", None)}
+            for m in state["messages"]
+            if m.type == "tool"
+        ]
+
+    if cfg.get("held", False):
+        async with client.session("fs") as session:
+            tools = await load_mcp_tools(session)
+            return {"tool_messages": await run(tools), "tools": sorted(t.name for t in tools)}
+    tools = await client.get_tools()
+    return {"tool_messages": await run(tools), "tools": sorted(t.name for t in tools)}
+
+
+if __name__ == "__main__":
+    mode, cfg = sys.argv[1], json.loads(sys.argv[2])
+    result = asyncio.run(sdk(cfg) if mode == "sdk" else langchain(cfg))
+    print(json.dumps(result))
