@@ -1,13 +1,21 @@
-//! `cargo run --release --example overhead`: what a guarded call costs, in a few seconds.
+//! `cargo run --release --example overhead`: what a guarded call costs, the way users meet it.
 //!
-//! Prints the median cost per call of a bare async function and of the same function under
-//! `#[failcore::tool]` with each store and durability, a replay hit, and the trace bytes per call. The
-//! criterion benches (`cargo bench`) measure the same things more carefully; docs/BENCHMARKS.md has figures.
+//! Every figure is printed next to the bare call measured the same way in the same run:
+//! - **loop**: calls back to back, median per call over rounds;
+//! - **isolated**: one call every 2 ms, the way an agent calls, median of single calls;
+//! - both **quiet** and **under load**: two threads spinning on arithmetic for the whole section (on a
+//!   2-core machine, they compete with the caller and the journal for both cores);
+//! - **CPU** time per call (the process's, less the load threads'), next to the wall time;
+//! - trace bytes per call;
+//! - **10,000 open runs** in one process: threads, memory per open run, calls per second.
+//!
+//! docs/BENCHMARKS.md has figures and the machine.
 
-use failcore::store::{MemoryStore, TraceStore};
+use failcore::store::{JsonlStore, MemoryStore, TraceStore};
 use failcore::{Durability, Session};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use failcore::ToolError as E;
 
@@ -21,13 +29,87 @@ async fn add(a: i64, b: i64) -> Result<i64, E> {
     Ok(std::hint::black_box(a) + b)
 }
 
-/// Median nanoseconds per call over `rounds` rounds of `n` calls.
-fn per_call<F: FnMut(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>(
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Two threads of busy arithmetic, with their CPU clocks so that their time can be taken out.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clocks: Vec<libc::clockid_t>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start() -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut clock: libc::clockid_t = 0;
+                    // SAFETY: asks for this thread's own CPU clock.
+                    unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+                    tx.send(clock).expect("clock");
+                    let mut x = 1u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..10_000 {
+                            x = std::hint::black_box(
+                                x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        let clocks = (0..2).map(|_| rx.recv().expect("clock")).collect();
+        Load {
+            stop,
+            clocks,
+            threads,
+        }
+    }
+
+    fn cpu(&self) -> u64 {
+        self.clocks.iter().map(|&c| cpu_ns(c)).sum()
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+    }
+}
+
+/// The process's CPU time, less the load's.
+fn our_cpu(load: Option<&Load>) -> u64 {
+    cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - load.map_or(0, Load::cpu)
+}
+
+#[derive(Clone, Copy)]
+struct Figure {
+    wall_ns: f64,
+    cpu_ns: f64,
+}
+
+/// Median wall time per call over `rounds` rounds of `n` calls, and CPU per call over all of them.
+fn in_loop(
     rt: &tokio::runtime::Runtime,
+    load: Option<&Load>,
     rounds: usize,
     n: u64,
-    mut round: F,
-) -> f64 {
+    mut round: impl FnMut(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+) -> Figure {
+    let cpu0 = our_cpu(load);
     let mut samples: Vec<f64> = (0..rounds)
         .map(|r| {
             let t = Instant::now();
@@ -35,36 +117,85 @@ fn per_call<F: FnMut(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = 
             t.elapsed().as_nanos() as f64 / n as f64
         })
         .collect();
+    let cpu = (our_cpu(load) - cpu0) as f64 / (rounds as f64 * n as f64);
     samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    Figure {
+        wall_ns: samples[samples.len() / 2],
+        cpu_ns: cpu,
+    }
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile_dir();
+/// Median wall time of single calls made every 2 ms, and CPU per call.
+fn isolated(
+    rt: &tokio::runtime::Runtime,
+    load: Option<&Load>,
+    n: u64,
+    mut call: impl FnMut(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+) -> Figure {
+    let mut samples = Vec::with_capacity(n as usize);
+    // CPU over the whole section (the sleeps cost the same for the bare call), so that the clocks' read
+    // errors average out.
+    let c0 = our_cpu(load);
+    for i in 0..n {
+        std::thread::sleep(Duration::from_millis(2));
+        let t = Instant::now();
+        rt.block_on(call(i));
+        samples.push(t.elapsed().as_nanos() as f64);
+    }
+    let cpu = our_cpu(load).saturating_sub(c0);
+    samples.sort_by(f64::total_cmp);
+    Figure {
+        wall_ns: samples[samples.len() / 2],
+        cpu_ns: cpu as f64 / n as f64,
+    }
+}
+
+fn print_row(label: &str, f: Figure, bare: Figure, bytes: Option<f64>) {
+    println!(
+        "{label:<44} {:>9.2} µs {:>9.2} µs {:>9.2} µs {:>8}",
+        f.wall_ns / 1000.0,
+        (f.wall_ns - bare.wall_ns) / 1000.0,
+        f.cpu_ns / 1000.0,
+        bytes.map(|b| format!("{b:.0}")).unwrap_or_default()
+    );
+}
+
+fn header(title: &str) {
+    println!("\n## {title}");
+    println!(
+        "{:<44} {:>12} {:>12} {:>12} {:>8}",
+        "call", "wall/call", "added", "CPU/call", "B/call"
+    );
+}
+
+fn session(dir: &std::path::Path, d: Durability) -> (Session, std::path::PathBuf) {
+    let session = Session::builder()
+        .dir(dir)
+        .durability(d)
+        .open()
+        .expect("session");
+    let path = dir.join("runs").join(format!("{}.jsonl", session.run_id()));
+    (session, path)
+}
+
+fn section(rt: &tokio::runtime::Runtime, dir: &std::path::Path, load: Option<&Load>) {
     let (rounds, n) = (15, 2_000u64);
-    let bare = per_call(&rt, rounds, n, |base| {
+    let tag = if load.is_some() {
+        "under load"
+    } else {
+        "quiet"
+    };
+    header(&format!("loop of calls, {tag}"));
+    let bare = in_loop(rt, load, rounds, n, |base| {
         Box::pin(async move {
             for i in 0..n {
                 let _ = add_bare((base + i) as i64, 1).await;
             }
         })
     });
-    println!(
-        "{:<40} {:>12} {:>12} {:>12}",
-        "call", "median/call", "added", "trace B/call"
-    );
-    println!(
-        "{:<40} {:>9.0} ns {:>12} {:>12}",
-        "bare async fn (baseline)", bare, "-", "-"
-    );
-
-    let row = |label: &str, session: Session, bytes: Option<Box<dyn Fn() -> u64>>| {
-        let s = session.clone();
-        let t = per_call(&rt, rounds, n, |base| {
+    print_row("bare async fn (baseline)", bare, bare, None);
+    let guarded_loop = |s: Session| {
+        in_loop(rt, load, rounds, n, move |base| {
             let s = s.clone();
             Box::pin(async move {
                 s.scope(async {
@@ -74,112 +205,230 @@ fn main() {
                 })
                 .await
             })
-        });
-        rt.block_on(session.finish()).expect("finish");
-        let per = bytes
-            .map(|b| format!("{:.0}", b() as f64 / (rounds as f64 * n as f64)))
-            .unwrap_or_default();
-        println!("{label:<40} {t:>9.0} ns {:>9.0} ns {per:>12}", t - bare);
-        session
+        })
     };
-
-    let mem = Arc::new(MemoryStore::new());
-    row(
-        "guarded, memory store",
-        Session::builder()
-            .store(mem.clone())
-            .open()
-            .expect("session"),
+    let mem = Session::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .open()
+        .expect("session");
+    print_row(
+        "guarded, memory store, flushed",
+        guarded_loop(mem.clone()),
+        bare,
         None,
     );
-    for d in [
-        Durability::Buffered,
-        Durability::Flushed,
-        Durability::Synced,
-    ] {
-        let sub = dir.join(d.as_str());
-        let session = Session::builder()
-            .dir(&sub)
-            .durability(d)
+    rt.block_on(mem.finish()).expect("finish");
+    let mut flushed_run = None;
+    for d in [Durability::Buffered, Durability::Flushed] {
+        let sub = dir.join(format!("{tag}-loop-{d}").replace(' ', "-"));
+        let (s, path) = session(&sub, d);
+        let f = guarded_loop(s.clone());
+        rt.block_on(s.finish()).expect("finish");
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64
+            / (rounds as f64 * n as f64);
+        print_row(&format!("guarded, JSONL, {d}"), f, bare, Some(bytes));
+        if d == Durability::Flushed {
+            flushed_run = Some((sub, s.run_id().to_owned()));
+        }
+    }
+    if let Some((sub, run)) = &flushed_run {
+        let store: Arc<dyn TraceStore> = Arc::new(JsonlStore::new(sub));
+        let resumed = Session::builder()
+            .store(store)
+            .durability(Durability::Buffered)
+            .resume(run.as_str())
             .open()
-            .expect("session");
-        let run = session.run_id().to_owned();
-        let path = sub.join("runs").join(format!("{run}.jsonl"));
-        if d == Durability::Synced {
-            // An fsync per call: a few rounds are enough to see its cost.
-            let s = session.clone();
-            let t = per_call(&rt, 3, 50, |base| {
-                let s = s.clone();
-                Box::pin(async move {
+            .expect("resume");
+        print_row(
+            "replay hit (resume, buffered)",
+            guarded_loop(resumed.clone()),
+            bare,
+            None,
+        );
+        rt.block_on(resumed.finish()).expect("finish");
+    }
+    {
+        let sub = dir.join(format!("{tag}-loop-synced").replace(' ', "-"));
+        let (s, _) = session(&sub, Durability::Synced);
+        let s2 = s.clone();
+        let f = in_loop(rt, load, 3, 50, move |base| {
+            let s = s2.clone();
+            Box::pin(async move {
+                s.scope(async {
+                    for i in 0..50 {
+                        let _ = add((base + i) as i64, 7).await;
+                    }
+                })
+                .await
+            })
+        });
+        rt.block_on(s.finish()).expect("finish");
+        print_row("guarded, JSONL, synced", f, bare, None);
+    }
+
+    header(&format!("isolated calls (one every 2 ms), {tag}"));
+    let calls = 400;
+    let bare = isolated(rt, load, calls, |i| {
+        Box::pin(async move {
+            let _ = add_bare(i as i64, 1).await;
+        })
+    });
+    print_row("bare async fn (baseline)", bare, bare, None);
+    for d in [Durability::Buffered, Durability::Flushed] {
+        let sub = dir.join(format!("{tag}-isolated-{d}").replace(' ', "-"));
+        let (s, _) = session(&sub, d);
+        let s2 = s.clone();
+        let f = isolated(rt, load, calls, move |i| {
+            let s = s2.clone();
+            Box::pin(async move {
+                s.scope(async {
+                    let _ = add(i as i64, 2).await;
+                })
+                .await
+            })
+        });
+        rt.block_on(s.finish()).expect("finish");
+        print_row(&format!("guarded, JSONL, {d}"), f, bare, None);
+    }
+}
+
+/// Resident set size of this process, in bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Bytes of heap in use (glibc's count of allocated blocks): what open runs hold, unlike the resident
+/// set, which freed memory the allocator keeps hides.
+fn heap() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    unsafe { libc::mallinfo2() }.uordblks as u64
+}
+
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .and_then(|n| n.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Raises the limit of open files to the hard limit: each open JSONL run holds its file open.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// 10,000 runs open at once, each making calls from its own task.
+fn many_runs(dir: &std::path::Path) {
+    raise_fd_limit();
+    const RUNS: usize = 10_000;
+    const CALLS: u64 = 10;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store: Arc<dyn TraceStore> = Arc::new(JsonlStore::new(dir.join("many")));
+    // Warm up what every process pays once (the journal's thread, the registry), then measure.
+    let warm = Session::builder()
+        .store(store.clone())
+        .open()
+        .expect("open");
+    rt.block_on(warm.finish()).expect("finish");
+    let (heap0, rss0, threads0) = (heap(), rss(), threads());
+    let sessions: Vec<Session> = (0..RUNS)
+        .map(|_| {
+            Session::builder()
+                .store(store.clone())
+                .open()
+                .expect("open a run")
+        })
+        .collect();
+    let (heap1, rss1, threads1) = (heap(), rss(), threads());
+    let done = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = sessions
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(r, s)| {
+                let done = done.clone();
+                tokio::spawn(async move {
                     s.scope(async {
-                        for i in 0..50 {
-                            let _ = add((base + i) as i64, 7).await;
+                        for i in 0..CALLS {
+                            let _ = add(r as i64, i as i64).await;
+                            done.fetch_add(1, Ordering::Relaxed);
                         }
                     })
                     .await
                 })
-            });
-            println!(
-                "{:<40} {t:>9.0} ns {:>9.0} ns {:>12}",
-                "guarded, JSONL, synced",
-                t - bare,
-                ""
-            );
-            continue;
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
         }
-        let label = format!("guarded, JSONL, {d}");
-        let session = row(
-            &label,
-            session,
-            Some(Box::new(move || {
-                std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
-            })),
-        );
-        if d == Durability::Flushed {
-            // Replay hits: resume the run just made; every call is served from the index.
-            let store: Arc<dyn TraceStore> =
-                failcore::store_from_spec(&format!("jsonl:{}", sub.display())).expect("store");
-            let resumed = Session::builder()
-                .store(store)
-                .durability(Durability::Buffered)
-                .resume(session.run_id())
-                .open()
-                .expect("resume");
-            row("replay hit (resume, buffered)", resumed, None);
+    });
+    let elapsed = t.elapsed();
+    let (heap2, rss2, threads2) = (heap(), rss(), threads());
+    rt.block_on(async {
+        for s in &sessions {
+            s.finish().await.expect("finish");
         }
-    }
-    // Bursts below the backpressure mark, with pauses that let the writer drain: the caller's own cost.
-    let burst_dir = dir.join("burst");
-    let session = Session::builder()
-        .dir(&burst_dir)
-        .durability(Durability::Buffered)
-        .open()
-        .expect("session");
-    let mut samples = Vec::new();
-    for round in 0..30i64 {
-        let s = session.clone();
-        let t = Instant::now();
-        rt.block_on(s.scope(async {
-            for i in 0..1_000 {
-                let _ = add(round * 1_000 + i, 3).await;
-            }
-        }));
-        samples.push(t.elapsed().as_nanos() as f64 / 1_000.0);
-        std::thread::sleep(std::time::Duration::from_millis(30));
-    }
-    samples.sort_by(f64::total_cmp);
-    let t = samples[samples.len() / 2];
+    });
+    println!("\n## {RUNS} open runs in one process (JSONL, flushed, runtime of 2 worker threads)");
+    println!("threads: {threads0} before opening, {threads1} with the runs open, {threads2} after their calls");
+    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / RUNS as f64 / 1024.0;
     println!(
-        "{:<40} {t:>9.0} ns {:>9.0} ns {:>12}",
-        "guarded, JSONL, buffered, bursts of 1,000",
-        t - bare,
-        ""
+        "heap per open run: {:.1} KiB idle (before any call), {:.1} KiB after {CALLS} calls each",
+        per(heap0, heap1),
+        per(heap0, heap2)
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "resident memory per open run: {:.1} KiB idle, {:.1} KiB after the calls",
+        per(rss0, rss1),
+        per(rss0, rss2)
+    );
+    println!(
+        "calls: {} in {:.2} s = {:.0} calls/s",
+        done.load(Ordering::Relaxed),
+        elapsed.as_secs_f64(),
+        done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+    );
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let dir = std::env::temp_dir().join(format!("failcore-overhead-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    dir
+    // First, while the allocator holds nothing freed that the runs could reuse unseen.
+    many_runs(&dir);
+    section(&rt, &dir, None);
+    let load = Load::start();
+    section(&rt, &dir, Some(&load));
+    load.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -520,7 +520,11 @@ fn offline_replays_without_a_server_and_settings_come_from_the_policy_file() {
     std::fs::create_dir(&cwd).unwrap();
     // Everything in the policy file: MCP SDKs start the proxy with a bare environment.
     let policy = dir.path().join("failcore.toml");
-    std::fs::write(&policy, format!("{POLICY}\n[proxy]\nstore = \"traces\"\n")).unwrap();
+    std::fs::write(
+        &policy,
+        format!("{POLICY}\n[proxy]\nstore = \"traces\"\ndurability = \"synced\"\n"),
+    )
+    .unwrap();
     let proxy = |extra: &[&str], server: bool| {
         let mut cmd = Command::new(failcore_bin());
         cmd.current_dir(&cwd)

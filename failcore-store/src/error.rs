@@ -70,6 +70,15 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("could not encode a trace record: {0}")]
     Encode(String),
+    /// The database server refused or failed an operation: its message, its SQLSTATE code when it sent
+    /// one, and what to do about it when that is known (connection exhaustion).
+    #[error("{store}: {message}{}{}", sqlstate.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default(), hint.as_ref().map(|h| format!("; hint: {h}")).unwrap_or_default())]
+    Database {
+        store: String,
+        sqlstate: Option<String>,
+        message: String,
+        hint: Option<String>,
+    },
     /// The backend refused the operation for another reason.
     #[error("{0}")]
     Backend(String),

@@ -2,11 +2,14 @@
 
 use crate::claim::{Claim, ClaimHold, ClaimOptions};
 use crate::store::check_run_id;
-use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
+use crate::{Chunk, Line, LineSource, RunWriter, StoreError, SyncHandle, TraceStore};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, Cursor, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// The largest write buffer a run keeps between writes.
+const KEEP_BUF_BYTES: usize = 8 * 1024;
 
 /// Runs as JSON Lines files under a directory (default `./.failcore`).
 #[derive(Debug, Clone)]
@@ -92,28 +95,80 @@ impl RunWriter for JsonlWriter {
             self.buf.extend_from_slice(&line.bytes);
             self.buf.push(b'\n');
         }
-        self.file
+        let written = self
+            .file
             .write_all(&self.buf)
-            .map_err(|e| StoreError::io(&self.path, e))
+            .map_err(|e| StoreError::io(&self.path, e));
+        // An idle run keeps no large buffer from a burst.
+        if self.buf.capacity() > KEEP_BUF_BYTES {
+            self.buf = Vec::new();
+        }
+        written
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        self.file
-            .sync_data()
-            .map_err(|e| StoreError::io(&self.path, e))?;
-        // A synced record must not vanish with its file's directory entry: sync the directory once.
-        if let Some(dir) = &self.unsynced_dir {
-            sync_dir(dir)?;
-            self.unsynced_dir = None;
-        }
-        // And the directories the store created on the way to it, deepest first.
-        let mut pending = self.store_dirs.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(dir) = pending.first() {
-            sync_dir(dir)?;
-            pending.remove(0);
-        }
-        Ok(())
+        sync_file(
+            &self.file,
+            &self.path,
+            &mut self.unsynced_dir,
+            &self.store_dirs,
+        )
     }
+
+    fn sync_handle(&mut self) -> Result<Option<Box<dyn SyncHandle>>, StoreError> {
+        // A second descriptor of the same open file: its fsync covers every write made through the first.
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        Ok(Some(Box::new(JsonlSync {
+            file,
+            path: self.path.clone(),
+            // The directory entry is now the handle's to make durable.
+            unsynced_dir: self.unsynced_dir.take(),
+            store_dirs: self.store_dirs.clone(),
+        })))
+    }
+}
+
+/// Syncs a run file from the journal's background thread while the writer keeps appending.
+struct JsonlSync {
+    file: File,
+    path: String,
+    unsynced_dir: Option<PathBuf>,
+    store_dirs: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl SyncHandle for JsonlSync {
+    fn sync(&mut self) -> Result<(), StoreError> {
+        sync_file(
+            &self.file,
+            &self.path,
+            &mut self.unsynced_dir,
+            &self.store_dirs,
+        )
+    }
+}
+
+fn sync_file(
+    file: &File,
+    path: &str,
+    unsynced_dir: &mut Option<PathBuf>,
+    store_dirs: &Mutex<Vec<PathBuf>>,
+) -> Result<(), StoreError> {
+    file.sync_data().map_err(|e| StoreError::io(path, e))?;
+    // A synced record must not vanish with its file's directory entry: sync the directory once.
+    if let Some(dir) = unsynced_dir {
+        sync_dir(dir)?;
+        *unsynced_dir = None;
+    }
+    // And the directories the store created on the way to it, deepest first.
+    let mut pending = store_dirs.lock().unwrap_or_else(|e| e.into_inner());
+    while let Some(dir) = pending.first() {
+        sync_dir(dir)?;
+        pending.remove(0);
+    }
+    Ok(())
 }
 
 /// Reads a run file line by line, bounded by [`crate::MAX_LINE_BYTES`] per line.
@@ -184,7 +239,7 @@ impl TraceStore for JsonlStore {
         Ok(Box::new(JsonlWriter {
             file,
             path: name,
-            buf: Vec::with_capacity(4096),
+            buf: Vec::new(),
             // The new file's directory entry is made durable by the first sync (on the writer thread).
             unsynced_dir: Some(runs),
             store_dirs: self.unsynced_dirs.clone(),
@@ -217,7 +272,7 @@ impl TraceStore for JsonlStore {
             Box::new(JsonlWriter {
                 file,
                 path: name,
-                buf: Vec::with_capacity(4096),
+                buf: Vec::new(),
                 unsynced_dir: None,
                 store_dirs: self.unsynced_dirs.clone(),
             }),

@@ -9,7 +9,7 @@
 //! - the record model ([`Record`], [`Body`]) and the line encoding ([`encode_line`]);
 //! - the [`TraceStore`] trait and its backends ([`MemoryStore`], and [`JsonlStore`] behind the `jsonl`
 //!   feature);
-//! - the [`Journal`]: a background writer that numbers, chains and commits records with the durability each
+//! - the [`Journal`]: numbers, chains and commits records on the caller's thread with the durability each
 //!   caller asks for ([`Durability`]), sharing one fsync between concurrent callers;
 //! - the [`RunReader`], which never panics on what it reads, and [`verify()`].
 //!
@@ -25,6 +25,8 @@
 //! assert_eq!(records.len(), 1);
 //! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod batch;
 mod chain;
 pub mod claim;
 #[cfg(feature = "conformance")]
@@ -35,6 +37,8 @@ mod journal;
 #[cfg(feature = "jsonl")]
 mod jsonl;
 mod memory;
+#[cfg(feature = "postgres")]
+mod pg_pool;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod reader;
@@ -53,12 +57,14 @@ pub use chain::{check_seal, genesis_hash, line_hash, seal_line};
 pub use claim::{Claim, ClaimOptions};
 pub use diff::{describe_changes, field_diff, Divergence, FieldChange};
 pub use error::StoreError;
-pub use journal::{Ack, Committed, Journal};
+pub use journal::{
+    Ack, Committed, HookRecord, Journal, RecordHook, BUFFERED_LINGER, HIGH_WATER_BYTES,
+};
 #[cfg(feature = "jsonl")]
 pub use jsonl::{bytes_source, open_file, JsonlStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::PgStore;
+pub use postgres::{PgStore, PgStoreBuilder};
 pub use reader::{
     ReadError, RunReader, TraceRecord, MAX_FIELDS_BYTES, MAX_LINE_BYTES, MAX_VALUE_BYTES,
 };
@@ -69,7 +75,9 @@ pub use record::{
 pub use recover::Recovery;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
-pub use store::{check_run_id, Chunk, Durability, Line, LineSource, RunWriter, TraceStore};
+pub use store::{
+    check_run_id, Chunk, Done, Durability, Line, LineSource, RunWriter, SyncHandle, TraceStore,
+};
 pub use verify::{
     verify, verify_run, verify_with, Fault, FaultKind, SealInfo, VerifiedRecords, VerifyOptions,
     VerifyReport,

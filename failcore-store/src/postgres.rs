@@ -1,9 +1,12 @@
 //! The Postgres store: one database shared by a fleet of workers on many machines.
 //!
 //! The client is the `postgres` crate: tokio-postgres driven by a small current-thread runtime of its own.
-//! Each run's writer owns one connection and is called from the journal's background thread, so no async
-//! executor thread ever waits on the database, and no executor is shared with the application. Calls made
-//! from inside an application's runtime (opening a store, loading a run) are moved to a short-lived thread.
+//! A store holds a bounded pool of connections ([`PgStoreBuilder::pool_size`], `pool_size=` in the URL,
+//! default [`PgStore::DEFAULT_POOL_SIZE`]) shared by all its runs: opening a run takes no connection of
+//! its own. One committer thread per store takes the records of every run that are ready together and
+//! commits them in one statement (`INSERT ... SELECT unnest(...)`), so one round trip and one commit serve
+//! many runs; the journal's callers await it without blocking their threads. Reads (listing, loading)
+//! made from inside an application's runtime are moved to a short-lived thread.
 //!
 //! Schema (version 1), in the schema named by `failcore_schema=<name>` in the URL (default `public`),
 //! created or migrated when the store is opened, under an advisory lock so that workers starting together
@@ -14,21 +17,26 @@
 //! - `failcore_lines(run, pos, seq, kind, fp, step, status, line BYTEA)`, primary key `(run, pos)`, and an
 //!   index on `(run, kind, fp)`.
 //!
-//! Durability: each append is one committed transaction with `synchronous_commit = off` (`flushed`: it
-//! survives the crash of the process, the server has it); `sync` commits with `synchronous_commit = on`,
-//! which waits for the WAL flush that also covers every earlier commit (`synced`).
+//! Durability: each batch is one committed statement with `synchronous_commit = off` (`flushed`: it
+//! survives the crash of the process, the server has it); a batch holding `synced` records commits with
+//! `synchronous_commit = on`, which waits for the WAL flush that also covers every earlier commit
+//! (`synced`): the `synced` runs of a batch share one synchronous commit. Every batch checks each run's
+//! fencing token and locks its row in the same statement; the lines of a run fenced off are not stored and
+//! its writer gets [`StoreError::Locked`].
 
+use crate::batch::{dup, BatchBackend, BatchWriter, Committer, Job, JobKind};
 use crate::claim::{Claim, ClaimHold, ClaimOptions, Renewer};
+use crate::pg_pool::PgPool;
 use crate::sql::{
     cross_check, fenced, now_ns, writer_token, Columns, Indexed, PAGE_BYTES, PAGE_LINES,
     SCHEMA_VERSION,
 };
 use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
-use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Config};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 const MIGRATIONS: &[&str] = &[
     // Version 1.
@@ -58,20 +66,21 @@ const MIGRATION_LOCK: i64 = 0x6661_696c_636f_7265;
 /// Runs in a Postgres database.
 pub struct PgStore {
     inner: Arc<PgInner>,
+    committer: Arc<Committer>,
 }
 
-/// What the store and its line sources share.
+/// What the store, its committer and its line sources share.
 struct PgInner {
-    config: Config,
+    pool: PgPool,
     schema: String,
     location: String,
-    conn: Mutex<Option<Client>>,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("location", &self.inner.location)
+            .field("pool_size", &self.inner.pool.size())
             .finish()
     }
 }
@@ -104,27 +113,53 @@ fn check_schema(schema: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Splits `failcore_schema=<name>` off a URL's query string; the rest goes to the client.
-fn split_schema(url: &str) -> (String, Option<String>) {
+/// The store's own settings, taken off a URL's query string.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct StoreParams {
+    schema: Option<String>,
+    pool_size: Option<String>,
+}
+
+/// Splits `failcore_schema=<name>` and `pool_size=<n>` off a URL's query string; the rest goes to the
+/// client.
+fn split_params(url: &str) -> (String, StoreParams) {
+    let mut params = StoreParams::default();
     let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
+        return (url.to_owned(), params);
     };
-    let mut schema = None;
     let rest: Vec<&str> = query
         .split('&')
-        .filter(|kv| match kv.strip_prefix("failcore_schema=") {
-            Some(name) => {
-                schema = Some(name.to_owned());
+        .filter(|kv| {
+            if let Some(name) = kv.strip_prefix("failcore_schema=") {
+                params.schema = Some(name.to_owned());
                 false
+            } else if let Some(n) = kv.strip_prefix("pool_size=") {
+                params.pool_size = Some(n.to_owned());
+                false
+            } else {
+                !kv.is_empty()
             }
-            None => !kv.is_empty(),
         })
         .collect();
     if rest.is_empty() {
-        (base.to_owned(), schema)
+        (base.to_owned(), params)
     } else {
-        (format!("{base}?{}", rest.join("&")), schema)
+        (format!("{base}?{}", rest.join("&")), params)
     }
+}
+
+/// Splits `failcore_schema=<name>` off a URL's query string; the rest goes to the client.
+#[cfg(test)]
+fn split_schema(url: &str) -> (String, Option<String>) {
+    let (base, params) = split_params(url);
+    let base = match params.pool_size {
+        Some(n) => format!(
+            "{base}{}pool_size={n}",
+            if base.contains('?') { '&' } else { '?' }
+        ),
+        None => base,
+    };
+    (base, params.schema)
 }
 
 /// The URL without a password, for messages.
@@ -141,57 +176,130 @@ fn redact(url: &str) -> String {
     }
 }
 
-impl PgStore {
-    /// Connects to the database at `url` (`postgres://user@host:port/db`, optionally with
-    /// `?failcore_schema=<name>`), creates the schema if needed and applies pending migrations.
-    pub fn open(url: &str) -> Result<PgStore, StoreError> {
-        let (client_url, schema) = split_schema(url);
-        let schema = schema.unwrap_or_else(|| "public".to_owned());
+/// Opens a [`PgStore`] with settings beyond the URL's.
+#[derive(Debug, Clone)]
+pub struct PgStoreBuilder {
+    url: String,
+    schema: Option<String>,
+    pool_size: Option<usize>,
+}
+
+impl PgStoreBuilder {
+    /// The schema the store's tables live in (overrides `failcore_schema=` in the URL).
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// How many connections the store opens at most, shared by all its runs (overrides `pool_size=` in
+    /// the URL; default [`PgStore::DEFAULT_POOL_SIZE`]).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = Some(n);
+        self
+    }
+
+    /// Connects, creates the schema if needed and applies pending migrations.
+    pub fn open(self) -> Result<PgStore, StoreError> {
+        let (client_url, params) = split_params(&self.url);
+        let location = redact(&self.url);
+        let schema = self
+            .schema
+            .or(params.schema)
+            .unwrap_or_else(|| "public".to_owned());
         check_schema(&schema)?;
-        let location = redact(url);
+        let pool_size = match (self.pool_size, params.pool_size) {
+            (Some(n), _) => n,
+            (None, Some(text)) => text.parse().map_err(|_| {
+                StoreError::Backend(format!(
+                    "invalid pool_size {text:?} in the Postgres URL {location}: expected a number of connections from 1 up"
+                ))
+            })?,
+            (None, None) => PgStore::DEFAULT_POOL_SIZE,
+        };
+        if pool_size == 0 {
+            return Err(StoreError::Backend(format!(
+                "invalid pool_size 0 for {location}: a store needs at least one connection"
+            )));
+        }
         let config = Config::from_str(&client_url)
             .map_err(|e| StoreError::Backend(format!("invalid Postgres URL {location}: {e}")))?;
-        let inner = PgInner {
-            config,
+        // Appends commit asynchronously (`flushed`); a batch with `synced` records turns it on for itself.
+        let setup = format!("SET search_path TO \"{schema}\"; SET synchronous_commit = off");
+        let inner = Arc::new(PgInner {
+            pool: PgPool::new(config, setup, location.clone(), pool_size),
             schema,
             location,
-            conn: Mutex::new(None),
-        };
+        });
         off_runtime(|| inner.migrate())?;
-        Ok(PgStore {
-            inner: Arc::new(inner),
-        })
+        let committer = Committer::start(
+            "failcore-pg-commit",
+            PgBatch {
+                inner: inner.clone(),
+            },
+        )?;
+        Ok(PgStore { inner, committer })
+    }
+}
+
+impl PgStore {
+    /// Connections a store opens at most unless told otherwise.
+    pub const DEFAULT_POOL_SIZE: usize = crate::pg_pool::DEFAULT_POOL_SIZE;
+
+    /// Connects to the database at `url` (`postgres://user@host:port/db`, optionally with
+    /// `?failcore_schema=<name>` and `pool_size=<n>`), creates the schema if needed and applies pending
+    /// migrations.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        PgStore::builder(url).open()
+    }
+
+    /// A builder for a store at `url`, for settings beyond the URL's.
+    pub fn builder(url: &str) -> PgStoreBuilder {
+        PgStoreBuilder {
+            url: url.to_owned(),
+            schema: None,
+            pool_size: None,
+        }
     }
 
     /// Opens the store in `schema`, whatever the URL says (tests use one schema each).
     pub fn open_in_schema(url: &str, schema: &str) -> Result<PgStore, StoreError> {
-        let (base, _) = split_schema(url);
-        let sep = if base.contains('?') { '&' } else { '?' };
-        PgStore::open(&format!("{base}{sep}failcore_schema={schema}"))
+        let (base, params) = split_params(url);
+        let mut url = format!(
+            "{base}{}failcore_schema={schema}",
+            if base.contains('?') { '&' } else { '?' }
+        );
+        if let Some(n) = params.pool_size {
+            url.push_str(&format!("&pool_size={n}"));
+        }
+        PgStore::open(&url)
     }
 
     /// The schema the store's tables live in.
     pub fn schema(&self) -> &str {
         &self.inner.schema
     }
+
+    /// How many connections the store opens at most.
+    pub fn pool_size(&self) -> usize {
+        self.inner.pool.size()
+    }
+
+    /// Batches the store's committer has committed, and the jobs (appends of one run, run creations and
+    /// releases) they held: how many runs' records shared each round trip.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.committer.stats()
+    }
+
+    /// How many connections the store holds open now.
+    pub fn connections(&self) -> usize {
+        self.inner.pool.open_connections()
+    }
 }
 
 impl PgInner {
-    fn err(&self, e: postgres::Error) -> StoreError {
-        StoreError::Backend(format!("postgres {}: {e}", self.location))
-    }
-
-    fn connect(&self) -> Result<Client, StoreError> {
-        let mut client = self.config.connect(NoTls).map_err(|e| self.err(e))?;
-        client
-            .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
-            .map_err(|e| self.err(e))?;
-        Ok(client)
-    }
-
     fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.config.connect(NoTls).map_err(|e| self.err(e))?;
-        let err = |e| self.err(e);
+        let mut client = self.pool.connect()?;
+        let err = |e: postgres::Error| self.pool.err(&e);
         let mut tx = client.transaction().map_err(err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .map_err(err)?;
@@ -222,148 +330,263 @@ impl PgInner {
             )
             .map_err(err)?;
         }
-        tx.commit().map_err(err)?;
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
-        // The shared connection was used without the schema on its search path: set it now.
-        self.with_conn(|c| c.batch_execute(&format!("SET search_path TO \"{}\"", self.schema)))
+        tx.commit().map_err(err)
     }
 
-    /// Runs `f` on the store's shared connection, reconnecting once if it was lost.
-    fn with_conn<R>(
+    /// Runs `f` on a connection of the pool (off any async runtime).
+    fn with_conn<R: Send>(
         &self,
-        f: impl Fn(&mut Client) -> Result<R, postgres::Error>,
+        f: impl FnOnce(&mut Client) -> Result<R, postgres::Error> + Send,
     ) -> Result<R, StoreError> {
-        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(self.connect()?);
-        }
-        let Some(client) = guard.as_mut() else {
-            return Err(StoreError::Backend("no connection".into()));
-        };
-        match f(client) {
-            Ok(r) => Ok(r),
-            Err(e) if client.is_closed() => {
-                if let Some(dead) = guard.take() {
-                    off_runtime(move || drop(dead));
-                }
-                Err(self.err(e))
-            }
-            Err(e) => Err(self.err(e)),
-        }
+        off_runtime(move || {
+            let mut client = self.pool.get()?;
+            f(&mut client).map_err(|e| self.pool.err(&e))
+        })
     }
-}
-
-struct PgWriter {
-    /// `None` only while being dropped.
-    client: Option<Client>,
-    location: String,
-    run: String,
-    token: String,
-    next_pos: i64,
-    last_seq: Option<i64>,
-    claim: Statement,
-    insert: Statement,
-    mark_synced: Statement,
-}
-
-fn closed() -> StoreError {
-    StoreError::Backend("postgres: the writer's connection is closed".into())
 }
 
 impl Drop for PgInner {
     fn drop(&mut self) {
-        let conn = self
-            .conn
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(client) = conn {
-            off_runtime(move || drop(client));
+        let idle = self.pool.close_idle();
+        if !idle.is_empty() {
+            // Dropping a client blocks on its runtime: that too happens off any async runtime.
+            off_runtime(move || drop(idle));
         }
     }
 }
 
-impl PgWriter {
-    fn append_tx(&mut self, lines: &[Line]) -> Result<(), StoreError> {
-        let mut pos = Vec::with_capacity(lines.len());
-        let mut seq = Vec::with_capacity(lines.len());
-        let mut kind = Vec::with_capacity(lines.len());
-        let mut fp = Vec::with_capacity(lines.len());
-        let mut step = Vec::with_capacity(lines.len());
-        let mut status = Vec::with_capacity(lines.len());
-        let mut bytes: Vec<&[u8]> = Vec::with_capacity(lines.len());
-        for (i, line) in lines.iter().enumerate() {
-            let ix = Indexed::of(&line.bytes);
-            pos.push(self.next_pos + i as i64);
-            seq.push(i64::try_from(line.seq).unwrap_or(i64::MAX));
-            kind.push(ix.kind);
-            fp.push(ix.fp);
-            step.push(ix.step);
-            status.push(ix.status);
-            bytes.push(&line.bytes);
+/// The committer's side: one statement per batch for the appends of every run in it.
+struct PgBatch {
+    inner: Arc<PgInner>,
+}
+
+/// Appends of many runs in one statement, so one round trip and one commit: the fencing check and row
+/// lock of every run (its `synced_seq` too), then the lines of the runs still owned by their writer.
+const APPEND_BATCH: &str = "
+    WITH owned AS (
+        UPDATE failcore_runs r SET synced_seq = coalesce(u.synced, r.synced_seq)
+        FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(run, writer, synced)
+        WHERE r.run = u.run AND r.writer = u.writer
+        RETURNING r.run
+    ), ins AS (
+        INSERT INTO failcore_lines (run, pos, seq, kind, fp, step, status, line)
+        SELECT l.run, l.pos, l.seq, l.kind, l.fp, l.step, l.status, l.line
+        FROM unnest($4::text[], $5::int8[], $6::int8[], $7::text[], $8::text[], $9::int8[],
+                    $10::text[], $11::bytea[]) AS l(run, pos, seq, kind, fp, step, status, line)
+        WHERE l.run IN (SELECT run FROM owned)
+    )
+    SELECT owned.run FROM owned, (SELECT set_config('synchronous_commit', $12, true)) AS cfg";
+
+impl PgBatch {
+    fn commit_creates(
+        &self,
+        client: &mut Client,
+        jobs: &[&Job],
+    ) -> Result<Vec<String>, StoreError> {
+        let runs: Vec<&str> = jobs.iter().map(|j| &*j.run).collect();
+        let tokens: Vec<&str> = jobs.iter().map(|j| &*j.token).collect();
+        let created: Vec<i64> = jobs
+            .iter()
+            .map(|j| match j.kind {
+                JobKind::Create { created_ns } => created_ns,
+                _ => 0,
+            })
+            .collect();
+        let rows = client
+            .query(
+                "INSERT INTO failcore_runs (run, created_ns, writer)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[])
+                 ON CONFLICT (run) DO NOTHING RETURNING run",
+                &[&runs, &created, &tokens],
+            )
+            .map_err(|e| self.inner.pool.err(&e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn commit_appends(
+        &self,
+        client: &mut Client,
+        jobs: &[&Job],
+    ) -> Result<Vec<String>, StoreError> {
+        // One fencing entry per run: its token, and the last seq to record as synced, if any.
+        let mut runs: Vec<&str> = Vec::new();
+        let mut tokens: Vec<&str> = Vec::new();
+        let mut synced: Vec<Option<i64>> = Vec::new();
+        let mut sync = false;
+        let n: usize = jobs
+            .iter()
+            .map(|j| match &j.kind {
+                JobKind::Append { lines, .. } => lines.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut l_run = Vec::with_capacity(n);
+        let mut pos = Vec::with_capacity(n);
+        let mut seq = Vec::with_capacity(n);
+        let mut kind = Vec::with_capacity(n);
+        let mut fp = Vec::with_capacity(n);
+        let mut step = Vec::with_capacity(n);
+        let mut status = Vec::with_capacity(n);
+        let mut bytes: Vec<&[u8]> = Vec::with_capacity(n);
+        for job in jobs {
+            let JobKind::Append {
+                first_pos,
+                lines,
+                synced_seq,
+            } = &job.kind
+            else {
+                continue;
+            };
+            let at = match runs.iter().position(|r| *r == &*job.run) {
+                Some(at) => at,
+                None => {
+                    runs.push(&job.run);
+                    tokens.push(&job.token);
+                    synced.push(None);
+                    runs.len() - 1
+                }
+            };
+            if let Some(s) = synced_seq {
+                sync = true;
+                if s.is_some() {
+                    synced[at] = *s;
+                }
+            }
+            for (i, line) in lines.iter().enumerate() {
+                let ix = Indexed::of(&line.bytes);
+                l_run.push(&*job.run);
+                pos.push(first_pos + i as i64);
+                seq.push(i64::try_from(line.seq).unwrap_or(i64::MAX));
+                kind.push(ix.kind);
+                fp.push(ix.fp);
+                step.push(ix.step);
+                status.push(ix.status);
+                bytes.push(&line.bytes);
+            }
         }
-        let location = self.location.clone();
-        let err = |e: postgres::Error| StoreError::Backend(format!("postgres {location}: {e}"));
-        let client = self.client.as_mut().ok_or_else(closed)?;
-        let mut tx = client.transaction().map_err(err)?;
-        // Locks the run's row and checks the fencing token in one statement.
-        let owned = tx
-            .execute(&self.claim, &[&self.run, &self.token])
-            .map_err(err)?;
-        if owned != 1 {
-            return Err(fenced(&self.run, &format!("postgres {}", self.location)));
-        }
-        tx.execute(
-            &self.insert,
-            &[&self.run, &pos, &seq, &kind, &fp, &step, &status, &bytes],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
-        self.next_pos += lines.len() as i64;
-        self.last_seq = seq.last().copied();
-        Ok(())
+        let sync = if sync { "on" } else { "off" };
+        let rows = client
+            .query(
+                APPEND_BATCH,
+                &[
+                    &runs, &tokens, &synced, &l_run, &pos, &seq, &kind, &fp, &step, &status,
+                    &bytes, &sync,
+                ],
+            )
+            .map_err(|e| self.inner.pool.err(&e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn commit_releases(&self, client: &mut Client, jobs: &[&Job]) -> Result<(), StoreError> {
+        let runs: Vec<&str> = jobs.iter().map(|j| &*j.run).collect();
+        let tokens: Vec<&str> = jobs.iter().map(|j| &*j.token).collect();
+        client
+            .execute(
+                "UPDATE failcore_runs r SET writer = NULL
+                 FROM unnest($1::text[], $2::text[]) AS u(run, writer)
+                 WHERE r.run = u.run AND r.writer = u.writer",
+                &[&runs, &tokens],
+            )
+            .map(drop)
+            .map_err(|e| self.inner.pool.err(&e))
     }
 }
+
+impl BatchBackend for PgBatch {
+    fn commit(&mut self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
+        let mut results: Vec<Option<Result<(), StoreError>>> = jobs.iter().map(|_| None).collect();
+        let mut client = match self.inner.pool.get() {
+            Ok(client) => client,
+            Err(e) => return jobs.iter().map(|_| Err(dup(&e))).collect(),
+        };
+        let location = format!("postgres {}", self.inner.location);
+        let pick = |f: fn(&JobKind) -> bool| -> Vec<usize> {
+            (0..jobs.len()).filter(|&i| f(&jobs[i].kind)).collect()
+        };
+        let creates = pick(|k| matches!(k, JobKind::Create { .. }));
+        let appends = pick(|k| matches!(k, JobKind::Append { .. }));
+        let releases = pick(|k| matches!(k, JobKind::Release));
+        if !creates.is_empty() {
+            let batch: Vec<&Job> = creates.iter().map(|&i| &jobs[i]).collect();
+            match self.commit_creates(&mut client, &batch) {
+                Ok(created) => {
+                    for &i in &creates {
+                        results[i] = Some(if created.iter().any(|r| *r == *jobs[i].run) {
+                            Ok(())
+                        } else {
+                            Err(StoreError::Exists {
+                                run: jobs[i].run.to_string(),
+                            })
+                        });
+                    }
+                }
+                Err(e) => {
+                    for &i in &creates {
+                        results[i] = Some(Err(dup(&e)));
+                    }
+                }
+            }
+        }
+        if !appends.is_empty() {
+            let batch: Vec<&Job> = appends.iter().map(|&i| &jobs[i]).collect();
+            match self.commit_appends(&mut client, &batch) {
+                Ok(owned) => {
+                    for &i in &appends {
+                        results[i] = Some(if owned.iter().any(|r| *r == *jobs[i].run) {
+                            Ok(())
+                        } else {
+                            Err(fenced(&jobs[i].run, &location))
+                        });
+                    }
+                }
+                Err(e) => {
+                    for &i in &appends {
+                        results[i] = Some(Err(dup(&e)));
+                    }
+                }
+            }
+        }
+        if !releases.is_empty() {
+            let batch: Vec<&Job> = releases.iter().map(|&i| &jobs[i]).collect();
+            let result = self.commit_releases(&mut client, &batch);
+            for &i in &releases {
+                results[i] = Some(result.as_ref().map_err(dup).copied());
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+    }
+}
+
+/// The writer of one run: its records go through the store's committer.
+struct PgWriter(BatchWriter);
 
 impl RunWriter for PgWriter {
     fn append(&mut self, lines: &[Line]) -> Result<(), StoreError> {
         if lines.is_empty() {
             return Ok(());
         }
-        off_runtime(|| self.append_tx(lines))
+        self.0.append_wait(lines, false)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        off_runtime(|| {
-            // One statement, its own transaction, committed with synchronous_commit on: it returns once
-            // the WAL is flushed up to it, and so past every earlier commit of this writer.
-            let client = self.client.as_mut().ok_or_else(closed)?;
-            let n = client
-                .execute(&self.mark_synced, &[&self.run, &self.token, &self.last_seq])
-                .map_err(|e| StoreError::Backend(format!("postgres {}: {e}", self.location)))?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(fenced(&self.run, &format!("postgres {}", self.location)))
-            }
-        })
+        // A commit with synchronous_commit on returns once the WAL is flushed up to it, and so past every
+        // earlier commit of this writer.
+        self.0.append_wait(&[], true)
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    fn submit(&mut self, lines: Vec<Line>, sync: bool, done: crate::Done) {
+        self.0.submit(lines, sync, done);
     }
 }
 
 impl Drop for PgWriter {
     fn drop(&mut self) {
-        let run = self.run.clone();
-        let token = self.token.clone();
-        if let Some(mut client) = self.client.take() {
-            // Dropping a client blocks on its runtime: that too happens off any async runtime.
-            off_runtime(move || {
-                let _ = client.execute(
-                    "UPDATE failcore_runs SET writer = NULL WHERE run = $1 AND writer = $2",
-                    &[&run, &token],
-                );
-                drop(client);
-            });
-        }
+        // Gives the run back, so that tools can tell a closed run from one whose writer died.
+        self.0.release();
     }
 }
 
@@ -374,55 +597,16 @@ impl TraceStore for PgStore {
 
     fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError> {
         check_run_id(run)?;
-        off_runtime(|| {
-            let mut client = self.inner.connect()?;
-            let err = |e| self.inner.err(e);
-            // Appends commit asynchronously (`flushed`); `sync` turns it on for its own commit.
-            client
-                .batch_execute("SET synchronous_commit = off")
-                .map_err(err)?;
-            let token = writer_token(run);
-            match client.execute(
-                "INSERT INTO failcore_runs (run, created_ns, writer) VALUES ($1, $2, $3)",
-                &[&run, &now_ns(), &token],
-            ) {
-                Ok(_) => {}
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    return Err(StoreError::Exists {
-                        run: run.to_owned(),
-                    })
-                }
-                Err(e) => return Err(err(e)),
-            }
-            let claim = client
-                .prepare("UPDATE failcore_runs SET writer = writer WHERE run = $1 AND writer = $2")
-                .map_err(err)?;
-            let insert = client
-                .prepare(
-                    "INSERT INTO failcore_lines (run, pos, seq, kind, fp, step, status, line)
-                     SELECT $1, * FROM unnest($2::int8[], $3::int8[], $4::text[], $5::text[],
-                                              $6::int8[], $7::text[], $8::bytea[])",
-                )
-                .map_err(err)?;
-            let mark_synced = client
-                .prepare(
-                    "WITH s AS (SELECT set_config('synchronous_commit', 'on', true))
-                     UPDATE failcore_runs SET synced_seq = $3
-                     FROM s WHERE run = $1 AND writer = $2",
-                )
-                .map_err(err)?;
-            Ok(Box::new(PgWriter {
-                client: Some(client),
-                location: self.inner.location.clone(),
-                run: run.to_owned(),
-                token,
-                next_pos: 0,
-                last_seq: None,
-                claim,
-                insert,
-                mark_synced,
-            }) as Box<dyn RunWriter>)
-        })
+        let writer = BatchWriter {
+            committer: self.committer.clone(),
+            run: Arc::from(run),
+            token: Arc::from(writer_token(run)),
+            next_pos: 0,
+            last_seq: None,
+            broken: Arc::new(AtomicBool::new(false)),
+        };
+        writer.create(now_ns())?;
+        Ok(Box::new(PgWriter(writer)))
     }
 
     fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {
@@ -511,22 +695,18 @@ impl TraceStore for PgStore {
     }
 
     fn runs(&self) -> Result<Vec<String>, StoreError> {
-        off_runtime(|| {
-            self.inner.with_conn(|c| {
-                let rows = c.query("SELECT run FROM failcore_runs ORDER BY run", &[])?;
-                Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
-            })
+        self.inner.with_conn(|c| {
+            let rows = c.query("SELECT run FROM failcore_runs ORDER BY run", &[])?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
         })
     }
 
     fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError> {
-        let exists = off_runtime(|| {
-            self.inner.with_conn(|c| {
-                Ok(
-                    c.query_opt("SELECT 1 FROM failcore_runs WHERE run = $1", &[&run])?
-                        .is_some(),
-                )
-            })
+        let exists = self.inner.with_conn(|c| {
+            Ok(
+                c.query_opt("SELECT 1 FROM failcore_runs WHERE run = $1", &[&run])?
+                    .is_some(),
+            )
         })?;
         if !exists {
             return Err(StoreError::NotFound {
@@ -585,20 +765,18 @@ impl LineSource for PgLines {
     fn next_chunk(&mut self) -> Result<Option<Chunk>, StoreError> {
         if self.page.is_empty() && !self.done {
             let (run, from) = (&self.run, self.next_pos);
-            let rows = off_runtime(|| {
-                self.inner.with_conn(|c| {
-                    // The first line of a page always comes; later ones while the page is under PAGE_BYTES.
-                    c.query(
-                        "SELECT pos, line, seq, kind, fp, step, status FROM (
-                             SELECT pos, line, seq, kind, fp, step, status,
-                                    sum(octet_length(line)) OVER (ORDER BY pos) AS upto
-                             FROM (SELECT pos, line, seq, kind, fp, step, status FROM failcore_lines
-                                   WHERE run = $1 AND pos >= $2 ORDER BY pos LIMIT $3) p
-                         ) w
-                         WHERE upto - octet_length(line) < $4 ORDER BY pos",
-                        &[run, &from, &PAGE_LINES, &PAGE_BYTES],
-                    )
-                })
+            let rows = self.inner.with_conn(|c| {
+                // The first line of a page always comes; later ones while the page is under PAGE_BYTES.
+                c.query(
+                    "SELECT pos, line, seq, kind, fp, step, status FROM (
+                         SELECT pos, line, seq, kind, fp, step, status,
+                                sum(octet_length(line)) OVER (ORDER BY pos) AS upto
+                         FROM (SELECT pos, line, seq, kind, fp, step, status FROM failcore_lines
+                               WHERE run = $1 AND pos >= $2 ORDER BY pos LIMIT $3) p
+                     ) w
+                     WHERE upto - octet_length(line) < $4 ORDER BY pos",
+                    &[run, &from, &PAGE_LINES, &PAGE_BYTES],
+                )
             })?;
             if rows.is_empty() {
                 self.done = true;

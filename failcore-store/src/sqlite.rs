@@ -8,10 +8,15 @@
 //!   `line`, primary key `(run, pos)` (loading a run in order), and an index on `(run, kind, fp)` (the
 //!   successes of a fingerprint).
 //!
-//! Durability: the database runs in WAL mode with `synchronous=NORMAL`, so each append is one committed
-//! transaction that survives a crash of the process (`flushed`); `sync` commits a transaction with
+//! Writes: one committer thread per store, on a connection of its own, takes the records of every run that
+//! are ready together and commits them in one transaction (SQLite has one writer at a time anyway); runs
+//! hold no connection of their own.
+//!
+//! Durability: the database runs in WAL mode with `synchronous=NORMAL`, so each batch is one committed
+//! transaction that survives a crash of the process (`flushed`); a batch with `synced` records commits with
 //! `synchronous=FULL`, which syncs the WAL and with it every earlier commit (`synced`).
 
+use crate::batch::{dup, BatchBackend, BatchWriter, Committer, Job, JobKind};
 use crate::claim::{Claim, ClaimHold, ClaimOptions, Renewer};
 use crate::sql::{
     cross_check, fenced, now_ns, writer_token, Columns, Indexed, PAGE_BYTES, PAGE_LINES,
@@ -21,6 +26,7 @@ use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +59,10 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
+    /// The readers' connection.
     conn: Arc<Mutex<Connection>>,
+    /// Commits the records of every run of this store, on a connection of its own.
+    committer: Arc<Committer>,
 }
 
 fn db_err(path: &Path, e: rusqlite::Error) -> StoreError {
@@ -112,9 +121,17 @@ impl SqliteStore {
         }
         let mut conn = connect(&path)?;
         migrate(&path, &mut conn)?;
+        let committer = Committer::start(
+            "failcore-sqlite-commit",
+            SqliteBatch {
+                conn: connect(&path)?,
+                path: path.clone(),
+            },
+        )?;
         Ok(SqliteStore {
             path,
             conn: Arc::new(Mutex::new(conn)),
+            committer,
         })
     }
 
@@ -128,114 +145,178 @@ impl SqliteStore {
     }
 }
 
-struct SqliteWriter {
+/// The committer's side: one transaction per batch, for every run in it, on the store's write connection.
+struct SqliteBatch {
     conn: Connection,
     path: PathBuf,
-    run: String,
-    token: String,
-    next_pos: i64,
-    last_seq: Option<u64>,
 }
 
-impl SqliteWriter {
+impl SqliteBatch {
     fn err(&self, e: rusqlite::Error) -> StoreError {
         db_err(&self.path, e)
     }
+
+    /// Commits the batch in one transaction; returns each job's outcome, or the error that undid it all.
+    fn commit_tx(&mut self, jobs: &[Job]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let path = self.path.clone();
+        let err = |e| db_err(&path, e);
+        let location = format!("sqlite:{}", path.display());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let mut results = Vec::with_capacity(jobs.len());
+        // Runs found fenced off in this batch (their later jobs fail too, nothing of theirs is stored).
+        let mut owned: Vec<(&str, bool)> = Vec::new();
+        for job in jobs {
+            let result = match &job.kind {
+                JobKind::Create { created_ns } => match tx.execute(
+                    "INSERT INTO failcore_runs (run, created_ns, writer) VALUES (?1, ?2, ?3)",
+                    params![&*job.run, created_ns, &*job.token],
+                ) {
+                    Ok(_) => Ok(()),
+                    Err(rusqlite::Error::SqliteFailure(f, _))
+                        if f.code == ErrorCode::ConstraintViolation =>
+                    {
+                        Err(StoreError::Exists {
+                            run: job.run.to_string(),
+                        })
+                    }
+                    Err(e) => return Err(err(e)),
+                },
+                JobKind::Append {
+                    first_pos,
+                    lines,
+                    synced_seq,
+                } => {
+                    let ok = match owned.iter().find(|(r, _)| *r == &*job.run) {
+                        Some(&(_, ok)) => ok,
+                        None => {
+                            // The fencing check: this writer must still own the run.
+                            let writer: Option<Option<String>> = tx
+                                .query_row(
+                                    "SELECT writer FROM failcore_runs WHERE run = ?1",
+                                    params![&*job.run],
+                                    |r| r.get(0),
+                                )
+                                .optional()
+                                .map_err(err)?;
+                            let ok = matches!(writer, Some(Some(ref w)) if *w == *job.token);
+                            owned.push((&job.run, ok));
+                            ok
+                        }
+                    };
+                    if ok {
+                        let mut insert = tx
+                            .prepare_cached(
+                                "INSERT INTO failcore_lines (run, pos, seq, kind, fp, step, status, line)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                            )
+                            .map_err(err)?;
+                        for (i, line) in lines.iter().enumerate() {
+                            let ix = Indexed::of(&line.bytes);
+                            insert
+                                .execute(params![
+                                    &*job.run,
+                                    first_pos + i as i64,
+                                    i64::try_from(line.seq).unwrap_or(i64::MAX),
+                                    ix.kind,
+                                    ix.fp,
+                                    ix.step,
+                                    ix.status,
+                                    line.bytes,
+                                ])
+                                .map_err(err)?;
+                        }
+                        if let Some(synced) = synced_seq {
+                            tx.execute(
+                                "UPDATE failcore_runs SET synced_seq = ?2 WHERE run = ?1",
+                                params![&*job.run, synced],
+                            )
+                            .map_err(err)?;
+                        }
+                        Ok(())
+                    } else {
+                        Err(fenced(&job.run, &location))
+                    }
+                }
+                JobKind::Release => {
+                    tx.execute(
+                        "UPDATE failcore_runs SET writer = NULL WHERE run = ?1 AND writer = ?2",
+                        params![&*job.run, &*job.token],
+                    )
+                    .map_err(err)?;
+                    Ok(())
+                }
+            };
+            results.push(result);
+        }
+        tx.commit().map_err(err)?;
+        Ok(results)
+    }
 }
+
+impl BatchBackend for SqliteBatch {
+    fn commit(&mut self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
+        // A commit with synchronous=FULL syncs the WAL, and with it every earlier commit: the synced runs
+        // of a batch share it.
+        let sync = jobs.iter().any(|j| {
+            matches!(
+                j.kind,
+                JobKind::Append {
+                    synced_seq: Some(_),
+                    ..
+                }
+            )
+        });
+        if sync {
+            if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+                let e = self.err(e);
+                return jobs.iter().map(|_| Err(dup(&e))).collect();
+            }
+        }
+        let results = match self.commit_tx(jobs) {
+            Ok(results) => results,
+            Err(e) => jobs.iter().map(|_| Err(dup(&e))).collect(),
+        };
+        if sync {
+            if let Err(e) = self.conn.pragma_update(None, "synchronous", "NORMAL") {
+                let e = self.err(e);
+                return jobs.iter().map(|_| Err(dup(&e))).collect();
+            }
+        }
+        results
+    }
+}
+
+/// The writer of one run: its records go through the store's committer.
+struct SqliteWriter(BatchWriter);
 
 impl RunWriter for SqliteWriter {
     fn append(&mut self, lines: &[Line]) -> Result<(), StoreError> {
         if lines.is_empty() {
             return Ok(());
         }
-        let path = self.path.clone();
-        let err = |e| db_err(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        // The fencing check: this writer must still own the run.
-        {
-            let writer: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT writer FROM failcore_runs WHERE run = ?1",
-                    params![self.run],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(err)?;
-            if !matches!(writer, Some(Some(ref w)) if *w == self.token) {
-                return Err(fenced(&self.run, &format!("sqlite:{}", path.display())));
-            }
-        }
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO failcore_lines (run, pos, seq, kind, fp, step, status, line)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(err)?;
-            for (i, line) in lines.iter().enumerate() {
-                let ix = Indexed::of(&line.bytes);
-                insert
-                    .execute(params![
-                        self.run,
-                        self.next_pos + i as i64,
-                        i64::try_from(line.seq).unwrap_or(i64::MAX),
-                        ix.kind,
-                        ix.fp,
-                        ix.step,
-                        ix.status,
-                        line.bytes,
-                    ])
-                    .map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)?;
-        self.next_pos += lines.len() as i64;
-        self.last_seq = lines.last().map(|l| l.seq);
-        Ok(())
+        self.0.append_wait(lines, false)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        // A commit with synchronous=FULL syncs the WAL, and with it every earlier commit.
-        self.conn
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| self.err(e))?;
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| db_err(&self.path, e))?;
-            let n = tx
-                .execute(
-                    "UPDATE failcore_runs SET synced_seq = ?3 WHERE run = ?1 AND writer = ?2",
-                    params![self.run, self.token, self.last_seq.map(|s| s as i64)],
-                )
-                .map_err(|e| db_err(&self.path, e))?;
-            if n != 1 {
-                return Err(fenced(
-                    &self.run,
-                    &format!("sqlite:{}", self.path.display()),
-                ));
-            }
-            tx.commit().map_err(|e| db_err(&self.path, e))
-        })();
-        let restore = self
-            .conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| self.err(e));
-        result.and(restore)
+        self.0.append_wait(&[], true)
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    fn submit(&mut self, lines: Vec<Line>, sync: bool, done: crate::Done) {
+        self.0.submit(lines, sync, done);
     }
 }
 
 impl Drop for SqliteWriter {
     fn drop(&mut self) {
         // Releases the run, so that tools can tell a closed run from one whose writer died.
-        let _ = self.conn.execute(
-            "UPDATE failcore_runs SET writer = NULL WHERE run = ?1 AND writer = ?2",
-            params![self.run, self.token],
-        );
+        self.0.release();
     }
 }
 
@@ -246,30 +327,16 @@ impl TraceStore for SqliteStore {
 
     fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError> {
         check_run_id(run)?;
-        let conn = connect(&self.path)?;
-        let token = writer_token(run);
-        match conn.execute(
-            "INSERT INTO failcore_runs (run, created_ns, writer) VALUES (?1, ?2, ?3)",
-            params![run, now_ns(), token],
-        ) {
-            Ok(_) => {}
-            Err(rusqlite::Error::SqliteFailure(f, _))
-                if f.code == ErrorCode::ConstraintViolation =>
-            {
-                return Err(StoreError::Exists {
-                    run: run.to_owned(),
-                })
-            }
-            Err(e) => return Err(self.err(e)),
-        }
-        Ok(Box::new(SqliteWriter {
-            conn,
-            path: self.path.clone(),
-            run: run.to_owned(),
-            token,
+        let writer = BatchWriter {
+            committer: self.committer.clone(),
+            run: Arc::from(run),
+            token: Arc::from(writer_token(run)),
             next_pos: 0,
             last_seq: None,
-        }))
+            broken: Arc::new(AtomicBool::new(false)),
+        };
+        writer.create(now_ns())?;
+        Ok(Box::new(SqliteWriter(writer)))
     }
 
     fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {

@@ -72,11 +72,50 @@ pub trait LineSource: Send {
     fn name(&self) -> &str;
 }
 
+/// Called with the outcome of records handed to [`RunWriter::submit`], from any thread.
+pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 /// The writer of one run. Only one exists per run at a time: backends refuse a second one.
 pub trait RunWriter: Send {
     /// Appends whole records in order and hands them to the OS (or the database) before returning.
     fn append(&mut self, lines: &[Line]) -> Result<(), StoreError>;
     /// Makes everything appended so far durable against power loss.
+    fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// Whether this writer commits through a committer its store shares between runs, batching the
+    /// records of many runs into one round trip and one commit (the SQL stores). The journal then hands it
+    /// records with [`RunWriter::submit`] and the caller awaits the commit; otherwise the journal appends on
+    /// the caller's thread.
+    fn batched(&self) -> bool {
+        false
+    }
+
+    /// Hands `lines` over to be committed after everything submitted before (and made durable against
+    /// power loss too when `sync`), and calls `done` with the outcome, from any thread. Empty `lines` wait
+    /// for everything submitted before. The default commits at once, on the calling thread.
+    fn submit(&mut self, lines: Vec<Line>, sync: bool, done: Done) {
+        let mut result = if lines.is_empty() {
+            Ok(())
+        } else {
+            self.append(&lines)
+        };
+        if result.is_ok() && sync {
+            result = self.sync();
+        }
+        done(result)
+    }
+
+    /// A handle that syncs what this writer has appended without borrowing it, so that a background
+    /// thread can sync while callers keep appending. `None` (the default): the journal calls
+    /// [`RunWriter::sync`] under the run's lock.
+    fn sync_handle(&mut self) -> Result<Option<Box<dyn SyncHandle>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Syncs a run's writes from another thread than the writer's (see [`RunWriter::sync_handle`]).
+pub trait SyncHandle: Send {
+    /// Makes everything appended by the run's writer so far durable against power loss.
     fn sync(&mut self) -> Result<(), StoreError>;
 }
 

@@ -93,6 +93,15 @@ pub enum Error {
     #[error("tool `{tool}`: invalid arguments: {reason}")]
     InvalidArguments { tool: String, reason: String },
 
+    /// `failcore::exec` did not run a command: its policy refuses it, this kernel cannot build the sandbox
+    /// the policy asks for (`rule` names what is missing), or the program could not be started.
+    #[error("exec `{program}`: {reason} (rule `{rule}`)")]
+    Exec {
+        program: String,
+        rule: String,
+        reason: String,
+    },
+
     /// The tool ran (or was replayed) and returned its own error, shown here as text (`call_json`).
     #[error("tool `{tool}` failed: {message}")]
     Tool { tool: String, message: String },
@@ -115,6 +124,7 @@ impl Error {
             Error::UnknownTool(_) => "unknown_tool",
             Error::NotCallable { .. } => "not_callable",
             Error::InvalidArguments { .. } => "invalid_arguments",
+            Error::Exec { .. } => "exec",
             Error::Tool { .. } => "tool",
             Error::OutsideScope { .. } => "outside_scope",
         }
@@ -197,6 +207,15 @@ impl Error {
             },
             Error::InvalidArguments { tool, reason } => Error::InvalidArguments {
                 tool: tool.clone(),
+                reason: reason.clone(),
+            },
+            Error::Exec {
+                program,
+                rule,
+                reason,
+            } => Error::Exec {
+                program: program.clone(),
+                rule: rule.clone(),
                 reason: reason.clone(),
             },
             Error::Tool { tool, message } => Error::Tool {

@@ -49,6 +49,7 @@
 
 mod dynamic;
 mod error;
+pub mod exec;
 mod fingerprint;
 pub mod fs;
 mod keyed;

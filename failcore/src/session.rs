@@ -254,9 +254,6 @@ impl Session {
         if let Some(file) = var("FAILCORE_POLICY") {
             b = b.policy_file(file);
         }
-        if let Some(dir) = var("FAILCORE_VAULT") {
-            b = b.vault(dir);
-        }
         b.resume_prefix = var("FAILCORE_RESUME_PREFIX").is_some_and(|v| v != "0");
         b.signing_key = failcore_store::seal::SealKey::from_env()?;
         for (name, slot) in [
@@ -273,6 +270,9 @@ impl Session {
                     })?;
                 *slot = Some(std::time::Duration::from_secs_f64(secs));
             }
+        }
+        if let Some(dir) = var("FAILCORE_VAULT") {
+            b = b.vault(dir);
         }
         Ok(b)
     }

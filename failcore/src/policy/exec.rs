@@ -1,7 +1,10 @@
-//! The `exec` preset: an allow-list of programs, run with an argument vector, never a shell string.
+//! The `exec` preset: an allow-list of programs, run with an argument vector, never a shell string, inside
+//! the kernel sandbox that [`crate::exec`] builds from the policy's [`SandboxSpec`].
 
 use super::{CallView, Policy, PolicyError, Verdict};
 use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
 
 const SHELL_CHARS: &[char] = &[
     ';', '|', '&', '$', '`', '<', '>', '(', ')', '{', '}', '[', ']', '*', '?', '!', '~', '\'', '"',
@@ -29,12 +32,121 @@ const SHELLS: &[&str] = &[
     "eval",
 ];
 
+/// What a sandboxed command may reach over the network.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Network {
+    /// No network: TCP bind and connect denied by Landlock (ABI 4 and later), and every socket other than a
+    /// Unix one refused at creation by a seccomp filter. The default.
+    #[default]
+    None,
+    /// TCP connections to these ports only (Landlock ABI 4 and later); no TCP bind. Other socket kinds
+    /// (UDP, for name lookups) are not restricted.
+    ConnectPorts(Vec<u16>),
+    /// Unrestricted.
+    All,
+}
+
+/// The walls a command runs inside when a tool runs it through [`crate::exec`]: built from the tool's exec
+/// policy, applied by the kernel in the child between `fork` and `exec`, and recorded on the step.
+///
+/// The defaults are the strict ones: the filesystem is read-only except the root (when one is set) and
+/// `/dev/null`; no network; 60 s of CPU, 4 GiB of address space, files of at most 1 GiB, 128 processes
+/// and threads; killed with its whole process group after 60 s; an environment of `PATH`, `LANG`,
+/// `LC_ALL`, `LC_CTYPE`, `TZ` and `TERM` only; 64 KiB of each of stdout and stderr kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSpec {
+    pub(crate) root: Option<PathBuf>,
+    pub(crate) writable: Vec<PathBuf>,
+    pub(crate) readable: Option<Vec<PathBuf>>,
+    pub(crate) network: Network,
+    pub(crate) cpu_seconds: u64,
+    pub(crate) address_space: u64,
+    pub(crate) file_size: u64,
+    pub(crate) processes: u64,
+    pub(crate) timeout: Duration,
+    pub(crate) env: Vec<String>,
+    pub(crate) max_output: usize,
+    pub(crate) accept_weaker: bool,
+}
+
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        SandboxSpec {
+            root: None,
+            writable: Vec::new(),
+            readable: None,
+            network: Network::None,
+            cpu_seconds: 60,
+            address_space: 4 << 30,
+            file_size: 1 << 30,
+            processes: 128,
+            timeout: Duration::from_secs(60),
+            env: ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            max_output: 64 << 10,
+            accept_weaker: false,
+        }
+    }
+}
+
+impl SandboxSpec {
+    /// The working directory of the command, writable (none by default: the command runs in the current
+    /// directory, which it may only read).
+    pub fn root(&self) -> Option<&PathBuf> {
+        self.root.as_ref()
+    }
+
+    /// Every directory the command may write beneath: the root, then the declared writable roots.
+    pub fn writable_roots(&self) -> impl Iterator<Item = &PathBuf> {
+        self.root.iter().chain(&self.writable)
+    }
+
+    /// The directories the command may read (`None`: the whole filesystem).
+    pub fn readable(&self) -> Option<&[PathBuf]> {
+        self.readable.as_deref()
+    }
+
+    /// What the command may reach over the network.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The wall-clock time after which the command and its process group are killed.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether a weaker sandbox than asked is accepted where the kernel lacks a mechanism.
+    pub fn accepts_weaker(&self) -> bool {
+        self.accept_weaker
+    }
+}
+
 /// The program argument must name an allowed binary, and arguments must come as a list of strings (argv).
 ///
 /// A program string with spaces or shell metacharacters (`ls; rm -rf /`, `` `id` ``, `$(id)`) is a command
 /// line that needs a shell to split: refused (rule `exec.shell_string`), whatever the allow-list says. Shells
 /// and launchers (`sh`, `bash`, `env`, `xargs`, `cmd`, `powershell`, ...) are refused unless listed
 /// explicitly, and even then never with `-c` (rule `exec.shell`).
+///
+/// The policy also describes the sandbox ([`SandboxSpec`]) that [`crate::exec`] runs an allowed command in.
+/// A call is refused before it runs when this kernel cannot build that sandbox (rules `exec.sandbox.*`,
+/// naming what is missing), unless the policy accepts a weaker one ([`ExecPolicy::accept_weaker`]).
+///
+/// ```no_run
+/// use failcore::policy::{ExecPolicy, Network};
+/// use std::time::Duration;
+///
+/// let git = ExecPolicy::allow(["git"])
+///     .deny_args(["--upload-pack", "-c", "--exec"])
+///     .root("/srv/agent/workspace") // the working directory, writable
+///     .network(Network::ConnectPorts(vec![443]))
+///     .timeout(Duration::from_secs(120))
+///     .env(["PATH", "HOME", "LANG"]);
+/// # let _ = git;
+/// ```
 #[derive(Debug, Clone)]
 pub struct ExecPolicy {
     name: String,
@@ -42,6 +154,7 @@ pub struct ExecPolicy {
     program_arg: String,
     argv_arg: Option<String>,
     deny_args: Vec<String>,
+    sandbox: SandboxSpec,
 }
 
 impl ExecPolicy {
@@ -54,7 +167,92 @@ impl ExecPolicy {
             program_arg: "program".into(),
             argv_arg: Some("args".into()),
             deny_args: Vec::new(),
+            sandbox: SandboxSpec::default(),
         }
+    }
+
+    /// The sandbox commands run in.
+    pub fn sandbox(&self) -> &SandboxSpec {
+        &self.sandbox
+    }
+
+    /// The working directory of commands; writable.
+    pub fn root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.sandbox.root = Some(dir.into());
+        self
+    }
+
+    /// More directories (or files) commands may write beneath, besides the root and `/dev/null`.
+    pub fn writable<I: IntoIterator<Item = P>, P: Into<PathBuf>>(mut self, paths: I) -> Self {
+        self.sandbox
+            .writable
+            .extend(paths.into_iter().map(Into::into));
+        self
+    }
+
+    /// Restricts reading (and executing) to beneath these paths, plus the writable roots. By default the
+    /// whole filesystem is readable; list the program's own directories (`/usr`, `/lib`, `/etc`, ...) when
+    /// secrets such as `~/.ssh` must stay out of reach.
+    pub fn readable<I: IntoIterator<Item = P>, P: Into<PathBuf>>(mut self, paths: I) -> Self {
+        self.sandbox.readable = Some(paths.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// What commands may reach over the network (default [`Network::None`]).
+    pub fn network(mut self, network: Network) -> Self {
+        self.sandbox.network = network;
+        self
+    }
+
+    /// CPU time a command may use, in whole seconds (`RLIMIT_CPU`; default 60).
+    pub fn cpu_seconds(mut self, seconds: u64) -> Self {
+        self.sandbox.cpu_seconds = seconds;
+        self
+    }
+
+    /// Address space of each process, in bytes (`RLIMIT_AS`; default 4 GiB).
+    pub fn address_space(mut self, bytes: u64) -> Self {
+        self.sandbox.address_space = bytes;
+        self
+    }
+
+    /// Largest file a command may write, in bytes (`RLIMIT_FSIZE`; default 1 GiB).
+    pub fn file_size(mut self, bytes: u64) -> Self {
+        self.sandbox.file_size = bytes;
+        self
+    }
+
+    /// Processes and threads a command may have at once, itself included (default 128): a pids cgroup where
+    /// one can be created, else `RLIMIT_NPROC` above the user's current count.
+    pub fn processes(mut self, n: u64) -> Self {
+        self.sandbox.processes = n;
+        self
+    }
+
+    /// Wall-clock time after which the command and its whole process group are killed (default 60 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.sandbox.timeout = timeout;
+        self
+    }
+
+    /// The environment variables passed through from this process (an allow-list replacing the default);
+    /// every other variable is left out.
+    pub fn env<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.sandbox.env = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Bytes kept of each of stdout and stderr (default 64 KiB); what is cut is marked.
+    pub fn max_output(mut self, bytes: usize) -> Self {
+        self.sandbox.max_output = bytes;
+        self
+    }
+
+    /// Accepts a weaker sandbox where this kernel lacks a mechanism the policy asks for, instead of
+    /// refusing the call. What was left out is recorded on the step with the sandbox applied.
+    pub fn accept_weaker(mut self, yes: bool) -> Self {
+        self.sandbox.accept_weaker = yes;
+        self
     }
 
     /// The name recorded with decisions (default `exec`).
@@ -154,6 +352,10 @@ impl Policy for ExecPolicy {
         &self.name
     }
 
+    fn as_exec(&self) -> Option<&ExecPolicy> {
+        Some(self)
+    }
+
     fn check(&self, call: &CallView<'_>) -> Result<Verdict, PolicyError> {
         let program = match call.arg(&self.program_arg) {
             Some(Value::String(s)) => s.as_str(),
@@ -204,9 +406,14 @@ impl Policy for ExecPolicy {
                 }
             }
         }
-        Ok(match self.check_command(program, &argv) {
-            Ok(()) => Verdict::Allow,
-            Err(v) => v,
+        if let Err(v) = self.check_command(program, &argv) {
+            return Ok(v);
+        }
+        // The command is allowed; refuse it here, before anything runs, if this kernel cannot build the
+        // sandbox it would run in.
+        Ok(match crate::exec::assess(&self.sandbox) {
+            Ok(_) => Verdict::Allow,
+            Err(refused) => Verdict::deny(refused.rule, refused.reason),
         })
     }
 }

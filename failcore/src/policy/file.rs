@@ -1,7 +1,8 @@
 //! The policy file (`failcore.toml` or JSON): named policies that `policy = "name"` resolves to.
 
 use super::{
-    All, Any, DenyTools, ExecPolicy, FsPolicy, Limits, NetPolicy, Not, PolicyRef, PolicySet,
+    All, Any, DenyTools, ExecPolicy, FsPolicy, Limits, NetPolicy, Network, Not, PolicyRef,
+    PolicySet,
 };
 use crate::secrets::{NoSecrets, RedactPaths};
 use crate::Error;
@@ -36,13 +37,13 @@ pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<Poli
     if let Some(k) = top.keys().find(|k| {
         !matches!(
             k.as_str(),
-            "policy" | "guard" | "tools" | "redact" | "proxy"
+            "policy" | "guard" | "tools" | "proxy" | "redact"
         )
     }) {
         return Err(err(format!(
             "unknown top-level key `{k}`; policies go under `policy.<name>`, and only `guard` and \
-             `[tools]` may refer to them; `[redact.<tool>]` names paths to redact (`[proxy]` \
-             configures `failcore proxy`)"
+             `[tools]` may refer to them (`[proxy]` configures `failcore proxy`, `[redact.<tool>]` \
+             names paths to redact)"
         )));
     }
     let redact = redactions(top.get("redact")).map_err(&err)?;
@@ -100,32 +101,6 @@ pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<Poli
     })
 }
 
-/// `[redact.<tool>]` tables: `args` and `output`, lists of JSON pointers.
-fn redactions(v: Option<&Value>) -> Result<HashMap<String, RedactPaths>, String> {
-    let mut out = HashMap::new();
-    let Some(v) = v else { return Ok(out) };
-    let tools = v
-        .as_object()
-        .ok_or("`redact` must be a table of `[redact.<tool>]` tables")?;
-    for (tool, spec) in tools {
-        let spec = spec.as_object().ok_or_else(|| {
-            format!("`redact.{tool}` must be a table with `args` and/or `output`")
-        })?;
-        let at = format!("redact.{tool}");
-        only_keys(&at, spec, &["args", "output"])?;
-        let args = strings(&at, spec, "args")?.unwrap_or_default();
-        let output = strings(&at, spec, "output")?.unwrap_or_default();
-        if args.is_empty() && output.is_empty() {
-            return Err(format!(
-                "`{at}` names no path (`args = [..]`, `output = [..]`)"
-            ));
-        }
-        let paths = RedactPaths::parse(&args, &output).map_err(|e| format!("`{at}`: {e}"))?;
-        out.insert(tool.clone(), paths);
-    }
-    Ok(out)
-}
-
 /// A policy file as a JSON document (TOML, or JSON when the name ends in `.json`).
 fn read_document(path: &Path) -> Result<Value, Error> {
     let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
@@ -157,6 +132,7 @@ pub fn check_policy_file(path: &Path, sandbox_root: Option<&PathBuf>) -> Result<
 /// run_key = "my-agent"    # consecutive sessions record into one run
 /// resume = "last"         # or offline = "last"
 /// timeout_seconds = 120   # how long a request may wait for the server
+/// durability = "synced"   # buffered, flushed (default) or synced
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProxySettings {
@@ -165,6 +141,7 @@ pub struct ProxySettings {
     pub offline: Option<String>,
     pub run_key: Option<String>,
     pub timeout_seconds: Option<f64>,
+    pub durability: Option<crate::Durability>,
 }
 
 /// Reads the `[proxy]` table of a policy file (all settings absent when it has none).
@@ -177,7 +154,14 @@ pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
     let table = table
         .as_object()
         .ok_or_else(|| err("`proxy` must be a table".into()))?;
-    const KEYS: &[&str] = &["store", "resume", "offline", "run_key", "timeout_seconds"];
+    const KEYS: &[&str] = &[
+        "store",
+        "resume",
+        "offline",
+        "run_key",
+        "timeout_seconds",
+        "durability",
+    ];
     only_keys("proxy", table, KEYS).map_err(&err)?;
     let text = |key: &str| string("proxy", table, key).map_err(&err);
     let base = path.parent().unwrap_or(Path::new("."));
@@ -187,6 +171,12 @@ pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
         resume: text("resume")?,
         offline: text("offline")?,
         run_key: text("run_key")?,
+        durability: text("durability")?
+            .map(|d| {
+                d.parse()
+                    .map_err(|e: String| err(format!("`proxy.durability`: {e}")))
+            })
+            .transpose()?,
         timeout_seconds: match table.get("timeout_seconds") {
             None => None,
             Some(v) => Some(
@@ -216,6 +206,32 @@ fn relative_store(base: &Path, spec: &str) -> String {
     }
 }
 
+/// `[redact.<tool>]` tables: `args` and `output`, lists of JSON pointers.
+fn redactions(v: Option<&Value>) -> Result<HashMap<String, RedactPaths>, String> {
+    let mut out = HashMap::new();
+    let Some(v) = v else { return Ok(out) };
+    let tools = v
+        .as_object()
+        .ok_or("`redact` must be a table of `[redact.<tool>]` tables")?;
+    for (tool, spec) in tools {
+        let spec = spec.as_object().ok_or_else(|| {
+            format!("`redact.{tool}` must be a table with `args` and/or `output`")
+        })?;
+        let at = format!("redact.{tool}");
+        only_keys(&at, spec, &["args", "output"])?;
+        let args = strings(&at, spec, "args")?.unwrap_or_default();
+        let output = strings(&at, spec, "output")?.unwrap_or_default();
+        if args.is_empty() && output.is_empty() {
+            return Err(format!(
+                "`{at}` names no path (`args = [..]`, `output = [..]`)"
+            ));
+        }
+        let paths = RedactPaths::parse(&args, &output).map_err(|e| format!("`{at}`: {e}"))?;
+        out.insert(tool.clone(), paths);
+    }
+    Ok(out)
+}
+
 struct Builder<'a> {
     specs: &'a Map<String, Value>,
     existing: &'a PolicySet,
@@ -235,7 +251,25 @@ const FS_KEYS: &[&str] = &[
     "expand_home",
 ];
 const NET_KEYS: &[&str] = &["preset", "urls", "schemes", "hosts", "ports", "resolve"];
-const EXEC_KEYS: &[&str] = &["preset", "allow", "program_arg", "argv_arg", "deny_args"];
+const EXEC_KEYS: &[&str] = &[
+    "preset",
+    "allow",
+    "program_arg",
+    "argv_arg",
+    "deny_args",
+    "root",
+    "writable",
+    "readable",
+    "network",
+    "cpu_seconds",
+    "address_space_mib",
+    "file_size_mib",
+    "max_processes",
+    "timeout_seconds",
+    "env",
+    "max_output_bytes",
+    "accept_weaker",
+];
 const LIMITS_KEYS: &[&str] = &[
     "preset",
     "max_arg_bytes",
@@ -401,7 +435,7 @@ impl Builder<'_> {
                 if let Some(d) = strings(name, spec, "deny_args")? {
                     p = p.deny_args(d);
                 }
-                Arc::new(p)
+                Arc::new(self.exec_sandbox(name, spec, p)?)
             }
             "limits" => {
                 only_keys(name, spec, LIMITS_KEYS)?;
@@ -457,6 +491,111 @@ impl Builder<'_> {
                 ))
             }
         })
+    }
+}
+
+impl Builder<'_> {
+    /// The sandbox settings of an `exec` preset. Paths are relative to the policy file and must exist now.
+    fn exec_sandbox(
+        &self,
+        name: &str,
+        spec: &Map<String, Value>,
+        mut p: ExecPolicy,
+    ) -> Result<ExecPolicy, String> {
+        let existing = |key: &str, path: String| -> Result<PathBuf, String> {
+            let path = self.base.join(path);
+            if path.exists() {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "policy `{name}`: `{key}` names {}, which does not exist",
+                    path.display()
+                ))
+            }
+        };
+        if let Some(root) = string(name, spec, "root")? {
+            let root = existing("root", root)?;
+            if !root.is_dir() {
+                return Err(format!(
+                    "policy `{name}`: root {} is not a directory",
+                    root.display()
+                ));
+            }
+            p = p.root(root);
+        }
+        if let Some(paths) = strings(name, spec, "writable")? {
+            let paths = paths
+                .into_iter()
+                .map(|w| existing("writable", w))
+                .collect::<Result<Vec<_>, _>>()?;
+            p = p.writable(paths);
+        }
+        if let Some(paths) = strings(name, spec, "readable")? {
+            let paths = paths
+                .into_iter()
+                .map(|r| existing("readable", r))
+                .collect::<Result<Vec<_>, _>>()?;
+            p = p.readable(paths);
+        }
+        match spec.get("network") {
+            None => {}
+            Some(Value::String(s)) if s == "none" => p = p.network(Network::None),
+            Some(Value::String(s)) if s == "all" => p = p.network(Network::All),
+            Some(Value::Array(_)) => {
+                let ports = numbers(name, spec, "network")?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| {
+                        u16::try_from(n)
+                            .map_err(|_| format!("policy `{name}`: port {n} is out of range"))
+                    })
+                    .collect::<Result<Vec<u16>, String>>()?;
+                p = p.network(Network::ConnectPorts(ports));
+            }
+            Some(_) => {
+                return Err(format!(
+                    "policy `{name}`: `network` must be \"none\", \"all\" or a list of TCP ports"
+                ))
+            }
+        }
+        if let Some(n) = number(name, spec, "cpu_seconds")? {
+            p = p.cpu_seconds(n);
+        }
+        let mib = |key: &str| -> Result<Option<u64>, String> {
+            number(name, spec, key)?
+                .map(|n| {
+                    n.checked_mul(1 << 20)
+                        .ok_or_else(|| format!("policy `{name}`: `{key}` is too large"))
+                })
+                .transpose()
+        };
+        if let Some(bytes) = mib("address_space_mib")? {
+            p = p.address_space(bytes);
+        }
+        if let Some(bytes) = mib("file_size_mib")? {
+            p = p.file_size(bytes);
+        }
+        if let Some(n) = number(name, spec, "max_processes")? {
+            if n == 0 {
+                return Err(format!(
+                    "policy `{name}`: `max_processes` must be at least 1 (the command itself)"
+                ));
+            }
+            p = p.processes(n);
+        }
+        if let Some(t) = seconds(name, spec.get("timeout_seconds"), "timeout_seconds")? {
+            p = p.timeout(t);
+        }
+        if let Some(env) = strings(name, spec, "env")? {
+            p = p.env(env);
+        }
+        if let Some(n) = number(name, spec, "max_output_bytes")? {
+            p = p.max_output(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        if let Some(yes) = boolean(name, spec, "accept_weaker")? {
+            p = p.accept_weaker(yes);
+        }
+        Ok(p)
     }
 }
 

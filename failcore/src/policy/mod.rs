@@ -15,7 +15,7 @@ mod limits;
 mod net;
 
 pub use compose::{All, Any, Not};
-pub use exec::ExecPolicy;
+pub use exec::{ExecPolicy, Network, SandboxSpec};
 pub(crate) use file::load_policy_file;
 pub use file::{check_policy_file, proxy_settings, ProxySettings};
 pub use fs::FsPolicy;
@@ -68,6 +68,13 @@ pub trait Policy: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Decides one call. An `Err` denies it (rule `policy.error`).
     fn check(&self, call: &CallView<'_>) -> Result<Verdict, PolicyError>;
+
+    /// This policy as an exec policy, if it is one: how [`crate::exec::policy`] finds the sandbox of a
+    /// named policy.
+    #[doc(hidden)]
+    fn as_exec(&self) -> Option<&ExecPolicy> {
+        None
+    }
 }
 
 /// A shared policy.

@@ -51,6 +51,9 @@ pub struct Args {
     /// the same mode (one session at a time), and leaves it open when it ends.
     #[arg(long, value_name = "KEY")]
     run_key: Option<String>,
+    /// How durable each record is before the call returns: buffered, flushed (default) or synced.
+    #[arg(long, value_name = "LEVEL")]
+    durability: Option<failcore::Durability>,
     /// End the open run of --run-key (write its run_end) and exit; no server is started.
     #[arg(long, requires = "run_key")]
     end_run: bool,
@@ -171,6 +174,9 @@ fn configure(store: Option<&str>, args: Args) -> Result<Config> {
         .or_else(|| env("FAILCORE_RUN_KEY"));
     if let Some(key) = &run_key {
         builder = builder.run_key(key.clone());
+    }
+    if let Some(d) = args.durability.or(file.durability) {
+        builder = builder.durability(d);
     }
     let offline = matches!(source, Some((failcore::store::Mode::Offline, _)));
     if args.command.is_empty() && !offline && !args.end_run {

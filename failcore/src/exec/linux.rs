@@ -1,0 +1,788 @@
+//! The Linux sandbox: Landlock, seccomp, rlimits, a pids cgroup and a process group.
+//!
+//! Where the walls go up: in the child, between `fork` and `exec`, through `CommandExt::pre_exec`, rather
+//! than in a helper binary re-executed for each command. Everything that allocates, opens paths or can fail
+//! in an interesting way (the Landlock ruleset and its path descriptors, the seccomp BPF programs, the
+//! cgroup and its `cgroup.procs` descriptor, the environment) is built in the parent before the fork; the
+//! child only makes system calls (`write`, `setrlimit`, `prctl`, `landlock_restrict_self`, `seccomp`),
+//! which are async-signal-safe, so forking a multi-threaded process is sound. A helper binary would have
+//! to be found, trusted and kept in step with the library on every installation, for no gain in safety:
+//! the restrictions apply to the exec'd program either way, and they survive `exec` (Landlock domains,
+//! seccomp filters, rlimits and no_new_privs are all inherited).
+
+use super::{Captured, Command, ExecOutput, Exit, Kernel, Plan, ProcessLimit, SandboxApplied};
+use crate::policy::{Network, SandboxSpec};
+use crate::Error;
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, LandlockStatus, NetPort,
+    PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus,
+    Scope, ABI,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long the output streams may stay open after the command and its group are gone.
+const READ_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+/// What this kernel offers, probed once.
+pub(crate) fn kernel() -> &'static Kernel {
+    static KERNEL: OnceLock<Kernel> = OnceLock::new();
+    KERNEL.get_or_init(|| Kernel {
+        landlock_abi: landlock_abi(),
+        seccomp: seccomp_works(),
+        pids_cgroup: pids_cgroup(),
+        privileged: privileged(),
+    })
+}
+
+/// The kernel's Landlock ABI, as the landlock crate reports it. Landlock domains and no_new_privs belong
+/// to a thread, so a throwaway thread restricts itself and reads the status; the rest of the process is
+/// untouched.
+fn landlock_abi() -> u32 {
+    std::thread::spawn(|| -> Option<u32> {
+        let status = Ruleset::default()
+            .handle_access(AccessFs::Execute)
+            .ok()?
+            .create()
+            .ok()?
+            .restrict_self()
+            .ok()?;
+        match status.landlock {
+            LandlockStatus::Available { effective_abi, .. } => {
+                effective_abi.to_string().parse().ok()
+            }
+            _ => None,
+        }
+    })
+    .join()
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+}
+
+/// Whether a seccomp filter can be installed: tried on a throwaway thread (filters installed without
+/// `TSYNC` bind only the calling thread).
+fn seccomp_works() -> bool {
+    std::thread::spawn(|| -> bool {
+        let Ok(arch) = target_arch() else {
+            return false;
+        };
+        let rules = BTreeMap::from([(libc::SYS_io_uring_setup, Vec::new())]);
+        let Ok(filter) = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        ) else {
+            return false;
+        };
+        let Ok(program) = BpfProgram::try_from(filter) else {
+            return false;
+        };
+        seccompiler::apply_filter(&program).is_ok()
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+fn target_arch() -> Result<TargetArch, String> {
+    TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|_| format!("no seccomp support for {}", std::env::consts::ARCH))
+}
+
+/// Whether the kernel exempts this user from `RLIMIT_NPROC`: root, or a holder of `CAP_SYS_RESOURCE` or
+/// `CAP_SYS_ADMIN`.
+fn privileged() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true; // cannot tell: assume the limit would not bind
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let root = field("Uid:")
+        .and_then(|v| v.split_whitespace().next())
+        .is_none_or(|uid| uid == "0");
+    let caps = field("CapEff:")
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or(u64::MAX);
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_SYS_RESOURCE: u64 = 1 << 24;
+    root || caps & (CAP_SYS_ADMIN | CAP_SYS_RESOURCE) != 0
+}
+
+/// A directory beneath which this process can create pids cgroups (v1 `pids` hierarchy, or v2 with the
+/// pids controller enabled for children), found from /proc/self/mountinfo and /proc/self/cgroup and
+/// proven by creating and removing one.
+fn pids_cgroup() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut candidates = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let left: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        let (Some(root), Some(mount), Some(fstype)) = (left.get(3), left.get(4), right.first())
+        else {
+            continue;
+        };
+        let ours = match *fstype {
+            "cgroup"
+                if right
+                    .get(2)
+                    .is_some_and(|o| o.split(',').any(|o| o == "pids")) =>
+            {
+                membership
+                    .lines()
+                    .filter_map(|l| l.split_once(':').and_then(|(_, rest)| rest.split_once(':')))
+                    .find(|(ctrls, _)| ctrls.split(',').any(|c| c == "pids"))
+                    .map(|(_, path)| path)
+            }
+            "cgroup2" => membership.lines().find_map(|l| l.strip_prefix("0::")),
+            _ => None,
+        };
+        let Some(path) = ours else { continue };
+        let relative = path.strip_prefix(root).unwrap_or(path);
+        candidates.push(Path::new(mount).join(relative.trim_start_matches('/')));
+    }
+    candidates.into_iter().find(|base| {
+        let probe = base.join(format!("failcore-probe-{}", std::process::id()));
+        if std::fs::create_dir(&probe).is_err() {
+            return false;
+        }
+        let works = probe.join("pids.max").exists();
+        let _ = std::fs::remove_dir(&probe);
+        works
+    })
+}
+
+/// A pids cgroup of one command: removed when dropped.
+struct CommandCgroup {
+    dir: PathBuf,
+    /// `cgroup.procs`, opened before the fork: the child writes `0` to it to join.
+    procs: File,
+}
+
+impl CommandCgroup {
+    fn create(base: &Path, max: u64) -> io::Result<CommandCgroup> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = base.join(format!(
+            "failcore-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir)?;
+        let made = (|| {
+            std::fs::write(dir.join("pids.max"), max.to_string())?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+        })();
+        match made {
+            Ok(procs) => Ok(CommandCgroup { dir, procs }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn members(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CommandCgroup {
+    fn drop(&mut self) {
+        // Killed members take a moment to leave; an emptied cgroup is removed, a stuck one is reported.
+        for _ in 0..200 {
+            for pid in self.members() {
+                // SAFETY: kill has no memory effects.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::warn!(cgroup = %self.dir.display(), "could not remove the command's cgroup");
+    }
+}
+
+fn abi_of(n: u32) -> ABI {
+    match n {
+        0 => ABI::Unsupported,
+        1 => ABI::V1,
+        2 => ABI::V2,
+        3 => ABI::V3,
+        4 => ABI::V4,
+        5 => ABI::V5,
+        6 => ABI::V6,
+        // Every right this sandbox uses exists by ABI 7 (later ABIs add rights it does not ask for).
+        _ => ABI::V7,
+    }
+}
+
+/// The Landlock ruleset of a command, created in the parent. Every right asked for is a hard requirement
+/// (the plan already left out what this kernel lacks), and every path is opened now: a path that vanished
+/// since the policy check is an error, never a rule silently dropped.
+fn ruleset(spec: &SandboxSpec, plan: &Plan) -> Result<Option<RulesetCreated>, String> {
+    if !(plan.filesystem || plan.landlock_net || plan.scopes) {
+        return Ok(None);
+    }
+    let abi = abi_of(plan.landlock_abi);
+    let e = |e: landlock::RulesetError| e.to_string();
+    let handled_fs = if spec.readable().is_some() {
+        AccessFs::from_all(abi)
+    } else {
+        AccessFs::from_write(abi)
+    };
+    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::HardRequirement);
+    if plan.filesystem {
+        ruleset = ruleset.handle_access(handled_fs).map_err(e)?;
+    }
+    if plan.landlock_net {
+        ruleset = ruleset
+            .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+            .map_err(e)?;
+    }
+    if plan.scopes {
+        let mut scopes: BitFlags<Scope> = Scope::Signal.into();
+        if *spec.network() != Network::All {
+            scopes |= Scope::AbstractUnixSocket;
+        }
+        ruleset = ruleset.scope(scopes).map_err(e)?;
+    }
+    let mut created = ruleset.create().map_err(e)?;
+    if plan.filesystem {
+        let read = AccessFs::from_read(abi) & handled_fs;
+        let dev_null =
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
+        let rules = spec
+            .readable()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| (p.as_path(), read))
+            .chain(spec.writable_roots().map(|p| (p.as_path(), handled_fs)))
+            .chain([(Path::new("/dev/null"), dev_null & handled_fs)]);
+        for (path, access) in rules {
+            let fd = PathFd::new(path).map_err(|err| format!("{}: {err}", path.display()))?;
+            // Rights that only make sense on directories are refused on a file.
+            let access = if path.is_dir() {
+                access
+            } else {
+                access & AccessFs::from_file(abi)
+            };
+            created = created.add_rule(PathBeneath::new(fd, access)).map_err(e)?;
+        }
+    }
+    if let (Network::ConnectPorts(ports), true) = (spec.network(), plan.landlock_net) {
+        for port in ports {
+            created = created
+                .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+                .map_err(e)?;
+        }
+    }
+    Ok(Some(created))
+}
+
+/// The seccomp programs of a command: one refusing sockets other than Unix ones (and io_uring, which can
+/// open sockets without `socket(2)`), one refusing `setsid`/`setpgid` so that no descendant leaves the
+/// process group that is killed at the timeout.
+fn filters(plan: &Plan) -> Result<Vec<BpfProgram>, String> {
+    let arch = target_arch()?;
+    let e = |e: seccompiler::BackendError| e.to_string();
+    let mut programs = Vec::new();
+    if plan.seccomp_net {
+        let not_unix = SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Ne,
+            libc::AF_UNIX as u64,
+        )
+        .map_err(e)?])
+        .map_err(e)?;
+        let rules = with_x32(&[
+            (libc::SYS_socket, vec![not_unix]),
+            (libc::SYS_io_uring_setup, Vec::new()),
+        ]);
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EACCES as u32),
+            arch,
+        )
+        .map_err(e)?;
+        programs.push(BpfProgram::try_from(filter).map_err(e)?);
+    }
+    if plan.seccomp_group {
+        let rules = with_x32(&[
+            (libc::SYS_setsid, Vec::new()),
+            (libc::SYS_setpgid, Vec::new()),
+        ]);
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        )
+        .map_err(e)?;
+        programs.push(BpfProgram::try_from(filter).map_err(e)?);
+    }
+    Ok(programs)
+}
+
+/// The rules keyed by system call number, and on x86_64 also by the x32 number of each call (the same
+/// number with bit 30 set, which the architecture check of the filter lets through), so that a program
+/// built for x32 cannot go around them where the kernel runs x32 code.
+fn with_x32(rules: &[(i64, Vec<SeccompRule>)]) -> BTreeMap<i64, Vec<SeccompRule>> {
+    let mut map = BTreeMap::new();
+    for (nr, rule) in rules {
+        map.insert(*nr, rule.clone());
+        if cfg!(target_arch = "x86_64") {
+            map.insert(*nr | 0x4000_0000, rule.clone());
+        }
+    }
+    map
+}
+
+/// The command's environment: the policy's allow-list taken from this process, then the tool's own
+/// variables. Returns the variables and their sorted names.
+fn environment(
+    spec: &SandboxSpec,
+    extra: &[(String, String)],
+) -> (Vec<(OsString, OsString)>, Vec<String>) {
+    let mut vars: Vec<(OsString, OsString)> = Vec::new();
+    for name in &spec.env {
+        match std::env::var_os(name) {
+            Some(v) => vars.push((name.into(), v)),
+            None if name == "PATH" => {
+                vars.push((name.into(), "/usr/local/bin:/usr/bin:/bin".into()))
+            }
+            None => {}
+        }
+    }
+    for (k, v) in extra {
+        vars.retain(|(name, _)| name != k.as_str());
+        vars.push((k.into(), v.into()));
+    }
+    let mut names: Vec<String> = vars
+        .iter()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    (vars, names)
+}
+
+/// Tasks (processes and threads) of the real user of this process, as `RLIMIT_NPROC` counts them.
+fn user_tasks() -> u64 {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() }.to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next())
+                == Some(uid.as_str())
+        })
+        .map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(1)
+        })
+        .sum()
+}
+
+/// What the child does between fork and exec. Only system calls: no allocation, no locks.
+fn enter_sandbox(
+    parent: libc::pid_t,
+    procs: Option<RawFd>,
+    limits: &[(Resource, u64)],
+    ruleset: Option<RulesetCreated>,
+    filters: &[BpfProgram],
+) -> io::Result<()> {
+    // If this process dies (the thread that forked waits for the command, so it outlives it otherwise),
+    // the command is killed rather than left running unwatched.
+    // SAFETY: prctl and getppid take no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if unsafe { libc::getppid() } != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    if let Some(fd) = procs {
+        // "0" moves the writing process, this child, into the command's cgroup before it runs anything.
+        // SAFETY: writes one byte from a static buffer to an open descriptor.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for &(resource, value) in limits {
+        let limit = libc::rlimit {
+            rlim_cur: value as libc::rlim_t,
+            rlim_max: value as libc::rlim_t,
+        };
+        // SAFETY: a valid pointer to a local.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if let Some(ruleset) = ruleset {
+        match ruleset.restrict_self() {
+            Ok(status) if status.ruleset == RulesetStatus::FullyEnforced => {}
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+            Err(_) => return Err(io::Error::last_os_error()),
+        }
+    }
+    for program in filters {
+        if seccompiler::apply_filter(program).is_err() {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Reads a stream to its end, keeping the first `max` bytes.
+fn capture(mut stream: impl Read, max: usize) -> Captured {
+    let mut kept = Vec::new();
+    let mut total = 0u64;
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                let room = max.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    Captured {
+        truncated: total > kept.len() as u64,
+        text: String::from_utf8_lossy(&kept).into_owned(),
+        bytes: total,
+    }
+}
+
+/// Kills the command's process group and every member of its cgroup.
+fn kill_all(pgid: i32, cgroup: Option<&CommandCgroup>) {
+    // SAFETY: kill has no memory effects. The group leader is not reaped yet, so its id cannot have been
+    // reused.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    if let Some(cgroup) = cgroup {
+        for pid in cgroup.members() {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Waits, without reaping, until `pid` exits.
+fn wait_exit(pid: i32) {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer; WNOWAIT leaves the child to be reaped by `Child::wait`.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+fn display(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+pub(crate) fn spawn(command: Command, spec: &SandboxSpec, plan: Plan) -> Result<ExecOutput, Error> {
+    let program = command.program.clone();
+    let fail = |rule: &str, reason: String| Error::Exec {
+        program: program.clone(),
+        rule: rule.into(),
+        reason,
+    };
+    let mut ruleset = ruleset(spec, &plan).map_err(|e| {
+        fail(
+            "exec.sandbox.landlock",
+            format!("the Landlock ruleset cannot be built: {e}"),
+        )
+    })?;
+    let filters = filters(&plan).map_err(|e| {
+        fail(
+            "exec.sandbox.seccomp",
+            format!("the seccomp filter cannot be built: {e}"),
+        )
+    })?;
+    let (env, env_names) = environment(spec, &command.env);
+    let cgroup = match &plan.processes {
+        ProcessLimit::Cgroup(base) => {
+            Some(CommandCgroup::create(base, spec.processes).map_err(|e| {
+                fail(
+                    "exec.sandbox.cgroup",
+                    format!(
+                        "cannot create a pids cgroup beneath {}: {e}",
+                        base.display()
+                    ),
+                )
+            })?)
+        }
+        _ => None,
+    };
+    let mut limits: Vec<(Resource, u64)> = vec![
+        (libc::RLIMIT_CPU, spec.cpu_seconds),
+        (libc::RLIMIT_AS, spec.address_space),
+        (libc::RLIMIT_FSIZE, spec.file_size),
+    ];
+    if plan.processes == ProcessLimit::Rlimit {
+        // The kernel counts every task of the user, and refuses even the exec past the limit: the
+        // command's allowance comes on top of what the user runs now.
+        limits.push((libc::RLIMIT_NPROC, user_tasks() + spec.processes));
+    }
+    let procs = cgroup.as_ref().map(|c| c.procs.as_raw_fd());
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
+
+    let mut cmd = std::process::Command::new(&command.program);
+    cmd.args(&command.args)
+        .env_clear()
+        .envs(env)
+        .process_group(0)
+        .stdin(if command.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(root) = spec.root() {
+        cmd.current_dir(root);
+    }
+    // SAFETY: the closure makes only async-signal-safe system calls (see `enter_sandbox`); everything it
+    // uses was built before the fork.
+    unsafe {
+        cmd.pre_exec(move || enter_sandbox(parent, procs, &limits, ruleset.take(), &filters));
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| {
+        fail(
+            "exec.spawn",
+            format!("the program could not be started in the sandbox: {e}"),
+        )
+    })?;
+    let pid = child.id() as i32;
+
+    if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), command.stdin) {
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+    }
+    let max = spec.max_output;
+    let readers: Vec<mpsc::Receiver<Captured>> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let (tx, rx) = mpsc::channel();
+        if let Some(stream) = stream {
+            std::thread::spawn(move || {
+                let _ = tx.send(capture(stream, max));
+            });
+        }
+        rx
+    })
+    .collect();
+    let (exited_tx, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        wait_exit(pid);
+        let _ = exited_tx.send(());
+    });
+
+    let timed_out = matches!(
+        exited.recv_timeout(spec.timeout()),
+        Err(mpsc::RecvTimeoutError::Timeout)
+    );
+    if timed_out {
+        kill_all(pid, cgroup.as_ref());
+        let _ = exited.recv();
+    }
+    // The command has exited but is not reaped, so its group id is still its own: end whatever it left
+    // running, so that nothing it started outlives it.
+    kill_all(pid, cgroup.as_ref());
+    let status = child
+        .wait()
+        .map_err(|e| fail("exec.wait", format!("waiting for the command failed: {e}")))?;
+    let elapsed = started.elapsed();
+    let deadline = Instant::now() + READ_GRACE;
+    let mut streams = readers.into_iter().map(|rx| {
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or(Captured {
+                text: String::new(),
+                bytes: 0,
+                truncated: true,
+            })
+    });
+    let stdout = streams.next().unwrap_or_else(empty);
+    let stderr = streams.next().unwrap_or_else(empty);
+    drop(cgroup);
+
+    let writable: Vec<String> = if plan.filesystem {
+        spec.writable_roots()
+            .map(|p| display(p))
+            .chain(["/dev/null".to_owned()])
+            .collect()
+    } else {
+        vec!["/".into()]
+    };
+    let read = match (plan.filesystem, spec.readable()) {
+        (true, Some(paths)) => paths
+            .iter()
+            .chain(spec.writable_roots())
+            .map(|p| display(p))
+            .collect(),
+        _ => vec!["/".into()],
+    };
+    let network = match spec.network() {
+        Network::None => "none".to_owned(),
+        Network::All => "all".to_owned(),
+        Network::ConnectPorts(ports) => format!(
+            "tcp:{}",
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    };
+    let mut network_enforced_by = Vec::new();
+    if plan.landlock_net {
+        network_enforced_by.push("landlock".to_owned());
+    }
+    if plan.seccomp_net {
+        network_enforced_by.push("seccomp".to_owned());
+    }
+    Ok(ExecOutput {
+        program: command.program,
+        args: command.args,
+        exit: Exit {
+            code: status.code(),
+            signal: status.signal(),
+            timed_out,
+        },
+        stdout,
+        stderr,
+        elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        sandbox: SandboxApplied {
+            landlock_abi: plan.landlock_abi,
+            read,
+            write: writable,
+            network,
+            network_enforced_by,
+            cpu_seconds: spec.cpu_seconds,
+            address_space_bytes: spec.address_space,
+            file_size_bytes: spec.file_size,
+            processes: spec.processes,
+            processes_enforced_by: match plan.processes {
+                ProcessLimit::Cgroup(_) => "cgroup".into(),
+                ProcessLimit::Rlimit => "rlimit".into(),
+                ProcessLimit::None => String::new(),
+            },
+            timeout_ms: u64::try_from(spec.timeout().as_millis()).unwrap_or(u64::MAX),
+            env: env_names,
+            missing: plan.missing,
+        },
+    })
+}
+
+fn empty() -> Captured {
+    Captured {
+        text: String::new(),
+        bytes: 0,
+        truncated: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_task_count_includes_this_process_threads() {
+        let own: u64 = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        assert!(own >= 1);
+        let all = user_tasks();
+        assert!(
+            all >= own,
+            "{all} tasks counted for the user, {own} in this process alone"
+        );
+    }
+
+    #[test]
+    fn seccomp_rules_cover_the_x32_numbers() {
+        let rules = with_x32(&[(libc::SYS_socket, Vec::new())]);
+        assert!(rules.contains_key(&libc::SYS_socket));
+        assert_eq!(
+            rules.contains_key(&(libc::SYS_socket | 0x4000_0000)),
+            cfg!(target_arch = "x86_64")
+        );
+    }
+}
