@@ -62,6 +62,19 @@ async fn main() -> Result<(), failcore::Error> {
         }
     }
     let summary = session.finish().await?;
-    println!("run {}: {summary:?}", session.run_id());
+    let c = summary.counts;
+    println!(
+        "run {} ended {}: {} steps ({} ok, {} blocked, {} failed); `failcore show {}` shows them",
+        summary.run,
+        match summary.status {
+            failcore::RunStatus::Ok => "ok",
+            failcore::RunStatus::Failed => "failed",
+        },
+        summary.steps,
+        c.ok,
+        c.blocked,
+        c.failed + c.panicked + c.cancelled,
+        summary.run
+    );
     Ok(())
 }

@@ -89,14 +89,14 @@ fn verify_and_list_refuse_a_run_whose_file_holds_another_run() {
 
     let out = failcore(dir.path(), &["list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let a = list
+    let a = list["runs"]
         .as_array()
         .unwrap()
         .iter()
         .find(|r| r["run"] == "run-a")
         .unwrap();
     assert_eq!(a["status"], "corrupt", "{a}");
-    let b = list
+    let b = list["runs"]
         .as_array()
         .unwrap()
         .iter()

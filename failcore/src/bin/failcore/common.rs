@@ -1,7 +1,6 @@
-//! What the commands share: opening the store, colour, durations.
+//! What the commands share: opening the store, naming runs, messages, durations, JSON.
 
-use failcore::store::TraceStore;
-use std::io::IsTerminal;
+use failcore::store::{ReadError, StoreError, TraceStore};
 use std::sync::Arc;
 
 pub type Result<T> = std::result::Result<T, failcore::Error>;
@@ -16,21 +15,106 @@ pub fn open_store(spec: Option<&str>) -> Result<Arc<dyn TraceStore>> {
     failcore::store_from_spec(spec.as_deref().unwrap_or(".failcore"))
 }
 
-/// Whether to colour stdout: a terminal, and no `NO_COLOR`.
-pub fn colour() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+/// Like [`open_store`], for commands that only read: a store that does not exist is an error, not an
+/// empty list of runs.
+pub fn open_existing(spec: Option<&str>) -> Result<Arc<dyn TraceStore>> {
+    let store = open_store(spec)?;
+    let location = store.location();
+    let path = location
+        .strip_prefix("jsonl:")
+        .or_else(|| location.strip_prefix("sqlite:"));
+    if let Some(path) = path {
+        if !std::path::Path::new(path).exists() {
+            return Err(failcore::Error::Config(format!(
+                "there is no trace store at {path}: name one with --store, or set FAILCORE_STORE or FAILCORE_DIR"
+            )));
+        }
+    }
+    Ok(store)
 }
 
-#[derive(Clone, Copy)]
-pub struct Paint(pub bool);
-
-impl Paint {
-    pub fn paint(self, code: &str, text: &str) -> String {
-        if self.0 {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
+/// The run named by `spec` (an id, a unique prefix, or `last`), with an error that helps: an
+/// ambiguous prefix lists the runs it matches.
+pub fn resolve(store: &dyn TraceStore, spec: &str) -> Result<String> {
+    let runs = store.runs()?;
+    if spec == "last" {
+        return runs.last().cloned().ok_or_else(|| {
+            failcore::Error::Config(format!("there are no runs in {}", store.location()))
+        });
+    }
+    if runs.iter().any(|r| r == spec) {
+        return Ok(spec.to_owned());
+    }
+    let matching: Vec<&String> = runs.iter().filter(|r| r.starts_with(spec)).collect();
+    match matching.as_slice() {
+        [one] if !spec.is_empty() => Ok((*one).clone()),
+        [] => Err(failcore::Error::Config(format!(
+            "no run {} in {}: `failcore list` shows the runs there",
+            crate::term::safe(spec),
+            store.location()
+        ))),
+        many => {
+            const SHOWN: usize = 10;
+            let mut names: Vec<&str> = many.iter().rev().take(SHOWN).map(|r| r.as_str()).collect();
+            if many.len() > SHOWN {
+                names.push("...");
+            }
+            Err(failcore::Error::Config(format!(
+                "{} matches {} runs: {}; give more of the id",
+                crate::term::safe(spec),
+                many.len(),
+                names.join(", ")
+            )))
         }
+    }
+}
+
+/// An error as one line for a person: what went wrong and where, without the library's category
+/// prefixes and without saying the same thing twice.
+pub fn message(e: &failcore::Error) -> String {
+    match e {
+        failcore::Error::Store(s) => store_message(s),
+        failcore::Error::Config(m) => m.clone(),
+        failcore::Error::Corrupt { file, line, reason } => corrupt_message(file, *line, reason),
+        other => other.to_string(),
+    }
+}
+
+fn store_message(e: &StoreError) -> String {
+    match e {
+        StoreError::Io { target, source } => format!("cannot read or write {target}: {source}"),
+        StoreError::NotFound { run, store } => {
+            format!("no run {run} in {store}: `failcore list` shows the runs there")
+        }
+        StoreError::Empty { store } => format!("there are no runs in {store}"),
+        other => other.to_string(),
+    }
+}
+
+/// A read error in plain words; a file whose first line is not a record is "not a trace".
+pub fn read_message(e: &ReadError) -> String {
+    match e {
+        ReadError::Corrupt { file, line, reason } => corrupt_message(file, *line, reason),
+        ReadError::Store(s) => store_message(s),
+        other => other.to_string(),
+    }
+}
+
+/// A decoding error's reason; serde_json's positions count within the one line, so only the
+/// column is kept.
+pub fn json_reason(reason: &str) -> String {
+    match reason.rfind(" at line 1 column ") {
+        Some(i) => format!("{} at column {}", &reason[..i], &reason[i + 18..]),
+        None => reason.to_owned(),
+    }
+}
+
+fn corrupt_message(file: &str, line: u64, reason: &str) -> String {
+    let reason = json_reason(reason);
+    if line == 1 {
+        format!("{file} is not a FailCore trace (line 1 is not a trace record: {reason})")
+    } else {
+        format!("{file}: line {line} is corrupt: {reason}")
     }
 }
 
@@ -58,6 +142,15 @@ pub fn between_ns(from: &str, to: &str) -> Option<u64> {
 /// Prints one JSON value on one line.
 pub fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+/// The version of every command's `--json` output (docs/CLI.md): additions keep it, any change that
+/// could break a reader raises it.
+pub const JSON_VERSION: u64 = 1;
+
+/// The `schema` field of a command's JSON output: `failcore.<command>/<version>`.
+pub fn schema(command: &str) -> String {
+    format!("failcore.{command}/{JSON_VERSION}")
 }
 
 /// Makes a closed stdout (`failcore show | head`) end the command quietly instead of with a panic

@@ -3,8 +3,9 @@
 //! Both runs are streamed side by side; a step waits only until its counterpart appears, so memory
 //! grows with the number of steps that differ, not with the length of the runs.
 
-use crate::common::{colour, open_store, print_json, Paint, Result};
+use crate::common::{open_existing, print_json, resolve, schema, Result};
 use crate::scan::{problems, scan, Event, Step};
+use crate::term::{self, fit, safe, Out};
 use failcore::store::{describe_changes, field_diff, FieldChange};
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -81,15 +82,31 @@ struct Tally {
 struct Printer {
     json: bool,
     all: bool,
-    paint: Paint,
+    out: Out,
     tally: Tally,
     run_of_same: u64,
 }
 
 impl Printer {
+    /// Prints a line of text, escaped and cut to the terminal's width (after `lead`, already styled,
+    /// of `lead_width` columns).
+    fn say(&self, lead: &str, lead_width: usize, text: &str) {
+        let text = safe(text);
+        let text = match self.out.width {
+            Some(w) => fit(&text, w.saturating_sub(lead_width)),
+            None => text,
+        };
+        println!("{lead}{text}");
+    }
+
+    fn json(&self, mut v: serde_json::Value) {
+        v["schema"] = schema("diff").into();
+        print_json(&v);
+    }
+
     fn flush_same(&mut self) {
         if self.run_of_same > 0 && !self.json && !self.all {
-            println!("  = {} step(s) the same", self.run_of_same);
+            self.say("  ", 2, &format!("= {} step(s) the same", self.run_of_same));
         }
         self.run_of_same = 0;
     }
@@ -98,12 +115,13 @@ impl Printer {
         self.tally.same += 1;
         if self.all {
             if self.json {
-                print_json(
-                    &serde_json::json!({"kind": "same", "tool": a.tool, "fingerprint": a.fp,
+                self.json(
+                    serde_json::json!({"kind": "same", "tool": a.tool, "fingerprint": a.fp,
                     "occurrence": a.occ, "a_step": a.step, "b_step": b.step}),
                 );
             } else {
-                println!("  = {:>5} {:>5}  {}", a.step, b.step, a.tool);
+                let lead = format!("= {:>5} {:>5}  ", a.step, b.step);
+                self.say(&lead, lead.len(), &a.tool);
             }
         } else {
             self.run_of_same += 1;
@@ -118,32 +136,40 @@ impl Printer {
             self.tally.arg_drift += 1;
         }
         if self.json {
-            print_json(
-                &serde_json::json!({"kind": kind, "tool": a.tool, "occurrence": a.occ,
+            self.json(
+                serde_json::json!({"kind": kind, "tool": a.tool, "occurrence": a.occ,
                 "position": a.pos, "a_step": a.step, "b_step": b.step, "a_status": a.status,
                 "b_status": b.status, "a_fingerprint": a.fp, "b_fingerprint": b.fp, "changes": changes}),
             );
             return;
         }
+        let word = |s: &str| if s == "in_flight" { "in flight" } else { s }.to_owned();
         let (mark, what) = if kind == "output_changed" {
             ("~", "output changed")
         } else {
             ("!", "argument drift")
         };
-        println!(
-            "{} {:>5} {:>5}  {}: {what}{}",
-            self.paint.paint("33", mark),
+        let lead = format!(
+            "{} {:>5} {:>5}  ",
+            self.out.paint(term::WARN, mark),
             a.step,
-            b.step,
-            a.tool,
-            if a.status != b.status && kind == "output_changed" {
-                format!(" (status {} -> {})", a.status, b.status)
-            } else {
-                String::new()
-            }
+            b.step
+        );
+        self.say(
+            &lead,
+            14,
+            &format!(
+                "{}: {what}{}",
+                a.tool,
+                if a.status != b.status && kind == "output_changed" {
+                    format!(" (status {} -> {})", word(a.status), word(b.status))
+                } else {
+                    String::new()
+                }
+            ),
         );
         for c in changes {
-            println!("      {}", describe_changes(std::slice::from_ref(c)));
+            self.say("      ", 6, &describe_changes(std::slice::from_ref(c)));
         }
     }
 
@@ -155,30 +181,25 @@ impl Printer {
             self.tally.only_b += 1;
         }
         if self.json {
-            print_json(
-                &serde_json::json!({"kind": format!("only_in_{side}"), "tool": l.tool,
+            self.json(
+                serde_json::json!({"kind": format!("only_in_{side}"), "tool": l.tool,
                 "fingerprint": l.fp, "occurrence": l.occ, "position": l.pos, "step": l.step,
                 "status": l.status, "args": l.args}),
             );
-        } else if side == "a" {
-            println!(
-                "{} {:>5}        {} ({}): only in a  args {}",
-                self.paint.paint("31", "-"),
-                l.step,
-                l.tool,
-                l.status,
-                l.args
-            );
-        } else {
-            println!(
-                "{}       {:>5}  {} ({}): only in b  args {}",
-                self.paint.paint("32", "+"),
-                l.step,
-                l.tool,
-                l.status,
-                l.args
-            );
+            return;
         }
+        let status = if l.status == "in_flight" {
+            "in flight"
+        } else {
+            l.status
+        };
+        let text = format!("{} ({status}): only in {side}  args {}", l.tool, l.args);
+        let lead = if side == "a" {
+            format!("{} {:>5}        ", self.out.paint(term::BAD, "-"), l.step)
+        } else {
+            format!("{}       {:>5}  ", self.out.paint(term::OK, "+"), l.step)
+        };
+        self.say(&lead, 14, &text);
     }
 
     fn matched(&mut self, a: &Lite, b: &Lite) {
@@ -211,18 +232,18 @@ impl Printer {
 }
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
-    let store = open_store(store)?;
-    let ra = store.resolve(&args.a)?;
-    let rb = store.resolve(&args.b)?;
+    let store = open_existing(store)?;
+    let ra = resolve(store.as_ref(), &args.a)?;
+    let rb = resolve(store.as_ref(), &args.b)?;
     let mut p = Printer {
         json: args.json,
         all: args.all,
-        paint: Paint(colour()),
+        out: Out::stdout(),
         tally: Tally::default(),
         run_of_same: 0,
     };
     if !args.json {
-        println!("a = {ra}\nb = {rb}");
+        println!("a = {}\nb = {}", p.out.fit(4, &ra), p.out.fit(4, &rb));
     }
     let mut problems_seen = Vec::new();
     let mut failed = false;
@@ -281,7 +302,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                     failed |= out.error.is_some();
                 }
                 Ok(Err(e)) => {
-                    problems_seen.push(e.to_string());
+                    problems_seen.push(crate::common::message(&e));
                     failed = true;
                 }
                 Err(_) => {
@@ -323,25 +344,26 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let t = &p.tally;
     let differ = t.output_changed + t.arg_drift + t.only_a + t.only_b > 0;
     if args.json {
-        print_json(
-            &serde_json::json!({"kind": "summary", "a": ra, "b": rb, "same": t.same,
+        p.json(
+            serde_json::json!({"kind": "summary", "a": ra, "b": rb, "same": t.same,
             "output_changed": t.output_changed, "argument_drift": t.arg_drift,
             "only_in_a": t.only_a, "only_in_b": t.only_b, "differ": differ, "problems": problems_seen}),
         );
     } else {
-        println!(
+        let summary = format!(
             "{} same, {} output changed, {} argument drift, {} only in a, {} only in b",
             t.same, t.output_changed, t.arg_drift, t.only_a, t.only_b
         );
+        println!("{}", p.out.fit(0, &summary));
         for msg in &problems_seen {
-            println!("{msg}");
+            println!("{}", p.out.paint(term::BAD, &p.out.fit(0, msg)));
         }
         println!(
             "{}",
             if differ {
-                "runs differ"
+                p.out.paint(term::WARN, "runs differ")
             } else {
-                "runs are the same"
+                p.out.paint(term::OK, "runs are the same")
             }
         );
     }

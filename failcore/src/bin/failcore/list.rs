@@ -1,6 +1,7 @@
 //! `failcore list`: runs, newest first.
 
-use crate::common::{between_ns, colour, duration, open_store, Paint, Result};
+use crate::common::{between_ns, duration, open_existing, print_json, schema, Result};
+use crate::term::{self, safe, Cell, Col, Out, Table};
 use failcore::store::{Body, Counts, Status, TraceStore, VerifiedRecords};
 use std::process::ExitCode;
 
@@ -9,7 +10,14 @@ pub struct Args {
     /// Show at most this many runs.
     #[arg(long, default_value_t = 20)]
     limit: usize,
-    /// Print a JSON array instead of text (see docs/CLI.md).
+    /// Only runs started since then: a duration back from now (30m, 2h, 7d) or a time
+    /// (2026-01-02, 2026-01-02T03:04:05Z).
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Only runs with this status (repeat or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "STATUS")]
+    status: Vec<RunState>,
+    /// Print a JSON object instead of text (see docs/CLI.md).
     #[arg(long)]
     json: bool,
 }
@@ -41,7 +49,7 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
         Ok(r) => r,
         Err(e) => {
             d.status = "unreadable";
-            d.problem = Some(e.to_string());
+            d.problem = Some(crate::common::message(&e.into()));
             return d;
         }
     };
@@ -63,7 +71,7 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
             }
             Err(e) => {
                 d.status = "corrupt";
-                d.problem = Some(e.to_string());
+                d.problem = Some(crate::common::message(&e.into()));
                 break;
             }
         }
@@ -87,16 +95,104 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
     d
 }
 
+/// The statuses `--status` filters on.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunState {
+    Ok,
+    Failed,
+    Crashed,
+    Incomplete,
+    Corrupt,
+    Unreadable,
+}
+
+impl RunState {
+    fn word(self) -> &'static str {
+        match self {
+            RunState::Ok => "ok",
+            RunState::Failed => "failed",
+            RunState::Crashed => "crashed",
+            RunState::Incomplete => "incomplete",
+            RunState::Corrupt => "corrupt",
+            RunState::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// A `--since` bound: a duration back from now (`90s`, `30m`, `2h`, `7d`) or a time (RFC 3339, or
+/// a date `YYYY-MM-DD` meaning its midnight UTC).
+fn parse_since(s: &str) -> std::result::Result<std::time::SystemTime, String> {
+    let s = s.trim();
+    let unit = |c: char| match c {
+        's' => Some(1u64),
+        'm' => Some(60),
+        'h' => Some(3600),
+        'd' => Some(86_400),
+        'w' => Some(7 * 86_400),
+        _ => None,
+    };
+    if let Some(last) = s.chars().last() {
+        if let (Some(mult), Ok(n)) = (unit(last), s[..s.len() - last.len_utf8()].parse::<u64>()) {
+            let back = std::time::Duration::from_secs(n.saturating_mul(mult));
+            return std::time::SystemTime::now()
+                .checked_sub(back)
+                .ok_or_else(|| format!("`{s}` reaches back before 1970"));
+        }
+    }
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    failcore::store::time::parse_rfc3339(&full).ok_or_else(|| {
+        format!("`{s}` is neither a duration (90s, 30m, 2h, 7d, 1w) nor a time (2026-01-02 or 2026-01-02T03:04:05Z)")
+    })
+}
+
+/// `2026-01-02T03:04:05.000000Z` as `2026-01-02 03:04:05`.
+fn short_time(ts: &str) -> String {
+    match (ts.get(..10), ts.get(11..19)) {
+        (Some(d), Some(t)) if ts.as_bytes().get(10) == Some(&b'T') => format!("{d} {t}"),
+        _ => ts.to_owned(),
+    }
+}
+
+const COLS: [Col; 6] = [
+    Col::left("run").shrink_at(2, 8),
+    Col::left("started (UTC)").shrink_at(3, 10),
+    Col::right("took"),
+    Col::left("status"),
+    Col::left("steps").shrink(6),
+    Col::left("resumes").shrink_at(0, 8),
+];
+
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
-    let store = open_store(store)?;
+    let store = open_existing(store)?;
     let runs = store.runs()?;
+    let since = args
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()
+        .map_err(failcore::Error::Config)?;
+    let wanted = |d: &Digest| {
+        let status_ok = args.status.is_empty() || args.status.iter().any(|s| s.word() == d.status);
+        let since_ok = since.is_none_or(|t| {
+            failcore::store::time::parse_rfc3339(&d.started).is_some_and(|started| started >= t)
+        });
+        status_ok && since_ok
+    };
+    let digests: Vec<Digest> = runs
+        .iter()
+        .rev()
+        .map(|run| digest(store.as_ref(), run))
+        .filter(|d| wanted(d))
+        .take(args.limit)
+        .collect();
     if args.json {
-        let list: Vec<_> = runs
+        let list: Vec<_> = digests
             .iter()
-            .rev()
-            .take(args.limit)
-            .map(|run| {
-                let d = digest(store.as_ref(), run);
+            .map(|d| {
                 serde_json::json!({
                     "run": d.run, "started": d.started, "duration_ns": d.duration_ns,
                     "status": d.status, "counts": d.counts, "resumed_from": d.resumed_from,
@@ -104,51 +200,53 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
+        print_json(&serde_json::json!({
+            "schema": schema("list"), "store": store.location(), "runs": list,
+        }));
         return Ok(ExitCode::SUCCESS);
     }
-    if runs.is_empty() {
-        println!("no runs in {}", store.location());
+    let out = Out::stdout();
+    if digests.is_empty() {
+        if runs.is_empty() {
+            println!("no runs in {}", safe(&store.location()));
+        } else {
+            println!(
+                "no run in {} matches the filter ({} runs there)",
+                safe(&store.location()),
+                runs.len()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let paint = Paint(colour());
-    println!(
-        "{:<26}  {:<27}  {:>9}  {:<10}  {:<40}  resumed from",
-        "run", "started", "duration", "status", "steps"
-    );
-    for run in runs.iter().rev().take(args.limit) {
-        let d = digest(store.as_ref(), run);
+    let mut table = Table::new(&COLS);
+    for d in &digests {
         let counts = Status::ALL
             .iter()
             .filter(|s| d.counts.get(**s) > 0)
             .map(|s| format!("{} {}", d.counts.get(*s), s))
             .collect::<Vec<_>>()
             .join(", ");
-        let status = match d.status {
-            "ok" => paint.paint("32", d.status),
-            "failed" | "corrupt" | "unreadable" => paint.paint("31", d.status),
-            _ => paint.paint("33", d.status),
+        let style = match d.status {
+            "ok" => term::OK,
+            "failed" | "corrupt" | "unreadable" => term::BAD,
+            _ => term::WARN,
         };
-        let pad = 10usize.saturating_sub(d.status.chars().count());
-        println!(
-            "{:<26}  {:<27}  {:>9}  {status}{}  {:<40}  {}",
-            d.run,
-            d.started,
-            d.duration_ns.map(duration).unwrap_or_default(),
-            " ".repeat(pad),
-            if counts.is_empty() {
+        table.row(vec![
+            Cell::new(d.run.clone()),
+            Cell::new(short_time(&d.started)),
+            Cell::new(d.duration_ns.map(duration).unwrap_or_default()),
+            Cell::styled(d.status, style),
+            Cell::new(if counts.is_empty() {
                 "no steps".to_owned()
             } else {
                 counts
-            },
-            d.resumed_from.as_deref().unwrap_or("-"),
-        );
+            }),
+            Cell::new(d.resumed_from.as_deref().unwrap_or("-")),
+        ]);
         if let Some(p) = &d.problem {
-            println!("    {}", paint.paint("33", p));
+            table.note(Cell::styled(p.clone(), term::WARN));
         }
     }
+    table.print(&out);
     Ok(ExitCode::SUCCESS)
 }

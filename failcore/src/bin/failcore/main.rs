@@ -10,6 +10,7 @@ mod sample;
 mod scan;
 mod show;
 mod stats;
+mod term;
 mod transfer;
 mod verify;
 
@@ -33,7 +34,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the built-in demo: a ten-step agent workflow that is blocked, drifts, crashes and resumes.
-    Sample,
+    Sample {
+        /// Print only a JSON summary of the demo (see docs/CLI.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// List runs, newest first.
     List(list::Args),
     /// Show one run as a timeline.
@@ -63,7 +68,7 @@ fn main() -> ExitCode {
     common::quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Sample => return sample::run(),
+        Command::Sample { json } => return sample::run_with(json),
         Command::List(args) => list::run(cli.store.as_deref(), args),
         Command::Show(args) => show::run(cli.store.as_deref(), args),
         Command::Verify(args) => verify::run(cli.store.as_deref(), args),
@@ -78,7 +83,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("failcore: {e}");
+            eprintln!("failcore: {}", term::safe(&common::message(&e)));
             ExitCode::from(2)
         }
     }

@@ -1,6 +1,6 @@
 //! `failcore resume <run|last> -- <command...>`: runs a command that resumes from a run.
 
-use crate::common::{open_store, Result};
+use crate::common::{open_existing, resolve, schema, Result};
 use std::process::{Command, ExitCode};
 
 #[derive(clap::Args)]
@@ -16,10 +16,11 @@ pub struct Args {
 }
 
 pub fn run(store_spec: Option<&str>, args: Args) -> Result<ExitCode> {
-    let store = open_store(store_spec)?;
-    let run = store.resolve(&args.run)?;
+    let store = open_existing(store_spec)?;
+    let run = resolve(store.as_ref(), &args.run)?;
     if args.json {
         crate::common::print_json(&serde_json::json!({
+            "schema": schema("resume"),
             "resume": run, "store": store.location(), "command": args.command,
         }));
         return Ok(ExitCode::SUCCESS);
@@ -34,7 +35,10 @@ pub fn run(store_spec: Option<&str>, args: Args) -> Result<ExitCode> {
     if let Some(spec) = store_spec {
         cmd.env("FAILCORE_STORE", spec);
     }
-    eprintln!("failcore: resuming from {run}: {}", args.command.join(" "));
+    eprintln!(
+        "failcore: resuming from {run}: {}",
+        crate::term::safe(&args.command.join(" "))
+    );
     let status = cmd
         .status()
         .map_err(|e| failcore::Error::Config(format!("cannot run {program}: {e}")))?;

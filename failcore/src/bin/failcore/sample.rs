@@ -17,6 +17,32 @@ use std::time::Duration;
 
 const PHASE: &str = "FAILCORE_SAMPLE_PHASE";
 
+/// With `--json`, the story is not told: only the summary is printed, as JSON.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Prints a line of the story (not with `--json`). Every text the trace gave it is passed through
+/// [`printable`] first.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !JSON.load(Ordering::SeqCst) {
+            println!($($arg)*);
+        }
+    };
+}
+
+/// `s` with control characters written out, so no text can act on the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The error type of the sample's tools. `From<failcore::Error>` lets a blocked call come back as an `Err`.
 #[derive(Debug)]
 pub struct AgentError(String);
@@ -116,7 +142,7 @@ async fn review(draft: String) -> Result<bool, AgentError> {
 async fn publish(report: String) -> Result<String, AgentError> {
     work(90).await;
     if CRASH_IN_PUBLISH.load(Ordering::SeqCst) {
-        println!("  9  publish          -- the process dies here (abort mid-call) --");
+        say!("  9  publish          -- the process dies here (abort mid-call) --");
         std::process::abort();
     }
     Ok(format!("https://example.com/reports/{}", report.len()))
@@ -136,7 +162,7 @@ async fn workflow(session: &Session, root: &Path) -> Result<(), AgentError> {
     let mut report = |step: u32, name: &str, before: usize| {
         let ran = EXECUTED.load(Ordering::SeqCst) - before;
         for line in steps_since(session, &mut seen) {
-            println!("{step:>3}  {name:<16} {line}");
+            say!("{step:>3}  {name:<16} {line}");
         }
         ran
     };
@@ -210,25 +236,26 @@ fn steps_since(session: &Session, seen: &mut usize) -> Vec<String> {
                 let mut line = match e.status {
                     Status::Ok => format!("executed   {:>6.1} ms", e.latency_ns as f64 / 1e6),
                     Status::Replayed => format!(
-                        "replayed   from record {} of run 1, without running (saved {:.1} ms)",
-                        e.replayed_from.as_ref().map_or(0, |s| s.seq),
+                        "replayed   from run 1, without running (saved {:.1} ms)",
                         e.saved_ns.unwrap_or(0) as f64 / 1e6
                     ),
                     Status::Blocked => {
                         let d = rules.get(&e.step);
                         format!(
                             "BLOCKED    before it ran: rule {} of policy {}: {}",
-                            d.and_then(|d| d.rule.as_deref()).unwrap_or("?"),
-                            d.and_then(|d| d.policy.as_deref()).unwrap_or("?"),
-                            d.and_then(|d| d.reason.as_deref()).unwrap_or("")
+                            printable(d.and_then(|d| d.rule.as_deref()).unwrap_or("?")),
+                            printable(d.and_then(|d| d.policy.as_deref()).unwrap_or("?")),
+                            printable(d.and_then(|d| d.reason.as_deref()).unwrap_or(""))
                         )
                     }
-                    other => format!("{other}: {}", e.error.unwrap_or_default()),
+                    other => format!("{other}: {}", printable(&e.error.unwrap_or_default())),
                 };
                 for d in &e.drift {
                     line.push_str(&format!(
-                        "\n{:>22}DRIFT: output contract `{}` broken: {}",
-                        "", d.contract, d.detail
+                        "\n{:>22}DRIFT: output contract {} broken: {}",
+                        "",
+                        printable(&d.contract),
+                        printable(&d.detail)
                     ));
                 }
                 lines.push(line);
@@ -253,13 +280,22 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Runs the sample (or, in the child process, the run that crashes).
 pub fn run() -> ExitCode {
+    run_with(false)
+}
+
+/// Runs the sample; with `json`, prints only a summary of what happened, as one JSON object.
+pub fn run_with(json: bool) -> ExitCode {
+    JSON.store(json, Ordering::SeqCst);
     let dir = std::env::var("FAILCORE_DIR")
         .ok()
         .filter(|d| !d.is_empty())
         .map_or_else(|| PathBuf::from(".failcore"), PathBuf::from);
     let root = dir.join("sample-workspace");
     if let Err(e) = std::fs::create_dir_all(&root) {
-        eprintln!("cannot create the sandbox {}: {e}", root.display());
+        eprintln!(
+            "cannot create the sandbox {}: {e}",
+            printable(&root.display().to_string())
+        );
         return ExitCode::from(2);
     }
     match if is_child() {
@@ -269,7 +305,7 @@ pub fn run() -> ExitCode {
     } {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sample failed: {e}");
+            eprintln!("sample failed: {}", printable(&e.to_string()));
             ExitCode::from(1)
         }
     }
@@ -282,20 +318,23 @@ fn crashing_run(dir: &Path, root: &Path) -> Result<(), AgentError> {
 }
 
 fn demo(dir: &Path, root: &Path) -> Result<(), AgentError> {
-    println!(
+    say!(
         "FailCore sample: a ten-step agent workflow. Traces go to {}\n",
-        dir.display()
+        printable(&dir.display().to_string())
     );
-    println!("== Run 1: records every call; the process will die at step 9 ==");
+    say!("== Run 1: records every call; the process will die at step 9 ==");
     let exe = std::env::current_exe().map_err(|e| AgentError(e.to_string()))?;
-    let status = std::process::Command::new(exe)
-        .env(PHASE, "crash")
-        .env("FAILCORE_DIR", dir)
+    let mut child = std::process::Command::new(exe);
+    child.env(PHASE, "crash").env("FAILCORE_DIR", dir);
+    if JSON.load(Ordering::SeqCst) {
+        child.stdout(std::process::Stdio::null());
+    }
+    let status = child
         .status()
         .map_err(|e| AgentError(format!("could not start run 1: {e}")))?;
-    println!("     run 1 ended abnormally ({status}): the workflow died at step 9\n");
+    say!("     run 1 ended abnormally ({status}): the workflow died at step 9\n");
 
-    println!("== Run 2: resumes run 1 from its trace ==");
+    say!("== Run 2: resumes run 1 from its trace ==");
     let session = Session::builder()
         .dir(dir)
         .sandbox_root(root)
@@ -303,7 +342,7 @@ fn demo(dir: &Path, root: &Path) -> Result<(), AgentError> {
         .open()?;
     if let Some(r) = session.resume_report() {
         for s in &r.in_flight {
-            println!(
+            say!(
                 "     step of `{}` was in flight when run 1 died: it will run again",
                 s.tool
             );
@@ -315,8 +354,8 @@ fn demo(dir: &Path, root: &Path) -> Result<(), AgentError> {
     let summary = rt.block_on(session.finish())?;
     let executed = EXECUTED.load(Ordering::SeqCst) - before;
 
-    println!();
-    println!(
+    say!();
+    say!(
         "Resume: {} calls replayed from the trace, {} executed, {} blocked again by policy; time saved by replay: {:.0} ms",
         summary.counts.replayed,
         executed,
@@ -324,10 +363,24 @@ fn demo(dir: &Path, root: &Path) -> Result<(), AgentError> {
         summary.saved_ns as f64 / 1e6
     );
     let trace = dir.join("runs").join(format!("{}.jsonl", session.run_id()));
-    println!("Trace: {}", trace.display());
-    println!(
+    say!("Trace: {}", printable(&trace.display().to_string()));
+    say!(
         "Show it: cargo failcore show {}   (or `cargo failcore list`)",
         session.run_id()
     );
+    if JSON.load(Ordering::SeqCst) {
+        let v = serde_json::json!({
+            "schema": "failcore.sample/1",
+            "store": dir.display().to_string(),
+            "first_run": session.resume_report().map(|r| r.source.clone()),
+            "run": session.run_id(),
+            "executed": executed,
+            "replayed": summary.counts.replayed,
+            "blocked": summary.counts.blocked,
+            "saved_ns": summary.saved_ns,
+            "trace": trace.display().to_string(),
+        });
+        println!("{v}");
+    }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! step never ends, steps are yielded in the order they ended).
 
 use failcore::store::{
-    Decision, Divergence, ReadError, RunEnd, RunReader, RunStart, Status, StepEnd, TraceStore,
+    Chunk, Decision, Divergence, LineSource, ReadError, RunEnd, RunReader, RunStart, Status,
+    StepEnd, StoreError, TraceStore,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -210,12 +211,203 @@ fn make(o: Open, end: Option<StepEnd>, end_ts: Option<String>) -> Step {
 pub fn problems(out: &Outcome) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(bytes) = out.torn {
-        v.push(format!(
-            "torn last line: {bytes} bytes dropped (the run crashed mid-write)"
-        ));
+        if out.last_ts.is_empty() {
+            // Not one record before it: the file is no trace, not a trace cut short.
+            v.push("not a FailCore trace (line 1 is not a trace record)".into());
+        } else {
+            v.push(format!(
+                "torn last line: {bytes} bytes dropped (the run crashed mid-write)"
+            ));
+        }
     }
     if let Some(e) = &out.error {
-        v.push(format!("stopped reading: {e}"));
+        v.push(format!(
+            "stopped reading: {}",
+            crate::common::read_message(e)
+        ));
     }
     v
+}
+
+/// What a run being replayed says of one of its steps.
+#[derive(Clone, Default)]
+pub struct SourceStep {
+    pub step: u64,
+    /// Drift recorded on the step (or on the step it replayed in turn).
+    pub drift: Vec<failcore::store::Drift>,
+}
+
+/// The runs that replayed steps came from, read when first needed: a record number (seq) of theirs
+/// becomes the step it belongs to, and the drift that step recorded.
+pub struct Sources<'a> {
+    store: &'a dyn TraceStore,
+    runs: HashMap<String, Option<SourceRun>>,
+}
+
+#[derive(Default)]
+struct SourceRun {
+    /// seq of a step_start or step_end -> step.
+    steps: HashMap<u64, u64>,
+    drift: HashMap<u64, Vec<failcore::store::Drift>>,
+    /// step -> where its own replayed output came from.
+    replayed: HashMap<u64, failcore::store::Source>,
+}
+
+/// How many runs back a replayed output's drift is followed.
+const SOURCE_DEPTH: usize = 8;
+
+impl<'a> Sources<'a> {
+    pub fn new(store: &'a dyn TraceStore) -> Self {
+        Sources {
+            store,
+            runs: HashMap::new(),
+        }
+    }
+
+    fn load(&mut self, run: &str) -> Option<&SourceRun> {
+        if !self.runs.contains_key(run) {
+            let loaded = RunReader::open(self.store, run).ok().map(|reader| {
+                let mut r = SourceRun::default();
+                for rec in reader.map_while(Result::ok) {
+                    match rec.record.body {
+                        failcore::store::Body::StepStart(s) => {
+                            r.steps.insert(rec.record.seq, s.step);
+                        }
+                        failcore::store::Body::StepEnd(e) => {
+                            r.steps.insert(rec.record.seq, e.step);
+                            if !e.drift.is_empty() {
+                                r.drift.insert(e.step, e.drift);
+                            }
+                            if let Some(src) = e.replayed_from {
+                                r.replayed.insert(e.step, src);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                r
+            });
+            self.runs.insert(run.to_owned(), loaded);
+        }
+        self.runs.get(run).and_then(Option::as_ref)
+    }
+
+    /// The step of `run` that record `seq` belongs to, with the drift it recorded, following a
+    /// replayed step back to where its output was first recorded.
+    pub fn step(&mut self, run: &str, seq: u64) -> Option<SourceStep> {
+        let r = self.load(run)?;
+        let step = *r.steps.get(&seq)?;
+        let mut found = SourceStep {
+            step,
+            drift: r.drift.get(&step).cloned().unwrap_or_default(),
+        };
+        let mut next = r.replayed.get(&step).cloned();
+        for _ in 0..SOURCE_DEPTH {
+            if !found.drift.is_empty() {
+                break;
+            }
+            let Some(src) = next.take() else { break };
+            let Some(r) = self.load(&src.run) else { break };
+            let Some(step) = r.steps.get(&src.seq).copied() else {
+                break;
+            };
+            found.drift = r.drift.get(&step).cloned().unwrap_or_default();
+            next = r.replayed.get(&step).cloned();
+        }
+        Some(found)
+    }
+}
+
+/// Reads a run that may still be written: at the end of what is there it waits for more, until the
+/// run's end has been read (`ended`) or the writer's process is gone and nothing more comes.
+pub struct Follow {
+    store: std::sync::Arc<dyn TraceStore>,
+    run: String,
+    inner: Box<dyn LineSource>,
+    name: String,
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    partial: Vec<u8>,
+    delivered: u64,
+    /// Whether the store's line source must be opened again to see new lines (a database); a file
+    /// is read on from where it stopped.
+    reopen: bool,
+    poll: std::time::Duration,
+    /// Whether the writer is known to be gone (so nothing more will come).
+    gone: Box<dyn Fn() -> bool + Send>,
+}
+
+impl Follow {
+    pub fn new(
+        store: std::sync::Arc<dyn TraceStore>,
+        run: &str,
+        ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        gone: Box<dyn Fn() -> bool + Send>,
+    ) -> Result<Follow, failcore::Error> {
+        let inner = store.lines(run)?;
+        let name = inner.name().to_owned();
+        let reopen = !store.location().starts_with("jsonl:");
+        Ok(Follow {
+            store,
+            run: run.to_owned(),
+            inner,
+            name,
+            ended,
+            partial: Vec::new(),
+            delivered: 0,
+            reopen,
+            poll: std::time::Duration::from_millis(200),
+            gone,
+        })
+    }
+}
+
+impl LineSource for Follow {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, StoreError> {
+        use std::sync::atomic::Ordering;
+        loop {
+            if self.ended.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            match self.inner.next_chunk()? {
+                Some(Chunk::Line(mut line)) => {
+                    if !self.partial.is_empty() {
+                        let mut whole = std::mem::take(&mut self.partial);
+                        whole.append(&mut line);
+                        line = whole;
+                    }
+                    self.delivered += 1;
+                    return Ok(Some(Chunk::Line(line)));
+                }
+                // The writer is mid-line: keep what is there and wait for the rest.
+                Some(Chunk::Unterminated(mut bytes)) => {
+                    self.partial.append(&mut bytes);
+                    std::thread::sleep(self.poll);
+                }
+                None => {
+                    if (self.gone)() {
+                        if self.partial.is_empty() {
+                            return Ok(None);
+                        }
+                        return Ok(Some(Chunk::Unterminated(std::mem::take(&mut self.partial))));
+                    }
+                    std::thread::sleep(self.poll);
+                    if self.reopen {
+                        self.partial.clear();
+                        self.inner = self.store.lines(&self.run)?;
+                        let mut skip = self.delivered;
+                        while skip > 0 {
+                            match self.inner.next_chunk()? {
+                                Some(Chunk::Line(_)) => skip -= 1,
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
 }

@@ -1,9 +1,14 @@
-//! `failcore show [run|--last]`: one run as a timeline, or one step in full.
+//! `failcore show [run|--last] [--follow]`: one run as a timeline, or one step in full.
 
-use crate::common::{between_ns, colour, duration, open_store, print_json, Paint, Result};
-use crate::scan::{problems, scan, Event, Step};
-use failcore::store::Status;
+use crate::common::{between_ns, duration, open_existing, print_json, resolve, schema, Result};
+use crate::scan::{problems, scan, scan_reader, Event, Follow, Sources, Step};
+use crate::term::{
+    self, fit_widths, line, mode_words, outcome_word, safe, status_word, Cell, Col, Out,
+};
+use failcore::store::{RunReader, Status};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,8 +27,11 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     tool: Option<String>,
     /// Show one step in full: args, output, error, decision, fingerprint, parent.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "follow")]
     step: Option<u64>,
+    /// Keep reading as the run is written, like `tail -f`, until it ends (Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    follow: bool,
     /// Print JSON Lines instead of text (see docs/CLI.md).
     #[arg(long)]
     json: bool,
@@ -49,46 +57,88 @@ impl Args {
     }
 }
 
+/// The timeline's columns. The tool and notes columns give way (with an ellipsis) to fit the
+/// terminal; the others keep their width.
+const COLS: [Col; 6] = [
+    Col::right("step"),
+    Col::right("at"),
+    Col::left("tool").shrink(8),
+    Col::left("status"),
+    Col::right("latency"),
+    Col::left("notes").shrink_at(0, 10),
+];
+
+/// Widths for a timeline whose lines are printed as they are read.
+fn widths(out: &Out) -> Vec<usize> {
+    // Notes take what is left of the line; without a width they are never cut.
+    let notes = out.width.unwrap_or(usize::MAX / 4);
+    fit_widths(&[5, 9, 18, 9, 8, notes], &COLS, term::GAP, out.width)
+}
+
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
-    let store = open_store(store)?;
+    let store = open_existing(store)?;
     let wanted = if args.last {
         "last".to_owned()
     } else {
         args.run.clone().unwrap_or_else(|| "last".into())
     };
-    let run = store.resolve(&wanted)?;
-    let paint = Paint(colour());
+    let run = resolve(store.as_ref(), &wanted)?;
+    let out = Out::stdout();
     if let Some(n) = args.step {
-        return show_step(store.as_ref(), &run, n, args.json, paint);
+        return show_step(store.as_ref(), &run, n, args.json, &out);
     }
+    let widths = widths(&out);
+    let mut sources = Sources::new(store.as_ref());
     let mut start_ts = String::new();
+    let mut resumed_from: Option<String> = None;
     let mut shown = 0u64;
     if !args.json {
-        println!("run {run}  ({})", store.location());
+        let location = out.fit(run.len() + 7, &store.location());
+        println!("run {run}  ({})", out.paint(term::DIM, &location));
     }
-    let out = scan(store.as_ref(), &run, |ev| {
+    let ended = Arc::new(AtomicBool::new(false));
+    let writer_pid = Arc::new(AtomicU32::new(0));
+    let reader = if args.follow {
+        let pid = writer_pid.clone();
+        let gone = Box::new(move || writer_gone(pid.load(Ordering::SeqCst)));
+        RunReader::new(Box::new(Follow::new(
+            store.clone(),
+            &run,
+            ended.clone(),
+            gone,
+        )?))
+    } else {
+        RunReader::open(store.as_ref(), &run)?
+    };
+    let outcome = scan_reader(reader, |ev| {
         match ev {
             Event::Start { ts, start } => {
                 start_ts.clone_from(&ts);
+                resumed_from.clone_from(&start.resumed_from);
+                if start.host == this_host() {
+                    writer_pid.store(start.pid, Ordering::SeqCst);
+                }
                 if args.json {
                     print_json(&serde_json::json!({
+                        "schema": schema("show"),
                         "type": "run", "run": run, "started": ts, "resumed_from": start.resumed_from,
                         "mode": start.mode, "program": start.program, "pid": start.pid,
                     }));
                 } else {
-                    let resumed = start
-                        .resumed_from
-                        .map(|r| format!(", resumed from {r}"))
-                        .unwrap_or_default();
-                    println!(
-                        "started {ts} by {} (pid {}), mode {:?}{resumed}",
-                        start.program, start.pid, start.mode
+                    let started = format!(
+                        "started {} by {} (pid {}), {}",
+                        ts,
+                        start.program,
+                        start.pid,
+                        mode_words(start.mode, start.resumed_from.as_deref())
                     );
+                    println!("{}", out.fit(0, &started));
                     println!();
-                    println!(
-                        "{:>5}  {:>10}  {:<22} {:<10} {:>9}  notes",
-                        "step", "at", "tool", "status", "latency"
-                    );
+                    let header: Vec<Cell> = COLS
+                        .iter()
+                        .map(|c| Cell::styled(c.header, term::HEAD))
+                        .collect();
+                    println!("{}", line(&out, &COLS, &widths, &header));
                 }
             }
             Event::Step(s) => {
@@ -99,11 +149,13 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                         v["type"] = "step".into();
                         print_json(&v);
                     } else {
-                        line(paint, &start_ts, &s);
+                        let cells = cells(&start_ts, &s, &mut sources, resumed_from.as_deref());
+                        println!("{}", line(&out, &COLS, &widths, &cells));
                     }
                 }
             }
             Event::End { ts, end } => {
+                ended.store(true, Ordering::SeqCst);
                 if args.json {
                     print_json(&serde_json::json!({
                         "type": "end", "ts": ts, "status": end.status, "counts": end.counts,
@@ -112,30 +164,76 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 } else {
                     println!();
                     let c = end.counts;
+                    let (word, style) = term::run_status_word(Some(end.status));
+                    let in_flight = end.steps.saturating_sub(c.total());
+                    let counts = [
+                        (c.ok, "ok"),
+                        (c.replayed, "replayed"),
+                        (c.blocked, "blocked"),
+                        (c.failed, "failed"),
+                        (c.panicked, "panicked"),
+                        (c.cancelled, "cancelled"),
+                        (in_flight, "in flight"),
+                    ]
+                    .iter()
+                    .filter(|(n, _)| *n > 0)
+                    .map(|(n, w)| format!("{n} {w}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                     println!(
-                        "run {:?}: {} steps: {} ok, {} replayed, {} blocked, {} failed, {} panicked, {} cancelled; total {}, saved by replay {}",
-                        end.status, end.steps, c.ok, c.replayed, c.blocked, c.failed, c.panicked, c.cancelled,
-                        duration(end.total_ns), duration(end.saved_ns)
+                        "run ended {} after {}",
+                        out.paint(style, word),
+                        duration(end.total_ns)
                     );
+                    println!(
+                        "{} steps: {}",
+                        end.steps,
+                        out.fit(end.steps.to_string().len() + 8, &counts)
+                    );
+                    if end.saved_ns > 0 {
+                        println!(
+                            "replay saved {}",
+                            out.paint(term::OK, &duration(end.saved_ns))
+                        );
+                    }
                 }
             }
         }
         true
-    })?;
-    finish(&out, args.json, paint, shown, &args)
+    });
+    finish(&outcome, args.json, &out, shown, &args)
+}
+
+/// This machine's name, to tell whether a run's writer could be a process here.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Whether the process that writes a run (on this machine) has exited.
+fn writer_gone(pid: u32) -> bool {
+    pid != 0
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn finish(
     out: &crate::scan::Outcome,
     json: bool,
-    paint: Paint,
+    term: &Out,
     shown: u64,
     args: &Args,
 ) -> Result<ExitCode> {
     let filtered = args.errors || args.blocked || args.tool.is_some();
     let mut notes = problems(out);
-    if !out.ended && out.error.is_none() {
-        notes.push("incomplete: no run_end (the run crashed or is still running)".into());
+    if !out.ended && out.error.is_none() && !out.last_ts.is_empty() {
+        notes.push(if args.follow {
+            "incomplete: the run's process exited without ending the run".into()
+        } else {
+            "incomplete: no run end yet (the run crashed or is still running; --follow waits for it)"
+                .into()
+        });
     }
     if json {
         for n in &notes {
@@ -146,8 +244,12 @@ fn finish(
             println!("{shown} step(s) matched the filter");
         }
         for n in &notes {
-            let code = if n.starts_with("stopped") { "31" } else { "33" };
-            println!("{}", paint.paint(code, n));
+            let style = if n.starts_with("stopped") {
+                term::BAD
+            } else {
+                term::WARN
+            };
+            println!("{}", term.paint(style, &term.fit(0, n)));
         }
     }
     Ok(if out.error.is_some() {
@@ -157,16 +259,98 @@ fn finish(
     })
 }
 
+/// Where a replayed output came from: the source step when the source run can be read, else its
+/// record number; the run being resumed (the header names it) is called "source".
+fn source_text(sources: &mut Sources, run: &str, seq: u64, resumed_from: Option<&str>) -> String {
+    let of_run = if resumed_from == Some(run) {
+        "source ".to_owned()
+    } else {
+        format!("{run} ")
+    };
+    match sources.step(run, seq) {
+        Some(s) => format!("{of_run}step {}", s.step),
+        None => format!("{of_run}record {seq}"),
+    }
+}
+
+fn cells(start_ts: &str, s: &Step, sources: &mut Sources, resumed_from: Option<&str>) -> Vec<Cell> {
+    let at = between_ns(start_ts, &s.ts)
+        .map(|ns| format!("+{}", duration(ns)))
+        .unwrap_or_default();
+    let indent = if s.parent.is_some() { "  " } else { "" };
+    let mut notes = Vec::new();
+    let mut style = term::PLAIN;
+    if let Some(e) = &s.end {
+        if let Some(src) = &e.replayed_from {
+            notes.push(format!(
+                "from {}, saved {}",
+                source_text(sources, &src.run, src.seq, resumed_from),
+                duration(e.saved_ns.unwrap_or(0))
+            ));
+            if let Some(d) = sources.step(&src.run, src.seq).map(|s| s.drift) {
+                for d in d {
+                    notes.push(format!("DRIFT when recorded, {}: {}", d.contract, d.detail));
+                    style = term::WARN;
+                }
+            }
+        }
+        if e.status == Status::Blocked {
+            // The policy's name is in `--step`; the rule says enough here.
+            notes.push(format!(
+                "by {}: {}",
+                s.decision
+                    .rule
+                    .as_deref()
+                    .or(s.decision.policy.as_deref())
+                    .unwrap_or("policy"),
+                s.decision.reason.as_deref().unwrap_or("")
+            ));
+        } else if let Some(err) = &e.error {
+            notes.push(err.clone());
+        }
+        for d in &e.drift {
+            notes.push(format!("DRIFT {}: {}", d.contract, d.detail));
+            style = term::WARN;
+        }
+    } else {
+        notes.push("started, never ended".into());
+    }
+    if let Some(dv) = &s.divergence {
+        let from = source_text(sources, &dv.run, dv.seq, resumed_from);
+        notes.push(format!(
+            "DIVERGED from {from}: {}",
+            failcore::store::describe_changes(&dv.changes)
+        ));
+        style = term::DIVERGED;
+    }
+    let latency = s
+        .end
+        .as_ref()
+        .filter(|e| e.latency_ns > 0)
+        .map(|e| duration(e.latency_ns))
+        .unwrap_or_else(|| "-".into());
+    let (status, st_style) = status_word(s.status());
+    vec![
+        Cell::new(s.step.to_string()),
+        Cell::new(at),
+        // The indent is ours; the name is escaped when the line is drawn.
+        Cell::new(format!("{indent}{}", s.tool)),
+        Cell::styled(status, st_style),
+        Cell::new(latency),
+        Cell::styled(notes.join("; "), style),
+    ]
+}
+
 fn show_step(
     store: &dyn failcore::store::TraceStore,
     run: &str,
     n: u64,
     json: bool,
-    paint: Paint,
+    out: &Out,
 ) -> Result<ExitCode> {
     let mut start_ts = String::new();
     let mut found = None;
-    let out = scan(store, run, |ev| match ev {
+    let outcome = scan(store, run, |ev| match ev {
         Event::Start { ts, .. } => {
             start_ts = ts;
             true
@@ -178,54 +362,58 @@ fn show_step(
         _ => true,
     })?;
     let Some(s) = found else {
-        for p in problems(&out) {
-            eprintln!("failcore: {p}");
+        for p in problems(&outcome) {
+            eprintln!("failcore: {}", safe(&p));
         }
-        eprintln!("failcore: run {run} has no step {n}");
+        eprintln!("failcore: run {run} has no step {n} (`failcore show {run}` lists its steps)");
         return Ok(ExitCode::from(1));
     };
     if json {
-        print_json(&s.to_json(&start_ts));
+        let mut v = s.to_json(&start_ts);
+        v["schema"] = schema("show.step").into();
+        print_json(&v);
         return Ok(ExitCode::SUCCESS);
     }
+    // Multi-line JSON, each line escaped and indented.
     let pretty = |v: &serde_json::Value| {
         serde_json::to_string_pretty(v)
             .unwrap_or_default()
-            .replace('\n', "\n    ")
+            .lines()
+            .map(|l| safe(l).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n    ")
     };
+    let mut sources = Sources::new(store);
     let end = s.end.as_ref();
+    let field = |name: &str, value: &str| println!("  {name:<12} {value}");
     println!("run {run}, step {}", s.step);
-    println!("  tool         {}", s.tool);
-    println!(
-        "  status       {}",
-        status_paint(paint, s.status()).trim_end()
-    );
-    println!("  started      {} (seq {})", s.ts, s.seq);
+    field("tool", &safe(&s.tool));
+    let (word, style) = status_word(s.status());
+    field("status", &out.paint(style, word));
+    field("started", &format!("{} (record {})", safe(&s.ts), s.seq));
     if let Some(e) = end {
-        println!("  latency      {}", duration(e.latency_ns));
+        field("latency", &duration(e.latency_ns));
     }
-    println!("  fingerprint  {} (call #{} of it)", s.fp, s.occ);
-    println!(
-        "  parent       {}",
-        s.parent.map_or("-".into(), |p| p.to_string())
+    field(
+        "fingerprint",
+        &format!("{} (its call #{})", safe(&s.fp), s.occ + 1),
+    );
+    field(
+        "parent",
+        &s.parent.map_or("-".into(), |p| format!("step {p}")),
     );
     let d = &s.decision;
-    println!(
-        "  decision     {:?}{}{}{}",
-        d.outcome,
-        d.policy
-            .as_ref()
-            .map(|p| format!(", policy {p}"))
-            .unwrap_or_default(),
-        d.rule
-            .as_ref()
-            .map(|r| format!(", rule {r}"))
-            .unwrap_or_default(),
-        d.reason
-            .as_ref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default()
-    );
+    let mut decision = outcome_word(d.outcome).to_owned();
+    if let Some(p) = &d.policy {
+        decision.push_str(&format!(" by policy {}", safe(p)));
+    }
+    if let Some(r) = &d.rule {
+        decision.push_str(&format!(", rule {}", safe(r)));
+    }
+    if let Some(r) = &d.reason {
+        decision.push_str(&format!(": {}", safe(r)));
+    }
+    field("decision", &decision);
     println!("  args\n    {}", pretty(&s.args));
     match end {
         Some(e) => {
@@ -233,102 +421,55 @@ fn show_step(
                 println!("  output\n    {}", pretty(o));
             }
             if let Some(err) = &e.error {
-                println!("  error        {err}");
+                field("error", &out.paint(term::BAD, err));
             }
             if let Some(src) = &e.replayed_from {
-                println!(
-                    "  replayed     from {}#{}, saved {}",
-                    src.run,
-                    src.seq,
-                    duration(e.saved_ns.unwrap_or(0))
+                field(
+                    "replayed",
+                    &format!(
+                        "from {}, saved {}",
+                        safe(&source_text(&mut sources, &src.run, src.seq, None)),
+                        duration(e.saved_ns.unwrap_or(0))
+                    ),
                 );
+                if let Some(found) = sources.step(&src.run, src.seq) {
+                    for dr in found.drift {
+                        field(
+                            "drift",
+                            &out.paint(
+                                term::WARN,
+                                &format!("when recorded, {}: {}", dr.contract, dr.detail),
+                            ),
+                        );
+                    }
+                }
             }
             for dr in &e.drift {
-                println!("  drift        {}: {}", dr.contract, dr.detail);
+                field(
+                    "drift",
+                    &out.paint(term::WARN, &format!("{}: {}", dr.contract, dr.detail)),
+                );
             }
         }
         None => println!("  never ended (in flight when the run stopped)"),
     }
     if let Some(dv) = &s.divergence {
-        println!(
-            "  divergence   from call #{} of {} in run {} (seq {}): {}",
-            dv.position,
-            s.tool,
-            dv.run,
-            dv.seq,
-            failcore::store::describe_changes(&dv.changes)
+        let from = match sources.step(&dv.run, dv.seq) {
+            Some(src) => format!("step {} of run {}", src.step, dv.run),
+            None => format!("record {} of run {}", dv.seq, dv.run),
+        };
+        field(
+            "divergence",
+            &out.paint(
+                term::DIVERGED,
+                &format!(
+                    "from {from} (call #{} of {}): {}",
+                    dv.position + 1,
+                    s.tool,
+                    failcore::store::describe_changes(&dv.changes)
+                ),
+            ),
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn status_paint(paint: Paint, st: Option<Status>) -> String {
-    let (status, code) = match st {
-        Some(Status::Ok) => ("ok", "32"),
-        Some(Status::Replayed) => ("replayed", "36"),
-        Some(Status::Blocked) => ("BLOCKED", "31;1"),
-        Some(Status::Failed) => ("failed", "31"),
-        Some(Status::Panicked) => ("panicked", "31"),
-        Some(Status::Cancelled) => ("cancelled", "33"),
-        None => ("in flight", "33"),
-    };
-    let pad = 10usize.saturating_sub(status.len());
-    format!("{}{}", paint.paint(code, status), " ".repeat(pad))
-}
-
-fn line(paint: Paint, start_ts: &str, s: &Step) {
-    let at = between_ns(start_ts, &s.ts)
-        .map(|ns| format!("+{}", duration(ns)))
-        .unwrap_or_default();
-    let indent = if s.parent.is_some() { "  " } else { "" };
-    let tool = format!("{indent}{}", s.tool);
-    let mut notes = Vec::new();
-    if let Some(e) = &s.end {
-        if let Some(src) = &e.replayed_from {
-            notes.push(format!(
-                "from {}#{} (saved {})",
-                src.run,
-                src.seq,
-                duration(e.saved_ns.unwrap_or(0))
-            ));
-        }
-        if e.status == Status::Blocked {
-            notes.push(format!(
-                "rule {} ({}): {}",
-                s.decision.rule.as_deref().unwrap_or("?"),
-                s.decision.policy.as_deref().unwrap_or("?"),
-                s.decision.reason.as_deref().unwrap_or("")
-            ));
-        } else if let Some(err) = &e.error {
-            notes.push(err.clone());
-        }
-        for d in &e.drift {
-            notes.push(paint.paint("33", &format!("DRIFT {}: {}", d.contract, d.detail)));
-        }
-    } else {
-        notes.push("started, never ended".into());
-    }
-    if let Some(dv) = &s.divergence {
-        notes.push(paint.paint(
-            "35",
-            &format!(
-                "DIVERGED from {}#{}: {}",
-                dv.run,
-                dv.seq,
-                failcore::store::describe_changes(&dv.changes)
-            ),
-        ));
-    }
-    let latency = s
-        .end
-        .as_ref()
-        .filter(|e| e.latency_ns > 0)
-        .map(|e| duration(e.latency_ns))
-        .unwrap_or_else(|| "-".into());
-    println!(
-        "{:>5}  {at:>10}  {tool:<22} {} {latency:>9}  {}",
-        s.step,
-        status_paint(paint, s.status()),
-        notes.join("; ")
-    );
 }

@@ -1,7 +1,8 @@
 //! `failcore stats [run]`: what ran, what replay saved, what was blocked, what failed, how long tools took.
 
-use crate::common::{duration, open_store, Result};
+use crate::common::{duration, open_existing, resolve, schema, Result};
 use crate::scan::{problems, scan, Event};
+use crate::term::{self, Cell, Col, Out, Table};
 use failcore::store::Status;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -81,8 +82,8 @@ struct Tool {
 }
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
-    let store = open_store(store)?;
-    let run = store.resolve(args.run.as_deref().unwrap_or("last"))?;
+    let store = open_existing(store)?;
+    let run = resolve(store.as_ref(), args.run.as_deref().unwrap_or("last"))?;
     let mut tools: BTreeMap<String, Tool> = BTreeMap::new();
     let mut rules: BTreeMap<String, u64> = BTreeMap::new();
     let mut counts = failcore::store::Counts::default();
@@ -153,6 +154,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             .filter(|(_, n)| *n > 0)
             .collect();
         crate::common::print_json(&serde_json::json!({
+            "schema": schema("stats"),
             "run": run,
             "steps": counts.total() + in_flight,
             "executed": executed,
@@ -171,31 +173,57 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             "problems": problems(&out),
         }));
     } else {
-        println!("run {run}");
-        println!(
-            "steps      {} ({} executed, {} replayed, {} blocked{})",
-            counts.total() + in_flight,
-            executed,
-            counts.replayed,
-            counts.blocked,
+        let t = Out::stdout();
+        // One line: a bold label, then the value (escaped, cut to the width) in its style.
+        let say = |name: &str, value: &str, style: anstyle::Style| {
+            println!(
+                "{} {}",
+                t.paint(term::HEAD, &format!("{name:<10}")),
+                t.paint(style, &t.fit(11, value))
+            );
+        };
+        let item = |n: u64, what: &str| println!("  {n:>6}  {}", t.fit(10, what));
+        say("run", &run, term::PLAIN);
+        say(
+            "steps",
+            &format!(
+                "{} ({} executed, {} replayed, {} blocked{})",
+                counts.total() + in_flight,
+                executed,
+                counts.replayed,
+                counts.blocked,
+                if in_flight > 0 {
+                    format!(", {in_flight} never ended")
+                } else {
+                    String::new()
+                }
+            ),
             if in_flight > 0 {
-                format!(", {in_flight} never ended")
+                term::WARN
             } else {
-                String::new()
-            }
+                term::PLAIN
+            },
         );
-        println!("executing  {}", duration(exec_ns));
-        println!(
-            "replay     saved {} call(s) and {}",
-            counts.replayed,
-            duration(saved_ns)
+        say("executing", &duration(exec_ns), term::PLAIN);
+        say(
+            "replay",
+            &format!(
+                "saved {} call(s) and {}",
+                counts.replayed,
+                duration(saved_ns)
+            ),
+            if saved_ns > 0 { term::OK } else { term::PLAIN },
         );
         if rules.is_empty() {
-            println!("blocked    none");
+            say("blocked", "none", term::PLAIN);
         } else {
-            println!("blocked    {} call(s):", counts.blocked);
+            say(
+                "blocked",
+                &format!("{} call(s), by rule:", counts.blocked),
+                term::BAD,
+            );
             for (rule, n) in &rules {
-                println!("  {n:>6}  {rule}");
+                item(*n, rule);
             }
         }
         let failing: Vec<_> = tools
@@ -203,55 +231,92 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             .filter(|(_, t)| t.counts.failed + t.counts.panicked + t.counts.cancelled > 0)
             .collect();
         if failing.is_empty() {
-            println!("failures   none");
+            say("failures", "none", term::PLAIN);
         } else {
-            println!("failures   by tool:");
-            for (name, t) in failing {
-                println!(
-                    "  {:>6}  {name} ({} failed, {} panicked, {} cancelled)",
-                    t.counts.failed + t.counts.panicked + t.counts.cancelled,
-                    t.counts.failed,
-                    t.counts.panicked,
-                    t.counts.cancelled
+            say("failures", "by tool:", term::BAD);
+            for (name, tool) in failing {
+                let c = tool.counts;
+                let parts = [
+                    (c.failed, "failed"),
+                    (c.panicked, "panicked"),
+                    (c.cancelled, "cancelled"),
+                ]
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, w)| format!("{n} {w}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+                item(
+                    c.failed + c.panicked + c.cancelled,
+                    &format!("{name} ({parts})"),
                 );
             }
         }
         if drift > 0 {
-            println!("drift      {drift} step(s) broke an output contract");
-        }
-        if diverged > 0 {
-            println!("diverged   {diverged} step(s) differ in arguments from the run replayed");
-        }
-        println!();
-        println!(
-            "{:<24} {:>7} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9}",
-            "tool", "calls", "executed", "replayed", "blocked", "p50", "p99", "saved"
-        );
-        for (name, t) in &tools {
-            let q = |x: f64| {
-                if t.latency.count == 0 {
-                    "-".to_owned()
-                } else {
-                    duration(t.latency.quantile(x))
-                }
-            };
-            println!(
-                "{:<24} {:>7} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9}",
-                name,
-                t.calls,
-                t.latency.count,
-                t.counts.replayed,
-                t.counts.blocked,
-                q(0.5),
-                q(0.99),
-                duration(t.saved_ns)
+            say(
+                "drift",
+                &format!("{drift} step(s) broke an output contract"),
+                term::WARN,
             );
         }
+        if diverged > 0 {
+            say(
+                "diverged",
+                &format!("{diverged} step(s) differ in arguments from the run replayed"),
+                term::DIVERGED,
+            );
+        }
+        println!();
+        let mut table = Table::new(&[
+            Col::left("tool").shrink(8),
+            Col::right("calls"),
+            Col::right("executed"),
+            Col::right("replayed"),
+            Col::right("blocked"),
+            Col::right("failed"),
+            Col::right("p50"),
+            Col::right("p99"),
+            Col::right("saved"),
+        ]);
+        for (name, tool) in &tools {
+            let q = |x: f64| {
+                if tool.latency.count == 0 {
+                    "-".to_owned()
+                } else {
+                    duration(tool.latency.quantile(x))
+                }
+            };
+            let failed = tool.counts.failed + tool.counts.panicked + tool.counts.cancelled;
+            let n = |v: u64, style| {
+                if v == 0 {
+                    Cell::new("0")
+                } else {
+                    Cell::styled(v.to_string(), style)
+                }
+            };
+            table.row(vec![
+                Cell::new(name.clone()),
+                Cell::new(tool.calls.to_string()),
+                Cell::new(tool.latency.count.to_string()),
+                n(tool.counts.replayed, term::INFO),
+                n(tool.counts.blocked, term::BAD),
+                n(failed, term::BAD),
+                Cell::new(q(0.5)),
+                Cell::new(q(0.99)),
+                if tool.saved_ns > 0 {
+                    Cell::styled(duration(tool.saved_ns), term::OK)
+                } else {
+                    Cell::new("-")
+                },
+            ]);
+        }
+        table.print(&t);
         for p in problems(&out) {
-            println!("{p}");
+            println!("{}", t.paint(term::BAD, &t.fit(0, &p)));
         }
         if !out.ended && out.error.is_none() {
-            println!("incomplete: no run_end (the run crashed or is still running)");
+            let msg = "incomplete: no run end yet (the run crashed or is still running)";
+            println!("{}", t.paint(term::WARN, &t.fit(0, msg)));
         }
     }
     Ok(if out.error.is_some() {

@@ -6,7 +6,8 @@
 //! `--skip-existing` is given. A torn tail (bytes of a write cut off by a crash, which are not a record) is
 //! left behind and reported.
 
-use crate::common::{open_store, Result};
+use crate::common::{open_existing, open_store, print_json, resolve, schema, Result};
+use crate::term::safe;
 use failcore::store::{Chunk, Line, TraceStore};
 use failcore::Error;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -45,30 +46,44 @@ pub struct Common {
     /// Skip runs that already exist in the destination instead of failing.
     #[arg(long)]
     skip_existing: bool,
+    /// Print a JSON object of what was copied instead of text (see docs/CLI.md).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(store: Option<&str>, command: Command) -> Result<ExitCode> {
-    let here = open_store(store)?;
-    let (from, to, args) = match command {
-        Command::Export { to, common } => (here, failcore::store_from_spec(&to)?, common),
-        Command::Import { from, common } => (failcore::store_from_spec(&from)?, here, common),
+    // The source must exist; the destination is created as runs are written to it.
+    let (name, from, to, args) = match command {
+        Command::Export { to, common } => (
+            "export",
+            open_existing(store)?,
+            failcore::store_from_spec(&to)?,
+            common,
+        ),
+        Command::Import { from, common } => (
+            "import",
+            open_existing(Some(&from))?,
+            open_store(store)?,
+            common,
+        ),
     };
     let runs = if args.runs.is_empty() {
         from.runs()?
     } else {
         args.runs
             .iter()
-            .map(|r| from.resolve(r))
-            .collect::<std::result::Result<Vec<_>, _>>()?
+            .map(|r| resolve(from.as_ref(), r))
+            .collect::<Result<Vec<_>>>()?
     };
     let existing = to.runs()?;
     let bar = progress(runs.len() as u64);
-    let mut copied = 0usize;
-    let mut skipped = 0usize;
+    let mut copied = Vec::new();
+    let mut skipped = Vec::new();
+    let mut torn = serde_json::Map::new();
     for run in &runs {
         if existing.contains(run) {
             if args.skip_existing {
-                skipped += 1;
+                skipped.push(run.clone());
                 bar.inc(1);
                 continue;
             }
@@ -80,6 +95,7 @@ pub fn run(store: Option<&str>, command: Command) -> Result<ExitCode> {
         }
         let report = copy_run(from.as_ref(), to.as_ref(), run, &bar)?;
         if report.torn_bytes > 0 {
+            torn.insert(run.clone(), report.torn_bytes.into());
             bar.suspend(|| {
                 eprintln!(
                     "failcore: {run}: left behind a torn tail of {} bytes (a write cut off by a crash)",
@@ -87,19 +103,27 @@ pub fn run(store: Option<&str>, command: Command) -> Result<ExitCode> {
                 )
             });
         }
-        copied += 1;
+        copied.push(run.clone());
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if args.json {
+        print_json(&serde_json::json!({
+            "schema": schema(name), "from": from.location(), "to": to.location(),
+            "copied": copied, "skipped": skipped, "torn_bytes": torn,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
-        "copied {copied} run{} from {} to {}{}",
-        if copied == 1 { "" } else { "s" },
-        from.location(),
-        to.location(),
-        if skipped > 0 {
-            format!(" ({skipped} already there, skipped)")
-        } else {
+        "copied {} run{} from {} to {}{}",
+        copied.len(),
+        if copied.len() == 1 { "" } else { "s" },
+        safe(&from.location()),
+        safe(&to.location()),
+        if skipped.is_empty() {
             String::new()
+        } else {
+            format!(" ({} already there, skipped)", skipped.len())
         }
     );
     Ok(ExitCode::SUCCESS)

@@ -1,8 +1,9 @@
 //! `failcore verify <run|file>`.
 
-use crate::common::{open_store, Result};
+use crate::common::{open_existing, resolve, schema, Result};
+use crate::term::{self, safe, Out};
 use failcore::store::seal::PublicKey;
-use failcore::store::{verify_with, RunReader, VerifyOptions};
+use failcore::store::{verify_with, Fault, FaultKind, RunReader, VerifyOptions, VerifyReport};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -33,8 +34,8 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             run_of_file(path),
         )
     } else {
-        let store = open_store(store)?;
-        let run = store.resolve(&args.target)?;
+        let store = open_existing(store)?;
+        let run = resolve(store.as_ref(), &args.target)?;
         (RunReader::open(store.as_ref(), &run)?, Some(run))
     };
     let options = VerifyOptions {
@@ -44,35 +45,21 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     };
     let report = verify_with(reader, &options);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        v["schema"] = schema("verify").into();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        if let Some(fault) = &report.fault {
-            println!(
-                "FAIL {}: {fault} ({}); {} records verified before it",
-                report.source,
-                fault.kind.as_str(),
-                report.records
-            );
-        } else {
-            println!(
-                "OK {}: run {}, {} records, chain intact, run complete",
-                report.source,
-                report.run.as_deref().unwrap_or("?"),
-                report.records
-            );
-        }
+        let out = Out::stdout();
+        println!("{}", text(&report, &out));
         if let Some(head) = &report.head {
-            println!("head {head}");
+            println!("head {}", safe(head));
         }
         match &report.signed {
             Some(s) => println!(
                 "signed through seq {} ({} checkpoints) by key {}{}",
                 s.signed_through,
                 s.checkpoints,
-                s.key,
+                safe(&s.key),
                 if s.trusted {
                     ", the key given"
                 } else {
@@ -87,6 +74,62 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The report's first line: OK in green, FAIL in red, the fault in plain words, said once.
+fn text(report: &VerifyReport, out: &Out) -> String {
+    let source = safe(&report.source);
+    match &report.fault {
+        None => format!(
+            "{} {source}: run {}, {} records, chain intact, run complete",
+            out.paint(term::OK, "OK"),
+            safe(report.run.as_deref().unwrap_or("?")),
+            report.records
+        ),
+        Some(fault) => format!(
+            "{} {source}: {}",
+            out.paint(term::BAD_BOLD, "FAIL"),
+            safe(&fault_text(report, fault))
+        ),
+    }
+}
+
+fn fault_text(report: &VerifyReport, fault: &Fault) -> String {
+    let at = fault
+        .line
+        .map(|l| format!("line {l}: "))
+        .unwrap_or_default();
+    // A read error's message names the file and line again: keep only its reason.
+    let reason = crate::common::json_reason(
+        fault
+            .message
+            .split_once(" is corrupt: ")
+            .map_or(fault.message.as_str(), |(_, r)| r),
+    );
+    let before = match report.records {
+        0 => String::new(),
+        n => format!(" ({n} records verified before it)"),
+    };
+    match fault.kind {
+        // Nothing verified and the first line is no record (read as a torn tail when it is the
+        // only line): the file is not a trace at all.
+        FaultKind::TornTail if report.records == 0 && fault.line == Some(1) => {
+            "not a FailCore trace (line 1 is not a trace record)".to_owned()
+        }
+        FaultKind::Corrupt if fault.line == Some(1) => {
+            format!("not a FailCore trace (line 1 is not a trace record: {reason})")
+        }
+        FaultKind::Corrupt => format!("{at}corrupt record: {reason}{before}"),
+        FaultKind::Seq => format!("{at}sequence broken: {reason}{before}"),
+        FaultKind::Chain => format!("{at}hash chain broken: {reason}{before}"),
+        FaultKind::Seal => format!("{at}seal broken: {reason}{before}"),
+        FaultKind::Summary => format!("{at}summary wrong: {reason}{before}"),
+        FaultKind::TornTail => format!("{reason}{before}"),
+        // Its message already counts the records.
+        FaultKind::Incomplete => reason,
+        // The others (head, signature, run, ...) keep their kind's name, a word scripts match on.
+        _ => format!("{at}{reason} ({}){before}", fault.kind.as_str()),
+    }
 }
 
 /// The run a trace file must hold when its path says so: `.../runs/<run>.jsonl`, as in a store.
