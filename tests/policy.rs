@@ -939,6 +939,9 @@ max_cost = 5.0
 preset = "deny_tools"
 tools = ["delete_file"]
 
+[policy.public]            # refuses arguments that carry a secret
+preset = "no_secrets"
+
 [policy.fetch]            # what `#[failcore::tool(policy = "fetch")]` refers to
 all = ["web", "budget"]
 
