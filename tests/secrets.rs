@@ -99,20 +99,26 @@ const PLANTED: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-// A tool argument: tools callable by name publish their argument schema (failcore's `schema` feature is
-// on in this package's tests, which run a rig agent).
-#[derive(failcore::schema::schemars::JsonSchema)]
-#[schemars(crate = "failcore::schema::schemars")]
+// A tool argument: with failcore's `schema` feature (on with `mcp` and `rig`), tools callable by name
+// publish their argument schema.
+#[cfg_attr(
+    any(feature = "mcp", feature = "rig"),
+    derive(failcore::schema::schemars::JsonSchema),
+    schemars(crate = "failcore::schema::schemars")
+)]
 struct Account {
     user: String,
     config: AccountConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-// A tool argument: tools callable by name publish their argument schema (failcore's `schema` feature is
-// on in this package's tests, which run a rig agent).
-#[derive(failcore::schema::schemars::JsonSchema)]
-#[schemars(crate = "failcore::schema::schemars")]
+// A tool argument: with failcore's `schema` feature (on with `mcp` and `rig`), tools callable by name
+// publish their argument schema.
+#[cfg_attr(
+    any(feature = "mcp", feature = "rig"),
+    derive(failcore::schema::schemars::JsonSchema),
+    schemars(crate = "failcore::schema::schemars")
+)]
 struct AccountConfig {
     password: String,
     recovery: String,
