@@ -102,13 +102,25 @@ mod sqlite {
         assert!(!first.lost());
 
         // A holder that stops renewing (as a dead one does): its lease runs out and the claim is taken over.
+        // The first holder is alive and renews every 200 ms, so a renewal can land between the expiry
+        // written here and the claim below: expire it again until the claim wins.
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute(
-            "UPDATE failcore_claims SET lease_until_ns = 0 WHERE run = 'r'",
-            [],
-        )
-        .unwrap();
-        let second = store.claim("r", &ClaimOptions::new("worker two")).unwrap();
+        let mut attempts = 0;
+        let second = loop {
+            conn.execute(
+                "UPDATE failcore_claims SET lease_until_ns = 0 WHERE run = 'r'",
+                [],
+            )
+            .unwrap();
+            match store.claim("r", &ClaimOptions::new("worker two")) {
+                Ok(claim) => break claim,
+                Err(e) if attempts < 50 => {
+                    attempts += 1;
+                    assert!(matches!(e, StoreError::Claimed { .. }), "{e}");
+                }
+                Err(e) => panic!("an expired lease was never taken over: {e}"),
+            }
+        };
         assert_eq!(second.token(), first.token() + 1);
         // The first holder's next renewal finds its token fenced off.
         let deadline = Instant::now() + Duration::from_secs(10);
