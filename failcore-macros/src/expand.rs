@@ -110,13 +110,13 @@ fn check(func: &ItemFn, args: &ToolArgs, errors: &mut Errors) -> Vec<Param> {
                 continue;
             }
         };
-        if let Some(span) = impl_trait_span(&pt.ty) {
+        if let Some(span) = ident_span(&pt.ty, "impl") {
             errors.at(
                 span,
                 "`impl Trait` makes a tool generic, and a tool cannot be generic: use a concrete type",
             );
         }
-        if let Some(span) = hash_set_span(&pt.ty) {
+        if let Some(span) = ident_span(&pt.ty, "HashSet") {
             errors.at(
                 span,
                 "a `HashSet` argument iterates in a different order in every process, so the call would \
@@ -250,25 +250,6 @@ fn pointer_segments(path: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// Where a type names `HashSet`, if it does.
-fn hash_set_span(ty: &Type) -> Option<Span> {
-    fn walk(tokens: TokenStream) -> Option<Span> {
-        for tt in tokens {
-            match tt {
-                TokenTree::Ident(i) if i == "HashSet" => return Some(i.span()),
-                TokenTree::Group(g) => {
-                    if let Some(s) = walk(g.stream()) {
-                        return Some(s);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
-    }
-    walk(quote!(#ty))
-}
-
 fn returns_result(ty: &Type) -> bool {
     match ty {
         Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
@@ -278,22 +259,16 @@ fn returns_result(ty: &Type) -> bool {
     }
 }
 
-fn impl_trait_span(ty: &Type) -> Option<Span> {
-    fn walk(tokens: TokenStream) -> Option<Span> {
-        for tt in tokens {
-            match tt {
-                TokenTree::Ident(i) if i == "impl" => return Some(i.span()),
-                TokenTree::Group(g) => {
-                    if let Some(s) = walk(g.stream()) {
-                        return Some(s);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
+/// Where a type's tokens hold the identifier `name` (a keyword such as `impl` included), at any depth.
+fn ident_span(ty: &Type, name: &str) -> Option<Span> {
+    fn walk(tokens: TokenStream, name: &str) -> Option<Span> {
+        tokens.into_iter().find_map(|tt| match tt {
+            TokenTree::Ident(i) if i == name => Some(i.span()),
+            TokenTree::Group(g) => walk(g.stream(), name),
+            _ => None,
+        })
     }
-    walk(quote!(#ty))
+    walk(quote!(#ty), name)
 }
 
 /// Whether a type mentions a reference or a lifetime anywhere.

@@ -290,15 +290,26 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     let key = scoped_key(scope, fp_key(hash.as_bytes()));
     let occ = inner.next_occurrence(key);
     let fp = hash.to_hex().to_string();
+    // This call's step_start, under a given decision.
+    let start_record = |decision: &Decision| {
+        encode_start(
+            &inner.scrubber,
+            tool,
+            step,
+            &fp,
+            occ,
+            args.record(),
+            parent,
+            decision,
+        )
+    };
 
     // validate
     let (mut decision, denied) = decide(&session, tool, &args.canonical).await;
     if let Some(blocked) = denied {
+        let start = start_record(&decision);
         return Entered(State::Done(
-            block(
-                &session, tool, step, &fp, occ, &args, parent, &decision, blocked,
-            )
-            .await,
+            block(&session, tool, start, &decision, blocked, step).await,
         ));
     }
 
@@ -315,16 +326,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             occurrence: occ,
             detail: "; the tool is `replay = \"never\"`, and offline nothing executes".into(),
         };
-        let start = encode_start(
-            &inner.scrubber,
-            tool,
-            step,
-            &fp,
-            occ,
-            args.record(),
-            parent,
-            &decision,
-        );
+        let start = start_record(&decision);
         return Entered(State::Done(
             not_run(&session, tool, step, start, Status::Failed, durability, err).await,
         ));
@@ -351,16 +353,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             };
             match output {
                 Some(output) => {
-                    let start = encode_start(
-                        &inner.scrubber,
-                        tool,
-                        step,
-                        &fp,
-                        occ,
-                        args.record(),
-                        parent,
-                        &decision,
-                    );
+                    let start = start_record(&decision);
                     // Ordered before the step_end by the journal; the caller waits only for the step_end.
                     inner.journal.enqueue_encoded("step_start", start);
                     return Entered(State::Replay(ReplayStep {
@@ -407,16 +400,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 occurrence: occ,
                 detail,
             };
-            let start = encode_start(
-                &inner.scrubber,
-                tool,
-                step,
-                &fp,
-                occ,
-                args.record(),
-                parent,
-                &decision,
-            );
+            let start = start_record(&decision);
             let start = with_divergence(start, divergence.as_ref());
             return Entered(State::Done(
                 not_run(&session, tool, step, start, Status::Failed, durability, err).await,
@@ -438,27 +422,15 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 )),
             };
             let err = blocked_error(tool, &decision);
+            let start = start_record(&decision);
             return Entered(State::Done(
-                block(
-                    &session, tool, step, &fp, occ, &args, parent, &decision, err,
-                )
-                .await,
+                block(&session, tool, start, &decision, err, step).await,
             ));
         }
     }
 
     // Write-ahead intent: durable (per the mode) before the body runs.
-    let start = encode_start(
-        &inner.scrubber,
-        tool,
-        step,
-        &fp,
-        occ,
-        args.record(),
-        parent,
-        &decision,
-    );
-    let start = with_divergence(start, pending_divergence.as_ref());
+    let start = with_divergence(start_record(&decision), pending_divergence.as_ref());
     if let Err(e) = inner
         .journal
         .append_encoded("step_start", start, durability)
@@ -476,17 +448,14 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Records a refused call (its encoded step_start, and a `blocked` outcome) and returns the error to give back.
 async fn block(
     session: &Session,
     tool: &'static ToolDescriptor,
-    step: u64,
-    fp: &str,
-    occ: u32,
-    args: &Args,
-    parent: Option<u64>,
+    start: Vec<u8>,
     decision: &Decision,
     err: Error,
+    step: u64,
 ) -> Error {
     // The reason may quote the arguments: logged as it is recorded.
     let text = err.to_string();
@@ -499,16 +468,6 @@ async fn block(
         tool = tool.name,
         rule = decision.rule.as_deref().unwrap_or(""),
         "call blocked: {text}"
-    );
-    let start = encode_start(
-        &session.inner.scrubber,
-        tool,
-        step,
-        fp,
-        occ,
-        args.record(),
-        parent,
-        decision,
     );
     let durability = session.inner.durability_for(tool.name);
     not_run(session, tool, step, start, Status::Blocked, durability, err).await
