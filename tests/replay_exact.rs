@@ -1,6 +1,8 @@
 //! Exact replay: a served value is bit for bit the value the tool returned, calls are told apart by
 //! receiver, parent and set contents, and resume sees the whole ancestry of the run it resumes.
-//! Each test here is a case that once served a wrong value or ran a recorded success again.
+//! Each test here is a case that once served a wrong value or ran a recorded success again, except the last,
+//! which pins that a set argument's fingerprint ignores insertion order (a `HashSet` argument is refused
+//! at compile time: tests/ui/hash_set_argument.rs).
 
 use failcore::store::{JsonlStore, TraceStore};
 use failcore::{Error, InFlight, Session};

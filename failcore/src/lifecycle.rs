@@ -287,6 +287,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         args.marked.as_deref().unwrap_or(&args.canonical),
     );
     // A call's identity is its fingerprint within the call it was made from.
+    let scope = scope.map_or(0, |(key, occ)| instance_key(key, occ));
     let key = scoped_key(scope, fp_key(hash.as_bytes()));
     let occ = inner.next_occurrence(key);
     let fp = hash.to_hex().to_string();
@@ -442,7 +443,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         session: session.clone(),
         tool,
         step,
-        instance: instance_key(key, occ),
+        identity: (key, occ),
         durability,
         done: false,
     }))
@@ -644,8 +645,8 @@ struct StepGuard {
     session: Session,
     tool: &'static ToolDescriptor,
     step: u64,
-    /// The identity the calls made inside this one are scoped by.
-    instance: u128,
+    /// This call's identity (key, occurrence): the calls made inside it are scoped by it.
+    identity: (u128, u32),
     durability: Durability,
     done: bool,
 }
@@ -863,7 +864,7 @@ where
             let ctx = Context {
                 session: guard.session.clone(),
                 parent: Some(guard.step),
-                scope: guard.instance,
+                scope: Some(guard.identity),
                 by_name: None,
             };
             let started = Instant::now();

@@ -26,9 +26,9 @@ tokio::task_local! {
 pub(crate) struct Context {
     pub session: Session,
     pub parent: Option<u64>,
-    /// The identity of the call this one is made from (0 at the top level): nested calls are matched
-    /// within it.
-    pub scope: u128,
+    /// The identity (key, occurrence) of the call this one is made from, `None` at the top level: nested
+    /// calls are matched within it. Hashed into a scope only when a nested call is made.
+    pub scope: Option<(u128, u32)>,
     /// Set by a by-name call (`call_json`): where the lifecycle reports a FailCore error of that call,
     /// which the tool's own error type would otherwise reduce to text. Tool bodies run without it, so the
     /// calls they make report nothing to the outer by-name call.
@@ -309,7 +309,7 @@ impl Session {
                 Context {
                     session: self.clone(),
                     parent: None,
-                    scope: 0,
+                    scope: None,
                     by_name: None,
                 },
                 fut,
@@ -883,7 +883,7 @@ pub(crate) fn context() -> Result<Context, Error> {
     Ok(Context {
         session: default_session()?,
         parent: None,
-        scope: 0,
+        scope: None,
         by_name: None,
     })
 }
