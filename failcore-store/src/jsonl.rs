@@ -326,14 +326,26 @@ impl TraceStore for JsonlStore {
             match locked {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
+                    // The holder writes its name just after it locks: give it a moment to, so that the
+                    // error can name it.
+                    let mut holder = recorded.holder.filter(|h| !h.is_empty());
+                    for _ in 0..20 {
+                        if holder.is_some() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        let mut text = String::new();
+                        let _ = fs::read_to_string(&path).map(|t| text = t);
+                        holder = serde_json::from_str::<ClaimFile>(&text)
+                            .ok()
+                            .and_then(|c| c.holder)
+                            .filter(|h| !h.is_empty());
+                    }
                     return Err(StoreError::Claimed {
                         run: run.to_owned(),
-                        holder: recorded
-                            .holder
-                            .filter(|h| !h.is_empty())
-                            .unwrap_or_else(|| "another process".into()),
+                        holder: holder.unwrap_or_else(|| "another process".into()),
                         detail: format!("{name} is locked"),
-                    })
+                    });
                 }
                 Err(TryLockError::Error(e)) => return Err(io(e)),
             }
