@@ -19,6 +19,7 @@ fn fields() -> Vec<u8> {
         latency_ns: 1_234_567,
         replayed_from: None,
         saved_ns: None,
+        cost: None,
         drift: Vec::new(),
         redacted: Vec::new(),
     })

@@ -177,6 +177,10 @@ pub struct StepEnd {
     /// For replayed steps: the latency of the source step, saved by not executing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_ns: Option<u64>,
+    /// What the call cost, as its body reported it (`failcore::report_cost`), in the unit of the run's
+    /// price table. On a replayed step, the source step's cost: saved by not executing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
     /// Output-contract checks that failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<Drift>,

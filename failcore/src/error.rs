@@ -57,6 +57,10 @@ pub enum Error {
     #[error("a tool was called outside any session scope while {active} scope(s) are running in this process: a task started with `tokio::spawn` does not carry the session; start it with `failcore::spawn` (or call the tool inside `session.scope(..)`)")]
     OutsideScope { active: usize },
 
+    /// A cost could not be reported (`failcore::report_cost`): outside a tool's body, or not a valid amount.
+    #[error("cost: {0}")]
+    Cost(String),
+
     /// The trace store failed; the run cannot record, so calls fail rather than run unrecorded.
     #[error("trace store: {0}")]
     Store(#[from] StoreError),
@@ -120,6 +124,7 @@ impl Error {
             Error::Store(_) => "store",
             Error::Corrupt { .. } => "corrupt",
             Error::Config(_) => "config",
+            Error::Cost(_) => "cost",
             Error::DuplicateTool { .. } => "duplicate_tool",
             Error::UnknownTool(_) => "unknown_tool",
             Error::NotCallable { .. } => "not_callable",
@@ -223,6 +228,7 @@ impl Error {
                 message: message.clone(),
             },
             Error::Config(m) => Error::Config(m.clone()),
+            Error::Cost(m) => Error::Cost(m.clone()),
             Error::Store(e) => Error::Config(format!("trace store: {e}")),
         }
     }

@@ -223,6 +223,7 @@ pub(crate) fn reopen(
             latency_ns: 0,
             replayed_from: None,
             saved_ns: None,
+            cost: None,
             drift: Vec::new(),
             redacted: Vec::new(),
         }));

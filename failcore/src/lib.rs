@@ -47,6 +47,7 @@
 //! arguments an LLM emits. A crate whose items are never referenced is not linked, and its tools are
 //! missing: add `use my_tools as _;` where the binary starts, and check with [`expect_tools`].
 
+mod cost;
 mod dynamic;
 mod error;
 pub mod exec;
@@ -74,6 +75,7 @@ pub mod secrets;
 mod session;
 mod tool_error;
 
+pub use cost::report_cost;
 pub use dynamic::{DynamicBody, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};

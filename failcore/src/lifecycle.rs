@@ -191,6 +191,8 @@ struct ReplayStep {
     source_run: u16,
     source_seq: u64,
     saved_ns: u64,
+    /// The source step's cost, saved by serving it.
+    cost: Option<f64>,
     output: Box<RawValue>,
 }
 
@@ -364,6 +366,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                         source_run,
                         source_seq: hit.seq,
                         saved_ns: hit.saved_ns,
+                        cost: hit.cost,
                         output,
                     }));
                 }
@@ -491,7 +494,7 @@ async fn not_run(
         status,
         None,
         Some(&err.to_string()),
-        0,
+        (0, None),
         None,
         &[],
     );
@@ -567,7 +570,8 @@ async fn decide(
     if inner.guards.is_empty() && own.is_none() && attached.is_none() {
         return (Decision::allow(), None);
     }
-    let view = CallView::new(tool, args);
+    let mut view = CallView::new(tool, args);
+    view.spent = Some(&inner.ledger);
     let mut outcome = DecisionOutcome::Allow;
     let mut last_name = None;
     for policy in inner.guards.iter().chain(attached.iter()).chain(own.iter()) {
@@ -668,7 +672,7 @@ impl StepGuard {
             status,
             output,
             error,
-            latency_ns,
+            (latency_ns, self.session.inner.ledger.take(self.step)),
             None,
             drift,
         );
@@ -735,7 +739,7 @@ impl StepGuard {
             Status::Ok,
             Some(output),
             None,
-            latency_ns,
+            (latency_ns, self.session.inner.ledger.take(self.step)),
             None,
             &drift,
         );
@@ -769,7 +773,7 @@ impl Drop for StepGuard {
                 Status::Cancelled,
                 None,
                 Some("the call's future was dropped before it completed"),
-                0,
+                (0, self.session.inner.ledger.take(self.step)),
                 None,
                 &[],
             );
@@ -940,7 +944,7 @@ impl ReplayStep {
             Status::Replayed,
             Some(self.output.get().as_bytes()),
             None,
-            0,
+            (0, self.cost),
             Some((source, self.source_seq, self.saved_ns)),
             &[],
         );
@@ -973,7 +977,7 @@ impl ReplayStep {
             Status::Failed,
             None,
             Some(&err.to_string()),
-            0,
+            (0, None),
             None,
             &[],
         );
@@ -1112,7 +1116,7 @@ fn encode_end(
     status: Status,
     output: Option<&[u8]>,
     error: Option<&str>,
-    latency_ns: u64,
+    (latency_ns, cost): (u64, Option<f64>),
     replayed_from: Option<(&str, u64, u64)>,
     drift: &[Drift],
 ) -> (Vec<u8>, Option<Seal>) {
@@ -1159,6 +1163,10 @@ fn encode_end(
         push_u64(&mut out, seq);
         out.extend_from_slice(b"},\"saved_ns\":");
         push_u64(&mut out, saved);
+    }
+    if let Some(cost) = cost.filter(|c| c.is_finite()) {
+        out.extend_from_slice(b",\"cost\":");
+        let _ = serde_json::to_writer(&mut out, &cost);
     }
     if !drift.is_empty() {
         out.extend_from_slice(b",\"drift\":");

@@ -35,7 +35,7 @@
 //! # drop(session);
 //! ```
 
-use crate::policy::{CallView, Limits, Policy, PolicyError, Verdict};
+use crate::policy::{CallView, Policy, PolicyError, Verdict};
 use crate::{DynamicTool, Effect, Error};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -235,7 +235,6 @@ struct Config {
     allow: Option<BTreeSet<String>>,
     max_tokens: Option<u64>,
     max_cost: Option<f64>,
-    limits: Option<Limits>,
 }
 
 /// What the run has spent on model calls that executed (replayed ones are free).
@@ -314,14 +313,6 @@ impl Models {
     /// No model call once the run's executed calls have cost `budget` (rule `model.cost`).
     pub fn max_cost(mut self, budget: f64) -> Self {
         self.config().max_cost = Some(budget);
-        self
-    }
-
-    /// Also reports each executed call's cost and tokens to `limits` ([`Limits::report_cost`],
-    /// [`Limits::report_tokens`]), so that its `max_cost` and `max_tokens` count model spending with what
-    /// tools report.
-    pub fn report_to(mut self, limits: Limits) -> Self {
-        self.config().limits = Some(limits);
         self
     }
 
@@ -465,16 +456,19 @@ impl Models {
         s.calls += 1;
         if let Some(u) = usage {
             s.usage.add(u);
-            if let Some(limits) = &self.config.limits {
-                limits.report_tokens(u.total());
-            }
         }
-        if let Some(c) = cost.filter(|c| c.is_finite() && *c > 0.0) {
+        let cost = cost.filter(|c| c.is_finite() && *c > 0.0);
+        if let Some(c) = cost {
             s.cost += c;
-            if let Some(limits) = &self.config.limits {
-                limits.report_cost(c);
-            }
         }
+        drop(s);
+        // The run's total, which every `Limits` of the run counts (the body runs inside the model step).
+        let _ = crate::session::CONTEXT.try_with(|ctx| {
+            ctx.session
+                .inner
+                .ledger
+                .spend(cost.unwrap_or(0.0), usage.map_or(0, |u| u.total()));
+        });
     }
 }
 
@@ -776,11 +770,9 @@ mod tests {
     async fn executed_calls_spend_the_budgets_and_replayed_ones_are_free() {
         use crate::store::MemoryStore;
         let store = std::sync::Arc::new(MemoryStore::new());
-        let limits = Limits::new().max_tokens(1_000);
         let models = Models::new()
             .price("m", Price::per_million(1.0, 1.0))
-            .max_tokens(250)
-            .report_to(limits.clone());
+            .max_tokens(250);
         let session = crate::Session::builder()
             .store(store.clone())
             .guard(models.policy())
@@ -815,7 +807,8 @@ mod tests {
         // 223 tokens spent: still under 250, so the third call runs and passes the budget.
         call(3).await.unwrap();
         assert_eq!(models.spent().usage.total(), 336);
-        assert_eq!(limits.tokens(), 336);
+        assert_eq!(session.spent_tokens(), 336);
+        assert!((session.spent_cost() - 336.0 / 1e6).abs() < 1e-15);
         let refused = call(4).await.unwrap_err();
         assert!(
             matches!(&refused, Error::Blocked { rule, .. } if rule == "model.tokens"),

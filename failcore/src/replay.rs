@@ -55,6 +55,8 @@ pub(crate) struct Hit {
     pub seq: u64,
     pub output: Box<RawValue>,
     pub saved_ns: u64,
+    /// The cost the source step reported, saved by serving it.
+    pub cost: Option<f64>,
     /// Part of the recorded output was masked: it is never served as recorded.
     pub redacted: bool,
 }
@@ -130,6 +132,8 @@ struct Lean<'a> {
     latency_ns: Option<u64>,
     #[serde(default)]
     saved_ns: Option<u64>,
+    #[serde(default)]
+    cost: Option<f64>,
     #[serde(default)]
     exact: Option<bool>,
     #[serde(default, borrow)]
@@ -529,6 +533,7 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
                     seq: rec.seq,
                     output,
                     saved_ns,
+                    cost: rec.cost,
                     redacted: rec.redacted.is_some_and(|r| r.get().contains("\"/output")),
                 });
             }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 tokio::task_local! {
-    static CONTEXT: Context;
+    pub(crate) static CONTEXT: Context;
 }
 
 /// The session a call runs in, and the step it was made from (for nested tool calls).
@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     pub on_in_flight: InFlight,
     /// Masks secrets and redacted values before anything is recorded.
     pub scrubber: crate::secrets::Scrubber,
+    /// What the run's executed calls have spent, and the costs of bodies still running.
+    pub ledger: crate::cost::Ledger,
     next_step: AtomicU64,
     counts: [AtomicU64; 6],
     saved_ns: AtomicU64,
@@ -280,6 +282,17 @@ impl Session {
     /// This run's id.
     pub fn run_id(&self) -> &str {
         &self.inner.run
+    }
+
+    /// What the run's executed calls have cost so far: the costs tool bodies reported
+    /// ([`crate::report_cost`]) and the model steps' costs by the price table. Replayed steps cost nothing.
+    pub fn spent_cost(&self) -> f64 {
+        self.inner.ledger.cost()
+    }
+
+    /// The tokens the run's executed model steps have used so far.
+    pub fn spent_tokens(&self) -> u64 {
+        self.inner.ledger.tokens()
     }
 
     /// The mode this run was opened in.
@@ -796,6 +809,7 @@ impl SessionBuilder {
                 strict_contracts: self.strict_contracts,
                 on_in_flight: self.on_in_flight,
                 scrubber,
+                ledger: Default::default(),
                 next_step: AtomicU64::new(prior.as_ref().map_or(0, |p| p.next_step)),
                 counts,
                 saved_ns: AtomicU64::new(prior.as_ref().map_or(0, |p| p.saved_ns)),

@@ -42,6 +42,7 @@ pub fn step_end(step: u64) -> Body {
         latency_ns: 1000,
         replayed_from: None,
         saved_ns: None,
+        cost: None,
         drift: Vec::new(),
         redacted: Vec::new(),
     })

@@ -18,8 +18,11 @@ struct State {
 /// Limits on calls. The counters live in the value (clones share them): define one `Limits` per session,
 /// and it counts that run. Every call it checks counts, including calls that a later policy denies.
 ///
-/// Cost is what tools report with [`Limits::report_cost`] (tokens, money); once the reported total reaches
-/// the budget, further calls are denied.
+/// The cost and token budgets count what the run spends, automatically: the costs tool bodies attach to
+/// their steps ([`crate::report_cost`]) and the model steps' usage and cost (all recorded in the trace),
+/// plus whatever is reported to this value directly with [`Limits::report_cost`] and
+/// [`Limits::report_tokens`] (spending the trace does not see). Once the total reaches the budget, further
+/// calls are denied.
 #[derive(Debug, Clone)]
 pub struct Limits {
     name: String,
@@ -95,8 +98,8 @@ impl Limits {
             s.cost += amount;
         }
     }
-    /// No call once the reported tokens reach `budget` (rule `limits.tokens`). Model calls report theirs
-    /// through [`crate::model::Models::report_to`].
+    /// No call once the run's tokens reach `budget` (rule `limits.tokens`): the model steps' recorded
+    /// usage, and what is reported with [`Limits::report_tokens`].
     pub fn max_tokens(mut self, budget: u64) -> Self {
         self.max_tokens = Some(budget);
         self
@@ -147,24 +150,20 @@ impl Policy for Limits {
             }
         }
         if let Some(max) = self.max_cost {
-            if s.cost >= max {
+            let cost = s.cost + call.run_cost();
+            if cost >= max {
                 return Ok(Verdict::deny(
                     "limits.cost",
-                    format!(
-                        "the run has reported a cost of {} of its budget {max}",
-                        s.cost
-                    ),
+                    format!("the run has spent {cost} of its budget {max}"),
                 ));
             }
         }
         if let Some(max) = self.max_tokens {
-            if s.tokens >= max {
+            let tokens = s.tokens.saturating_add(call.run_tokens());
+            if tokens >= max {
                 return Ok(Verdict::deny(
                     "limits.tokens",
-                    format!(
-                        "the run has reported {} tokens of its budget {max}",
-                        s.tokens
-                    ),
+                    format!("the run has used {tokens} tokens of its budget {max}"),
                 ));
             }
         }

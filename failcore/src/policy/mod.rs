@@ -102,6 +102,8 @@ pub struct CallView<'a> {
     pub(crate) tool: &'static ToolDescriptor,
     pub(crate) args: &'a [u8],
     pub(crate) parsed: OnceLock<Value>,
+    /// What the run has spent so far, when the call is made in a session.
+    pub(crate) spent: Option<&'a crate::cost::Ledger>,
 }
 
 impl<'a> CallView<'a> {
@@ -110,6 +112,7 @@ impl<'a> CallView<'a> {
             tool,
             args,
             parsed: OnceLock::new(),
+            spent: None,
         }
     }
 
@@ -138,6 +141,17 @@ impl<'a> CallView<'a> {
     /// One argument by name.
     pub fn arg(&self, name: &str) -> Option<&Value> {
         self.args().get(name)
+    }
+
+    /// What the run's executed calls have cost so far: the costs tool bodies reported with
+    /// [`crate::report_cost`] and the model steps' costs by the price table (0 outside a session).
+    pub fn run_cost(&self) -> f64 {
+        self.spent.map_or(0.0, crate::cost::Ledger::cost)
+    }
+
+    /// The tokens the run's executed model steps have used so far (0 outside a session).
+    pub fn run_tokens(&self) -> u64 {
+        self.spent.map_or(0, crate::cost::Ledger::tokens)
     }
 
     /// The names of the arguments declared as paths by their type (`PathBuf`, `&Path`, ...).

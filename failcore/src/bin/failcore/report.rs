@@ -314,7 +314,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 match &s.end {
                     Some(e) => {
                         counts.add(e.status);
-                        spend.add(&s.tool, e.status, e.output.as_ref());
+                        spend.add(&s.tool, e.status, e.output.as_ref(), e.cost);
                         saved = saved.saturating_add(e.saved_ns.unwrap_or(0));
                         if let Some(src) = &e.replayed_from {
                             from_source = sources

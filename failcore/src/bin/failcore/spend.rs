@@ -1,4 +1,5 @@
-//! Tokens and money of a run's model steps: spent by the calls that executed, saved by the ones replayed.
+//! Tokens and money of a run's model steps, and the costs its tools reported: spent by the calls that
+//! executed, saved by the ones replayed.
 
 use failcore::model::{recorded_usage, Usage};
 use failcore::store::Status;
@@ -57,7 +58,7 @@ impl Tally {
     }
 }
 
-/// The model steps of a run, as `stats` counts them.
+/// The model steps of a run and the tool steps that reported a cost, as `stats` counts them.
 #[derive(Default)]
 pub struct Spend {
     spent: Tally,
@@ -66,10 +67,12 @@ pub struct Spend {
 }
 
 impl Spend {
-    /// Counts one ended step, if it is a model step with recorded usage.
-    pub fn add(&mut self, tool: &str, status: Status, output: Option<&Value>) {
-        let Some((usage, cost)) = output.and_then(|o| recorded_usage(tool, o)) else {
-            return;
+    /// Counts one ended step: a model step with recorded usage, or a step that reported a cost.
+    pub fn add(&mut self, tool: &str, status: Status, output: Option<&Value>, cost: Option<f64>) {
+        let (usage, cost) = match (output.and_then(|o| recorded_usage(tool, o)), cost) {
+            (Some(model), _) => model,
+            (None, Some(cost)) if cost.is_finite() && cost >= 0.0 => (Usage::default(), Some(cost)),
+            _ => return,
         };
         let model = self.per_model.entry(tool.to_owned()).or_default();
         match status {
@@ -148,7 +151,7 @@ impl Spend {
         println!();
         println!(
             "{:<24} {:>7} {:>12} {:>12} {:>12} {:>12}",
-            "model", "calls", "tokens", "tokens saved", "cost", "cost saved"
+            "model or tool", "calls", "tokens", "tokens saved", "cost", "cost saved"
         );
         for (name, (spent, saved)) in &self.per_model {
             println!(

@@ -102,7 +102,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 Some(e) => {
                     counts.add(e.status);
                     t.counts.add(e.status);
-                    spend.add(&s.tool, e.status, e.output.as_ref());
+                    spend.add(&s.tool, e.status, e.output.as_ref(), e.cost);
                     drift += u64::from(!e.drift.is_empty());
                     match e.status {
                         Status::Replayed => {

@@ -1,0 +1,141 @@
+//! What a run spends: costs that tool bodies attach to their own step, and the usage of model steps.
+//!
+//! A tool that pays for what it does (a paid API, a model it calls itself) reports the amount from inside
+//! its body with [`report_cost`]. The amount is recorded on the call's `step_end` (`"cost"`), counted by
+//! `failcore stats` and the report (spent, or saved when a resume serves the step from the trace), and
+//! added at once to the run's total, which every [`Limits`](crate::policy::Limits) of the run counts
+//! against its `max_cost`. Model steps add their cost and tokens to the same total.
+
+use crate::session::CONTEXT;
+use crate::Error;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The run's spending so far, and the costs reported by bodies still running.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    /// The total cost, as `f64` bits.
+    cost: AtomicU64,
+    tokens: AtomicU64,
+    /// (step, cost) of calls whose body reported a cost and whose `step_end` is not written yet.
+    pending: Mutex<Vec<(u64, f64)>>,
+    /// Whether `pending` may hold anything: the common call reads this flag and nothing else.
+    any_pending: AtomicBool,
+}
+
+impl Ledger {
+    /// Adds what an executed call or model step spent to the run's total.
+    pub fn spend(&self, cost: f64, tokens: u64) {
+        if cost > 0.0 && cost.is_finite() {
+            let _ = self
+                .cost
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                    Some((f64::from_bits(bits) + cost).to_bits())
+                });
+        }
+        if tokens > 0 {
+            let _ = self
+                .tokens
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                    Some(t.saturating_add(tokens))
+                });
+        }
+    }
+
+    /// The total cost so far.
+    pub fn cost(&self) -> f64 {
+        f64::from_bits(self.cost.load(Ordering::Acquire))
+    }
+
+    /// The total tokens so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::Acquire)
+    }
+
+    /// Attaches `amount` to `step` (summed with what it reported before) and adds it to the total.
+    fn attach(&self, step: u64, amount: f64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.iter_mut().find(|(s, _)| *s == step) {
+            Some((_, c)) => *c += amount,
+            None => pending.push((step, amount)),
+        }
+        self.any_pending.store(true, Ordering::Release);
+        drop(pending);
+        self.spend(amount, 0);
+    }
+
+    /// The cost attached to `step`, removed: it goes on the step's `step_end`.
+    pub fn take(&self, step: u64) -> Option<f64> {
+        if !self.any_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let at = pending.iter().position(|(s, _)| *s == step)?;
+        let (_, cost) = pending.swap_remove(at);
+        if pending.is_empty() {
+            self.any_pending.store(false, Ordering::Release);
+        }
+        Some(cost)
+    }
+}
+
+/// Reports what the running tool call costs: the amount goes on the call's `step_end` (several reports
+/// add up) and counts at once against the run's budgets (`Limits::max_cost`). Call it from inside a tool's
+/// body (a `#[failcore::tool]` function, or a dynamic tool), in the unit of the run's price table.
+///
+/// ```no_run
+/// #[failcore::tool(effect = "network")]
+/// async fn geocode(address: String) -> Result<(f64, f64), failcore::ToolError> {
+///     let place = (48.85, 2.35); // a paid API call
+///     failcore::report_cost(0.005)?;
+///     Ok(place)
+/// }
+/// ```
+///
+/// # Errors
+/// [`Error::Cost`] if no tool body is running on this task, or if `amount` is negative or not finite.
+pub fn report_cost(amount: f64) -> Result<(), Error> {
+    if !(amount.is_finite() && amount >= 0.0) {
+        return Err(Error::Cost(format!(
+            "a cost must be a finite number ≥ 0, not {amount}"
+        )));
+    }
+    let attached = CONTEXT.try_with(|ctx| match ctx.parent {
+        Some(step) => {
+            ctx.session.inner.ledger.attach(step, amount);
+            true
+        }
+        None => false,
+    });
+    match attached {
+        Ok(true) => Ok(()),
+        _ => Err(Error::Cost(
+            "`failcore::report_cost` was called outside a tool's body: there is no step to attach the cost to"
+                .into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_attach_to_their_step_and_add_up() {
+        let ledger = Ledger::default();
+        assert_eq!(ledger.take(3), None);
+        ledger.attach(3, 0.25);
+        ledger.attach(4, 1.0);
+        ledger.attach(3, 0.5);
+        assert_eq!(ledger.take(3), Some(0.75));
+        assert_eq!(ledger.take(3), None);
+        assert_eq!(ledger.take(4), Some(1.0));
+        assert!(!ledger.any_pending.load(Ordering::Acquire));
+        ledger.spend(0.25, 10);
+        assert_eq!(ledger.cost(), 2.0);
+        assert_eq!(ledger.tokens(), 10);
+        ledger.spend(f64::NAN, 0);
+        ledger.spend(-1.0, 0);
+        assert_eq!(ledger.cost(), 2.0);
+    }
+}
