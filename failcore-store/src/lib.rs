@@ -79,6 +79,6 @@ pub use store::{
     check_run_id, Chunk, Done, Durability, Line, LineSource, RunWriter, SyncHandle, TraceStore,
 };
 pub use verify::{
-    verify, verify_run, verify_with, Fault, FaultKind, SealInfo, VerifiedRecords, VerifyOptions,
-    VerifyReport,
+    verify, verify_run, verify_with, Fault, FaultKind, SealInfo, VerifiedLines, VerifiedRecords,
+    VerifyOptions, VerifyReport,
 };

@@ -118,25 +118,52 @@ impl RunReader {
         if bytes.is_empty() {
             return Err(corrupt("empty line".into()));
         }
-        match serde_json::from_slice::<Record>(bytes) {
-            Ok(record) if u64::from(record.v) > u64::from(FORMAT_VERSION) => {
-                Err(ReadError::NewerVersion {
-                    file: name.to_owned(),
-                    line,
-                    found: record.v.into(),
-                })
+        RunReader::versioned(name, line, bytes, Record::from_line(bytes), |r| r.v)
+    }
+
+    /// The outcome of decoding one line (`decoded`), with the format version checked: a record of a newer
+    /// version is reported as such (also when it does not decode as this version's), version 0 as corrupt.
+    pub(crate) fn versioned<T>(
+        name: &str,
+        line: u64,
+        bytes: &[u8],
+        decoded: Result<T, serde_json::Error>,
+        version: impl Fn(&T) -> u32,
+    ) -> Result<T, ReadError> {
+        let corrupt = |reason: String| ReadError::Corrupt {
+            file: name.to_owned(),
+            line,
+            reason,
+        };
+        let newer = |found: u64| ReadError::NewerVersion {
+            file: name.to_owned(),
+            line,
+            found,
+        };
+        match decoded {
+            Ok(record) if version(&record) > FORMAT_VERSION => Err(newer(version(&record).into())),
+            Ok(record) if version(&record) == 0 => {
+                Err(corrupt("format version 0 does not exist".into()))
             }
-            Ok(record) if record.v == 0 => Err(corrupt("format version 0 does not exist".into())),
             Ok(record) => Ok(record),
             Err(e) => match serde_json::from_slice::<VersionProbe>(bytes) {
                 // A newer format may not decode as v1: say so rather than "corrupt".
-                Ok(p) if p.v > u64::from(FORMAT_VERSION) => Err(ReadError::NewerVersion {
-                    file: name.to_owned(),
-                    line,
-                    found: p.v,
-                }),
+                Ok(p) if p.v > u64::from(FORMAT_VERSION) => Err(newer(p.v)),
                 _ => Err(corrupt(e.to_string())),
             },
+        }
+    }
+
+    /// After a line that does not decode: whether it was the last one. If so it is a torn tail (a crash
+    /// kept the terminator but not the bytes), recorded as such, and reading ends without an error.
+    pub(crate) fn torn_if_last(&mut self, len: usize) -> bool {
+        self.done = true;
+        match self.source.next_chunk() {
+            Ok(None) => {
+                self.torn = Some(len + 1);
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -200,16 +227,13 @@ impl Iterator for RunReader {
                 record,
             })),
             Err(e @ ReadError::Corrupt { .. }) => {
-                self.done = true;
                 // An undecodable last line is what a crash leaves when the file system kept the line's
                 // terminator but not all of its bytes (or zero-filled them): a torn tail like any other,
                 // dropped with every whole record before it kept. A bad line anywhere else is corruption.
-                match self.source.next_chunk() {
-                    Ok(None) => {
-                        self.torn = Some(bytes.len() + 1);
-                        None
-                    }
-                    _ => Some(Err(e)),
+                if self.torn_if_last(bytes.len()) {
+                    None
+                } else {
+                    Some(Err(e))
                 }
             }
             Err(e) => {

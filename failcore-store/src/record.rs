@@ -22,6 +22,52 @@ pub struct Record {
     pub body: Body,
 }
 
+impl Record {
+    /// Decodes one line: its header, then its body by `kind`, each straight from the bytes. (The derived
+    /// form, a flattened internally tagged body, first buffers every field of the line in an intermediate
+    /// tree; this reads the same fields with the same rules at about half the cost.)
+    pub fn from_line(bytes: &[u8]) -> Result<Record, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Header<'a> {
+            v: u32,
+            seq: u64,
+            ts: String,
+            run: String,
+            prev: String,
+            #[serde(borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        let header: Header<'_> = serde_json::from_slice(bytes)?;
+        let body = match &*header.kind {
+            "run_start" => Body::RunStart(serde_json::from_slice(bytes)?),
+            "step_start" => Body::StepStart(serde_json::from_slice(bytes)?),
+            "step_end" => Body::StepEnd(serde_json::from_slice(bytes)?),
+            "run_end" => Body::RunEnd(serde_json::from_slice(bytes)?),
+            "checkpoint" => Body::Checkpoint(serde_json::from_slice(bytes)?),
+            other => {
+                return Err(serde::de::Error::unknown_variant(
+                    other,
+                    &[
+                        "run_start",
+                        "step_start",
+                        "step_end",
+                        "run_end",
+                        "checkpoint",
+                    ],
+                ))
+            }
+        };
+        Ok(Record {
+            v: header.v,
+            seq: header.seq,
+            ts: header.ts,
+            run: header.run,
+            prev: header.prev,
+            body,
+        })
+    }
+}
+
 /// What a record says, by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

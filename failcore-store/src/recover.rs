@@ -6,7 +6,7 @@
 //! (a corrupt line, a broken chain, a gap in seq, a newer format) is an error that names the line: nothing
 //! is skipped, and nothing is written after a damaged record.
 
-use crate::verify::Checker;
+use crate::verify::{Checker, View};
 use crate::{chain, LineSource, ReadError, RunReader, StoreError};
 
 /// What reopening a run found, and where writing resumes.
@@ -53,7 +53,7 @@ pub(crate) fn scan(run: &str, source: Box<dyn LineSource>) -> Result<Recovery, S
             ));
         }
         check
-            .record(&rec.bytes, &rec.record, rec.line)
+            .record(&rec.bytes, &View::of(&rec.record), rec.line)
             .map_err(|f| damaged(f.line, f.message))?;
         kept_bytes += rec.bytes.len() as u64 + 1;
     }

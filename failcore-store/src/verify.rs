@@ -2,9 +2,11 @@
 
 use crate::seal::{self, PublicKey};
 use crate::{
-    chain, Body, Counts, ReadError, RunReader, Status, StoreError, TraceRecord, TraceStore,
+    chain, Body, Checkpoint, Counts, ReadError, Record, RunReader, Status, StoreError, TraceRecord,
+    TraceStore,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -183,7 +185,9 @@ pub fn verify_with(mut reader: RunReader, options: &VerifyOptions) -> VerifyRepo
         let fault = match item {
             Ok(rec) => {
                 last_line = rec.line;
-                let result = check.record(&rec.bytes, &rec.record, rec.line).err();
+                let result = check
+                    .record(&rec.bytes, &View::of(&rec.record), rec.line)
+                    .err();
                 if result.is_none() {
                     if let Body::RunEnd(end) = &rec.record.body {
                         seal.clone_from(&end.seal);
@@ -361,16 +365,17 @@ impl Checker {
         };
     }
 
-    pub(crate) fn record(
-        &mut self,
-        bytes: &[u8],
-        rec: &crate::Record,
-        line: u64,
-    ) -> Result<(), Fault> {
+    pub(crate) fn record(&mut self, bytes: &[u8], rec: &View<'_>, line: u64) -> Result<(), Fault> {
         let fault = |kind, message: String| Fault {
             kind,
             line: Some(line),
             message,
+        };
+        let missing = |what: &str| {
+            fault(
+                FaultKind::Structure,
+                format!("{} record without {what}", rec.kind),
+            )
         };
         if self.seq == 0 {
             if let Some(expected) = self.expect_run.as_deref().filter(|e| *e != rec.run) {
@@ -383,7 +388,7 @@ impl Checker {
                 ));
             }
         }
-        let run = self.run.get_or_insert_with(|| rec.run.clone()).clone();
+        let run = self.run.get_or_insert_with(|| rec.run.to_string()).clone();
         if self.seq == 0 {
             self.prev = chain::genesis_hash(&run);
         }
@@ -414,36 +419,47 @@ impl Checker {
                 "prev does not match the hash of the previous record: a record was edited, removed or moved".into(),
             ));
         }
-        match (&rec.body, self.seq) {
-            (Body::RunStart(_), 0) => {}
+        match (&*rec.kind, self.seq) {
+            ("run_start", 0) => {}
             (_, 0) => {
                 return Err(fault(
                     FaultKind::Structure,
                     "the first record is not run_start".into(),
                 ))
             }
-            (Body::RunStart(_), _) => {
+            ("run_start", _) => {
                 return Err(fault(FaultKind::Structure, "a second run_start".into()))
             }
-            (Body::StepStart(s), _) => {
-                if !self.started.insert(s.step) {
+            ("step_start", _) => {
+                let step = rec.step.ok_or_else(|| missing("`step`"))?;
+                if !self.started.insert(step) {
                     return Err(fault(
                         FaultKind::Structure,
-                        format!("step {} started twice", s.step),
+                        format!("step {step} started twice"),
                     ));
                 }
-                self.open.insert(s.step);
+                self.open.insert(step);
             }
-            (Body::StepEnd(e), _) => {
-                if !self.open.remove(&e.step) {
+            ("step_end", _) => {
+                let (Some(step), Some(status)) = (rec.step, rec.status) else {
+                    return Err(missing("`step` and `status`"));
+                };
+                if !self.open.remove(&step) {
                     return Err(fault(
                         FaultKind::Structure,
-                        format!("step {} ends but is not open", e.step),
+                        format!("step {step} ends but is not open"),
                     ));
                 }
-                self.counts.add(e.status);
+                self.counts.add(status);
             }
-            (Body::Checkpoint(cp), _) => {
+            ("checkpoint", _) => {
+                let (Some(key), Some(sig)) = (&rec.key, &rec.sig) else {
+                    return Err(missing("`key` and `sig`"));
+                };
+                let cp = &Checkpoint {
+                    key: key.to_string(),
+                    sig: sig.to_string(),
+                };
                 if !seal::self_consistent(&run, rec.seq, &rec.prev, cp) {
                     return Err(fault(
                         FaultKind::Signature,
@@ -468,7 +484,10 @@ impl Checker {
                 self.last_checkpoint = Some((self.checkpoints, rec.seq));
                 self.last_key = Some(cp.key.to_ascii_lowercase());
             }
-            (Body::RunEnd(end), _) => {
+            ("run_end", _) => {
+                let (Some(counts), Some(steps)) = (rec.counts, rec.steps) else {
+                    return Err(missing("`counts` and `steps`"));
+                };
                 self.end_signed = self.after_checkpoint;
                 match chain::check_seal(bytes) {
                     Some(true) => {}
@@ -480,37 +499,44 @@ impl Checker {
                     }
                     None => return Err(fault(FaultKind::Seal, "run_end carries no seal".into())),
                 }
-                if end.head.as_deref() != Some(self.prev.as_str()) {
+                if rec.head.as_deref() != Some(self.prev.as_str()) {
                     return Err(fault(
                         FaultKind::Summary,
                         "run_end's head is not the chain head".into(),
                     ));
                 }
-                if end.counts != self.counts {
+                if counts != self.counts {
                     return Err(fault(
                         FaultKind::Summary,
                         format!(
                             "run_end counts {} but the records hold {}",
-                            show(&end.counts),
+                            show(&counts),
                             show(&self.counts)
                         ),
                     ));
                 }
-                if end.steps != self.started.len() as u64 {
+                if steps != self.started.len() as u64 {
                     return Err(fault(
                         FaultKind::Summary,
                         format!(
-                            "run_end counts {} steps but {} started",
-                            end.steps,
+                            "run_end counts {steps} steps but {} started",
                             self.started.len()
                         ),
                     ));
                 }
                 self.ended = true;
             }
+            (other, _) => {
+                return Err(fault(
+                    FaultKind::Structure,
+                    format!("a record of unknown kind `{other}`"),
+                ))
+            }
         }
-        self.after_checkpoint = matches!(rec.body, Body::Checkpoint(_));
-        self.prev = chain::line_hash(bytes);
+        self.after_checkpoint = rec.kind == "checkpoint";
+        // The buffer is reused: one line's hash replaces the last one's without an allocation.
+        self.prev.clear();
+        self.prev.push_str(blake3::hash(bytes).to_hex().as_str());
         self.seq += 1;
         Ok(())
     }
@@ -524,51 +550,109 @@ fn show(c: &Counts) -> String {
         .join(" ")
 }
 
-/// The records of a run that pass every check of [`verify()`], for readers that serve what they read
-/// (resume, offline replay). A record is yielded only once the next record's `prev` has confirmed its bytes
-/// (or, for the last record, once it is known to be the last); a torn tail and a missing `run_end` are not
-/// faults here (that is what a crashed run looks like).
-///
-/// At the first fault the iterator yields [`StoreError::Unverified`], naming the record, and stops: unless
-/// it was opened with `serve_prefix`, in which case it stops without an error after the records verified
-/// before the fault, and [`VerifiedRecords::fault`] tells what cut it short.
-pub struct VerifiedRecords {
-    reader: RunReader,
+/// What the checks read of a record: its header and the body fields the run's structure depends on.
+/// Decoded on its own (borrowed, every other field skipped) by resume, which needs nothing more before it
+/// decodes, with types, the fields it serves; or taken from a fully decoded [`Record`] by `verify`.
+#[derive(Deserialize)]
+pub(crate) struct View<'a> {
+    v: u32,
+    seq: u64,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    run: Cow<'a, str>,
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    step: Option<u64>,
+    #[serde(default)]
+    status: Option<Status>,
+    #[serde(default)]
+    counts: Option<Counts>,
+    #[serde(default)]
+    steps: Option<u64>,
+    #[serde(default, borrow)]
+    head: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    key: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    sig: Option<Cow<'a, str>>,
+}
+
+impl<'a> View<'a> {
+    /// The view of a decoded record.
+    pub(crate) fn of(rec: &'a Record) -> View<'a> {
+        let mut view = View {
+            v: rec.v,
+            seq: rec.seq,
+            ts: Cow::Borrowed(&rec.ts),
+            run: Cow::Borrowed(&rec.run),
+            prev: Cow::Borrowed(&rec.prev),
+            kind: Cow::Borrowed(rec.body.kind()),
+            step: None,
+            status: None,
+            counts: None,
+            steps: None,
+            head: None,
+            key: None,
+            sig: None,
+        };
+        match &rec.body {
+            Body::RunStart(_) => {}
+            Body::StepStart(s) => view.step = Some(s.step),
+            Body::StepEnd(e) => (view.step, view.status) = (Some(e.step), Some(e.status)),
+            Body::Checkpoint(cp) => {
+                (view.key, view.sig) = (
+                    Some(Cow::Borrowed(cp.key.as_str())),
+                    Some(Cow::Borrowed(cp.sig.as_str())),
+                );
+            }
+            Body::RunEnd(end) => {
+                view.counts = Some(end.counts);
+                view.steps = Some(end.steps);
+                view.head = end.head.as_deref().map(Cow::Borrowed);
+            }
+        }
+        view
+    }
+
+    /// Decodes the view of one line, checking its format version as [`RunReader::decode`] does.
+    fn decode(name: &str, line: u64, bytes: &'a [u8]) -> Result<View<'a>, ReadError> {
+        let corrupt = |reason: String| ReadError::Corrupt {
+            file: name.to_owned(),
+            line,
+            reason,
+        };
+        if bytes.is_empty() {
+            return Err(corrupt("empty line".into()));
+        }
+        // The skipped fields are not decoded, but a line is text throughout, as the full decoder requires;
+        // checked once for the whole line, the fields are then read as text without checking each again.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => return Err(corrupt(format!("the line is not UTF-8: {e}"))),
+        };
+        RunReader::versioned(name, line, bytes, serde_json::from_str(text), |v: &View| {
+            v.v
+        })
+    }
+}
+
+/// The checker of a verified reader, and the item it holds back until the next record confirms it.
+struct Gate<T> {
     check: Checker,
     run: String,
-    held: Option<TraceRecord>,
+    held: Option<T>,
     serve_prefix: bool,
     fault: Option<Fault>,
     done: bool,
 }
 
-impl std::fmt::Debug for VerifiedRecords {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifiedRecords")
-            .field("run", &self.run)
-            .field("source", &self.reader.name())
-            .finish()
-    }
-}
-
-impl VerifiedRecords {
-    /// Reads `run` of `store`, requiring every record to belong to `run`.
-    pub fn open(
-        store: &dyn TraceStore,
-        run: &str,
-        serve_prefix: bool,
-    ) -> Result<VerifiedRecords, StoreError> {
-        Ok(VerifiedRecords::new(
-            RunReader::open(store, run)?,
-            run,
-            serve_prefix,
-        ))
-    }
-
-    /// Reads `run` from `reader`.
-    pub fn new(reader: RunReader, run: &str, serve_prefix: bool) -> VerifiedRecords {
-        VerifiedRecords {
-            reader,
+impl<T> Gate<T> {
+    fn new(run: &str, serve_prefix: bool) -> Gate<T> {
+        Gate {
             check: Checker::new(Some(run.to_owned()), None),
             run: run.to_owned(),
             held: None,
@@ -578,27 +662,24 @@ impl VerifiedRecords {
         }
     }
 
-    /// The name of what is read, for messages.
-    pub fn name(&self) -> &str {
-        self.reader.name()
+    /// A record that passed the checks: held, and the one held before it released.
+    fn pass(&mut self, item: T) -> Option<T> {
+        self.held.replace(item)
     }
 
-    /// The length of a torn (or undecodable) last line that was dropped, once iteration reached it.
-    pub fn torn_tail(&self) -> Option<usize> {
-        self.reader.torn_tail()
+    /// The end of the records: the held one is released.
+    fn end(&mut self) -> Option<Result<T, StoreError>> {
+        self.done = true;
+        self.held.take().map(Ok)
     }
 
-    /// Whether the run ended with a valid `run_end`.
-    pub fn complete(&self) -> bool {
-        self.check.ended && self.fault.is_none()
+    /// A store failure: reported as is.
+    fn fail(&mut self, e: StoreError) -> Option<Result<T, StoreError>> {
+        self.done = true;
+        Some(Err(e))
     }
 
-    /// The fault that ended a served prefix, if one did.
-    pub fn fault(&self) -> Option<&Fault> {
-        self.fault.as_ref()
-    }
-
-    fn refuse(&mut self, fault: Fault) -> Option<Result<TraceRecord, StoreError>> {
+    fn refuse(&mut self, fault: Fault, source: &str) -> Option<Result<T, StoreError>> {
         self.done = true;
         // The held record's bytes were never confirmed by a successor: it is not served either.
         let served = self
@@ -612,39 +693,156 @@ impl VerifiedRecords {
         }
         Some(Err(StoreError::Unverified {
             run: self.run.clone(),
-            source_name: self.reader.name().to_owned(),
+            source_name: source.to_owned(),
             line: fault.line,
             kind: fault.kind.as_str(),
             reason: fault.message,
             verified: served,
         }))
     }
+
+    fn complete(&self) -> bool {
+        self.check.ended && self.fault.is_none()
+    }
 }
+
+/// The records of a run that pass every check of [`verify()`], for readers that serve what they read
+/// (resume, offline replay). A record is yielded only once the next record's `prev` has confirmed its bytes
+/// (or, for the last record, once it is known to be the last); a torn tail and a missing `run_end` are not
+/// faults here (that is what a crashed run looks like).
+///
+/// At the first fault the iterator yields [`StoreError::Unverified`], naming the record, and stops: unless
+/// it was opened with `serve_prefix`, in which case it stops without an error after the records verified
+/// before the fault, and [`VerifiedRecords::fault`] tells what cut it short.
+pub struct VerifiedRecords {
+    reader: RunReader,
+    gate: Gate<TraceRecord>,
+}
+
+/// The lines of a run that pass the checks of [`verify()`] on the chain, the sequence, the run id, the
+/// steps' structure, the summary and the signatures, undecoded: for a reader that then decodes, with its
+/// own types, only the fields it uses (resume does). It yields as [`VerifiedRecords`] does, without
+/// decoding each record's other fields (arguments, outputs, decisions) into values first.
+pub struct VerifiedLines {
+    reader: RunReader,
+    gate: Gate<(u64, Vec<u8>)>,
+}
+
+macro_rules! verified_reader_accessors {
+    ($t:ty) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($t))
+                    .field("run", &self.gate.run)
+                    .field("source", &self.reader.name())
+                    .finish()
+            }
+        }
+
+        impl $t {
+            /// Reads `run` of `store`, requiring every record to belong to `run`.
+            pub fn open(
+                store: &dyn TraceStore,
+                run: &str,
+                serve_prefix: bool,
+            ) -> Result<Self, StoreError> {
+                Ok(Self::new(RunReader::open(store, run)?, run, serve_prefix))
+            }
+
+            /// Reads `run` from `reader`.
+            pub fn new(reader: RunReader, run: &str, serve_prefix: bool) -> Self {
+                Self {
+                    reader,
+                    gate: Gate::new(run, serve_prefix),
+                }
+            }
+
+            /// The name of what is read, for messages.
+            pub fn name(&self) -> &str {
+                self.reader.name()
+            }
+
+            /// The length of a torn (or undecodable) last line that was dropped, once iteration reached it.
+            pub fn torn_tail(&self) -> Option<usize> {
+                self.reader.torn_tail()
+            }
+
+            /// Whether the run ended with a valid `run_end`.
+            pub fn complete(&self) -> bool {
+                self.gate.complete()
+            }
+
+            /// The fault that ended a served prefix, if one did.
+            pub fn fault(&self) -> Option<&Fault> {
+                self.gate.fault.as_ref()
+            }
+        }
+    };
+}
+
+verified_reader_accessors!(VerifiedRecords);
+verified_reader_accessors!(VerifiedLines);
 
 impl Iterator for VerifiedRecords {
     type Item = Result<TraceRecord, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            match self.reader.next() {
-                None => {
-                    self.done = true;
-                    return self.held.take().map(Ok);
-                }
-                Some(Ok(rec)) => match self.check.record(&rec.bytes, &rec.record, rec.line) {
-                    Ok(()) => {
-                        if let Some(previous) = self.held.replace(rec) {
-                            return Some(Ok(previous));
-                        }
+        while !self.gate.done {
+            let verdict = match self.reader.next() {
+                None => return self.gate.end(),
+                Some(Ok(rec)) => {
+                    match self
+                        .gate
+                        .check
+                        .record(&rec.bytes, &View::of(&rec.record), rec.line)
+                    {
+                        Ok(()) => match self.gate.pass(rec) {
+                            Some(previous) => return Some(Ok(previous)),
+                            None => continue,
+                        },
+                        Err(fault) => fault,
                     }
-                    Err(fault) => return self.refuse(fault),
-                },
-                Some(Err(ReadError::Store(e))) if !matches!(e, StoreError::Column { .. }) => {
-                    self.done = true;
-                    return Some(Err(e));
                 }
-                Some(Err(e)) => return self.refuse(read_fault(e)),
-            }
+                Some(Err(ReadError::Store(e))) if !matches!(e, StoreError::Column { .. }) => {
+                    return self.gate.fail(e)
+                }
+                Some(Err(e)) => read_fault(e),
+            };
+            return self.gate.refuse(verdict, self.reader.name());
+        }
+        None
+    }
+}
+
+impl Iterator for VerifiedLines {
+    type Item = Result<(u64, Vec<u8>), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.gate.done {
+            let verdict = match self.reader.next_line() {
+                None => return self.gate.end(),
+                Some(Ok((line, bytes))) => {
+                    let checked = View::decode(self.reader.name(), line, &bytes)
+                        .map(|view| self.gate.check.record(&bytes, &view, line));
+                    match checked {
+                        Ok(Ok(())) => match self.gate.pass((line, bytes)) {
+                            Some(previous) => return Some(Ok(previous)),
+                            None => continue,
+                        },
+                        Ok(Err(fault)) => fault,
+                        // An undecodable last line is a torn tail, as `RunReader` reads it.
+                        Err(ReadError::Corrupt { .. }) if self.reader.torn_if_last(bytes.len()) => {
+                            return self.gate.end()
+                        }
+                        Err(e) => read_fault(e),
+                    }
+                }
+                Some(Err(ReadError::Store(e))) if !matches!(e, StoreError::Column { .. }) => {
+                    return self.gate.fail(e)
+                }
+                Some(Err(e)) => read_fault(e),
+            };
+            return self.gate.refuse(verdict, self.reader.name());
         }
         None
     }

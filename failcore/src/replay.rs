@@ -8,10 +8,11 @@
 use crate::fingerprint::fp_key_hex;
 use crate::session::PrehashedKey;
 use crate::Error;
-use failcore_store::{field_diff, Divergence, TraceStore, VerifiedRecords};
+use failcore_store::{field_diff, Divergence, TraceStore, VerifiedLines};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
@@ -155,15 +156,56 @@ enum Queue {
 }
 
 impl Queue {
-    fn push(slot: &mut Option<Queue>, hit: Hit) {
-        *slot = Some(match slot.take() {
-            None => Queue::One(hit),
-            Some(Queue::One(first)) => Queue::Many(VecDeque::from([first, hit])),
-            Some(Queue::Many(mut q)) => {
+    /// Adds a hit at the back.
+    fn add(&mut self, hit: Hit) {
+        let many = match std::mem::replace(self, Queue::Many(VecDeque::new())) {
+            Queue::One(first) => VecDeque::from([first, hit]),
+            Queue::Many(mut q) => {
                 q.push_back(hit);
-                Queue::Many(q)
+                q
             }
-        });
+        };
+        *self = Queue::Many(many);
+    }
+
+    /// The hits of this queue, mutably.
+    fn hits_mut(&mut self) -> impl Iterator<Item = &mut Hit> {
+        let (one, many) = match self {
+            Queue::One(hit) => (Some(hit), None),
+            Queue::Many(q) => (None, Some(q.iter_mut())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// Keeps the hits `keep` accepts; whether any is left.
+    fn retain(&mut self, keep: impl Fn(&Hit) -> bool) -> bool {
+        match self {
+            Queue::One(hit) => keep(hit),
+            Queue::Many(q) => {
+                q.retain(|h| keep(h));
+                !q.is_empty()
+            }
+        }
+    }
+
+    /// This queue, then `older`'s hits.
+    fn then(self, older: Queue) -> Queue {
+        let mut q = match self {
+            Queue::One(hit) => VecDeque::from([hit]),
+            Queue::Many(q) => q,
+        };
+        match older {
+            Queue::One(hit) => q.push_back(hit),
+            Queue::Many(older) => q.extend(older),
+        }
+        Queue::Many(q)
+    }
+
+    /// Sorts the hits by occurrence.
+    fn sort(&mut self) {
+        if let Queue::Many(q) = self {
+            q.make_contiguous().sort_by_key(|h| h.occ);
+        }
     }
 
     fn len(&self) -> usize {
@@ -190,11 +232,11 @@ struct Started {
 struct Loaded {
     resumed_from: Option<String>,
     /// Successes by key, in occurrence order.
-    hits: KeyMap<Vec<Hit>>,
+    hits: KeyMap<Queue>,
     /// Records of earlier runs this run was served: (run id, seq).
     consumed: HashSet<(String, u64)>,
     /// Per key, the calls that were not served from the trace (each consulted the in-flight markers).
-    misses: KeyMap<u32>,
+    misses: Vec<u128>,
     /// Steps started and never ended, and steps blocked as in flight: (key, step).
     doubts: Vec<(u128, InFlightStep)>,
     positions: HashMap<String, Vec<(u64, Box<RawValue>)>>,
@@ -258,7 +300,7 @@ impl ReplayIndex {
 
         // From the oldest run to the newest: each run is served first what it recorded itself, then what
         // older runs recorded and it did not consume.
-        let mut queues: KeyMap<Vec<Hit>> = HashMap::default();
+        let mut queues: KeyMap<Queue> = HashMap::default();
         let mut marks: KeyMap<Vec<InFlightStep>> = HashMap::default();
         let mut source_positions = HashMap::new();
         let mut torn_tail = None;
@@ -285,26 +327,36 @@ impl ReplayIndex {
                         Some((at as u16, seq))
                     })
                     .collect();
-                for queue in queues.values_mut() {
-                    queue.retain(|h| !consumed.contains(&(h.run, h.seq)));
-                }
+                queues.retain(|_, queue| queue.retain(|h| !consumed.contains(&(h.run, h.seq))));
             }
-            for (key, n) in misses {
-                if let Some(m) = marks.get_mut(&key) {
-                    let settled = (n as usize).min(m.len());
-                    m.drain(..settled);
+            if !marks.is_empty() {
+                for key in misses {
+                    if let Some(m) = marks.get_mut(&key) {
+                        if !m.is_empty() {
+                            m.remove(0);
+                        }
+                    }
                 }
             }
             for (key, doubt) in doubts {
                 marks.entry(key).or_default().push(doubt);
             }
-            for (key, mut own) in hits {
-                for hit in &mut own {
+            let mut hits = hits;
+            for queue in hits.values_mut() {
+                for hit in queue.hits_mut() {
                     hit.run = index as u16;
                 }
-                let older = queues.remove(&key).unwrap_or_default();
-                own.extend(older);
-                queues.insert(key, own);
+            }
+            if queues.is_empty() {
+                queues = hits;
+            } else {
+                for (key, own) in hits {
+                    let queue = match queues.remove(&key) {
+                        Some(older) => own.then(older),
+                        None => own,
+                    };
+                    queues.insert(key, queue);
+                }
             }
             if index == 0 {
                 source_positions = positions;
@@ -321,17 +373,8 @@ impl ReplayIndex {
             unverified,
             ..ResumeReport::default()
         };
-        let mut index_queues: KeyMap<Queue> = HashMap::default();
-        for (key, hits) in queues {
-            let mut slot = None;
-            for hit in hits {
-                Queue::push(&mut slot, hit);
-            }
-            if let Some(q) = slot {
-                report.successes += q.len();
-                index_queues.insert(key, q);
-            }
-        }
+        report.successes = queues.values().map(Queue::len).sum();
+        let index_queues = queues;
         let mut in_flight: KeyMap<u32> = HashMap::default();
         for (key, steps) in marks {
             if !steps.is_empty() {
@@ -406,12 +449,11 @@ impl ReplayIndex {
     }
 }
 
-/// Reads one run of the ancestry.
 /// Loads one run through the verified reader: every record passes the checks of `verify` (chain, seq, run
 /// id, structure) before it is indexed; a run that fails is refused naming the first bad record, unless
 /// `serve_prefix` asks for the records verified before it.
 fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loaded, Error> {
-    let mut reader = VerifiedRecords::open(store, run, serve_prefix)?;
+    let mut reader = VerifiedLines::open(store, run, serve_prefix)?;
     let mut starts: HashMap<u64, Started> = HashMap::new();
     // Every step's identity (key, occurrence), for the calls made inside it.
     let mut identities: HashMap<u64, (u128, u32)> = HashMap::new();
@@ -419,7 +461,7 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
         resumed_from: None,
         hits: HashMap::default(),
         consumed: HashSet::new(),
-        misses: HashMap::default(),
+        misses: Vec::new(),
         doubts: Vec::new(),
         positions: HashMap::new(),
         torn_tail: None,
@@ -427,13 +469,17 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
         unverified: None,
     };
     while let Some(item) = reader.next() {
-        let verified = item?;
-        let (line, bytes) = (verified.line, verified.bytes);
-        let rec: Lean<'_> = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            file: reader.name().to_owned(),
-            line,
-            reason: e.to_string(),
-        })?;
+        let (line, bytes) = item?;
+        // Checked as text once for the whole line, then read as text (serde_json's text reader does not
+        // check each string again).
+        let rec: Lean<'_> = std::str::from_utf8(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+            .map_err(|reason| Error::Corrupt {
+                file: reader.name().to_owned(),
+                line,
+                reason,
+            })?;
         let corrupt = |what: &str| Error::Corrupt {
             file: reader.name().to_owned(),
             line,
@@ -444,7 +490,10 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
                 let (Some(step), Some(fp)) = (rec.step, rec.fp) else {
                     return Err(corrupt("without step or fp"));
                 };
-                let tool = rec.tool.unwrap_or_default().into_owned();
+                let Some(tool) = rec.tool else {
+                    return Err(corrupt("without tool"));
+                };
+                let tool = tool.into_owned();
                 if let Some(args) = rec.args {
                     match loaded.positions.get_mut(tool.as_str()) {
                         Some(list) => list.push((rec.seq, args.to_owned())),
@@ -503,7 +552,7 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
                         .insert((src.run.clone().into_owned(), src.seq));
                 }
                 if !replayed && !start.refused {
-                    *loaded.misses.entry(start.key).or_default() += 1;
+                    loaded.misses.push(start.key);
                 }
                 if start.in_flight_block {
                     loaded.doubts.push((
@@ -527,7 +576,7 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
                 };
                 let latency = rec.latency_ns.unwrap_or(0);
                 let saved_ns = rec.saved_ns.unwrap_or(latency).max(latency);
-                loaded.hits.entry(start.key).or_default().push(Hit {
+                let hit = Hit {
                     occ: start.occ,
                     run: 0,
                     seq: rec.seq,
@@ -535,7 +584,13 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
                     saved_ns,
                     cost: rec.cost,
                     redacted: rec.redacted.is_some_and(|r| r.get().contains("\"/output")),
-                });
+                };
+                match loaded.hits.entry(start.key) {
+                    Entry::Occupied(mut queue) => queue.get_mut().add(hit),
+                    Entry::Vacant(slot) => {
+                        slot.insert(Queue::One(hit));
+                    }
+                }
             }
             "run_end" => loaded.complete = true,
             "run_start" => loaded.resumed_from = rec.resumed_from.map(Cow::into_owned),
@@ -556,7 +611,7 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
     for (step, start) in open {
         // Started and never ended: in flight when the run died (it consulted the markers, too).
         if !start.refused {
-            *loaded.misses.entry(start.key).or_default() += 1;
+            loaded.misses.push(start.key);
         }
         loaded.doubts.push((
             start.key,
@@ -570,7 +625,7 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
     }
     // Concurrent calls of one identity may have ended out of order: serve them by occurrence.
     for hits in loaded.hits.values_mut() {
-        hits.sort_by_key(|h| h.occ);
+        hits.sort();
     }
     Ok(loaded)
 }
