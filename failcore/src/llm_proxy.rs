@@ -1,13 +1,19 @@
-//! The LLM proxy (feature `llm-proxy`): a local HTTP endpoint speaking the OpenAI Chat Completions API that
-//! makes each model call a step of a FailCore run. `failcore llm-proxy --upstream <url>` runs it.
+//! The LLM proxy (feature `llm-proxy`): a local HTTP endpoint speaking the OpenAI Chat Completions API and
+//! the Anthropic Messages API that makes each model call a step of a FailCore run.
+//! `failcore llm-proxy --upstream <url>` runs it.
 //!
-//! `POST <any prefix>/chat/completions` is a model call ([`crate::model`]): checked by the session's
-//! policies (a refused call never reaches the upstream), answered from the trace when resuming or offline,
-//! and otherwise forwarded to `<upstream>/chat/completions`, its reply recorded. Streamed replies
+//! `POST <any prefix>/chat/completions` and `POST <any prefix>/messages` are model calls
+//! ([`crate::model`]): checked by the session's policies (a refused call never reaches the upstream),
+//! answered from the trace when resuming or offline, and otherwise forwarded to
+//! `<upstream>/chat/completions` or `<upstream>/messages`, the reply recorded. Streamed replies
 //! (`"stream": true`) are passed to the client event by event as they arrive, recorded chunk by chunk, and
-//! replayed as the same events. The client's `Authorization` header is forwarded and never recorded.
+//! replayed as the same events (for the Messages API with their `event:` names, which are the `type` of
+//! their data). The client's credentials (`Authorization`, `x-api-key`) and API headers
+//! (`anthropic-version`, `anthropic-beta`, `openai-organization`, `openai-project`) are forwarded and never
+//! recorded.
 //!
-//! Errors are OpenAI-shaped (`{"error": {"message", "type", "code"}}`): a refused call is `403` with
+//! Errors are in the shape of the API called (`{"error": {"message", "type", "code"}}`, or
+//! `{"type": "error", "error": {"type", "message", "code"}}` for Messages): a refused call is `403` with
 //! type `failcore_blocked` and the rule as its code; a call missing from the trace offline is `424`
 //! (`failcore_replay_miss`); an upstream error is passed through with its status and body.
 
@@ -43,6 +49,101 @@ struct State {
     models: Models,
     upstream: Option<String>,
     client: reqwest::Client,
+}
+
+/// The request headers forwarded to the upstream (credentials and API versions): never recorded.
+const FORWARDED: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-organization",
+    "openai-project",
+];
+
+/// The provider API a request speaks, by its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// OpenAI Chat Completions: `.../chat/completions`.
+    ChatCompletions,
+    /// Anthropic Messages: `.../messages`.
+    Messages,
+}
+
+impl Api {
+    fn of(path: &str) -> Option<Api> {
+        if path.ends_with("/chat/completions") {
+            Some(Api::ChatCompletions)
+        } else if path.ends_with("/messages") {
+            Some(Api::Messages)
+        } else {
+            None
+        }
+    }
+
+    /// The upstream path of this API, after the upstream's base URL.
+    fn endpoint(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "/chat/completions",
+            Api::Messages => "/messages",
+        }
+    }
+
+    /// One server-sent event of a streamed reply, as this API frames it. The Messages API names each
+    /// event after its data's `type`; the data of a recorded event, which comes from a trace, is framed
+    /// line by line so that it can never start an event of its own.
+    fn frame(self, data: &str) -> Bytes {
+        let mut out = String::with_capacity(data.len() + 32);
+        if self == Api::Messages {
+            if let Some(name) = event_name(data) {
+                out.push_str("event: ");
+                out.push_str(&name);
+                out.push('\n');
+            }
+        }
+        for line in data.split(['\n', '\r']) {
+            out.push_str("data: ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+        Bytes::from(out)
+    }
+
+    fn error(
+        self,
+        status: StatusCode,
+        kind: &str,
+        code: Option<&str>,
+        message: &str,
+    ) -> Response<Body> {
+        let body = match self {
+            Api::ChatCompletions => {
+                json!({"error": {"message": message, "type": kind, "code": code, "param": null}})
+            }
+            Api::Messages => {
+                json!({"type": "error", "error": {"type": kind, "message": message, "code": code}})
+            }
+        };
+        json_response(status, &body)
+    }
+}
+
+/// The event name of a Messages API event: its data's `type`, when it is a plain name.
+fn event_name(data: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let typed: Typed = serde_json::from_str(data).ok()?;
+    let plain = !typed.kind.is_empty()
+        && typed.kind.len() <= 64
+        && typed
+            .kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    plain.then_some(typed.kind)
 }
 
 /// An upstream error reply, kept to be passed through to the client.
@@ -121,23 +222,27 @@ impl LlmProxy {
 }
 
 async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    if req.method() != Method::POST || !req.uri().path().ends_with("/chat/completions") {
-        return error_response(
+    let api = Api::of(req.uri().path());
+    let Some(api) = api.filter(|_| req.method() == Method::POST) else {
+        return api.unwrap_or(Api::ChatCompletions).error(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             None,
             &format!(
-                "the FailCore LLM proxy serves POST .../chat/completions, not {} {}",
+                "the FailCore LLM proxy serves POST .../chat/completions and POST .../messages, not {} {}",
                 req.method(),
                 req.uri().path()
             ),
         );
-    }
-    let authorization = req.headers().get(hyper::header::AUTHORIZATION).cloned();
+    };
+    let headers = FORWARDED
+        .iter()
+        .filter_map(|name| Some((*name, req.headers().get(*name)?.clone())))
+        .collect();
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(message) => {
-            return error_response(
+            return api.error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 None,
@@ -147,22 +252,22 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     let request = match parse_request(&body) {
         Ok(r) => r,
-        Err(e) => return failcore_error(&e),
+        Err(e) => return failcore_error(api, &e),
     };
     let upstream = Upstream {
         client: state.client.clone(),
         url: state
             .upstream
             .as_ref()
-            .map(|u| format!("{u}/chat/completions")),
-        authorization,
+            .map(|u| format!("{u}{}", api.endpoint())),
+        headers,
         body,
         failure: UpstreamFailure::default(),
     };
     if is_streaming(&request) {
-        streamed(state, request, upstream).await
+        streamed(state, api, request, upstream).await
     } else {
-        whole(state, request, upstream).await
+        whole(state, api, request, upstream).await
     }
 }
 
@@ -180,7 +285,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, String> {
 struct Upstream {
     client: reqwest::Client,
     url: Option<String>,
-    authorization: Option<hyper::header::HeaderValue>,
+    headers: Vec<(&'static str, hyper::header::HeaderValue)>,
     body: Bytes,
     failure: UpstreamFailure,
 }
@@ -195,8 +300,8 @@ impl Upstream {
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(self.body.clone());
-        if let Some(auth) = &self.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, auth.as_bytes());
+        for (name, value) in &self.headers {
+            request = request.header(*name, value.as_bytes());
         }
         let response = request
             .send()
@@ -253,7 +358,7 @@ impl Upstream {
     }
 }
 
-async fn whole(state: &Arc<State>, request: Value, upstream: Upstream) -> Response<Body> {
+async fn whole(state: &Arc<State>, api: Api, request: Value, upstream: Upstream) -> Response<Body> {
     let failure = upstream.failure.clone();
     let outcome = state
         .session
@@ -262,14 +367,14 @@ async fn whole(state: &Arc<State>, request: Value, upstream: Upstream) -> Respon
     match outcome {
         Ok(reply) => match reply.reply {
             Reply::Body(body) => json_response(StatusCode::OK, &body),
-            Reply::Chunks(_) => error_response(
+            Reply::Chunks(_) => api.error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "failcore_replay",
                 None,
                 "the trace holds a streamed reply for this non-streamed request",
             ),
         },
-        Err(e) => passed_through(&failure).unwrap_or_else(|| failcore_error(&e)),
+        Err(e) => passed_through(&failure).unwrap_or_else(|| failcore_error(api, &e)),
     }
 }
 
@@ -278,7 +383,12 @@ enum Piece {
     Fail(Response<Body>),
 }
 
-async fn streamed(state: &Arc<State>, request: Value, upstream: Upstream) -> Response<Body> {
+async fn streamed(
+    state: &Arc<State>,
+    api: Api,
+    request: Value,
+    upstream: Upstream,
+) -> Response<Body> {
     let (tx, mut rx) = mpsc::channel::<Piece>(64);
     let live = Arc::new(AtomicBool::new(false));
     let failure = upstream.failure.clone();
@@ -303,18 +413,20 @@ async fn streamed(state: &Arc<State>, request: Value, upstream: Upstream) -> Res
                 }
                 return;
             }
-            Ok(ModelReplyChunks(None)) => Piece::Fail(error_response(
+            Ok(ModelReplyChunks(None)) => Piece::Fail(api.error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "failcore_replay",
                 None,
                 "the trace holds a whole reply for this streamed request",
             )),
-            Err(e) => Piece::Fail(passed_through(&failure).unwrap_or_else(|| failcore_error(&e))),
+            Err(e) => {
+                Piece::Fail(passed_through(&failure).unwrap_or_else(|| failcore_error(api, &e)))
+            }
         };
         let _ = tx.send(piece).await;
     });
     match rx.recv().await {
-        None => error_response(
+        None => api.error(
             StatusCode::BAD_GATEWAY,
             "failcore_upstream",
             None,
@@ -328,9 +440,9 @@ async fn streamed(state: &Arc<State>, request: Value, upstream: Upstream) -> Res
                     _ => None,
                 }
             });
-            let events = futures_util::stream::iter([first]).chain(rest).map(|data| {
-                Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {data}\n\n"))))
-            });
+            let events = futures_util::stream::iter([first])
+                .chain(rest)
+                .map(move |data| Ok::<_, Infallible>(Frame::data(api.frame(&data))));
             let mut response = Response::new(BodyExt::boxed(StreamBody::new(events)));
             let headers = response.headers_mut();
             headers.insert(
@@ -369,51 +481,39 @@ fn passed_through(failure: &UpstreamFailure) -> Option<Response<Body>> {
     Some(response)
 }
 
-fn failcore_error(e: &Error) -> Response<Body> {
+fn failcore_error(api: Api, e: &Error) -> Response<Body> {
     match e {
-        Error::Blocked { rule, .. } => error_response(
+        Error::Blocked { rule, .. } => api.error(
             StatusCode::FORBIDDEN,
             "failcore_blocked",
             Some(rule),
             &e.to_string(),
         ),
-        Error::ReplayMiss { .. } => error_response(
+        Error::ReplayMiss { .. } => api.error(
             StatusCode::FAILED_DEPENDENCY,
             "failcore_replay_miss",
             None,
             &e.to_string(),
         ),
-        Error::InvalidArguments { .. } => error_response(
+        Error::InvalidArguments { .. } => api.error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             None,
             &e.to_string(),
         ),
-        Error::Tool { .. } => error_response(
+        Error::Tool { .. } => api.error(
             StatusCode::BAD_GATEWAY,
             "failcore_upstream",
             None,
             &e.to_string(),
         ),
-        _ => error_response(
+        _ => api.error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "failcore_error",
             Some(e.kind()),
             &e.to_string(),
         ),
     }
-}
-
-fn error_response(
-    status: StatusCode,
-    kind: &str,
-    code: Option<&str>,
-    message: &str,
-) -> Response<Body> {
-    json_response(
-        status,
-        &json!({"error": {"message": message, "type": kind, "code": code, "param": null}}),
-    )
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
@@ -425,4 +525,48 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_path() {
+        assert_eq!(Api::of("/v1/chat/completions"), Some(Api::ChatCompletions));
+        assert_eq!(Api::of("/v1/messages"), Some(Api::Messages));
+        assert_eq!(Api::of("/v1/models"), None);
+    }
+
+    #[test]
+    fn messages_events_are_named_after_their_type_and_recorded_data_cannot_start_an_event() {
+        let framed = Api::Messages.frame(r#"{"type":"message_stop"}"#);
+        assert_eq!(
+            &framed[..],
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+        );
+        assert_eq!(
+            &Api::ChatCompletions.frame("[DONE]")[..],
+            b"data: [DONE]\n\n"
+        );
+        // Data from a trace that holds line breaks stays data: every line of it is a `data:` line.
+        let hostile = "{\"type\":\"ping\"}\n\nevent: error\ndata: {\"forged\":true}";
+        let framed = String::from_utf8(Api::Messages.frame(hostile).to_vec()).unwrap();
+        assert!(
+            framed.ends_with("\n\n") && framed.matches("\n\n").count() == 1,
+            "{framed:?}"
+        );
+        assert!(
+            framed
+                .lines()
+                .all(|l| l.is_empty() || l.starts_with("data: ") || l == "event: ping"),
+            "{framed:?}"
+        );
+        // Only plain names become event names.
+        assert!(
+            !String::from_utf8(Api::Messages.frame(r#"{"type":"a\r\nevent: x"}"#).to_vec())
+                .unwrap()
+                .starts_with("event:")
+        );
+    }
 }

@@ -88,8 +88,11 @@ impl Usage {
                 cached: n("/prompt_tokens_details/cached_tokens").unwrap_or(0),
             });
         }
-        let input = n("/input_tokens")?;
-        let output = n("/output_tokens").unwrap_or(0);
+        // Anthropic's `message_delta` may carry the output count alone.
+        let (input, output) = match (n("/input_tokens"), n("/output_tokens")) {
+            (None, None) => return None,
+            (input, output) => (input.unwrap_or(0), output.unwrap_or(0)),
+        };
         if let Some(cached) = n("/input_tokens_details/cached_tokens") {
             return Some(Usage {
                 input,

@@ -2,8 +2,9 @@
 //! whole and streamed replies, is killed (SIGKILL) with a call in flight, resumes with the recorded calls
 //! served from the trace, and replays offline with no request reaching the upstream (counted on the
 //! upstream's side). Once with a Rust HTTP client, once with the official OpenAI Python SDK
-//! (`pip install openai==3.51.0`; the test says it skipped when the SDK is missing, and fails instead when
-//! `FAILCORE_REQUIRE_OPENAI_SDK=1`, as `.ci/run` sets).
+//! (`pip install openai==3.51.0`) and once with the official Anthropic Python SDK through the Messages API
+//! (`pip install anthropic==2.14.0`); each SDK test says it skipped when its SDK is missing, and fails
+//! instead when `FAILCORE_REQUIRE_OPENAI_SDK=1` or `FAILCORE_REQUIRE_ANTHROPIC_SDK=1`, as `.ci/run` sets.
 
 #[path = "../../tests/support/scripted_llm.rs"]
 mod scripted_llm;
@@ -262,52 +263,97 @@ async fn a_refused_model_never_reaches_the_upstream() {
         ],
     );
     let err = client_calls(&proxy.url, "x").await.unwrap_err();
+    // The same refusal through the Messages API, in that API's error shape.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/messages", proxy.url))
+        .header("x-api-key", "no-key")
+        .header("anthropic-version", "2023-06-01")
+        .body(json!({"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = refused.status();
+    let body: Value = serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap();
     proxy.stop();
     assert!(err.starts_with("403"), "{err}");
     assert!(
         err.contains("failcore_blocked") && err.contains("model.allow"),
         "{err}"
     );
+    assert_eq!(status, 403);
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "failcore_blocked", "{body}");
+    assert_eq!(body["error"]["code"], "model.allow", "{body}");
     assert_eq!(server.requests(), 0);
     let stats = stats_json(&traces, "last");
-    assert_eq!(stats["blocked_by_rule"]["model.allow"], 1);
+    assert_eq!(stats["blocked_by_rule"]["model.allow"], 2);
 }
 
-fn python_sdk() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import openai"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("FAILCORE_REQUIRE_OPENAI_SDK").is_none(),
-            "FAILCORE_REQUIRE_OPENAI_SDK is set and the OpenAI Python SDK is missing"
-        );
-        eprintln!("skipped: the OpenAI Python SDK is missing (pip install openai==3.51.0)");
-    }
-    ok
+/// A provider's official Python SDK and the agent script written with it.
+struct Sdk {
+    module: &'static str,
+    pin: &'static str,
+    require: &'static str,
+    script: &'static str,
 }
 
-fn python_agent(url: &str) -> std::process::Output {
-    let script = concat!(
+const OPENAI: Sdk = Sdk {
+    module: "openai",
+    pin: "openai==3.51.0",
+    require: "FAILCORE_REQUIRE_OPENAI_SDK",
+    script: concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/python/openai_agent.py"
-    );
-    Command::new("python3")
-        .arg(script)
-        .arg(url)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap()
+    ),
+};
+
+const ANTHROPIC: Sdk = Sdk {
+    module: "anthropic",
+    pin: "anthropic==2.14.0",
+    require: "FAILCORE_REQUIRE_ANTHROPIC_SDK",
+    script: concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/anthropic_agent.py"
+    ),
+};
+
+impl Sdk {
+    /// Whether the SDK is installed; a clear skip when it is not, a failure when it is required.
+    fn present(&self) -> bool {
+        let ok = Command::new("python3")
+            .args(["-c", &format!("import {}", self.module)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var_os(self.require).is_none(),
+                "{} is set and the {} Python SDK is missing",
+                self.require,
+                self.module
+            );
+            eprintln!(
+                "skipped: the {} Python SDK is missing (pip install {})",
+                self.module, self.pin
+            );
+        }
+        ok
+    }
+
+    fn agent(&self, url: &str) -> std::process::Output {
+        Command::new("python3")
+            .arg(self.script)
+            .arg(url)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openai_python_sdk_records_dies_resumes_and_replays_offline_through_the_proxy() {
-    if !python_sdk() {
-        return;
-    }
+/// Records with `sdk`'s agent until the proxy is killed during its third call, resumes (two calls served,
+/// one sent), then replays offline (none sent): returns what the resumed agent saw, equal offline.
+async fn record_kill_resume_offline(sdk: &'static Sdk) -> Value {
     let server = Scripted::start().await;
     let dir = tempfile::tempdir().unwrap();
     let traces = dir.path().join("traces");
@@ -316,7 +362,7 @@ async fn the_openai_python_sdk_records_dies_resumes_and_replays_offline_through_
     server.hold_request(3);
     let proxy = Proxy::start(&traces, &["--upstream", &server.url()]);
     let url = proxy.url.clone();
-    let agent = tokio::task::spawn_blocking(move || python_agent(&url));
+    let agent = tokio::task::spawn_blocking(move || sdk.agent(&url));
     tokio::time::timeout(Duration::from_secs(60), server.held())
         .await
         .expect("the SDK's third call never reached the upstream");
@@ -329,7 +375,7 @@ async fn the_openai_python_sdk_records_dies_resumes_and_replays_offline_through_
     // Run 2: resumed; the SDK's first two calls are served from the trace.
     let proxy = Proxy::start(&traces, &["--upstream", &server.url(), "--resume", &first]);
     let url = proxy.url.clone();
-    let resumed = tokio::task::spawn_blocking(move || python_agent(&url))
+    let resumed = tokio::task::spawn_blocking(move || sdk.agent(&url))
         .await
         .unwrap();
     proxy.stop();
@@ -340,16 +386,15 @@ async fn the_openai_python_sdk_records_dies_resumes_and_replays_offline_through_
     );
     assert_eq!(server.requests(), 4);
     let seen: Value = serde_json::from_slice(&resumed.stdout).unwrap();
-    assert_eq!(seen[0]["tool"], "forecast");
-    assert_eq!(seen[1]["tool"], "add");
-    assert_eq!(seen[1]["prompt_tokens"], usage_of_turn(1).0);
-    assert_eq!(seen[2]["answer"], "Done: Lisbon: 21 C; 25.");
     let second = last_run(&traces);
+    let stats = stats_json(&traces, &second);
+    let saved = usage_of_turn(0).0 + usage_of_turn(0).1 + usage_of_turn(1).0 + usage_of_turn(1).1;
+    assert_eq!(stats["models"]["saved"]["tokens"], saved, "{stats}");
 
     // Run 3: offline. The same path, not one request upstream.
     let proxy = Proxy::start(&traces, &["--offline", &second]);
     let url = proxy.url.clone();
-    let offline = tokio::task::spawn_blocking(move || python_agent(&url))
+    let offline = tokio::task::spawn_blocking(move || sdk.agent(&url))
         .await
         .unwrap();
     proxy.stop();
@@ -361,4 +406,38 @@ async fn the_openai_python_sdk_records_dies_resumes_and_replays_offline_through_
     assert_eq!(server.requests(), 4, "offline sent nothing upstream");
     let replayed: Value = serde_json::from_slice(&offline.stdout).unwrap();
     assert_eq!(replayed, seen);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_records_dies_resumes_and_replays_offline_through_the_proxy() {
+    if !OPENAI.present() {
+        return;
+    }
+    let seen = record_kill_resume_offline(&OPENAI).await;
+    assert_eq!(seen[0]["tool"], "forecast");
+    assert_eq!(seen[1]["tool"], "add");
+    assert_eq!(seen[1]["prompt_tokens"], usage_of_turn(1).0);
+    assert_eq!(seen[2]["answer"], "Done: Lisbon: 21 C; 25.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_python_sdk_records_dies_resumes_and_replays_offline_through_the_messages_api(
+) {
+    if !ANTHROPIC.present() {
+        return;
+    }
+    let seen = record_kill_resume_offline(&ANTHROPIC).await;
+    assert_eq!(seen[0]["tool"], "forecast");
+    assert_eq!(seen[0]["input"], json!({"city": "Lisbon"}));
+    assert_eq!(seen[0]["stop"], "tool_use");
+    let (prompt, _, cached) = usage_of_turn(0);
+    assert_eq!(seen[0]["input_tokens"], prompt - cached);
+    // The streamed turn is replayed event by event, with its event names: the SDK saw every event the
+    // upstream sent but `ping`, which it does not yield (the offline run saw the same, checked above).
+    assert_eq!(seen[1]["tool"], "add");
+    assert_eq!(seen[1]["input"], json!({"a": 21, "b": 4}));
+    assert_eq!(seen[1]["events"], 7);
+    assert_eq!(seen[1]["output_tokens"], usage_of_turn(1).1);
+    assert_eq!(seen[2]["answer"], "Done: Lisbon: 21 C; 25.");
 }

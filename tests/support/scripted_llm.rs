@@ -1,5 +1,6 @@
 //! A scripted OpenAI-compatible Chat Completions server on 127.0.0.1, for tests, the agent example and the
-//! LLM-proxy bench: no key, no network.
+//! LLM-proxy bench: no key, no network. It also speaks the Anthropic Messages API (`POST .../messages`),
+//! with the same script in that API's shapes.
 //!
 //! It answers from the conversation it is sent, so a resumed agent gets the same answers as the first run:
 //! with no tool result yet, it asks for `forecast {"city": "Lisbon"}`; after one, for `add {"a": 21, "b": 4}`;
@@ -108,6 +109,9 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     if state.hold.load(Ordering::SeqCst) == n {
         state.held.notify_one();
         std::future::pending::<()>().await;
+    }
+    if path.ends_with("/messages") {
+        return anthropic(body.ok().as_deref());
     }
     if !path.ends_with("/chat/completions") {
         return reply(
@@ -234,4 +238,108 @@ fn reply(status: u16, content_type: &str, body: String) -> Response<Full<Bytes>>
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .unwrap()
+}
+
+/// The Anthropic Messages API: the same script, its turn counted from the `tool_result` blocks sent.
+fn anthropic(body: Option<&[u8]>) -> Response<Full<Bytes>> {
+    let Some(request) = body.and_then(|b| serde_json::from_slice::<Value>(b).ok()) else {
+        return reply(
+            400,
+            "application/json",
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": "bad json"}})
+                .to_string(),
+        );
+    };
+    let results: Vec<String> = request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .filter(|block| block["type"] == "tool_result")
+        .map(|block| match &block["content"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    let turn = results.len() as u64;
+    let (block, stop) = match turn {
+        0 => (
+            json!({"type": "tool_use", "id": "toolu_forecast", "name": "forecast", "input": {"city": "Lisbon"}}),
+            "tool_use",
+        ),
+        1 => (
+            json!({"type": "tool_use", "id": "toolu_add", "name": "add", "input": {"a": 21, "b": 4}}),
+            "tool_use",
+        ),
+        _ => (
+            json!({"type": "text", "text": format!("Done: {}.", results.join("; "))}),
+            "end_turn",
+        ),
+    };
+    let (prompt, completion, cached) = usage_of_turn(turn);
+    // Anthropic counts cache reads apart from the other input tokens.
+    let usage = json!({"input_tokens": prompt - cached, "output_tokens": completion,
+        "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0});
+    let message = |content: Value, stop: Value, usage: Value| {
+        json!({"id": format!("msg_{turn}"), "type": "message", "role": "assistant", "model": MODEL,
+            "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage})
+    };
+    if request["stream"] != true {
+        return reply(
+            200,
+            "application/json",
+            message(json!([block]), json!(stop), usage).to_string(),
+        );
+    }
+    let mut start_usage = usage.clone();
+    start_usage["output_tokens"] = json!(1);
+    let (empty, deltas) = if block["type"] == "text" {
+        let words: Vec<String> = block["text"]
+            .as_str()
+            .unwrap_or_default()
+            .split_inclusive(' ')
+            .map(str::to_owned)
+            .collect();
+        let deltas = words
+            .chunks(2)
+            .map(|piece| json!({"type": "text_delta", "text": piece.concat()}))
+            .collect::<Vec<_>>();
+        (json!({"type": "text", "text": ""}), deltas)
+    } else {
+        let input = block["input"].to_string();
+        let (a, b) = input.split_at(input.len() / 2);
+        let deltas = [a, b]
+            .iter()
+            .map(|part| json!({"type": "input_json_delta", "partial_json": part}))
+            .collect::<Vec<_>>();
+        (
+            json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
+            deltas,
+        )
+    };
+    let mut events = vec![
+        json!({"type": "message_start", "message": message(json!([]), Value::Null, start_usage)}),
+        json!({"type": "content_block_start", "index": 0, "content_block": empty}),
+        json!({"type": "ping"}),
+    ];
+    events.extend(
+        deltas
+            .into_iter()
+            .map(|delta| json!({"type": "content_block_delta", "index": 0, "delta": delta})),
+    );
+    events.push(json!({"type": "content_block_stop", "index": 0}));
+    events.push(
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+        "usage": {"output_tokens": completion}}),
+    );
+    events.push(json!({"type": "message_stop"}));
+    let mut out = String::new();
+    for e in events {
+        out.push_str(&format!(
+            "event: {}\ndata: {e}\n\n",
+            e["type"].as_str().unwrap_or("")
+        ));
+    }
+    reply(200, "text/event-stream", out)
 }

@@ -1,5 +1,5 @@
-//! `failcore llm-proxy --upstream <url>`: a local OpenAI Chat Completions endpoint whose model calls are
-//! steps of a run: recorded, resumed and replayed offline (see docs/AGENTS.md).
+//! `failcore llm-proxy --upstream <url>`: a local OpenAI Chat Completions and Anthropic Messages endpoint
+//! whose model calls are steps of a run: recorded, resumed and replayed offline (see docs/AGENTS.md).
 
 use crate::common::Result;
 use failcore::llm_proxy::LlmProxy;
@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The upstream API's base URL, such as https://api.openai.com/v1 (requests go to <url>/chat/completions).
+    /// The upstream API's base URL, such as https://api.openai.com/v1 or https://api.anthropic.com/v1
+    /// (requests go to <url>/chat/completions or <url>/messages, as the client called).
     #[arg(long, value_name = "URL", required_unless_present = "offline")]
     upstream: Option<String>,
     /// The address to listen on (port 0: any free port; the address is printed on stdout).

@@ -53,7 +53,8 @@ enum Command {
     Transfer(transfer::Command),
     /// Run an MCP server over stdio behind FailCore: each tools/call is policy-checked, replayed, traced.
     Proxy(proxy::Args),
-    /// Serve the OpenAI Chat Completions API locally; each model call is recorded, resumed, replayed offline.
+    /// Serve the OpenAI Chat Completions and Anthropic Messages APIs locally; each model call is recorded,
+    /// resumed, replayed offline.
     LlmProxy(llm_proxy::Args),
     /// Executed vs replayed, time saved, blocked by rule, failures and latency per tool.
     Stats(stats::Args),
