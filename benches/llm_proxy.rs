@@ -1,6 +1,8 @@
 //! What `failcore llm-proxy` adds to a non-streamed Chat Completions request: the same request sent to the
 //! scripted upstream directly and through the proxy (request parse, identity, fingerprint, policy, intent
 //! and outcome records in a JSONL trace, `flushed`), over keep-alive connections on 127.0.0.1, in one run.
+//! The proxy runs as `failcore llm-proxy` runs it, on a runtime of its own with one thread (there, in a
+//! process of its own); the client and the upstream share another runtime.
 //!
 //! `cargo bench --bench llm_proxy`. Figures: docs/BENCHMARKS.md.
 
@@ -21,26 +23,36 @@ fn proxy(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, proxy_url, session) = rt.block_on(async {
-        let server = scripted_llm::Scripted::start().await;
-        let models = Models::new();
-        let session = Session::builder()
-            .dir(dir.path())
-            .guard(models.policy())
-            .open()
-            .expect("session");
-        let proxy = LlmProxy::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            session.clone(),
-            models,
-            Some(server.url()),
-        )
-        .await
-        .expect("proxy");
-        let url = format!("http://{}/v1", proxy.local_addr().expect("addr"));
-        tokio::spawn(proxy.serve(std::future::pending()));
-        (server, url, session)
+    let server = rt.block_on(scripted_llm::Scripted::start());
+    let session = Session::builder()
+        .dir(dir.path())
+        .guard(Models::new().policy())
+        .open()
+        .expect("session");
+    let (ready, address) = std::sync::mpsc::channel();
+    let proxy_session = session.clone();
+    let upstream = server.url();
+    std::thread::spawn(move || {
+        let proxy_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        proxy_rt.block_on(async move {
+            let proxy = LlmProxy::bind(
+                "127.0.0.1:0".parse().expect("addr"),
+                proxy_session,
+                Models::new(),
+                Some(upstream),
+            )
+            .await
+            .expect("proxy");
+            ready
+                .send(proxy.local_addr().expect("addr"))
+                .expect("ready");
+            proxy.serve(std::future::pending()).await;
+        });
     });
+    let proxy_url = format!("http://{}/v1", address.recv().expect("proxy address"));
     let body = serde_json::to_vec(&json!({
         "model": scripted_llm::MODEL,
         "messages": [

@@ -263,6 +263,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         headers,
         body,
         failure: UpstreamFailure::default(),
+        raw: Arc::default(),
     };
     if is_streaming(&request) {
         streamed(state, api, request, upstream).await
@@ -288,6 +289,9 @@ struct Upstream {
     headers: Vec<(&'static str, hyper::header::HeaderValue)>,
     body: Bytes,
     failure: UpstreamFailure,
+    /// The upstream's reply as it came, when the call was sent: passed on to the client as is rather than
+    /// written again from its parsed form.
+    raw: Arc<Mutex<Option<Bytes>>>,
 }
 
 impl Upstream {
@@ -330,9 +334,13 @@ impl Upstream {
             .bytes()
             .await
             .map_err(|e| format!("reading the upstream reply: {e}"))?;
-        serde_json::from_slice(&bytes)
+        let reply = serde_json::from_slice(&bytes)
             .map(Reply::Body)
-            .map_err(|e| format!("the upstream reply is not JSON: {e}"))
+            .map_err(|e| format!("the upstream reply is not JSON: {e}"))?;
+        if let Ok(mut raw) = self.raw.lock() {
+            *raw = Some(bytes);
+        }
+        Ok(reply)
     }
 
     /// Streams the upstream's events to `tx` as they arrive, and returns them all.
@@ -360,14 +368,17 @@ impl Upstream {
 
 async fn whole(state: &Arc<State>, api: Api, request: Value, upstream: Upstream) -> Response<Body> {
     let failure = upstream.failure.clone();
+    let raw = upstream.raw.clone();
     let outcome = state
         .session
         .scope(state.models.call(&request, upstream.whole()))
         .await;
+    let sent = raw.lock().ok().and_then(|mut raw| raw.take());
     match outcome {
-        Ok(reply) => match reply.reply {
-            Reply::Body(body) => json_response(StatusCode::OK, &body),
-            Reply::Chunks(_) => api.error(
+        Ok(reply) => match (reply.reply, sent) {
+            (Reply::Body(_), Some(bytes)) => bytes_response(StatusCode::OK, bytes),
+            (Reply::Body(body), None) => json_response(StatusCode::OK, &body),
+            (Reply::Chunks(_), _) => api.error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "failcore_replay",
                 None,
@@ -517,8 +528,15 @@ fn failcore_error(api: Api, e: &Error) -> Response<Body> {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(bytes))));
+    bytes_response(
+        status,
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+    )
+}
+
+/// A JSON body already encoded.
+fn bytes_response(status: StatusCode, bytes: Bytes) -> Response<Body> {
+    let mut response = Response::new(BodyExt::boxed(Full::new(bytes)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -222,6 +222,55 @@ struct Recorded {
     cost: Option<f64>,
 }
 
+impl Recorded {
+    /// The recorded output, as serde writes it, with the reply moved in rather than copied: a reply is
+    /// the largest part of a model step, and it is not copied on its way to the trace.
+    fn into_value(self) -> Value {
+        let reply = match self.reply {
+            Reply::Body(body) => serde_json::json!({ "body": body }),
+            Reply::Chunks(chunks) => serde_json::json!({ "chunks": chunks }),
+        };
+        let mut out = serde_json::Map::new();
+        out.insert("reply".into(), reply);
+        if let Some(usage) = self.usage {
+            out.insert("usage".into(), serde_json::json!(usage));
+        }
+        if let Some(cost) = self.cost {
+            out.insert("cost".into(), serde_json::json!(cost));
+        }
+        Value::Object(out)
+    }
+
+    /// Reads a recorded output, moving the reply out rather than copying it.
+    fn from_value(output: Value) -> Result<Recorded, serde_json::Error> {
+        use serde::de::Error as _;
+        let Value::Object(mut fields) = output else {
+            return Err(serde_json::Error::custom(
+                "a model step's output is an object",
+            ));
+        };
+        let reply = match fields.remove("reply") {
+            Some(Value::Object(mut reply)) if reply.len() == 1 => {
+                match (reply.remove("body"), reply.remove("chunks")) {
+                    (Some(body), None) => Reply::Body(body),
+                    (None, Some(chunks)) => Reply::Chunks(serde_json::from_value(chunks)?),
+                    _ => return Err(serde_json::Error::custom("`reply` is `body` or `chunks`")),
+                }
+            }
+            _ => return Err(serde_json::Error::custom("`reply` is `body` or `chunks`")),
+        };
+        let usage = match fields.remove("usage") {
+            Some(usage) => Some(serde_json::from_value(usage)?),
+            None => None,
+        };
+        let cost = match fields.remove("cost") {
+            Some(cost) => Some(serde_json::from_value(cost)?),
+            None => None,
+        };
+        Ok(Recorded { reply, usage, cost })
+    }
+}
+
 /// The usage and cost a model step records, read from a trace: `None` unless `tool` is a model step's and
 /// `output` its recorded output.
 pub fn recorded_usage(tool: &str, output: &Value) -> Option<(Usage, Option<f64>)> {
@@ -440,10 +489,10 @@ impl Models {
             let usage = reply.usage();
             let cost = usage.and_then(|u| this.cost(&model, u));
             this.charge(usage, cost);
-            serde_json::to_value(Recorded { reply, usage, cost }).map_err(|e| e.to_string())
+            Ok(Recorded { reply, usage, cost }.into_value())
         });
         let output = tool.call(&identity, body).await?;
-        let recorded: Recorded = serde_json::from_value(output).map_err(|e| Error::Tool {
+        let recorded = Recorded::from_value(output).map_err(|e| Error::Tool {
             tool: tool.info().name().to_owned(),
             message: format!("the recorded model reply is not one FailCore wrote: {e}"),
         })?;
@@ -658,6 +707,50 @@ pub fn is_streaming(request: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn recorded_outputs_are_written_and_read_as_serde_does() {
+        let usage = Usage {
+            input: 3,
+            output: 2,
+            cached: 1,
+        };
+        for recorded in [
+            Recorded {
+                reply: Reply::Body(json!({"z": 1, "a": [true, null]})),
+                usage: Some(usage),
+                cost: Some(0.5),
+            },
+            Recorded {
+                reply: Reply::Chunks(vec!["{}".into(), "[DONE]".into()]),
+                usage: None,
+                cost: None,
+            },
+        ] {
+            let derived = serde_json::to_value(&recorded).unwrap();
+            let moved = Recorded {
+                reply: recorded.reply.clone(),
+                ..recorded
+            }
+            .into_value();
+            assert_eq!(moved, derived);
+            let back = Recorded::from_value(moved).unwrap();
+            assert_eq!(
+                serde_json::to_value(&back).unwrap(),
+                derived,
+                "read back as written"
+            );
+        }
+        for bad in [
+            json!([]),
+            json!({"reply": {"body": 1, "chunks": []}}),
+            json!({"reply": {"text": 1}}),
+            json!({"reply": {"chunks": [1]}}),
+            json!({"reply": {"body": 1}, "usage": "x"}),
+        ] {
+            assert!(Recorded::from_value(bad.clone()).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn identity_leaves_out_the_volatile_fields_and_keeps_the_rest() {

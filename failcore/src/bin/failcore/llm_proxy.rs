@@ -64,7 +64,9 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     } else {
         args.upstream.clone()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a request's steps hand nothing to another thread (a worker pool would wake one for each
+    // hop of a request), and a model call waits on its upstream far longer than the proxy works on it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
