@@ -618,6 +618,85 @@ output = ["/structuredContent/echo/note"]
     assert_dir_clean(&store);
 }
 
+/// The proxy with the vault and the redaction key named in its policy file's `[proxy]` table (where a
+/// client that starts it with a bare environment can find them): a resumed session serves the masked
+/// answer's exact value from the vault, and the server is not asked again.
+#[test]
+fn the_proxy_replays_masked_answers_from_the_vault_its_policy_file_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("server-received.log");
+    std::fs::write(
+        dir.join("failcore.toml"),
+        r#"
+[policy.open]
+preset = "limits"
+
+[redact.echo]
+args = ["/note"]
+output = ["/structuredContent/echo/note"]
+
+[proxy]
+store = "proxy-trace"
+vault = "sealed"
+redact_key_file = "config/redact.key"
+"#,
+    )
+    .unwrap();
+    let start = |extra: &[&str]| {
+        let mut cmd = Command::new(failcore_bin());
+        // A bare environment, as MCP clients give the servers they start.
+        cmd.current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("ECHO_MCP_LOG", &log)
+            .arg("proxy")
+            .arg("--policy")
+            .arg(dir.join("failcore.toml"))
+            .args(extra)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_echo_mcp"));
+        McpClient::start(cmd)
+    };
+    let text = format!("use token {GITHUB}");
+    let mut client = start(&[]);
+    let echoed = client.call("echo", json!({"text": text, "note": RECOVERY}));
+    assert_eq!(echoed["structuredContent"]["echo"]["note"], RECOVERY);
+    assert!(client.close().success());
+    let store = dir.join("proxy-trace");
+    let run = JsonlStore::new(&store).resolve("last").unwrap();
+    assert!(masked_of(&store, &run).contains(&(
+        "/output/structuredContent/echo/note".to_owned(),
+        "path".to_owned()
+    )));
+    assert!(
+        dir.join("config/redact.key").is_file(),
+        "the key file the table names"
+    );
+    assert!(
+        std::fs::read_dir(dir.join("sealed")).unwrap().count() > 0,
+        "the masked answer was sealed in the vault the table names"
+    );
+    assert_dir_clean(&store);
+
+    let mut resumed = start(&["--resume", "last"]);
+    let again = resumed.call("echo", json!({"text": text, "note": RECOVERY}));
+    assert!(resumed.close().success());
+    assert_eq!(again["structuredContent"]["echo"]["note"], RECOVERY);
+    assert_eq!(
+        support::text(&again),
+        text,
+        "the exact answer, from the vault"
+    );
+    let received = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        received.lines().count(),
+        1,
+        "served, not sent to the server again"
+    );
+    assert_dir_clean(&store);
+}
+
 static CONFIGS: AtomicU32 = AtomicU32::new(0);
 
 /// A tool with no redaction of its own: the session names its paths (as for a tool it does not own).

@@ -133,7 +133,11 @@ pub fn check_policy_file(path: &Path, sandbox_root: Option<&PathBuf>) -> Result<
 /// resume = "last"         # or offline = "last"
 /// timeout_seconds = 120   # how long a request may wait for the server
 /// durability = "synced"   # buffered, flushed (default) or synced
+/// vault = "vault"         # where redacted outputs are sealed, to be replayed exactly
+/// redact_key_file = "/etc/failcore/redact.key"   # the redaction key (kept out of the store)
 /// ```
+///
+/// Relative paths (`store`, `vault`, `redact_key_file`) are relative to the policy file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProxySettings {
     pub store: Option<String>,
@@ -142,6 +146,8 @@ pub struct ProxySettings {
     pub run_key: Option<String>,
     pub timeout_seconds: Option<f64>,
     pub durability: Option<crate::Durability>,
+    pub vault: Option<PathBuf>,
+    pub redact_key_file: Option<PathBuf>,
 }
 
 /// Reads the `[proxy]` table of a policy file (all settings absent when it has none).
@@ -161,6 +167,8 @@ pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
         "run_key",
         "timeout_seconds",
         "durability",
+        "vault",
+        "redact_key_file",
     ];
     only_keys("proxy", table, KEYS).map_err(&err)?;
     let text = |key: &str| string("proxy", table, key).map_err(&err);
@@ -171,6 +179,8 @@ pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
         resume: text("resume")?,
         offline: text("offline")?,
         run_key: text("run_key")?,
+        vault: text("vault")?.map(|p| base.join(p)),
+        redact_key_file: text("redact_key_file")?.map(|p| base.join(p)),
         durability: text("durability")?
             .map(|d| {
                 d.parse()

@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, oneshot, watch, OnceCell};
 #[derive(clap::Args)]
 pub struct Args {
     /// The policy file for the proxied tools (TOML; JSON when it ends in `.json`). Its `[proxy]` table may
-    /// also set `store`, `resume`, `offline` and `timeout_seconds`, for clients that start the proxy with
-    /// a bare environment.
+    /// also set `store`, `resume`, `offline`, `run_key`, `timeout_seconds`, `durability`, `vault` and
+    /// `redact_key_file`, for clients that start the proxy with a bare environment.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// Resume an earlier run (`last` or a run id): calls it recorded are answered from its trace.
@@ -54,6 +54,14 @@ pub struct Args {
     /// How durable each record is before the call returns: buffered, flushed (default) or synced.
     #[arg(long, value_name = "LEVEL")]
     durability: Option<failcore::Durability>,
+    /// Where redacted outputs are sealed (a directory), so that a resume serves them exactly; without one,
+    /// such a call reaches the server again.
+    #[arg(long, value_name = "DIR")]
+    vault: Option<PathBuf>,
+    /// The redaction key file (64 hex digits, or 32 raw bytes; created, mode 0600, if missing): kept out of
+    /// the store.
+    #[arg(long, value_name = "FILE")]
+    redact_key_file: Option<PathBuf>,
     /// End the open run of --run-key (write its run_end) and exit; no server is started.
     #[arg(long, requires = "run_key")]
     end_run: bool,
@@ -177,6 +185,12 @@ fn configure(store: Option<&str>, args: Args) -> Result<Config> {
     }
     if let Some(d) = args.durability.or(file.durability) {
         builder = builder.durability(d);
+    }
+    if let Some(dir) = args.vault.or(file.vault) {
+        builder = builder.vault(dir);
+    }
+    if let Some(key) = args.redact_key_file.or(file.redact_key_file) {
+        builder = builder.redact_key_file(key);
     }
     let offline = matches!(source, Some((failcore::store::Mode::Offline, _)));
     if args.command.is_empty() && !offline && !args.end_run {
