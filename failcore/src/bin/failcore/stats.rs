@@ -277,13 +277,14 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         println!();
         let mut table = Table::new(&[
             Col::left("tool").shrink(8),
-            Col::right("calls"),
+            Col::right("calls").hide_at(4),
             Col::right("executed"),
             Col::right("replayed"),
-            Col::right("blocked"),
-            Col::right("failed"),
-            Col::right("p50"),
-            Col::right("p99"),
+            // Below the table's full width: the summary above already counts blocks and failures.
+            Col::right("blocked").hide_at(1),
+            Col::right("failed").hide_at(2),
+            Col::right("p50").hide_at(3),
+            Col::right("p99").hide_at(0),
             Col::right("saved"),
         ]);
         for (name, tool) in &tools {

@@ -138,6 +138,9 @@ pub struct Col {
     pub min: Option<usize>,
     /// Columns of a lower rank give way before those of a higher one.
     pub rank: u8,
+    /// When the table still does not fit once every column has shrunk, it may be left out: those with a
+    /// lower number first. `None`: it is always shown.
+    pub hide: Option<u8>,
 }
 
 impl Col {
@@ -147,6 +150,7 @@ impl Col {
             align: Align::Left,
             min: None,
             rank: 1,
+            hide: None,
         }
     }
     pub const fn right(header: &'static str) -> Col {
@@ -155,11 +159,17 @@ impl Col {
             align: Align::Right,
             min: None,
             rank: 1,
+            hide: None,
         }
     }
     /// The column may be cut (with an ellipsis) down to `min` columns to fit the terminal.
     pub const fn shrink(mut self, min: usize) -> Col {
         self.min = Some(min);
+        self
+    }
+    /// The column may be left out when the table cannot fit otherwise (`order` 0 first).
+    pub const fn hide_at(mut self, order: u8) -> Col {
+        self.hide = Some(order);
         self
     }
     /// Like [`Col::shrink`], giving way before (`rank` 0) or after (2 and up) the others.
@@ -275,8 +285,9 @@ impl Table {
         }
     }
 
-    /// The table's lines, headers first, fitted to `out`'s width.
-    pub fn render(&self, out: &Out) -> Vec<String> {
+    /// The columns shown and their widths: every column shrunk as it may, and if the line is still too
+    /// wide, the hideable columns left out one by one until it fits.
+    fn layout(&self, out: &Out) -> (Vec<usize>, Vec<usize>) {
         let natural: Vec<usize> = self
             .cols
             .iter()
@@ -290,16 +301,41 @@ impl Table {
                     .unwrap_or(0)
             })
             .collect();
-        let widths = fit_widths(&natural, &self.cols, GAP, out.width);
+        let mut shown: Vec<usize> = (0..self.cols.len()).collect();
+        loop {
+            let cols: Vec<Col> = shown.iter().map(|&i| self.cols[i]).collect();
+            let wanted: Vec<usize> = shown.iter().map(|&i| natural[i]).collect();
+            let widths = fit_widths(&wanted, &cols, GAP, out.width);
+            let used = widths.iter().sum::<usize>() + GAP * widths.len().saturating_sub(1);
+            let next = shown
+                .iter()
+                .enumerate()
+                .filter_map(|(at, &i)| Some((self.cols[i].hide?, at)))
+                .min();
+            match (out.width, next) {
+                (Some(budget), Some((_, at))) if used > budget => {
+                    shown.remove(at);
+                }
+                _ => return (shown, widths),
+            }
+        }
+    }
+
+    /// The table's lines, headers first, fitted to `out`'s width.
+    pub fn render(&self, out: &Out) -> Vec<String> {
+        let (shown, widths) = self.layout(out);
+        let cols: Vec<Col> = shown.iter().map(|&i| self.cols[i]).collect();
+        let pick = |row: &[Cell]| -> Vec<Cell> {
+            shown
+                .iter()
+                .map(|&i| Cell::styled(row[i].text.clone(), row[i].style))
+                .collect()
+        };
         let mut lines = Vec::with_capacity(self.rows.len() + 1);
-        let header: Vec<Cell> = self
-            .cols
-            .iter()
-            .map(|c| Cell::styled(c.header, HEAD))
-            .collect();
-        lines.push(line(out, &self.cols, &widths, &header));
+        let header: Vec<Cell> = cols.iter().map(|c| Cell::styled(c.header, HEAD)).collect();
+        lines.push(line(out, &cols, &widths, &header));
         for (row, note) in self.rows.iter().zip(&self.notes) {
-            lines.push(line(out, &self.cols, &widths, row));
+            lines.push(line(out, &cols, &widths, &pick(row)));
             if let Some(n) = note {
                 let text = safe(&n.text);
                 let text = match out.width {
