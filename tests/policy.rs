@@ -671,6 +671,17 @@ fn all_any_not_compose() {
     );
     let not = Not::new("not_fs", fs.clone());
     assert_eq!(rule(&verdict(&not, "pt_read", ok.clone())), "not");
+    // The reason says which policy refuses, and why.
+    match verdict(&not, "pt_read", ok.clone()) {
+        Verdict::Deny { reason, .. } => assert_eq!(
+            reason,
+            format!(
+                "`not_fs` refuses what `{0}` allows, and `{0}` allows this call",
+                fs.name()
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(rule(&verdict(&not, "pt_read", escape)), "allow");
     // An error inside a composite is an error of the composite: never turned into an allow.
     let info = failcore::find_tool("pt_read").unwrap();

@@ -753,7 +753,10 @@ fn output_fits_the_terminal_and_cuts_with_an_ellipsis() {
         let t = text(p, &out);
         fits(&t, columns);
         let header = t.lines().find(|l| l.starts_with("tool")).unwrap();
-        assert!(header.contains("executed") && header.contains("saved"), "{t}");
+        assert!(
+            header.contains("executed") && header.contains("saved"),
+            "{t}"
+        );
         assert!(!header.contains("p99"), "{t}");
     }
     // In a pipe with no COLUMNS nothing is cut: the whole name and error are there.

@@ -119,9 +119,10 @@ impl Policy for Not {
             Verdict::Allow => Verdict::deny(
                 "not",
                 format!(
-                    "policy `{}` allows this call, and `{}` refuses what it allows",
+                    "`{}` refuses what `{}` allows, and `{}` allows this call",
+                    self.name,
                     self.inner.name(),
-                    self.name
+                    self.inner.name()
                 ),
             ),
             Verdict::Deny { .. } => Verdict::Allow,
