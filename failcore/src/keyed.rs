@@ -16,7 +16,7 @@ use failcore_store::{
     Body, Counts, DecisionOutcome, Durability, Journal, Mode, RunReader, Status, StepEnd,
     StoreError, TraceStore,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -159,34 +159,11 @@ impl Prior {
     /// Consumes from a freshly loaded index what the earlier sessions consumed, call by call, so that the
     /// next call is served (or not) exactly as it would have been in one session.
     pub(crate) fn prime(&self, index: &ReplayIndex) {
-        let mut names: HashMap<&str, &'static str> = HashMap::new();
         for step in &self.steps {
-            // Positions are counted per tool by a name that lives as long as the index.
-            let name = *names
-                .entry(step.tool.as_str())
-                .or_insert_with(|| leak_name(&step.tool));
-            index.next_position(name);
+            index.next_position(&step.tool);
             if step.consulted_index && index.take(step.key).is_none() {
                 index.take_in_flight(step.key);
             }
-        }
-    }
-}
-
-/// A tool name as a `&'static str`, leaked once per distinct name in the process.
-fn leak_name(name: &str) -> &'static str {
-    static NAMES: std::sync::OnceLock<std::sync::Mutex<HashSet<&'static str>>> =
-        std::sync::OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    match names.get(name) {
-        Some(n) => n,
-        None => {
-            let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
-            names.insert(n);
-            n
         }
     }
 }

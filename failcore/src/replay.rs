@@ -257,7 +257,7 @@ pub(crate) struct ReplayIndex {
     /// parsed only when a miss asks for a divergence).
     positions: HashMap<String, Vec<(u64, Box<RawValue>)>>,
     /// Per tool, how many calls the new run has made (its position counter).
-    calls: Mutex<HashMap<&'static str, u32>>,
+    calls: Mutex<HashMap<Box<str>, u32>>,
 }
 
 /// The most field changes a divergence carries.
@@ -414,9 +414,13 @@ impl ReplayIndex {
     }
 
     /// This call's position among the new run's calls of `tool` (from 0); call once per call.
-    pub fn next_position(&self, tool: &'static str) -> u32 {
+    pub fn next_position(&self, tool: &str) -> u32 {
         let mut map = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(tool).or_default();
+        // The name is copied once per tool, on its first call.
+        let n = match map.get_mut(tool) {
+            Some(n) => n,
+            None => map.entry(tool.into()).or_default(),
+        };
         *n += 1;
         *n - 1
     }
