@@ -168,25 +168,34 @@ impl Prior {
     }
 }
 
-/// Reopens `run` for appending (one writer at a time) and ends the steps an earlier session left in
-/// flight as cancelled.
+/// Reopens `run` for appending (one writer at a time, signing checkpoints with `sealer` when there is one)
+/// and ends the steps an earlier session left in flight as cancelled.
 pub(crate) fn reopen(
     store: Arc<dyn TraceStore>,
     run: &str,
     durability: Durability,
+    sealer: Option<failcore_store::seal::Sealer>,
     prior: &mut Prior,
 ) -> Result<Journal, Error> {
     // The key is held; a writer still open is the previous session's, stopping (in this process, its
     // journal thread finishing): wait for it, a bounded time.
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    let (journal, recovery) = loop {
-        match Journal::reopen(store.clone(), run, durability) {
+    let (writer, recovery) = loop {
+        match store.open_append(run) {
             Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             other => break other?,
         }
     };
+    let journal = Journal::start_sealed(
+        writer,
+        run,
+        recovery.next_seq,
+        recovery.prev.clone(),
+        durability,
+        sealer,
+    )?;
     for step in recovery.in_flight {
         journal.send(Body::StepEnd(StepEnd {
             step,
@@ -303,6 +312,48 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A keyed run continued by a later session is signed by it too: its checkpoints cover what the later
+    /// session wrote, and the run's end follows one.
+    #[tokio::test]
+    async fn a_continued_keyed_run_is_signed_to_its_end() {
+        let store = Arc::new(MemoryStore::new());
+        let key = || failcore_store::seal::SealKey::from_seed([7; 32]);
+        let open = || {
+            Session::builder()
+                .store(store.clone())
+                .run_key("signed")
+                .signing_key(key())
+                .open()
+                .unwrap()
+        };
+        let a = open();
+        call(&a, 1).await;
+        a.close_open().await.unwrap();
+        let run = a.run_id().to_owned();
+        drop(a);
+        let first_session = RunReader::open(store.as_ref(), &run).unwrap().count() as u64;
+        let b = open();
+        assert_eq!(b.run_id(), run);
+        call(&b, 2).await;
+        b.finish().await.unwrap();
+        drop(b);
+        let public = failcore_store::seal::PublicKey::parse(key().public_hex()).unwrap();
+        let report = failcore_store::verify_with(
+            RunReader::open(store.as_ref(), &run).unwrap(),
+            &failcore_store::VerifyOptions {
+                run: Some(run.clone()),
+                key: Some(public),
+                ..Default::default()
+            },
+        );
+        assert!(report.is_ok(), "{:?}", report.fault);
+        let signed = report.signed.expect("signed");
+        assert!(
+            signed.signed_through >= first_session,
+            "the later session's records are signed: {signed:?}"
+        );
     }
 
     /// Sessions of one key make one run whose occurrences carry on, and a resumed keyed run serves each

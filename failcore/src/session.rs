@@ -756,7 +756,7 @@ impl SessionBuilder {
         let sealer = self.signing_key.map(failcore_store::seal::Sealer::new);
         let (run, journal) = match &mut prior {
             Some((run, p)) => {
-                let journal = crate::keyed::reopen(store.clone(), run, self.durability, p)?;
+                let journal = crate::keyed::reopen(store.clone(), run, self.durability, sealer, p)?;
                 tracing::info!(run = %run, store = %store.location(), "failcore run continued");
                 (run.clone(), journal)
             }
