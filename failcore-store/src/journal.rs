@@ -88,6 +88,10 @@ struct RunState {
     pending_bytes: usize,
     /// Whether the background thread has a flush of `pending` scheduled.
     flush_scheduled: bool,
+    /// Whether the background thread has a checkpoint of an idle signed run scheduled.
+    seal_scheduled: bool,
+    /// Whether the journal's durability is `synced` (a checkpoint the background writes is synced too).
+    synced: bool,
     hook: Option<Box<dyn RecordHook>>,
     /// Writes signed checkpoints of the chain head, when the run has a signing key.
     sealer: Option<Sealer>,
@@ -348,6 +352,8 @@ impl Journal {
                 pending: Vec::new(),
                 pending_bytes: 0,
                 flush_scheduled: false,
+                seal_scheduled: false,
+                synced: durability == Durability::Synced,
                 hook: None,
                 sealer,
             }),
@@ -479,6 +485,7 @@ impl Journal {
             Ok(seq) => seq,
             Err(e) => return Ack::ready(Err(e)),
         };
+        schedule_idle_seal(shared, &mut state);
         let committed = Committed { seq };
         if durability == Durability::Buffered {
             if state.pending_bytes < HIGH_WATER_BYTES {
@@ -543,13 +550,7 @@ fn chain_record(state: &mut RunState, run: &str, payload: Payload<'_>) -> Result
         .is_some_and(|s| s.due(state.seq, run_end))
     {
         // A signed checkpoint of the head comes first.
-        if let Some(sealer) = state.sealer.as_mut() {
-            let checkpoint = sealer.checkpoint(run, state.seq, &state.prev);
-            let fields = Body::Checkpoint(checkpoint)
-                .encode_fields()
-                .map_err(|e| StoreError::Encode(format!("a checkpoint: {e}")))?;
-            push_line(state, run, "checkpoint", &fields);
-        }
+        push_checkpoint(state, run)?;
     }
     let line = match payload {
         Payload::Encoded { kind, fields } => {
@@ -598,7 +599,68 @@ fn chain_record(state: &mut RunState, run: &str, payload: Payload<'_>) -> Result
     if let Some(extra) = extra {
         push_line(state, run, extra.kind, &extra.fields);
     }
+    if run_end {
+        // Nothing follows a run's end: no checkpoint either.
+        state.sealer = None;
+    }
     Ok(seq)
+}
+
+/// Chains a signed checkpoint of the head (the run has a sealer).
+fn push_checkpoint(state: &mut RunState, run: &str) -> Result<(), StoreError> {
+    let RunState {
+        sealer, seq, prev, ..
+    } = state;
+    let Some(sealer) = sealer.as_mut() else {
+        return Ok(());
+    };
+    let fields = Body::Checkpoint(sealer.checkpoint(run, *seq, prev))
+        .encode_fields()
+        .map_err(|e| StoreError::Encode(format!("a checkpoint: {e}")))?;
+    push_line(state, run, "checkpoint", &fields);
+    Ok(())
+}
+
+/// A signed run whose last records no checkpoint covers gets one when its interval has passed, also if no
+/// record comes to trigger it: a background thread writes it then.
+fn schedule_idle_seal(shared: &Arc<RunShared>, state: &mut RunState) {
+    if state.seal_scheduled {
+        return;
+    }
+    if let Some(at) = state.sealer.as_ref().and_then(Sealer::idle_deadline) {
+        state.seal_scheduled = true;
+        background().schedule(Due {
+            at,
+            run: Arc::downgrade(shared),
+            work: Work::Seal,
+        });
+    }
+}
+
+/// The idle checkpoint of `run`, when it is still due (see [`schedule_idle_seal`]).
+fn seal_idle(run: &Arc<RunShared>) {
+    let mut state = run.lock();
+    state.seal_scheduled = false;
+    if state.writer.is_none() || run.failure().is_some() {
+        return;
+    }
+    match state.sealer.as_ref().and_then(Sealer::idle_deadline) {
+        None => {}
+        Some(at) if at > Instant::now() => schedule_idle_seal(run, &mut state),
+        Some(_) => {
+            let name = run.run.clone();
+            if push_checkpoint(&mut state, &name).is_err() {
+                return;
+            }
+            let sync = state.synced;
+            if run.batched {
+                let _ = run.flush_locked(&mut state, sync, None);
+            } else if run.flush_locked(&mut state, false, None).is_ok() && sync {
+                drop(state);
+                background().schedule_sync(run.clone(), None);
+            }
+        }
+    }
 }
 
 fn stamp(state: &mut RunState) {
@@ -659,7 +721,7 @@ struct Background {
 
 #[derive(Default)]
 struct Queue {
-    /// Runs whose buffer is due to be written, by deadline.
+    /// Runs with work due (a buffer to write, a checkpoint to sign), by deadline.
     flushes: BinaryHeap<Due>,
     /// Sync requests, in arrival order.
     syncs: Vec<SyncRequest>,
@@ -668,6 +730,15 @@ struct Queue {
 struct Due {
     at: Instant,
     run: Weak<RunShared>,
+    work: Work,
+}
+
+/// What a background thread does for a run when its time comes.
+enum Work {
+    /// Writes the run's buffered records.
+    Flush,
+    /// Signs the run's unsigned records with a checkpoint ([`seal_idle`]).
+    Seal,
 }
 
 impl PartialEq for Due {
@@ -719,15 +790,17 @@ impl Background {
     }
 
     fn schedule_flush(&self, run: Weak<RunShared>) {
-        let mut queue = self.lock();
-        let first = queue
-            .flushes
-            .peek()
-            .is_none_or(|d| d.at > Instant::now() + BUFFERED_LINGER);
-        queue.flushes.push(Due {
+        self.schedule(Due {
             at: Instant::now() + BUFFERED_LINGER,
             run,
+            work: Work::Flush,
         });
+    }
+
+    fn schedule(&self, due: Due) {
+        let mut queue = self.lock();
+        let first = queue.flushes.peek().is_none_or(|d| d.at > due.at);
+        queue.flushes.push(due);
         drop(queue);
         if first {
             self.wake.notify_one();
@@ -764,11 +837,16 @@ impl Background {
                 Some(at) if at <= now => {
                     let due = queue.flushes.pop();
                     drop(queue);
-                    if let Some(run) = due.and_then(|d| d.run.upgrade()) {
-                        let mut state = run.lock();
-                        state.flush_scheduled = false;
-                        if !state.pending.is_empty() {
-                            let _ = run.flush_locked(&mut state, false, None);
+                    if let Some((run, work)) = due.and_then(|d| Some((d.run.upgrade()?, d.work))) {
+                        match work {
+                            Work::Flush => {
+                                let mut state = run.lock();
+                                state.flush_scheduled = false;
+                                if !state.pending.is_empty() {
+                                    let _ = run.flush_locked(&mut state, false, None);
+                                }
+                            }
+                            Work::Seal => seal_idle(&run),
                         }
                     }
                     queue = self.lock();
@@ -959,6 +1037,89 @@ mod tests {
                 fields: format!("{{\"checkpoint\":\"{head}\"}}").into_bytes(),
             })
         }
+    }
+
+    /// A signed run that goes quiet has its last records signed when the interval has passed, without
+    /// waiting for a record to come; a checkpoint never follows the run's end.
+    #[test]
+    fn an_idle_signed_run_is_signed_when_its_interval_passes() {
+        let store = Arc::new(MemoryStore::new());
+        let key = crate::seal::SealKey::from_seed([3; 32]);
+        let sealer = Sealer::with_interval(key.clone(), 1_000, Duration::from_millis(40));
+        let journal =
+            Journal::open_sealed(store.clone(), "idle", Durability::Flushed, Some(sealer)).unwrap();
+        let kinds = || {
+            let mut reader = crate::RunReader::open(store.as_ref(), "idle").unwrap();
+            let mut kinds = Vec::new();
+            while let Some(line) = reader.next_line() {
+                let v: serde_json::Value = serde_json::from_slice(&line.unwrap().1).unwrap();
+                kinds.push(v["kind"].as_str().unwrap().to_owned());
+            }
+            kinds
+        };
+        journal.send(Body::RunStart(crate::RunStart {
+            resumed_from: None,
+            mode: crate::Mode::Record,
+            program: "t".into(),
+            host: "h".into(),
+            pid: 1,
+            versions: Default::default(),
+        }));
+        // `flushed`: written now. The first record after run_start is preceded by a checkpoint.
+        let start = format!(
+            "{{\"step\":0,\"tool\":\"t\",\"fp\":\"{}\",\"occ\":0,\"args\":{{}},\"decision\":{{\"outcome\":\"allow\"}}}}",
+            "0".repeat(64)
+        );
+        drop(journal.append_encoded("step_start", start.into_bytes(), Durability::Flushed));
+        // Then nothing more is written, and the idle run's last record is signed all the same.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kinds().len() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint came: {:?}",
+                kinds()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            kinds(),
+            ["run_start", "checkpoint", "step_start", "checkpoint"]
+        );
+        drop(journal.append_encoded(
+            "step_end",
+            b"{\"step\":0,\"status\":\"ok\",\"latency_ns\":0}".to_vec(),
+            Durability::Flushed,
+        ));
+        journal.send(Body::RunEnd(crate::RunEnd {
+            status: RunStatus::Ok,
+            counts: crate::Counts {
+                ok: 1,
+                ..Default::default()
+            },
+            steps: 1,
+            total_ns: 0,
+            saved_ns: 0,
+            head: None,
+            seal: None,
+        }));
+        // The interval passes again after the end: nothing is added after it.
+        std::thread::sleep(Duration::from_millis(120));
+        journal.close().unwrap();
+        assert_eq!(
+            kinds().last().map(String::as_str),
+            Some("run_end"),
+            "{:?}",
+            kinds()
+        );
+        let public = crate::seal::PublicKey::parse(key.public_hex()).unwrap();
+        let report = crate::verify_with(
+            crate::RunReader::open(store.as_ref(), "idle").unwrap(),
+            &crate::VerifyOptions {
+                key: Some(public),
+                ..Default::default()
+            },
+        );
+        assert!(report.fault.is_none(), "{:?}", report.fault);
     }
 
     #[test]

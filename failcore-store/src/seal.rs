@@ -229,6 +229,12 @@ impl Sealer {
         self.key.checkpoint(run, seq, prev)
     }
 
+    /// When records written since the last checkpoint are due to be signed by time alone (also if no
+    /// other record comes): `None` when every record written is signed.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        (self.since > 0).then(|| self.last + self.every)
+    }
+
     /// Counts a record written (other than a checkpoint).
     pub fn wrote(&mut self) {
         self.since += 1;
