@@ -189,6 +189,8 @@ struct CommandCgroup {
 impl CommandCgroup {
     fn create(base: &Path, max: u64) -> io::Result<CommandCgroup> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| sweep_stale(base));
         let dir = base.join(format!(
             "failcore-{}-{}",
             std::process::id(),
@@ -214,6 +216,47 @@ impl CommandCgroup {
         std::fs::read_to_string(self.dir.join("cgroup.procs"))
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
+    }
+}
+
+/// Removes the cgroups that processes which are gone left beneath `base` (a process killed with SIGKILL
+/// never drops its commands' cgroups): their members, commands that outlived the process that started
+/// them, are killed first. A cgroup of a live process, or one that cannot be emptied, is left alone.
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("failcore-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| Some((pid.parse::<i32>().ok()?, n.parse::<u64>().ok()?)))
+            .map(|(pid, _)| pid)
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let gone = owner > 0
+            && unsafe { libc::kill(owner, 0) } == -1
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if !gone {
+            continue;
+        }
+        let dir = entry.path();
+        for _ in 0..20 {
+            let members = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in members.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill has no memory effects.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if std::fs::remove_dir(&dir).is_ok() {
+                tracing::debug!(cgroup = %dir.display(), "removed the cgroup of a process that is gone");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
@@ -759,6 +802,41 @@ fn empty() -> Captured {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cgroups of a process that is gone are removed; a live process's, and anything not named by
+    /// FailCore, are left alone. (Plain directories stand in for cgroups: removing an empty one is the same
+    /// call.)
+    #[test]
+    fn the_cgroups_of_processes_that_are_gone_are_swept() {
+        let base = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = std::process::id();
+        for name in [
+            format!("failcore-{dead}-0"),
+            format!("failcore-{dead}-7"),
+            format!("failcore-{live}-0"),
+            "failcore-x-0".to_owned(),
+            "other".to_owned(),
+        ] {
+            std::fs::create_dir(base.path().join(name)).unwrap();
+        }
+        sweep_stale(base.path());
+        let mut left: Vec<String> = std::fs::read_dir(base.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!("failcore-{live}-0"),
+                "failcore-x-0".to_owned(),
+                "other".to_owned()
+            ]
+        );
+    }
 
     #[test]
     fn the_user_task_count_includes_this_process_threads() {
