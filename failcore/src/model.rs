@@ -259,13 +259,14 @@ impl Recorded {
             }
             _ => return Err(serde_json::Error::custom("`reply` is `body` or `chunks`")),
         };
+        // As serde reads an `Option`: absent or `null` is `None`.
         let usage = match fields.remove("usage") {
+            Some(Value::Null) | None => None,
             Some(usage) => Some(serde_json::from_value(usage)?),
-            None => None,
         };
         let cost = match fields.remove("cost") {
+            Some(Value::Null) | None => None,
             Some(cost) => Some(serde_json::from_value(cost)?),
-            None => None,
         };
         Ok(Recorded { reply, usage, cost })
     }
@@ -741,6 +742,11 @@ mod tests {
                 "read back as written"
             );
         }
+        let nulls = json!({"reply": {"body": 1}, "usage": null, "cost": null});
+        assert_eq!(
+            serde_json::to_value(Recorded::from_value(nulls.clone()).unwrap()).unwrap(),
+            serde_json::to_value(serde_json::from_value::<Recorded>(nulls).unwrap()).unwrap()
+        );
         for bad in [
             json!([]),
             json!({"reply": {"body": 1, "chunks": []}}),
