@@ -520,6 +520,20 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `cmd` (the failcore binary, with its environment and global flags) running `proxy` with `dir`'s
+/// failcore.toml and `extra` in front of the echo MCP server, which logs what it receives to `log`.
+fn echo_behind_proxy(mut cmd: Command, dir: &Path, log: &Path, extra: &[&str]) -> McpClient {
+    cmd.current_dir(dir)
+        .env("ECHO_MCP_LOG", log)
+        .arg("proxy")
+        .arg("--policy")
+        .arg(dir.join("failcore.toml"))
+        .args(extra)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_echo_mcp"));
+    McpClient::start(cmd)
+}
+
 /// The proxy in front of a real MCP server (a child process) that echoes what it is sent: the client
 /// gets the clear values, the server receives them, the trace and every CLI view hold none of them.
 #[test]
@@ -543,21 +557,13 @@ output = ["/structuredContent/echo/note"]
     let key_file = dir.join("config/redact.key");
     let start = |extra: &[&str]| {
         let mut cmd = Command::new(failcore_bin());
-        cmd.current_dir(dir)
-            .env_remove("FAILCORE_RESUME")
+        cmd.env_remove("FAILCORE_RESUME")
             .env_remove("FAILCORE_OFFLINE")
             .env_remove("FAILCORE_STORE")
             .env("FAILCORE_REDACT_KEY_FILE", &key_file)
-            .env("ECHO_MCP_LOG", &log)
             .arg("--store")
-            .arg(format!("jsonl:{}", store.display()))
-            .arg("proxy")
-            .arg("--policy")
-            .arg(dir.join("failcore.toml"))
-            .args(extra)
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_echo_mcp"));
-        McpClient::start(cmd)
+            .arg(format!("jsonl:{}", store.display()));
+        echo_behind_proxy(cmd, dir, &log, extra)
     };
     let text = format!("use token {GITHUB} with Authorization: Bearer {BEARER}");
     let mut client = start(&[]);
@@ -646,17 +652,9 @@ redact_key_file = "config/redact.key"
     let start = |extra: &[&str]| {
         let mut cmd = Command::new(failcore_bin());
         // A bare environment, as MCP clients give the servers they start.
-        cmd.current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ECHO_MCP_LOG", &log)
-            .arg("proxy")
-            .arg("--policy")
-            .arg(dir.join("failcore.toml"))
-            .args(extra)
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_echo_mcp"));
-        McpClient::start(cmd)
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        echo_behind_proxy(cmd, dir, &log, extra)
     };
     let text = format!("use token {GITHUB}");
     let mut client = start(&[]);
