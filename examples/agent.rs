@@ -14,20 +14,7 @@ mod scripted_llm;
 use failcore::model::{Models, Price};
 use failcore::Session;
 
-#[derive(Debug)]
-struct ToolError(String);
-
-impl std::fmt::Display for ToolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<failcore::Error> for ToolError {
-    fn from(e: failcore::Error) -> Self {
-        ToolError(e.to_string())
-    }
-}
+use failcore::ToolError;
 
 /// Looks up the forecast of a city.
 #[failcore::tool(effect = "network")]

@@ -17,18 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug)]
-struct ToolError(String);
-impl std::fmt::Display for ToolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl From<failcore::Error> for ToolError {
-    fn from(e: failcore::Error) -> Self {
-        ToolError(e.to_string())
-    }
-}
+use failcore::ToolError;
 
 /// Looks up the forecast of a city.
 #[failcore::tool(effect = "network")]

@@ -25,19 +25,7 @@ const CALLS: u32 = 20;
 /// The worker that is killed.
 const VICTIM: usize = 0;
 
-#[derive(Debug)]
-struct ToolError(String);
-impl std::fmt::Display for ToolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<failcore::Error> for ToolError {
-    fn from(e: failcore::Error) -> Self {
-        ToolError(e.to_string())
-    }
-}
+use failcore::ToolError;
 
 /// Appends one line to a file in one write(2), so that lines of concurrent writers never interleave.
 fn append_line(path: &Path, line: &str) -> Result<(), ToolError> {
@@ -45,21 +33,21 @@ fn append_line(path: &Path, line: &str) -> Result<(), ToolError> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| ToolError(e.to_string()))?;
+        .map_err(ToolError::msg)?;
     f.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| ToolError(e.to_string()))
+        .map_err(ToolError::msg)
 }
 
 fn fleet_dir() -> Result<PathBuf, ToolError> {
     std::env::var(DIR)
         .map(PathBuf::from)
-        .map_err(|e| ToolError(e.to_string()))
+        .map_err(ToolError::msg)
 }
 
 /// The side effect: a line per execution in the worker's effects file.
 #[failcore::tool(effect = "write")]
 async fn fleet_step(task: String, call: u32) -> Result<u32, ToolError> {
-    let worker = std::env::var(WORKER).map_err(|e| ToolError(e.to_string()))?;
+    let worker = std::env::var(WORKER).map_err(ToolError::msg)?;
     append_line(
         &fleet_dir()?.join(format!("effects-{worker}")),
         &format!("{task} {call}"),

@@ -8,7 +8,7 @@ mod support;
 use failcore::policy::{CallView, Policy, PolicyError, Verdict};
 use failcore::secrets::NoSecrets;
 use failcore::store::{Body, JsonlStore, RunReader, TraceStore};
-use failcore::{Error, Session};
+use failcore::Session;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -27,18 +27,7 @@ fn pem() -> String {
     format!("-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----\n")
 }
 
-#[derive(Debug)]
-struct ToolError(String);
-impl std::fmt::Display for ToolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl From<Error> for ToolError {
-    fn from(e: Error) -> Self {
-        ToolError(e.to_string())
-    }
-}
+use failcore::ToolError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Vault {
@@ -76,7 +65,7 @@ async fn load_vault(region: String) -> Result<Vault, ToolError> {
 /// Fails with an error that echoes an Authorization header.
 #[failcore::tool(effect = "network")]
 async fn call_api(url: String) -> Result<String, ToolError> {
-    Err(ToolError(format!(
+    Err(ToolError::msg(format!(
         "request to {url} failed: 401; sent Authorization: Bearer {BEARER}"
     )))
 }
@@ -238,16 +227,20 @@ async fn workflow() {
     let err = call_api("https://api.example.com/v1".into())
         .await
         .unwrap_err();
-    assert!(err.0.contains(BEARER), "the caller gets the real error");
+    assert!(
+        err.to_string().contains(BEARER),
+        "the caller gets the real error"
+    );
     let session = login(account()).await.unwrap();
     assert_eq!(session.session.token, SESSION_TOKEN);
     let refused = quoted(format!("deploy with {GITHUB}")).await.unwrap_err();
-    assert!(refused.0.contains("quoting.refused"), "{refused}");
+    assert!(refused.to_string().contains("quoting.refused"), "{refused}");
     let blocked = post_public(format!("my key is {AWS_KEY}"))
         .await
         .unwrap_err();
     assert!(
-        blocked.0.contains("secrets.aws-access-key-id") && !blocked.0.contains(AWS_KEY),
+        blocked.to_string().contains("secrets.aws-access-key-id")
+            && !blocked.to_string().contains(AWS_KEY),
         "{blocked}"
     );
     post_public("hello world".into()).await.unwrap();
@@ -404,7 +397,7 @@ async fn replay_serves_exact_values_from_the_vault_and_executes_without_it() {
     let offline = open(Session::builder().offline(first.run_id()));
     let miss = offline.scope(issue_token(7)).await.unwrap_err();
     assert!(
-        miss.0.contains("redacted") && miss.0.contains("vault"),
+        miss.to_string().contains("redacted") && miss.to_string().contains("vault"),
         "{miss}"
     );
     offline.finish().await.unwrap();
@@ -738,7 +731,10 @@ async fn the_session_redacts_paths_of_tools_it_does_not_own() {
         .scope(read_settings("dev".into(), format!("id {AWS_KEY}")))
         .await
         .unwrap_err();
-    assert!(refused.0.contains("secrets.aws-access-key-id"), "{refused}");
+    assert!(
+        refused.to_string().contains("secrets.aws-access-key-id"),
+        "{refused}"
+    );
     assert_eq!(
         CONFIGS.load(Ordering::SeqCst),
         1,

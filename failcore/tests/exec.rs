@@ -433,18 +433,7 @@ fn a_program_that_cannot_start_is_an_error_and_leaves_no_cgroup() {
 
 // ---- through a tool: gated, recorded, replayed ----
 
-#[derive(Debug)]
-struct ToolError(String);
-impl std::fmt::Display for ToolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl From<Error> for ToolError {
-    fn from(e: Error) -> Self {
-        ToolError(e.to_string())
-    }
-}
+use failcore::ToolError;
 
 static RAN: AtomicUsize = AtomicUsize::new(0);
 
@@ -499,7 +488,10 @@ async fn an_escape_attempt_is_recorded_with_its_sandbox_and_replayed() {
         .scope(exec_nowhere(python(), vec!["-V".into()]))
         .await
         .unwrap_err();
-    assert!(blocked.0.contains("exec.sandbox.path"), "{blocked}");
+    assert!(
+        blocked.to_string().contains("exec.sandbox.path"),
+        "{blocked}"
+    );
     let run_id = session.run_id().to_owned();
     session.finish().await.unwrap();
 
