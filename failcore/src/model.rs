@@ -868,6 +868,39 @@ mod tests {
         )
     }
 
+    /// A `Limits` budget of the run counts the model steps' tokens and money with nothing wired to it.
+    #[tokio::test]
+    async fn a_limits_budget_counts_model_spending_by_itself() {
+        use crate::policy::Limits;
+        let models = Models::new().price("m", Price::per_million(1.0, 1.0));
+        let session = crate::Session::builder()
+            .store(std::sync::Arc::new(crate::store::MemoryStore::new()))
+            .guard(models.policy())
+            .guard(Limits::new().max_tokens(200))
+            .open()
+            .unwrap();
+        let call = |n: u64| {
+            let request =
+                json!({"model": "m", "messages": [{"role": "user", "content": n.to_string()}]});
+            let models = models.clone();
+            let session = session.clone();
+            async move {
+                session
+                    .scope(models.call(&request, async move { Ok(reply(100 + n)) }))
+                    .await
+            }
+        };
+        // 111, then 223 tokens: the third call finds the budget spent.
+        call(1).await.unwrap();
+        call(2).await.unwrap();
+        let refused = call(3).await.unwrap_err();
+        assert!(
+            matches!(&refused, Error::Blocked { rule, .. } if rule == "limits.tokens"),
+            "{refused}"
+        );
+        assert_eq!(session.spent_tokens(), 223);
+    }
+
     #[tokio::test]
     async fn executed_calls_spend_the_budgets_and_replayed_ones_are_free() {
         use crate::store::MemoryStore;
