@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use failcore::ToolError as E;
 
+#[path = "common/process.rs"]
+mod process;
+use process::{heap, threads};
+
 #[failcore::tool(effect = "pure")]
 async fn fleet_add(a: i64, b: i64) -> Result<i64, E> {
     Ok(std::hint::black_box(a) + b)
@@ -29,25 +33,6 @@ type PgHandle = Option<Arc<PgStore>>;
 
 /// How long each configuration makes calls.
 const SECONDS: f64 = 2.0;
-
-/// Bytes of heap in use (glibc's count of allocated blocks): what open runs hold, unlike the resident
-/// set, which freed memory the allocator keeps hides.
-fn heap() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    unsafe { libc::mallinfo2() }.uordblks as u64
-}
-
-fn threads() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Threads:")
-                    .and_then(|n| n.trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
-}
 
 struct Outcome {
     steps_per_s: f64,

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 use failcore::ToolError as E;
 
+#[path = "common/process.rs"]
+mod process;
+use process::{heap, rss, threads};
+
 #[inline(never)]
 async fn add_bare(a: i64, b: i64) -> Result<i64, E> {
     Ok(std::hint::black_box(a) + b)
@@ -290,37 +294,6 @@ fn section(rt: &tokio::runtime::Runtime, dir: &std::path::Path, load: Option<&Lo
         rt.block_on(s.finish()).expect("finish");
         print_row(&format!("guarded, JSONL, {d}"), f, bare, None);
     }
-}
-
-/// Resident set size of this process, in bytes.
-fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
-}
-
-/// Bytes of heap in use (glibc's count of allocated blocks): what open runs hold, unlike the resident
-/// set, which freed memory the allocator keeps hides.
-fn heap() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    unsafe { libc::mallinfo2() }.uordblks as u64
-}
-
-fn threads() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Threads:")
-                    .and_then(|n| n.trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
 }
 
 /// Raises the limit of open files to the hard limit: each open JSONL run holds its file open.
