@@ -237,3 +237,66 @@ fn fingerprints_do_not_change_with_preserve_order() {
 }
 
 const PINNED_FP: &str = "56af37e8d3813fb29d5096fb449a74cb7078490ee3f05b3de702dfaf1178d973";
+
+/// Real traces written by format 1 (chains, seals and all), kept as they were written: every release must
+/// read them, verify them and resume from them.
+fn v1_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1_store")
+}
+
+#[tokio::test]
+async fn format_1_traces_are_still_read_verified_and_resumed() {
+    // Resuming writes a new run beside the old ones: work on a copy.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = v1_fixture();
+    std::fs::create_dir_all(dir.path().join("runs")).unwrap();
+    for entry in std::fs::read_dir(fixture.join("runs")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            dir.path().join("runs").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let runs = std::fs::read_to_string(fixture.join("RUNS")).unwrap();
+    let runs: Vec<&str> = runs.lines().collect();
+    let store = Arc::new(failcore::store::JsonlStore::new(dir.path()));
+    for run in &runs {
+        let report = failcore::store::verify_run(store.as_ref(), run).unwrap();
+        assert!(report.is_ok(), "{run}: {report:?}");
+        let records: Vec<_> = RunReader::open(store.as_ref(), run)
+            .unwrap()
+            .map(|r| r.unwrap().record)
+            .collect();
+        assert!(records.iter().all(|r| r.v == 1));
+        assert!(matches!(records.last().unwrap().body, Body::RunEnd(_)));
+    }
+    // A session of this release resumes each of them (the second through its ancestry): the recorded
+    // successes are served, the failure runs again, the refusal is refused again.
+    for run in &runs {
+        let resume = Session::builder()
+            .store(store.clone())
+            .redact_key([7; 32])
+            .guard(DenyAnswer)
+            .resume(*run)
+            .open()
+            .unwrap();
+        scenario(&resume).await;
+        resume.finish().await.unwrap();
+        let end = RunReader::open(store.as_ref(), resume.run_id())
+            .unwrap()
+            .map(|r| r.unwrap().record.body)
+            .last();
+        let Some(Body::RunEnd(end)) = end else {
+            panic!("no run_end: {end:?}")
+        };
+        let c = end.counts;
+        assert_eq!(
+            (c.replayed, c.failed, c.blocked, c.ok),
+            (3, 1, 1, 0),
+            "resuming {run}: {c:?}"
+        );
+        let report = failcore::store::verify_run(store.as_ref(), resume.run_id()).unwrap();
+        assert!(report.is_ok(), "{report:?}");
+    }
+}
