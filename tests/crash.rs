@@ -203,17 +203,16 @@ fn one_kill(
     let mut started = 0u64;
     let mut counts = Counts::default();
     for rec in &records {
-        match &rec.record.body {
-            Body::StepStart(_) => started += 1,
-            Body::StepEnd(e) => {
-                counts.add(e.status);
-                if e.status == Status::Ok {
-                    if let Some(n) = e.output.as_ref().and_then(|o| o.as_u64()) {
-                        ended_ok.insert(n);
-                    }
+        if rec.record.body.start().is_some() {
+            started += 1;
+        }
+        if let Some(e) = rec.record.body.end() {
+            counts.add(e.status);
+            if e.status == Status::Ok {
+                if let Some(n) = e.output.as_ref().and_then(|o| o.as_u64()) {
+                    ended_ok.insert(n);
                 }
             }
-            _ => {}
         }
     }
     if mode != Durability::Buffered {
@@ -253,19 +252,18 @@ fn one_kill(
         let fault = report.fault.unwrap();
         assert_eq!(fault.kind, FaultKind::TornTail);
         assert_eq!(fault.line, Some(records.len() as u64));
-        match &last.record.body {
-            Body::StepStart(_) => started -= 1,
-            Body::StepEnd(e) => {
-                let mut c = Counts::default();
-                for s in Status::ALL {
-                    let n = counts.get(s) - u64::from(s == e.status);
-                    for _ in 0..n {
-                        c.add(s);
-                    }
+        if last.record.body.start().is_some() {
+            started -= 1;
+        }
+        if let Some(e) = last.record.body.end() {
+            let mut c = Counts::default();
+            for s in Status::ALL {
+                let n = counts.get(s) - u64::from(s == e.status);
+                for _ in 0..n {
+                    c.add(s);
                 }
-                counts = c;
             }
-            _ => {}
+            counts = c;
         }
         expected_torn = Some(cut);
         kept -= 1;

@@ -1,7 +1,7 @@
 //! Divergence: a call that misses the replay index while the source run made a call of the same tool
 //! at the same position with other arguments is recorded with the field-level difference.
 
-use failcore::store::{Body, MemoryStore, RunReader, Status, TraceStore};
+use failcore::store::{MemoryStore, RunReader, Status, TraceStore};
 use failcore::{Error, Session};
 use std::sync::Arc;
 
@@ -38,9 +38,12 @@ fn starts(
 ) -> Vec<(String, Option<failcore::store::Divergence>)> {
     RunReader::open(store.as_ref() as &dyn TraceStore, run)
         .unwrap()
-        .filter_map(|r| match r.unwrap().record.body {
-            Body::StepStart(s) => Some((s.tool, s.divergence)),
-            _ => None,
+        .filter_map(|r| {
+            r.unwrap()
+                .record
+                .body
+                .start()
+                .map(|s| (s.tool.clone(), s.divergence.clone()))
         })
         .collect()
 }
@@ -95,13 +98,14 @@ async fn resume_records_the_argument_diff_on_the_step() {
     assert_eq!(paths, ["/timeout", "/url"]);
     assert_eq!(d.changes[1].a, Some("b".into()));
     assert_eq!(d.changes[1].b, Some("c".into()));
-    // The source's step_start at that position is the one named.
+    // The source's record of the call at that position (its step_start, or its one `call` record) is the
+    // one named.
     let rec = RunReader::open(store.as_ref() as &dyn TraceStore, &src)
         .unwrap()
         .map(|r| r.unwrap())
         .find(|r| r.record.seq == d.seq)
         .unwrap();
-    assert!(matches!(rec.record.body, Body::StepStart(ref s) if s.args["url"] == "b"));
+    assert!(matches!(rec.record.body.start(), Some(s) if s.args["url"] == "b"));
     assert!(starts[3].1.is_none(), "same args: no divergence");
     assert!(
         starts[4].1.is_none(),
@@ -140,10 +144,7 @@ async fn offline_miss_carries_the_diff() {
     );
     let ends: Vec<_> = RunReader::open(store.as_ref() as &dyn TraceStore, s.run_id())
         .unwrap()
-        .filter_map(|r| match r.unwrap().record.body {
-            Body::StepEnd(e) => Some(e.status),
-            _ => None,
-        })
+        .filter_map(|r| r.unwrap().record.body.end().map(|e| e.status))
         .collect();
     assert_eq!(ends, [Status::Replayed, Status::Failed]);
 }

@@ -197,8 +197,8 @@ async fn the_trace_format_is_pinned_and_both_encoders_agree() {
     resume.finish().await.unwrap();
 
     for (run, golden) in [
-        (record.run_id(), "v1_record.jsonl"),
-        (resume.run_id(), "v1_resume.jsonl"),
+        (record.run_id(), "v2_record.jsonl"),
+        (resume.run_id(), "v2_resume.jsonl"),
     ] {
         let raw = lines(&store, run);
         for line in &raw {
@@ -220,8 +220,11 @@ async fn the_trace_format_is_pinned_and_both_encoders_agree() {
         .iter()
         .map(|l| RunReader::decode("g", 1, l).unwrap().body.kind())
         .collect();
-    assert_eq!(kinds.len(), 4);
-    assert!(all.iter().any(|l| matches!(RunReader::decode("g", 1, l).unwrap().body, Body::StepEnd(ref e) if e.replayed_from.is_some())));
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["call", "run_end", "run_start", "step_end", "step_start"]
+    );
+    assert!(all.iter().any(|l| matches!(RunReader::decode("g", 1, l).unwrap().body, Body::Call(ref c) if c.end.replayed_from.is_some())));
 }
 
 #[test]

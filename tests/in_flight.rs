@@ -1,6 +1,8 @@
 //! Write-ahead intent and in-flight steps: the step_start is in the file before the body runs; a run that
 //! dies mid-body leaves intents with no outcome, which a resumed session reports, re-executes, or refuses
-//! for `write`/`exec` tools under `on_in_flight = block`.
+//! for `write`/`exec` tools under `on_in_flight = block`. A `read` (or `pure`) tool's intent is not written
+//! ahead: it is written with its outcome as one `call` record, and a run that dies mid-read leaves nothing
+//! of the read, which simply runs again.
 
 use failcore::store::{verify, Body, Durability, FaultKind, JsonlStore, RunReader, TraceStore};
 use failcore::{Error, InFlight, Session};
@@ -90,17 +92,20 @@ async fn intents_are_written_ahead_and_in_flight_steps_rerun_or_are_blocked_on_r
         let crashed = Arc::new(JsonlStore::new(crashed_dir.path()));
         std::fs::create_dir_all(crashed_dir.path().join("runs")).unwrap();
         std::fs::write(crashed.run_path(&run), &bytes).unwrap();
-        let mut starts = 0;
+        let mut starts = Vec::new();
         for rec in RunReader::open(crashed.as_ref(), &run).unwrap() {
-            match rec.unwrap().record.body {
-                Body::StepStart(_) => starts += 1,
-                Body::StepEnd(e) => panic!("no step has ended yet: {e:?}"),
-                _ => {}
+            let body = rec.unwrap().record.body;
+            if let Some(e) = body.end() {
+                panic!("no step has ended yet: {e:?}");
+            }
+            if let Body::StepStart(s) = body {
+                starts.push(s.tool);
             }
         }
         assert_eq!(
-            starts, 2,
-            "{durability}: intents not written before the bodies ran"
+            starts,
+            ["if_write"],
+            "{durability}: the write's intent is written before its body runs, the read's is not"
         );
         let report = verify(RunReader::open(crashed.as_ref(), &run).unwrap());
         assert_eq!(report.fault.unwrap().kind, FaultKind::Incomplete);
@@ -113,7 +118,8 @@ async fn intents_are_written_ahead_and_in_flight_steps_rerun_or_are_blocked_on_r
         let (writes, reads) = (WRITES.load(Ordering::SeqCst), READS.load(Ordering::SeqCst));
         let blocked = resume(&crashed, &run, InFlight::Block);
         let report = blocked.resume_report().unwrap();
-        assert_eq!(report.in_flight.len(), 2);
+        assert_eq!(report.in_flight.len(), 1);
+        assert_eq!(report.in_flight[0].tool, "if_write");
         assert!(!report.complete);
         let (w, r) = blocked
             .scope(async { (if_write("k".into()).await, if_read("k".into()).await) })

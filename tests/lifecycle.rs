@@ -1,6 +1,6 @@
 //! The lifecycle through the public API: record, resume, offline, block, panic, cancel, nesting, drift.
 
-use failcore::store::{Body, MemoryStore, RunReader, Status, TraceStore};
+use failcore::store::{MemoryStore, RunReader, Status, TraceStore};
 use failcore::{Error, Session, Verdict};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,10 +82,7 @@ fn records(store: &MemoryStore, run: &str) -> Vec<failcore::store::Record> {
 fn ends(store: &MemoryStore, run: &str) -> Vec<(Status, Option<serde_json::Value>)> {
     records(store, run)
         .into_iter()
-        .filter_map(|r| match r.body {
-            Body::StepEnd(e) => Some((e.status, e.output)),
-            _ => None,
-        })
+        .filter_map(|r| r.body.end().map(|e| (e.status, e.output.clone())))
         .collect()
 }
 
@@ -174,8 +171,8 @@ async fn unsafe_paths_are_blocked_before_the_body_runs() {
     assert!(err.0.contains("fs.escape"), "{err}");
     s.finish().await.unwrap();
     let recs = records(&store, s.run_id());
-    let blocked = recs.iter().find_map(|r| match &r.body {
-        Body::StepStart(st) if st.decision.rule.is_some() => Some(st.decision.clone()),
+    let blocked = recs.iter().find_map(|r| match r.body.start() {
+        Some(st) if st.decision.rule.is_some() => Some(st.decision.clone()),
         _ => None,
     });
     let d = blocked.expect("the denial is recorded on the step");
@@ -227,9 +224,10 @@ async fn nested_calls_record_their_parent_step() {
     s.finish().await.unwrap();
     let starts: Vec<_> = records(&store, s.run_id())
         .into_iter()
-        .filter_map(|r| match r.body {
-            Body::StepStart(st) => Some((st.tool, st.step, st.parent)),
-            _ => None,
+        .filter_map(|r| {
+            r.body
+                .start()
+                .map(|st| (st.tool.clone(), st.step, st.parent))
         })
         .collect();
     assert_eq!(
@@ -250,10 +248,7 @@ async fn text_where_json_was_promised_is_drift_or_an_error_when_strict() {
     s.finish().await.unwrap();
     let drift: Vec<_> = records(&store, s.run_id())
         .into_iter()
-        .filter_map(|r| match r.body {
-            Body::StepEnd(e) => Some(e.drift.len()),
-            _ => None,
-        })
+        .filter_map(|r| r.body.end().map(|e| e.drift.len()))
         .collect();
     assert_eq!(drift, [0, 1]);
 

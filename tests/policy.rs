@@ -3,7 +3,7 @@
 use failcore::policy::{
     All, Any, ExecPolicy, FsPolicy, Limits, NetPolicy, Not, PolicyRef, StaticResolver,
 };
-use failcore::store::{Body, MemoryStore, RunReader};
+use failcore::store::{MemoryStore, RunReader};
 use failcore::{CallView, Error, Policy, Session, Verdict};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -794,9 +794,9 @@ async fn the_policy_file_defines_named_policies() {
     s.finish().await.unwrap();
     let rules: Vec<(Option<String>, Option<String>)> = RunReader::open(store.as_ref(), s.run_id())
         .unwrap()
-        .filter_map(|r| match r.unwrap().record.body {
-            Body::StepStart(st) if st.decision.rule.is_some() => {
-                Some((st.decision.policy, st.decision.rule))
+        .filter_map(|r| match r.unwrap().record.body.start() {
+            Some(st) if st.decision.rule.is_some() => {
+                Some((st.decision.policy.clone(), st.decision.rule.clone()))
             }
             _ => None,
         })

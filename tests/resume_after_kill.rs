@@ -51,11 +51,12 @@ fn a_killed_run_resumes_executing_only_the_steps_without_a_recorded_success() {
     let mut starts = std::collections::HashMap::new();
     let mut reader = RunReader::open(&store, &first).unwrap();
     for rec in reader.by_ref() {
-        match rec.unwrap().record.body {
-            Body::StepStart(s) => {
-                starts.insert(s.step, s.args["n"].as_u64().unwrap() as u32);
-            }
-            Body::StepEnd(e) if e.status == Status::Ok => {
+        let body = rec.unwrap().record.body;
+        if let Some(s) = body.start() {
+            starts.insert(s.step, s.args["n"].as_u64().unwrap() as u32);
+        }
+        match body.end() {
+            Some(e) if e.status == Status::Ok => {
                 succeeded.insert(starts[&e.step]);
             }
             _ => {}
@@ -118,7 +119,7 @@ fn a_killed_run_resumes_executing_only_the_steps_without_a_recorded_success() {
     let third = store.resolve("last").unwrap();
     let replayed = RunReader::open(&store, &third)
         .unwrap()
-        .filter(|r| matches!(&r.as_ref().unwrap().record.body, Body::StepEnd(e) if e.status == Status::Replayed))
+        .filter(|r| matches!(r.as_ref().unwrap().record.body.end(), Some(e) if e.status == Status::Replayed))
         .count();
     assert_eq!(replayed, 20);
 }

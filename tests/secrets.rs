@@ -7,7 +7,7 @@ mod support;
 
 use failcore::policy::{CallView, Policy, PolicyError, Verdict};
 use failcore::secrets::NoSecrets;
-use failcore::store::{Body, JsonlStore, RunReader, TraceStore};
+use failcore::store::{JsonlStore, RunReader, TraceStore};
 use failcore::Session;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -310,12 +310,14 @@ fn masked_of(store: &Path, run: &str) -> Vec<(String, String)> {
     let store = JsonlStore::new(store);
     let mut out = Vec::new();
     for r in RunReader::open(&store, run).unwrap() {
-        let list = match r.unwrap().record.body {
-            Body::StepStart(s) => s.redacted,
-            Body::StepEnd(e) => e.redacted,
-            _ => continue,
-        };
-        out.extend(list.into_iter().map(|m| (m.at, m.rule)));
+        let body = r.unwrap().record.body;
+        let lists = [
+            body.start().map(|s| &s.redacted),
+            body.end().map(|e| &e.redacted),
+        ];
+        for list in lists.into_iter().flatten() {
+            out.extend(list.iter().map(|m| (m.at.clone(), m.rule.clone())));
+        }
     }
     out
 }

@@ -15,7 +15,8 @@ async fn tamper_fail(why: String) -> Result<i64, Error> {
     Err(Error::Config(why))
 }
 
-/// A small, complete run: three calls that succeed, one that fails, a run_end.
+/// A small, complete run: three calls of a pure tool that succeed (one `call` record each), one call that
+/// fails (a `step_start` and a `step_end`), a run_end.
 fn sample_run() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(JsonlStore::new(dir.path()));
@@ -64,7 +65,7 @@ fn the_sample_run_verifies() {
     let report = check(sample_run());
     assert!(report.is_ok(), "{:?}", report.fault);
     assert!(report.complete);
-    assert_eq!(report.records, 1 + 2 * 4 + 1);
+    assert_eq!(report.records, 1 + 3 + 2 + 1);
 }
 
 #[test]

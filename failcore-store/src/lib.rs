@@ -1,8 +1,8 @@
-//! FailCore's trace format (v1) and the stores that hold it.
+//! FailCore's trace format (v2, reading v1 too) and the stores that hold it.
 //!
-//! A trace is one run of an agent: an append-only sequence of JSON records (`run_start`, `step_start`,
-//! `step_end`, `run_end`), each holding the BLAKE3 hash of the previous record's exact bytes, so that any
-//! edit, reordering or deletion is detected by [`verify()`]. The normative specification is
+//! A trace is one run of an agent: an append-only sequence of JSON records (`run_start`, then per step a
+//! `step_start` and a `step_end` or one `call`, then `run_end`), each holding the BLAKE3 hash of the
+//! previous record's exact bytes, so that any edit, reordering or deletion is detected by [`verify()`]. The normative specification is
 //! `docs/TRACE_FORMAT.md` in the repository.
 //!
 //! This crate depends on nothing else of FailCore's. It owns:
@@ -69,8 +69,9 @@ pub use reader::{
     ReadError, RunReader, TraceRecord, MAX_FIELDS_BYTES, MAX_LINE_BYTES, MAX_VALUE_BYTES,
 };
 pub use record::{
-    encode_line, Body, Checkpoint, Counts, Decision, DecisionOutcome, Drift, Mode, Record,
-    Redaction, RunEnd, RunStart, RunStatus, Source, Status, StepEnd, StepStart, FORMAT_VERSION,
+    call_fields, encode_line, Body, Call, Checkpoint, Counts, Decision, DecisionOutcome, Drift,
+    Mode, Record, Redaction, RunEnd, RunStart, RunStatus, Source, Status, StepEnd, StepStart,
+    CALL_SINCE, FORMAT_VERSION,
 };
 pub use recover::Recovery;
 #[cfg(feature = "sqlite")]

@@ -1,14 +1,22 @@
-//! The record model of trace format v1.
+//! The record model of trace format v2 (which reads format 1 too).
 //!
-//! A line is `{"v":1,"seq":N,"ts":"…","run":"…","prev":"…","kind":"…", <body fields>}`. The header is written
-//! by [`encode_line`]; the body fields by serde from [`RunStart`], [`StepStart`], [`StepEnd`] or [`RunEnd`].
+//! A line is `{"v":2,"seq":N,"ts":"…","run":"…","prev":"…","kind":"…", <body fields>}`. The header is written
+//! by [`encode_line`]; the body fields by serde from [`RunStart`], [`StepStart`], [`StepEnd`], [`Call`],
+//! [`RunEnd`] or [`Checkpoint`].
+//!
+//! Format 2 adds one kind, `call`: a whole step in one record (its intent and its outcome), written for
+//! calls whose intent need not be durable before their body runs (replay hits, refusals, calls that never
+//! ran, and pure or read tools). Everything else is as in format 1.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 
 /// The format version this crate writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The first format version with `call` records.
+pub const CALL_SINCE: u32 = 2;
 
 /// One decoded record: the header every record carries, and its body.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -42,6 +50,7 @@ impl Record {
             "run_start" => Body::RunStart(serde_json::from_slice(bytes)?),
             "step_start" => Body::StepStart(serde_json::from_slice(bytes)?),
             "step_end" => Body::StepEnd(serde_json::from_slice(bytes)?),
+            "call" => Body::Call(serde_json::from_slice(bytes)?),
             "run_end" => Body::RunEnd(serde_json::from_slice(bytes)?),
             "checkpoint" => Body::Checkpoint(serde_json::from_slice(bytes)?),
             other => {
@@ -51,6 +60,7 @@ impl Record {
                         "run_start",
                         "step_start",
                         "step_end",
+                        "call",
                         "run_end",
                         "checkpoint",
                     ],
@@ -75,6 +85,8 @@ pub enum Body {
     RunStart(RunStart),
     StepStart(StepStart),
     StepEnd(StepEnd),
+    /// A whole step in one record (format 2).
+    Call(Box<Call>),
     RunEnd(RunEnd),
     /// A signed checkpoint of the chain head (runs written with a signing key only).
     Checkpoint(Checkpoint),
@@ -87,8 +99,27 @@ impl Body {
             Body::RunStart(_) => "run_start",
             Body::StepStart(_) => "step_start",
             Body::StepEnd(_) => "step_end",
+            Body::Call(_) => "call",
             Body::RunEnd(_) => "run_end",
             Body::Checkpoint(_) => "checkpoint",
+        }
+    }
+
+    /// The intent this record holds: a `step_start`'s, or a `call`'s.
+    pub fn start(&self) -> Option<&StepStart> {
+        match self {
+            Body::StepStart(s) => Some(s),
+            Body::Call(c) => Some(&c.start),
+            _ => None,
+        }
+    }
+
+    /// The outcome this record holds: a `step_end`'s, or a `call`'s.
+    pub fn end(&self) -> Option<&StepEnd> {
+        match self {
+            Body::StepEnd(e) => Some(e),
+            Body::Call(c) => Some(&c.end),
+            _ => None,
         }
     }
 
@@ -111,6 +142,7 @@ impl Body {
             Body::RunStart(b) => serde_json::to_vec(b),
             Body::StepStart(b) => serde_json::to_vec(b),
             Body::StepEnd(b) => serde_json::to_vec(b),
+            Body::Call(b) => b.encode_fields(),
             Body::RunEnd(b) => serde_json::to_vec(b),
             Body::Checkpoint(b) => serde_json::to_vec(b),
         }
@@ -169,6 +201,82 @@ pub struct StepStart {
     /// at the same position with other arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub divergence: Option<crate::Divergence>,
+}
+
+/// A whole step in one record (format 2): the fields of its `step_start`, then its outcome under `end`,
+/// which holds the fields of a `step_end` but `step`. Written for calls whose intent need not be durable
+/// before their body runs; a crash before the record is written leaves no trace of the call, which then
+/// runs again on resume. The `redacted` pointers of the outcome point into `end`'s object as they would into
+/// a `step_end` (`/output/...`, `/error`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub start: StepStart,
+    /// Its `step` is the start's.
+    pub end: StepEnd,
+}
+
+impl Call {
+    /// The fields of this record as a JSON object: the `step_start`'s, then `"end"` with the `step_end`'s
+    /// but `step` (the order the runtime writes them in).
+    pub fn encode_fields(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let start = serde_json::to_vec(&self.start)?;
+        let end = serde_json::to_vec(&self.end)?;
+        Ok(call_fields(start, &end))
+    }
+}
+
+/// The fields of a `call` record from those of its `step_start` and its `step_end` (both JSON objects,
+/// the `step_end`'s beginning with its `step`, as every encoder of this crate and the runtime writes it):
+/// the start's fields, then `"end"` with the end's but `step`.
+pub fn call_fields(mut start: Vec<u8>, end: &[u8]) -> Vec<u8> {
+    let outcome = end
+        .strip_prefix(b"{\"step\":")
+        .map(|rest| {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            &rest[digits..]
+        })
+        .and_then(|rest| rest.strip_prefix(b","))
+        .unwrap_or(end.get(1..).unwrap_or_default());
+    if start.last() == Some(&b'}') {
+        start.pop();
+    }
+    start.reserve(outcome.len() + 9);
+    start.extend_from_slice(b",\"end\":{");
+    start.extend_from_slice(outcome);
+    start.push(b'}');
+    start
+}
+
+impl Serialize for Call {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = self.encode_fields().map_err(serde::ser::Error::custom)?;
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_slice(&fields).map_err(serde::ser::Error::custom)?;
+        // Flattened into the record by `Body`'s tag: a map of the fields, in order.
+        let map: serde_json::Map<String, Value> =
+            serde_json::from_str(raw.get()).map_err(serde::ser::Error::custom)?;
+        map.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Call {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut fields = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+        let Some(Value::Object(mut end)) = fields.remove("end") else {
+            return Err(D::Error::custom("a call record without its `end` object"));
+        };
+        if end.contains_key("step") {
+            return Err(D::Error::custom(
+                "a call record's `end` names a step of its own",
+            ));
+        }
+        let start: StepStart =
+            serde_json::from_value(Value::Object(fields)).map_err(D::Error::custom)?;
+        end.insert("step".into(), start.step.into());
+        let end: StepEnd = serde_json::from_value(Value::Object(end)).map_err(D::Error::custom)?;
+        Ok(Call { start, end })
+    }
 }
 
 /// What the policy decided.

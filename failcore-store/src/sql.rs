@@ -22,11 +22,24 @@ pub(crate) struct Indexed {
     pub step: Option<i64>,
     #[serde(default)]
     pub status: Option<String>,
+    /// A `call` record's outcome, whose status is the step's.
+    #[serde(default)]
+    end: Option<EndStatus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EndStatus {
+    #[serde(default)]
+    status: Option<String>,
 }
 
 impl Indexed {
     pub(crate) fn of(line: &[u8]) -> Indexed {
-        serde_json::from_slice::<Indexed>(line).unwrap_or_default()
+        let mut ix = serde_json::from_slice::<Indexed>(line).unwrap_or_default();
+        if let Some(end) = ix.end.take().filter(|_| ix.kind.as_deref() == Some("call")) {
+            ix.status = end.status;
+        }
+        ix
     }
 }
 

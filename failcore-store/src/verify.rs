@@ -452,6 +452,29 @@ impl Checker {
                 }
                 self.counts.add(status);
             }
+            ("call", _) => {
+                if rec.v < crate::record::CALL_SINCE {
+                    return Err(fault(
+                        FaultKind::Structure,
+                        format!(
+                            "a call record in format {}: call records exist from format {}",
+                            rec.v,
+                            crate::record::CALL_SINCE
+                        ),
+                    ));
+                }
+                let (Some(step), Some(status)) = (rec.step, rec.end.as_ref().map(|e| e.status))
+                else {
+                    return Err(missing("`step` and `end.status`"));
+                };
+                if !self.started.insert(step) {
+                    return Err(fault(
+                        FaultKind::Structure,
+                        format!("step {step} started twice"),
+                    ));
+                }
+                self.counts.add(status);
+            }
             ("checkpoint", _) => {
                 let (Some(key), Some(sig)) = (&rec.key, &rec.sig) else {
                     return Err(missing("`key` and `sig`"));
@@ -569,6 +592,9 @@ pub(crate) struct View<'a> {
     step: Option<u64>,
     #[serde(default)]
     status: Option<Status>,
+    /// A `call` record's outcome.
+    #[serde(default)]
+    end: Option<EndView>,
     #[serde(default)]
     counts: Option<Counts>,
     #[serde(default)]
@@ -579,6 +605,12 @@ pub(crate) struct View<'a> {
     key: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     sig: Option<Cow<'a, str>>,
+}
+
+/// What the checks read of a `call` record's outcome.
+#[derive(Deserialize)]
+pub(crate) struct EndView {
+    status: Status,
 }
 
 impl<'a> View<'a> {
@@ -593,6 +625,7 @@ impl<'a> View<'a> {
             kind: Cow::Borrowed(rec.body.kind()),
             step: None,
             status: None,
+            end: None,
             counts: None,
             steps: None,
             head: None,
@@ -603,6 +636,12 @@ impl<'a> View<'a> {
             Body::RunStart(_) => {}
             Body::StepStart(s) => view.step = Some(s.step),
             Body::StepEnd(e) => (view.step, view.status) = (Some(e.step), Some(e.status)),
+            Body::Call(c) => {
+                view.step = Some(c.start.step);
+                view.end = Some(EndView {
+                    status: c.end.status,
+                });
+            }
             Body::Checkpoint(cp) => {
                 (view.key, view.sig) = (
                     Some(Cow::Borrowed(cp.key.as_str())),

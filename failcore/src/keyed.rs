@@ -94,20 +94,27 @@ pub(crate) fn read_prior(store: &dyn TraceStore, run: &str) -> Result<Prior, Err
             // A torn tail is dropped when the run is reopened; anything worse is refused there.
             break;
         };
-        match rec.record.body {
+        let body = rec.record.body;
+        match &body {
             Body::RunStart(start) => {
                 prior.mode = start.mode;
-                prior.resumed_from = start.resumed_from;
+                prior.resumed_from.clone_from(&start.resumed_from);
                 if let Some(at) = failcore_store::time::parse_rfc3339(&rec.record.ts) {
                     let age = SystemTime::now().duration_since(at).unwrap_or_default();
                     prior.started = Instant::now().checked_sub(age).unwrap_or(prior.started);
                 }
             }
-            Body::StepStart(s) => {
-                prior.next_step = prior.next_step.max(s.step + 1);
-                let Some(fp) = fp_key_hex(&s.fp) else {
-                    continue;
-                };
+            Body::RunEnd(_) => {
+                return Err(Error::Store(StoreError::Ended {
+                    run: run.to_owned(),
+                }))
+            }
+            // A signed checkpoint seals the chain; it is no step. Steps are read below, by what they hold.
+            Body::Checkpoint(_) | Body::StepStart(_) | Body::StepEnd(_) | Body::Call(_) => {}
+        }
+        if let Some(s) = body.start() {
+            prior.next_step = prior.next_step.max(s.step + 1);
+            if let Some(fp) = fp_key_hex(&s.fp) {
                 let scope = s
                     .parent
                     .and_then(|p| instances.get(&p))
@@ -124,21 +131,14 @@ pub(crate) fn read_prior(store: &dyn TraceStore, run: &str) -> Result<Prior, Err
                 };
                 prior.steps.push(PriorStep {
                     key,
-                    tool: s.tool,
+                    tool: s.tool.clone(),
                     consulted_index,
                 });
             }
-            Body::StepEnd(e) => {
-                count(&mut prior.counts, e.status);
-                prior.saved_ns += e.saved_ns.unwrap_or(0);
-            }
-            // A signed checkpoint seals the chain; it is no step.
-            Body::Checkpoint(_) => {}
-            Body::RunEnd(_) => {
-                return Err(Error::Store(StoreError::Ended {
-                    run: run.to_owned(),
-                }))
-            }
+        }
+        if let Some(e) = body.end() {
+            count(&mut prior.counts, e.status);
+            prior.saved_ns += e.saved_ns.unwrap_or(0);
         }
     }
     Ok(prior)
@@ -286,13 +286,20 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
+    /// How often the tool body of the replay test ran (the signing test counts on its own, so that the
+    /// two can run at once).
     static RAN: AtomicU32 = AtomicU32::new(0);
+    static RAN_SIGNED: AtomicU32 = AtomicU32::new(0);
 
     async fn call(session: &Session, n: i64) -> Value {
+        counted(session, n, &RAN).await
+    }
+
+    async fn counted(session: &Session, n: i64, ran: &'static AtomicU32) -> Value {
         let tool = DynamicTool::new("keyed_echo", "keyed test", Effect::Read).unwrap();
         let body: DynamicBody = Box::pin(async move {
-            RAN.fetch_add(1, Ordering::SeqCst);
-            Ok(json!(n * 10 + i64::from(RAN.load(Ordering::SeqCst))))
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok(json!(n * 10 + i64::from(ran.load(Ordering::SeqCst))))
         });
         session
             .scope(tool.call(&json!({ "n": n }), body))
@@ -303,12 +310,12 @@ mod tests {
     fn statuses(store: &MemoryStore, run: &str) -> Vec<(String, u32)> {
         let mut out = Vec::new();
         for r in RunReader::open(store, run).unwrap() {
-            match r.unwrap().record.body {
-                failcore_store::Body::StepStart(s) => {
-                    out.push((format!("start {}", s.step), s.occ))
-                }
-                failcore_store::Body::StepEnd(e) => out.push((e.status.as_str().to_owned(), 0)),
-                _ => {}
+            let body = r.unwrap().record.body;
+            if let Some(s) = body.start() {
+                out.push((format!("start {}", s.step), s.occ));
+            }
+            if let Some(e) = body.end() {
+                out.push((e.status.as_str().to_owned(), 0));
             }
         }
         out
@@ -329,14 +336,14 @@ mod tests {
                 .unwrap()
         };
         let a = open();
-        call(&a, 1).await;
+        counted(&a, 1, &RAN_SIGNED).await;
         a.close_open().await.unwrap();
         let run = a.run_id().to_owned();
         drop(a);
         let first_session = RunReader::open(store.as_ref(), &run).unwrap().count() as u64;
         let b = open();
         assert_eq!(b.run_id(), run);
-        call(&b, 2).await;
+        counted(&b, 2, &RAN_SIGNED).await;
         b.finish().await.unwrap();
         drop(b);
         let public = failcore_store::seal::PublicKey::parse(key().public_hex()).unwrap();

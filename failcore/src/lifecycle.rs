@@ -23,7 +23,7 @@ use std::future::Future;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
@@ -187,6 +187,10 @@ struct ReplayStep {
     session: Session,
     tool: &'static ToolDescriptor,
     step: u64,
+    /// Its encoded step_start: written with its outcome as one `call` record.
+    start: Vec<u8>,
+    /// The deferred intents of the calls it was made from.
+    up: Option<Arc<Intent>>,
     /// The run that holds the served record (an index into the replay index's runs).
     source_run: u16,
     source_seq: u64,
@@ -254,6 +258,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         session,
         parent,
         scope,
+        intent: up,
         ..
     } = ctx;
     let inner = &session.inner;
@@ -278,7 +283,15 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 &Decision::allow(),
             );
             return Entered(State::Done(
-                not_run(&session, tool, step, start, Status::Failed, durability, e).await,
+                not_run(
+                    &session,
+                    (tool, step, up.as_deref()),
+                    start,
+                    Status::Failed,
+                    durability,
+                    e,
+                )
+                .await,
             ));
         }
     };
@@ -312,7 +325,14 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     if let Some(blocked) = denied {
         let start = start_record(&decision);
         return Entered(State::Done(
-            block(&session, tool, start, &decision, blocked, step).await,
+            block(
+                &session,
+                (tool, step, up.as_deref()),
+                start,
+                &decision,
+                blocked,
+            )
+            .await,
         ));
     }
 
@@ -331,7 +351,15 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         };
         let start = start_record(&decision);
         return Entered(State::Done(
-            not_run(&session, tool, step, start, Status::Failed, durability, err).await,
+            not_run(
+                &session,
+                (tool, step, up.as_deref()),
+                start,
+                Status::Failed,
+                durability,
+                err,
+            )
+            .await,
         ));
     }
 
@@ -356,13 +384,14 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             };
             match output {
                 Some(output) => {
+                    // Written with its outcome, as one record, once the output is decoded.
                     let start = start_record(&decision);
-                    // Ordered before the step_end by the journal; the caller waits only for the step_end.
-                    inner.journal.enqueue_encoded("step_start", start);
                     return Entered(State::Replay(ReplayStep {
                         session: session.clone(),
                         tool,
                         step,
+                        start,
+                        up,
                         source_run,
                         source_seq: hit.seq,
                         saved_ns: hit.saved_ns,
@@ -407,7 +436,15 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             let start = start_record(&decision);
             let start = with_divergence(start, divergence.as_ref());
             return Entered(State::Done(
-                not_run(&session, tool, step, start, Status::Failed, durability, err).await,
+                not_run(
+                    &session,
+                    (tool, step, up.as_deref()),
+                    start,
+                    Status::Failed,
+                    durability,
+                    err,
+                )
+                .await,
             ));
         }
         pending_divergence = divergence;
@@ -428,38 +465,77 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             let err = blocked_error(tool, &decision);
             let start = start_record(&decision);
             return Entered(State::Done(
-                block(&session, tool, start, &decision, err, step).await,
+                block(&session, (tool, step, up.as_deref()), start, &decision, err).await,
             ));
         }
     }
 
-    // Write-ahead intent: durable (per the mode) before the body runs.
     let start = with_divergence(start_record(&decision), pending_divergence.as_ref());
-    if let Err(e) = inner
-        .journal
-        .append_encoded("step_start", start, durability)
-        .await
-    {
-        return Entered(State::Done(e.into()));
-    }
+    let intent = if matches!(tool.effect, Effect::Pure | Effect::Read) {
+        // Nothing to undo if the body never finishes: the intent waits for the outcome, and both are
+        // written as one record.
+        Some(Arc::new(Intent {
+            start: Mutex::new(Some(start)),
+            up,
+        }))
+    } else {
+        // Write-ahead intent: durable (per the mode) before the body runs.
+        flush(up.as_deref(), &inner.journal);
+        if let Err(e) = inner
+            .journal
+            .append_encoded("step_start", start, durability)
+            .await
+        {
+            return Entered(State::Done(e.into()));
+        }
+        None
+    };
     Entered(State::Execute(StepGuard {
         session: session.clone(),
         tool,
         step,
         identity: (key, occ),
         durability,
+        intent,
         done: false,
     }))
+}
+
+/// The intent of a call whose `step_start` is deferred (pure and read tools): written with the call's
+/// outcome as one `call` record, unless a call made inside it writes a record first, which needs its
+/// parent's `step_start` before it.
+pub(crate) struct Intent {
+    start: Mutex<Option<Vec<u8>>>,
+    /// The deferred intent of the call this one was made from, if any.
+    up: Option<Arc<Intent>>,
+}
+
+impl Intent {
+    /// Takes the deferred `step_start`, if no nested call wrote it yet.
+    fn take(&self) -> Option<Vec<u8>> {
+        self.start.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Writes the deferred `step_start`s of `intent` and of the calls it was made from that no record wrote
+/// yet, outermost first: done before any record of a call made inside them. Each is queued while its lock
+/// is held, so that the call's own outcome, which takes the lock to learn whether it was written, follows it.
+fn flush(intent: Option<&Intent>, journal: &failcore_store::Journal) {
+    let Some(intent) = intent else { return };
+    let mut start = intent.start.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(bytes) = start.take() {
+        flush(intent.up.as_deref(), journal);
+        journal.enqueue_encoded("step_start", bytes);
+    }
 }
 
 /// Records a refused call (its encoded step_start, and a `blocked` outcome) and returns the error to give back.
 async fn block(
     session: &Session,
-    tool: &'static ToolDescriptor,
+    (tool, step, up): (&'static ToolDescriptor, u64, Option<&Intent>),
     start: Vec<u8>,
     decision: &Decision,
     err: Error,
-    step: u64,
 ) -> Error {
     // The reason may quote the arguments: logged as it is recorded.
     let text = err.to_string();
@@ -474,15 +550,22 @@ async fn block(
         "call blocked: {text}"
     );
     let durability = session.inner.durability_for(tool.name);
-    not_run(session, tool, step, start, Status::Blocked, durability, err).await
+    not_run(
+        session,
+        (tool, step, up),
+        start,
+        Status::Blocked,
+        durability,
+        err,
+    )
+    .await
 }
 
-/// Records a step whose body never ran (its intent, and an outcome carrying `err`) and returns the error to
-/// give back.
+/// Records a step whose body never ran (its intent and an outcome carrying `err`, as one `call` record) and
+/// returns the error to give back.
 async fn not_run(
     session: &Session,
-    tool: &'static ToolDescriptor,
-    step: u64,
+    (tool, step, up): (&'static ToolDescriptor, u64, Option<&Intent>),
     start: Vec<u8>,
     status: Status,
     durability: Durability,
@@ -499,9 +582,10 @@ async fn not_run(
         &[],
     );
     let journal = &session.inner.journal;
-    journal.enqueue_encoded("step_start", start);
+    flush(up, journal);
     session.inner.count(status);
-    match journal.append_encoded("step_end", end, durability).await {
+    let call = failcore_store::call_fields(start, &end);
+    match journal.append_encoded("call", call, durability).await {
         Ok(_) => err,
         // The trace could not take the record: the store's failure is the more urgent news.
         Err(store) => Error::Store(store),
@@ -652,10 +736,26 @@ struct StepGuard {
     /// This call's identity (key, occurrence): the calls made inside it are scoped by it.
     identity: (u128, u32),
     durability: Durability,
+    /// A pure or read call's deferred intent (its `step_start` is written with its outcome).
+    intent: Option<Arc<Intent>>,
     done: bool,
 }
 
 impl StepGuard {
+    /// The record of this call's outcome `end` (an encoded `step_end`): the `step_end` itself, or, when the
+    /// intent was deferred and no nested call wrote it, one `call` record holding both.
+    fn outcome_record(&self, end: Vec<u8>) -> (&'static str, Vec<u8>) {
+        let Some(intent) = &self.intent else {
+            return ("step_end", end);
+        };
+        let journal = &self.session.inner.journal;
+        flush(intent.up.as_deref(), journal);
+        match intent.take() {
+            Some(start) => ("call", failcore_store::call_fields(start, &end)),
+            None => ("step_end", end),
+        }
+    }
+
     async fn end(
         &mut self,
         status: Status,
@@ -679,10 +779,11 @@ impl StepGuard {
         if let Some(seal) = seal {
             seal.keep().await;
         }
+        let (kind, record) = self.outcome_record(end);
         self.session
             .inner
             .journal
-            .append_encoded("step_end", end, self.durability)
+            .append_encoded(kind, record, self.durability)
             .await?;
         Ok(())
     }
@@ -753,10 +854,11 @@ impl StepGuard {
             // Never served: nothing to keep.
             inexact(end)
         };
+        let (kind, record) = self.outcome_record(end);
         self.session
             .inner
             .journal
-            .append_encoded("step_end", end, self.durability)
+            .append_encoded(kind, record, self.durability)
             .await?;
         Ok(())
     }
@@ -777,7 +879,8 @@ impl Drop for StepGuard {
                 None,
                 &[],
             );
-            self.session.inner.journal.enqueue_encoded("step_end", end);
+            let (kind, record) = self.outcome_record(end);
+            self.session.inner.journal.enqueue_encoded(kind, record);
         }
     }
 }
@@ -869,6 +972,7 @@ where
                 session: guard.session.clone(),
                 parent: Some(guard.step),
                 scope: Some(guard.identity),
+                intent: guard.intent.clone(),
                 by_name: None,
             };
             let started = Instant::now();
@@ -951,9 +1055,11 @@ impl ReplayStep {
         if let Some(seal) = seal {
             seal.keep().await;
         }
+        flush(self.up.as_deref(), &inner.journal);
+        let call = failcore_store::call_fields(self.start, &end);
         inner
             .journal
-            .append_encoded("step_end", end, inner.durability_for(self.tool.name))
+            .append_encoded("call", call, inner.durability_for(self.tool.name))
             .await?;
         Ok(())
     }
@@ -981,9 +1087,11 @@ impl ReplayStep {
             None,
             &[],
         );
+        flush(self.up.as_deref(), &inner.journal);
+        let call = failcore_store::call_fields(self.start, &end);
         match inner
             .journal
-            .append_encoded("step_end", end, inner.durability_for(self.tool.name))
+            .append_encoded("call", call, inner.durability_for(self.tool.name))
             .await
         {
             Ok(_) => err,

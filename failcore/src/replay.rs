@@ -145,6 +145,46 @@ struct Lean<'a> {
     decision: Option<LeanDecision<'a>>,
     #[serde(default, borrow)]
     redacted: Option<&'a RawValue>,
+    /// A `call` record's outcome (a `step_end`'s carries the same fields at the top).
+    #[serde(default, borrow)]
+    end: Option<LeanEnd<'a>>,
+}
+
+/// The fields of a step's outcome that resume reads.
+#[derive(Deserialize)]
+struct LeanEnd<'a> {
+    #[serde(default)]
+    status: Option<&'a str>,
+    #[serde(default, borrow)]
+    output: Option<&'a RawValue>,
+    #[serde(default)]
+    latency_ns: Option<u64>,
+    #[serde(default)]
+    saved_ns: Option<u64>,
+    #[serde(default)]
+    cost: Option<f64>,
+    #[serde(default)]
+    exact: Option<bool>,
+    #[serde(default, borrow)]
+    replayed_from: Option<LeanSource<'a>>,
+    #[serde(default, borrow)]
+    redacted: Option<&'a RawValue>,
+}
+
+impl<'a> Lean<'a> {
+    /// A `step_end`'s outcome: its top-level fields.
+    fn outcome(&mut self) -> LeanEnd<'a> {
+        LeanEnd {
+            status: self.status,
+            output: self.output,
+            latency_ns: self.latency_ns,
+            saved_ns: self.saved_ns,
+            cost: self.cost,
+            exact: self.exact,
+            replayed_from: self.replayed_from.take(),
+            redacted: self.redacted,
+        }
+    }
 }
 
 type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<PrehashedKey>>;
@@ -453,6 +493,119 @@ impl ReplayIndex {
     }
 }
 
+/// A step's intent, read (from a `step_start` or a `call`): its step and what resume keeps of it. Its call
+/// is added to the positions of its tool. `identities` holds the steps started before it, for its scope.
+fn started(
+    rec: &Lean<'_>,
+    loaded: &mut Loaded,
+    identities: &HashMap<u64, (u128, u32)>,
+) -> Result<(u64, Started), &'static str> {
+    let (Some(step), Some(fp)) = (rec.step, rec.fp) else {
+        return Err("without step or fp");
+    };
+    let Some(tool) = &rec.tool else {
+        return Err("without tool");
+    };
+    let tool = tool.to_string();
+    if let Some(args) = rec.args {
+        match loaded.positions.get_mut(tool.as_str()) {
+            Some(list) => list.push((rec.seq, args.to_owned())),
+            None => {
+                loaded
+                    .positions
+                    .insert(tool.clone(), vec![(rec.seq, args.to_owned())]);
+            }
+        }
+    }
+    let Some(fp_key) = fp_key_hex(fp) else {
+        return Err("without a fingerprint (`fp` is not hex)");
+    };
+    let scope = match rec.parent {
+        None => 0,
+        Some(parent) => match identities.get(&parent) {
+            Some(&(key, occ)) => instance_key(key, occ),
+            None => return Err("names a parent step that never started"),
+        },
+    };
+    let key = scoped_key(scope, fp_key);
+    let occ = rec.occ.unwrap_or(0);
+    let (refused, in_flight_block) = match &rec.decision {
+        Some(d) if d.outcome != "allow" && d.outcome != "approved" => {
+            let in_flight = d.rule.as_deref() == Some("resume.in_flight");
+            (!in_flight, in_flight)
+        }
+        _ => (false, false),
+    };
+    let started = Started {
+        key,
+        occ,
+        fp: fp.to_owned(),
+        tool,
+        refused,
+        in_flight_block,
+    };
+    Ok((step, started))
+}
+
+/// A step's outcome, read (from a `step_end` or a `call`, record `seq` of `run`): a success becomes a hit
+/// of its identity; a call that was not served is a miss; a refusal as in flight stays a doubt.
+fn ended(
+    loaded: &mut Loaded,
+    run: &str,
+    step: u64,
+    start: Started,
+    seq: u64,
+    rec: LeanEnd<'_>,
+) -> Result<(), Error> {
+    let replayed = rec.status == Some("replayed");
+    if let Some(src) = &rec.replayed_from {
+        loaded
+            .consumed
+            .insert((src.run.clone().into_owned(), src.seq));
+    }
+    if !replayed && !start.refused {
+        loaded.misses.push(start.key);
+    }
+    if start.in_flight_block {
+        loaded.doubts.push((
+            start.key,
+            InFlightStep {
+                run: run.to_owned(),
+                step,
+                tool: start.tool,
+                fingerprint: start.fp,
+            },
+        ));
+        return Ok(());
+    }
+    if !matches!(rec.status, Some("ok" | "replayed")) || rec.exact == Some(false) {
+        return Ok(());
+    }
+    let output = match rec.output {
+        Some(raw) => raw.to_owned(),
+        None => serde_json::value::to_raw_value(&serde_json::Value::Null)
+            .map_err(|e| Error::Config(e.to_string()))?,
+    };
+    let latency = rec.latency_ns.unwrap_or(0);
+    let saved_ns = rec.saved_ns.unwrap_or(latency).max(latency);
+    let hit = Hit {
+        occ: start.occ,
+        run: 0,
+        seq,
+        output,
+        saved_ns,
+        cost: rec.cost,
+        redacted: rec.redacted.is_some_and(|r| r.get().contains("\"/output")),
+    };
+    match loaded.hits.entry(start.key) {
+        Entry::Occupied(mut queue) => queue.get_mut().add(hit),
+        Entry::Vacant(slot) => {
+            slot.insert(Queue::One(hit));
+        }
+    }
+    Ok(())
+}
+
 /// Loads one run through the verified reader: every record passes the checks of `verify` (chain, seq, run
 /// id, structure) before it is indexed; a run that fails is refused naming the first bad record, unless
 /// `serve_prefix` asks for the records verified before it.
@@ -484,63 +637,23 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
                 line,
                 reason,
             })?;
+        let kind = rec.kind;
+        let mut rec = rec;
         let corrupt = |what: &str| Error::Corrupt {
             file: reader.name().to_owned(),
             line,
-            reason: format!("{} record {what}", rec.kind),
+            reason: format!("{kind} record {what}"),
         };
         match rec.kind {
             "step_start" => {
-                let (Some(step), Some(fp)) = (rec.step, rec.fp) else {
-                    return Err(corrupt("without step or fp"));
-                };
-                let Some(tool) = rec.tool else {
-                    return Err(corrupt("without tool"));
-                };
-                let tool = tool.into_owned();
-                if let Some(args) = rec.args {
-                    match loaded.positions.get_mut(tool.as_str()) {
-                        Some(list) => list.push((rec.seq, args.to_owned())),
-                        None => {
-                            loaded
-                                .positions
-                                .insert(tool.clone(), vec![(rec.seq, args.to_owned())]);
-                        }
-                    }
-                }
-                let Some(fp_key) = fp_key_hex(fp) else {
-                    return Err(corrupt("without a fingerprint (`fp` is not hex)"));
-                };
-                let scope = match rec.parent {
-                    None => 0,
-                    Some(parent) => match identities.get(&parent) {
-                        Some(&(key, occ)) => instance_key(key, occ),
-                        None => return Err(corrupt("names a parent step that never started")),
-                    },
-                };
-                let key = scoped_key(scope, fp_key);
-                let occ = rec.occ.unwrap_or(0);
-                if identities.insert(step, (key, occ)).is_some() {
+                let (step, started) = started(&rec, &mut loaded, &identities).map_err(corrupt)?;
+                if identities
+                    .insert(step, (started.key, started.occ))
+                    .is_some()
+                {
                     return Err(corrupt("starts a step that already started"));
                 }
-                let (refused, in_flight_block) = match &rec.decision {
-                    Some(d) if d.outcome != "allow" && d.outcome != "approved" => {
-                        let in_flight = d.rule.as_deref() == Some("resume.in_flight");
-                        (!in_flight, in_flight)
-                    }
-                    _ => (false, false),
-                };
-                starts.insert(
-                    step,
-                    Started {
-                        key,
-                        occ,
-                        fp: fp.to_owned(),
-                        tool,
-                        refused,
-                        in_flight_block,
-                    },
-                );
+                starts.insert(step, started);
             }
             "step_end" => {
                 let Some(step) = rec.step else {
@@ -549,52 +662,21 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
                 let Some(start) = starts.remove(&step) else {
                     continue;
                 };
-                let replayed = rec.status == Some("replayed");
-                if let Some(src) = &rec.replayed_from {
-                    loaded
-                        .consumed
-                        .insert((src.run.clone().into_owned(), src.seq));
+                let outcome = rec.outcome();
+                ended(&mut loaded, run, step, start, rec.seq, outcome)?;
+            }
+            "call" => {
+                let (step, started) = started(&rec, &mut loaded, &identities).map_err(corrupt)?;
+                if identities
+                    .insert(step, (started.key, started.occ))
+                    .is_some()
+                {
+                    return Err(corrupt("starts a step that already started"));
                 }
-                if !replayed && !start.refused {
-                    loaded.misses.push(start.key);
-                }
-                if start.in_flight_block {
-                    loaded.doubts.push((
-                        start.key,
-                        InFlightStep {
-                            run: run.to_owned(),
-                            step,
-                            tool: start.tool,
-                            fingerprint: start.fp,
-                        },
-                    ));
-                    continue;
-                }
-                if !matches!(rec.status, Some("ok" | "replayed")) || rec.exact == Some(false) {
-                    continue;
-                }
-                let output = match rec.output {
-                    Some(raw) => raw.to_owned(),
-                    None => serde_json::value::to_raw_value(&serde_json::Value::Null)
-                        .map_err(|e| Error::Config(e.to_string()))?,
+                let Some(outcome) = rec.end.take() else {
+                    return Err(corrupt("without its `end`"));
                 };
-                let latency = rec.latency_ns.unwrap_or(0);
-                let saved_ns = rec.saved_ns.unwrap_or(latency).max(latency);
-                let hit = Hit {
-                    occ: start.occ,
-                    run: 0,
-                    seq: rec.seq,
-                    output,
-                    saved_ns,
-                    cost: rec.cost,
-                    redacted: rec.redacted.is_some_and(|r| r.get().contains("\"/output")),
-                };
-                match loaded.hits.entry(start.key) {
-                    Entry::Occupied(mut queue) => queue.get_mut().add(hit),
-                    Entry::Vacant(slot) => {
-                        slot.insert(Queue::One(hit));
-                    }
-                }
+                ended(&mut loaded, run, step, started, rec.seq, outcome)?;
             }
             "run_end" => loaded.complete = true,
             "run_start" => loaded.resumed_from = rec.resumed_from.map(Cow::into_owned),

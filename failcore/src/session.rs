@@ -29,6 +29,9 @@ pub(crate) struct Context {
     /// The identity (key, occurrence) of the call this one is made from, `None` at the top level: nested
     /// calls are matched within it. Hashed into a scope only when a nested call is made.
     pub scope: Option<(u128, u32)>,
+    /// The deferred intent of the call this one is made from (a pure or read tool's), which must be
+    /// written before any record of this call.
+    pub intent: Option<Arc<crate::lifecycle::Intent>>,
     /// Set by a by-name call (`call_json`): where the lifecycle reports a FailCore error of that call,
     /// which the tool's own error type would otherwise reduce to text. Tool bodies run without it, so the
     /// calls they make report nothing to the outer by-name call.
@@ -323,6 +326,7 @@ impl Session {
                     session: self.clone(),
                     parent: None,
                     scope: None,
+                    intent: None,
                     by_name: None,
                 },
                 fut,
@@ -898,6 +902,7 @@ pub(crate) fn context() -> Result<Context, Error> {
         session: default_session()?,
         parent: None,
         scope: None,
+        intent: None,
         by_name: None,
     })
 }

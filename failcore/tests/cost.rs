@@ -30,12 +30,12 @@ fn steps(store: &JsonlStore, run: &str) -> Vec<(String, Status, Option<f64>)> {
     let mut tools = std::collections::HashMap::new();
     let mut out = Vec::new();
     for rec in RunReader::open(store, run).unwrap() {
-        match rec.unwrap().record.body {
-            Body::StepStart(s) => {
-                tools.insert(s.step, s.tool);
-            }
-            Body::StepEnd(e) => out.push((tools[&e.step].clone(), e.status, e.cost)),
-            _ => {}
+        let body = rec.unwrap().record.body;
+        if let Some(s) = body.start() {
+            tools.insert(s.step, s.tool.clone());
+        }
+        if let Some(e) = body.end() {
+            out.push((tools[&e.step].clone(), e.status, e.cost));
         }
     }
     out

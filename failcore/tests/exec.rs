@@ -497,10 +497,7 @@ async fn an_escape_attempt_is_recorded_with_its_sandbox_and_replayed() {
 
     let ends: Vec<_> = RunReader::open(store.as_ref(), &run_id)
         .unwrap()
-        .filter_map(|r| match r.unwrap().record.body {
-            Body::StepEnd(e) => Some(e),
-            _ => None,
-        })
+        .filter_map(|r| r.unwrap().record.body.end().cloned())
         .collect();
     assert_eq!(ends[0].status, Status::Ok);
     let recorded: ExecOutput =
@@ -510,10 +507,7 @@ async fn an_escape_attempt_is_recorded_with_its_sandbox_and_replayed() {
     assert_eq!(ends[1].status, Status::Blocked);
     let starts: Vec<_> = RunReader::open(store.as_ref(), &run_id)
         .unwrap()
-        .filter_map(|r| match r.unwrap().record.body {
-            Body::StepStart(s) => Some(s.decision),
-            _ => None,
-        })
+        .filter_map(|r| r.unwrap().record.body.start().map(|s| s.decision.clone()))
         .collect();
     assert_eq!(starts[1].outcome, DecisionOutcome::Deny);
     assert_eq!(starts[1].rule.as_deref(), Some("exec.sandbox.path"));

@@ -64,6 +64,7 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
                 match rec.record.body {
                     Body::RunStart(s) => d.resumed_from = s.resumed_from,
                     Body::StepEnd(e) => d.counts.add(e.status),
+                    Body::Call(c) => d.counts.add(c.end.status),
                     Body::RunEnd(e) => ended = Some(e.status),
                     Body::StepStart(_) | Body::Checkpoint(_) => {}
                 }

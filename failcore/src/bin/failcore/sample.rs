@@ -8,7 +8,7 @@
 //! Run it with `cargo run --example sample` (or `failcore sample`). The first run happens in a child
 //! process, which dies; this process then resumes it.
 
-use failcore::store::{Body, RunReader, Status};
+use failcore::store::{RunReader, Status};
 use failcore::Session;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -228,11 +228,12 @@ fn steps_since(session: &Session, seen: &mut usize) -> Vec<String> {
     let mut lines = Vec::new();
     let first_new = *seen;
     for (i, rec) in reader.filter_map(Result::ok).enumerate() {
-        match rec.record.body {
-            Body::StepStart(s) => {
-                rules.insert(s.step, s.decision);
-            }
-            Body::StepEnd(e) if i >= first_new => {
+        let body = rec.record.body;
+        if let Some(s) = body.start() {
+            rules.insert(s.step, s.decision.clone());
+        }
+        match body.end().cloned() {
+            Some(e) if i >= first_new => {
                 let mut line = match e.status {
                     Status::Ok => format!("executed   {:>6.1} ms", e.latency_ns as f64 / 1e6),
                     Status::Replayed => format!(

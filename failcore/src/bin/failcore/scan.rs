@@ -169,6 +169,16 @@ pub fn scan_reader(mut reader: RunReader, mut f: impl FnMut(Event) -> bool) -> O
                 true
             }
             failcore::store::Body::Checkpoint(_) => true,
+            failcore::store::Body::Call(c) => {
+                let c = *c;
+                let o = Open {
+                    seq: r.seq,
+                    ts: r.ts.clone(),
+                    s: c.start,
+                };
+                ready.insert(o.s.step, make(o, Some(c.end), Some(r.ts)));
+                release(&open, &mut ready, &mut f)
+            }
             failcore::store::Body::StepEnd(e) => match open.remove(&e.step) {
                 Some(o) => {
                     ready.insert(o.s.step, make(o, Some(e), Some(r.ts)));
@@ -269,20 +279,18 @@ impl<'a> Sources<'a> {
             let loaded = RunReader::open(self.store, run).ok().map(|reader| {
                 let mut r = SourceRun::default();
                 for rec in reader.map_while(Result::ok) {
-                    match rec.record.body {
-                        failcore::store::Body::StepStart(s) => {
-                            r.steps.insert(rec.record.seq, s.step);
+                    let body = rec.record.body;
+                    if let Some(s) = body.start() {
+                        r.steps.insert(rec.record.seq, s.step);
+                    }
+                    if let Some(e) = body.end() {
+                        r.steps.insert(rec.record.seq, e.step);
+                        if !e.drift.is_empty() {
+                            r.drift.insert(e.step, e.drift.clone());
                         }
-                        failcore::store::Body::StepEnd(e) => {
-                            r.steps.insert(rec.record.seq, e.step);
-                            if !e.drift.is_empty() {
-                                r.drift.insert(e.step, e.drift);
-                            }
-                            if let Some(src) = e.replayed_from {
-                                r.replayed.insert(e.step, src);
-                            }
+                        if let Some(src) = &e.replayed_from {
+                            r.replayed.insert(e.step, src.clone());
                         }
-                        _ => {}
                     }
                 }
                 r
