@@ -8,7 +8,7 @@
 
 use failcore::exec::ExecOutput;
 use failcore::policy::ExecPolicy;
-use failcore::store::{Body, RunReader};
+use failcore::store::RunReader;
 use failcore::{Session, ToolError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,8 +87,10 @@ async fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     println!("\nthe trace of run {run}:");
     for line in RunReader::open(store.as_ref(), &run)? {
-        if let Body::StepEnd(end) = line?.record.body {
-            let Some(output) = end.output else { continue };
+        if let Some(end) = line?.record.body.end() {
+            let Some(output) = end.output.clone() else {
+                continue;
+            };
             let out: ExecOutput = serde_json::from_value(output)?;
             println!(
                 "  step {}: {} {} -> exit {:?}, stderr {:?}",

@@ -9,7 +9,7 @@
 mod scripted_llm;
 
 use failcore::model::{Models, Price};
-use failcore::store::{Body, JsonlStore, RunReader, Status, TraceStore};
+use failcore::store::{JsonlStore, RunReader, Status, TraceStore};
 use failcore::Session;
 use scripted_llm::{usage_of_turn, Scripted, MODEL};
 use std::path::Path;
@@ -115,12 +115,12 @@ fn steps(store: &dyn TraceStore, run: &str) -> Vec<(String, Status)> {
     let mut tools = std::collections::HashMap::new();
     let mut out = Vec::new();
     for r in RunReader::open(store, run).unwrap() {
-        match r.unwrap().record.body {
-            Body::StepStart(s) => {
-                tools.insert(s.step, s.tool);
-            }
-            Body::StepEnd(e) => out.push((tools[&e.step].clone(), e.status)),
-            _ => {}
+        let body = r.unwrap().record.body;
+        if let Some(s) = body.start() {
+            tools.insert(s.step, s.tool.clone());
+        }
+        if let Some(e) = body.end() {
+            out.push((tools[&e.step].clone(), e.status));
         }
     }
     out
@@ -219,7 +219,7 @@ async fn a_killed_rig_agent_resumes_from_its_model_and_tool_steps_and_replays_of
     let mut saved_cost = 0.0;
     for r in RunReader::open(store.as_ref(), &second).unwrap() {
         let rec = r.unwrap().record;
-        if let Body::StepEnd(e) = rec.body {
+        if let Some(e) = rec.body.end() {
             if e.status == Status::Replayed {
                 if let Some((u, c)) = e
                     .output
@@ -285,9 +285,12 @@ async fn a_model_off_the_allow_list_is_refused_before_anything_is_sent_and_recor
     session.finish().await.unwrap();
     let blocked: Vec<_> = RunReader::open(store.as_ref(), &run)
         .unwrap()
-        .filter_map(|r| match r.unwrap().record.body {
-            Body::StepStart(s) => Some(s.decision.rule),
-            _ => None,
+        .filter_map(|r| {
+            r.unwrap()
+                .record
+                .body
+                .start()
+                .map(|s| s.decision.rule.clone())
         })
         .collect();
     assert_eq!(blocked, [Some("model.allow".to_owned())]);

@@ -3,7 +3,7 @@
 
 mod support;
 
-use failcore::store::{Body, JsonlStore, RunReader, Status, TraceStore};
+use failcore::store::{JsonlStore, RunReader, Status, TraceStore};
 use serde_json::{json, Value};
 use std::process::Command;
 use support::{example, text, McpClient};
@@ -29,12 +29,12 @@ fn steps(dir: &std::path::Path) -> Vec<(String, Status)> {
     let mut tools = std::collections::HashMap::new();
     let mut out = Vec::new();
     for r in RunReader::open(&store, &last).unwrap() {
-        match r.unwrap().record.body {
-            Body::StepStart(s) => {
-                tools.insert(s.step, s.tool.clone());
-            }
-            Body::StepEnd(e) => out.push((tools[&e.step].clone(), e.status)),
-            _ => {}
+        let body = r.unwrap().record.body;
+        if let Some(s) = body.start() {
+            tools.insert(s.step, s.tool.clone());
+        }
+        if let Some(e) = body.end() {
+            out.push((tools[&e.step].clone(), e.status));
         }
     }
     out

@@ -327,7 +327,7 @@ fn a_fleet_of_four_workers_survives_one_killed_and_resumed_by_the_others() {
     let successes = |run: &str, status: failcore::store::Status| -> usize {
         records(run)
             .iter()
-            .filter(|r| matches!(&r.record.body, failcore::store::Body::StepEnd(e) if e.status == status))
+            .filter(|r| matches!(r.record.body.end(), Some(e) if e.status == status))
             .count()
     };
     let acked_by_task: BTreeMap<String, usize> =

@@ -195,8 +195,8 @@ fn a_run_killed_on_one_machine_resumes_on_another() {
         .filter_map(Result::ok)
         .filter(|r| {
             matches!(
-                &r.record.body,
-                failcore::store::Body::StepEnd(e) if e.status == failcore::store::Status::Replayed
+                r.record.body.end(),
+                Some(e) if e.status == failcore::store::Status::Replayed
             )
         })
         .count();

@@ -4,7 +4,7 @@
 
 mod support;
 
-use failcore::store::{Body, JsonlStore, RunReader, TraceStore};
+use failcore::store::{JsonlStore, RunReader, TraceStore};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -56,16 +56,16 @@ fn steps(store: &Path) -> Vec<Value> {
     let mut tools = std::collections::HashMap::new();
     let mut out = Vec::new();
     for r in RunReader::open(&store, &last).unwrap() {
-        match r.unwrap().record.body {
-            Body::StepStart(s) => {
-                tools.insert(s.step, s.tool.clone());
-            }
-            Body::StepEnd(e) => out.push(json!([
+        let body = r.unwrap().record.body;
+        if let Some(s) = body.start() {
+            tools.insert(s.step, s.tool.clone());
+        }
+        if let Some(e) = body.end() {
+            out.push(json!([
                 tools[&e.step],
                 e.status.as_str(),
-                e.output.unwrap_or(Value::Null)
-            ])),
-            _ => {}
+                e.output.clone().unwrap_or(Value::Null)
+            ]));
         }
     }
     out
@@ -1101,7 +1101,7 @@ fn e2e_langgraph_per_call_client_records_one_run_resumes_after_a_kill_and_replay
             .map(|run| {
                 RunReader::open(&store, &run)
                     .unwrap()
-                    .filter(|r| matches!(r.as_ref().map(|r| &r.record.body), Ok(Body::StepEnd(_))))
+                    .filter(|r| r.as_ref().is_ok_and(|r| r.record.body.end().is_some()))
                     .count()
             })
             .unwrap_or(0)

@@ -1,7 +1,7 @@
 //! Registered tools as rig tools: definitions with the normalised schemas, calls through the lifecycle.
 #![cfg(feature = "rig")]
 
-use failcore::store::{Body, MemoryStore, RunReader, Status};
+use failcore::store::{MemoryStore, RunReader, Status};
 use failcore::{Error, Session, Verdict};
 use serde_json::json;
 use std::sync::Arc;
@@ -74,10 +74,7 @@ async fn rig_tools_call_through_the_lifecycle() {
     session.finish().await.unwrap();
     let statuses: Vec<Status> = RunReader::open(store.as_ref(), &run)
         .unwrap()
-        .filter_map(|r| match r.unwrap().record.body {
-            Body::StepEnd(e) => Some(e.status),
-            _ => None,
-        })
+        .filter_map(|r| r.unwrap().record.body.end().map(|e| e.status))
         .collect();
     assert_eq!(statuses, [Status::Ok, Status::Blocked]);
 }
