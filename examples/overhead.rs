@@ -28,9 +28,26 @@ async fn add_bare(a: i64, b: i64) -> Result<i64, E> {
     Ok(std::hint::black_box(a) + b)
 }
 
+/// Pure: one `call` record per call, written once the body is done.
 #[failcore::tool(effect = "pure")]
 async fn add(a: i64, b: i64) -> Result<i64, E> {
     Ok(std::hint::black_box(a) + b)
+}
+
+/// The same with no declared effect: its intent is written ahead of its body, then its outcome (two records
+/// per call).
+#[failcore::tool]
+async fn add_ahead(a: i64, b: i64) -> Result<i64, E> {
+    Ok(std::hint::black_box(a) + b)
+}
+
+/// One guarded call: `add`, or `add_ahead` when `ahead`.
+async fn guarded(ahead: bool, a: i64, b: i64) {
+    let _ = if ahead {
+        add_ahead(a, b).await
+    } else {
+        add(a, b).await
+    };
 }
 
 fn cpu_ns(clock: libc::clockid_t) -> u64 {
@@ -198,19 +215,20 @@ fn section(rt: &tokio::runtime::Runtime, dir: &std::path::Path, load: Option<&Lo
         })
     });
     print_row("bare async fn (baseline)", bare, bare, None);
-    let guarded_loop = |s: Session| {
+    let tool_loop = |s: Session, ahead: bool| {
         in_loop(rt, load, rounds, n, move |base| {
             let s = s.clone();
             Box::pin(async move {
                 s.scope(async {
                     for i in 0..n {
-                        let _ = add((base + i) as i64, 1).await;
+                        guarded(ahead, (base + i) as i64, 1).await;
                     }
                 })
                 .await
             })
         })
     };
+    let guarded_loop = |s: Session| tool_loop(s, false);
     let mem = Session::builder()
         .store(Arc::new(MemoryStore::new()))
         .open()
@@ -223,15 +241,25 @@ fn section(rt: &tokio::runtime::Runtime, dir: &std::path::Path, load: Option<&Lo
     );
     rt.block_on(mem.finish()).expect("finish");
     let mut flushed_run = None;
-    for d in [Durability::Buffered, Durability::Flushed] {
-        let sub = dir.join(format!("{tag}-loop-{d}").replace(' ', "-"));
+    for (ahead, d) in [
+        (false, Durability::Buffered),
+        (false, Durability::Flushed),
+        (true, Durability::Buffered),
+        (true, Durability::Flushed),
+    ] {
+        let sub = dir.join(format!("{tag}-loop-{d}-{ahead}").replace(' ', "-"));
         let (s, path) = session(&sub, d);
-        let f = guarded_loop(s.clone());
+        let f = tool_loop(s.clone(), ahead);
         rt.block_on(s.finish()).expect("finish");
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64
             / (rounds as f64 * n as f64);
-        print_row(&format!("guarded, JSONL, {d}"), f, bare, Some(bytes));
-        if d == Durability::Flushed {
+        let label = if ahead {
+            format!("guarded, JSONL, {d}, intent ahead")
+        } else {
+            format!("guarded, JSONL, {d}")
+        };
+        print_row(&label, f, bare, Some(bytes));
+        if d == Durability::Flushed && !ahead {
             flushed_run = Some((sub, s.run_id().to_owned()));
         }
     }
@@ -278,21 +306,27 @@ fn section(rt: &tokio::runtime::Runtime, dir: &std::path::Path, load: Option<&Lo
         })
     });
     print_row("bare async fn (baseline)", bare, bare, None);
-    for d in [Durability::Buffered, Durability::Flushed] {
-        let sub = dir.join(format!("{tag}-isolated-{d}").replace(' ', "-"));
+    for (ahead, d) in [
+        (false, Durability::Buffered),
+        (false, Durability::Flushed),
+        (true, Durability::Flushed),
+    ] {
+        let sub = dir.join(format!("{tag}-isolated-{d}-{ahead}").replace(' ', "-"));
         let (s, _) = session(&sub, d);
         let s2 = s.clone();
         let f = isolated(rt, load, calls, move |i| {
             let s = s2.clone();
             Box::pin(async move {
-                s.scope(async {
-                    let _ = add(i as i64, 2).await;
-                })
-                .await
+                s.scope(guarded(ahead, i as i64, 2)).await;
             })
         });
         rt.block_on(s.finish()).expect("finish");
-        print_row(&format!("guarded, JSONL, {d}"), f, bare, None);
+        let label = if ahead {
+            format!("guarded, JSONL, {d}, intent ahead")
+        } else {
+            format!("guarded, JSONL, {d}")
+        };
+        print_row(&label, f, bare, None);
     }
 }
 
