@@ -229,14 +229,7 @@ impl Call {
 /// the `step_end`'s beginning with its `step`, as every encoder of this crate and the runtime writes it):
 /// the start's fields, then `"end"` with the end's but `step`.
 pub fn call_fields(mut start: Vec<u8>, end: &[u8]) -> Vec<u8> {
-    let outcome = end
-        .strip_prefix(b"{\"step\":")
-        .map(|rest| {
-            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            &rest[digits..]
-        })
-        .and_then(|rest| rest.strip_prefix(b","))
-        .unwrap_or(end.get(1..).unwrap_or_default());
+    let outcome = outcome_fields(end);
     if start.last() == Some(&b'}') {
         start.pop();
     }
@@ -247,15 +240,41 @@ pub fn call_fields(mut start: Vec<u8>, end: &[u8]) -> Vec<u8> {
     start
 }
 
+/// The fields of an encoded `step_end` after its `step`, with the closing brace: `{"step":N,<rest>` gives
+/// `<rest>`.
+fn outcome_fields(end: &[u8]) -> &[u8] {
+    end.strip_prefix(b"{\"step\":")
+        .map(|rest| {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            &rest[digits..]
+        })
+        .and_then(|rest| rest.strip_prefix(b","))
+        .unwrap_or(end.get(1..).unwrap_or_default())
+}
+
 impl Serialize for Call {
+    /// The fields of [`Call::encode_fields`], in that order (the outcome is spliced in as JSON text, so this
+    /// serializes to JSON only).
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let fields = self.encode_fields().map_err(serde::ser::Error::custom)?;
-        let raw: Box<serde_json::value::RawValue> =
-            serde_json::from_slice(&fields).map_err(serde::ser::Error::custom)?;
-        // Flattened into the record by `Body`'s tag: a map of the fields, in order.
-        let map: serde_json::Map<String, Value> =
-            serde_json::from_str(raw.get()).map_err(serde::ser::Error::custom)?;
-        map.serialize(serializer)
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            #[serde(flatten)]
+            start: &'a StepStart,
+            end: Box<serde_json::value::RawValue>,
+        }
+        let end = serde_json::to_vec(&self.end).map_err(serde::ser::Error::custom)?;
+        let mut outcome = b"{".to_vec();
+        outcome.extend_from_slice(outcome_fields(&end));
+        let end = String::from_utf8(outcome)
+            .map_err(serde::ser::Error::custom)
+            .and_then(|o| {
+                serde_json::value::RawValue::from_string(o).map_err(serde::ser::Error::custom)
+            })?;
+        Wire {
+            start: &self.start,
+            end,
+        }
+        .serialize(serializer)
     }
 }
 

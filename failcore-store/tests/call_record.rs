@@ -151,3 +151,13 @@ fn a_call_record_without_its_outcome_or_with_a_second_step_is_refused() {
         assert!(fault.message.contains(says), "{says}: {fault}");
     }
 }
+
+#[test]
+fn a_call_body_serializes_with_serde_in_the_order_it_is_written() {
+    let body = call(3);
+    let text = serde_json::to_string(&body).unwrap();
+    let fields = String::from_utf8(body.encode_fields().unwrap()).unwrap();
+    assert_eq!(text, format!("{{\"kind\":\"call\",{}", &fields[1..]));
+    let back: Body = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, body);
+}
