@@ -5,16 +5,9 @@ mod common;
 
 use common::*;
 use failcore_store::{
-    bytes_source, encode_line, genesis_hash, line_hash, verify, Body, Call, FaultKind, Record,
-    RunReader, Status,
+    bytes_source, encode_line, genesis_hash, line_hash, verify, Body, FaultKind, Record, RunReader,
+    Status,
 };
-
-fn call(step: u64) -> Body {
-    let (Body::StepStart(start), Body::StepEnd(end)) = (step_start(step), step_end(step)) else {
-        unreachable!()
-    };
-    Body::Call(Box::new(Call { start, end }))
-}
 
 /// Chains `bodies` into a trace of run `cr`; `edit` may change each line before it is chained.
 fn chained(bodies: &[Body], edit: impl Fn(u64, Vec<u8>) -> Vec<u8>) -> Vec<u8> {

@@ -11,7 +11,7 @@ use failcore_store::{
 use proptest::prelude::*;
 use std::sync::{Arc, OnceLock};
 
-/// A valid, complete run's bytes, as a JSONL file holds them.
+/// A valid, complete run's bytes, as a JSONL file holds them: steps of two records and of one.
 fn sample() -> &'static [u8] {
     static SAMPLE: OnceLock<Vec<u8>> = OnceLock::new();
     SAMPLE.get_or_init(|| {
@@ -19,7 +19,10 @@ fn sample() -> &'static [u8] {
         let journal = Journal::open(store.clone(), "prop-run", Durability::Flushed).unwrap();
         journal.send(run_start());
         write_steps(&journal, 0, 3);
-        journal.send(run_end(3));
+        // Format 2's one-record steps too.
+        journal.send(call(3));
+        journal.send(call(4));
+        journal.send(run_end(5));
         journal.close().unwrap();
         let mut bytes = Vec::new();
         for rec in RunReader::open(store.as_ref(), "prop-run").unwrap() {

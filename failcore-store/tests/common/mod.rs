@@ -48,6 +48,14 @@ pub fn step_end(step: u64) -> Body {
     })
 }
 
+/// A whole step in one record (format 2): `step_start(step)` and `step_end(step)` together.
+pub fn call(step: u64) -> Body {
+    let (Body::StepStart(start), Body::StepEnd(end)) = (step_start(step), step_end(step)) else {
+        unreachable!("step_start and step_end make those kinds")
+    };
+    Body::Call(Box::new(failcore_store::Call { start, end }))
+}
+
 pub fn run_end(steps: u64) -> Body {
     Body::RunEnd(RunEnd {
         status: RunStatus::Ok,
