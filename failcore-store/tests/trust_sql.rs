@@ -18,12 +18,13 @@ use std::sync::Arc;
 #[allow(unused_imports)]
 use std::time::{Duration, Instant};
 
-/// A complete run of two steps.
+/// A complete run of three steps: two of two records (pos 1 to 4), one `call` record (pos 5).
 fn write_run(store: Arc<dyn TraceStore>, run: &str) {
     let journal = Journal::open(store, run, Durability::Flushed).unwrap();
     journal.send(run_start());
     write_steps(&journal, 0, 2);
-    journal.send(run_end(2));
+    journal.send(call(2));
+    journal.send(run_end(3));
     journal.close().unwrap();
 }
 
@@ -72,6 +73,34 @@ mod sqlite {
             let n = conn
                 .execute(
                     &format!("UPDATE failcore_lines SET {set} WHERE run = 'r' AND pos = 1"),
+                    [],
+                )
+                .unwrap();
+            assert_eq!(n, 1);
+            assert_column_fault(store.as_ref(), "r", column);
+        }
+    }
+
+    #[test]
+    fn a_call_record_row_holds_its_outcome_status_and_an_edit_of_each_column_is_detected() {
+        for (set, column) in EDITS {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            let store: Arc<dyn TraceStore> = Arc::new(SqliteStore::open(&path).unwrap());
+            write_run(store.clone(), "r");
+            assert!(verify_run(store.as_ref(), "r").unwrap().is_ok());
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let columns: (String, i64, String) = conn
+                .query_row(
+                    "SELECT kind, step, status FROM failcore_lines WHERE run = 'r' AND pos = 5",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            assert_eq!(columns, ("call".to_owned(), 2, "ok".to_owned()));
+            let n = conn
+                .execute(
+                    &format!("UPDATE failcore_lines SET {set} WHERE run = 'r' AND pos = 5"),
                     [],
                 )
                 .unwrap();
