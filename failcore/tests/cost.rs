@@ -2,7 +2,7 @@
 //! nothing wired, and shown by `failcore stats` as spent, or saved when a resume serves the step.
 
 use failcore::policy::Limits;
-use failcore::store::{Body, JsonlStore, RunReader, Status};
+use failcore::store::{JsonlStore, RunReader, Status};
 use failcore::{Error, Session, ToolError};
 use std::path::Path;
 use std::process::Command;

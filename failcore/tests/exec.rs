@@ -7,7 +7,7 @@
 
 use failcore::exec::{self, Command, ExecOutput};
 use failcore::policy::{ExecPolicy, Network};
-use failcore::store::{Body, DecisionOutcome, MemoryStore, RunReader, Status};
+use failcore::store::{DecisionOutcome, MemoryStore, RunReader, Status};
 use failcore::{Error, Session};
 use std::io::Read;
 use std::net::TcpListener;
