@@ -7,7 +7,8 @@
 //!   `[redact.<tool>]` in the policy file) are replaced by a keyed hash, `"redacted:<32 hex>"`;
 //! - secrets of well-known shapes found by the scanner ([`find_secrets`], a gitleaks-style ruleset) are
 //!   replaced, inside their string, by `[redacted:<rule>:<16 hex>]`;
-//! - each record lists what was masked, where and by which rule (`redacted` in `step_start`/`step_end`).
+//! - each record lists what was masked, where and by which rule (`redacted` in `step_start`, `step_end` and
+//!   `call` records).
 //!
 //! Fingerprints and policies see the clear values. The key of the hashes lives outside the store
 //! ([`default_key_file`]); outputs that must replay exactly despite redaction are kept encrypted in a
