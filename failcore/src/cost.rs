@@ -4,7 +4,8 @@
 //! its body with [`report_cost`]. The amount is recorded on the call's outcome (`"cost"` in its `step_end`,
 //! or in its `call` record's `end`), counted by `failcore stats` and the report (spent, or saved when a
 //! resume serves the step from the trace), and added at once to the run's total, which every
-//! [`Limits`](crate::policy::Limits) of the run counts against its `max_cost`. Model steps add their cost and tokens to the same total.
+//! [`Limits`](crate::policy::Limits) of the run counts against its `max_cost`. Model steps add their cost
+//! and tokens to the same total.
 
 use crate::session::CONTEXT;
 use crate::Error;
