@@ -191,6 +191,8 @@ struct ReplayStep {
     start: Vec<u8>,
     /// The deferred intents of the calls it was made from.
     up: Option<Arc<Intent>>,
+    /// Whether its record was written; if it is dropped before, the call is recorded as cancelled.
+    written: bool,
     /// The run that holds the served record (an index into the replay index's runs).
     source_run: u16,
     source_seq: u64,
@@ -392,6 +394,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                         step,
                         start,
                         up,
+                        written: false,
                         source_run,
                         source_seq: hit.seq,
                         saved_ns: hit.saved_ns,
@@ -1034,14 +1037,13 @@ async fn unrecordable(guard: &mut StepGuard, e: CanonicalError, latency: u64) ->
 }
 
 impl ReplayStep {
-    async fn commit(self) -> Result<(), Error> {
-        let inner = &self.session.inner;
+    async fn commit(mut self) -> Result<(), Error> {
+        let session = self.session.clone();
+        let inner = &session.inner;
         let source = inner
             .replay
             .as_ref()
             .map_or("", |r| r.run_name(self.source_run));
-        inner.count(Status::Replayed);
-        inner.add_saved(self.saved_ns);
         let (end, seal) = encode_end(
             (&inner.scrubber, self.tool),
             self.step,
@@ -1053,10 +1055,12 @@ impl ReplayStep {
             &[],
         );
         if let Some(seal) = seal {
+            // Dropped while this waits, the call is recorded as cancelled (see `Drop`).
             seal.keep().await;
         }
-        flush(self.up.as_deref(), &inner.journal);
-        let call = failcore_store::call_fields(self.start, &end);
+        inner.count(Status::Replayed);
+        inner.add_saved(self.saved_ns);
+        let call = self.record(&end);
         inner
             .journal
             .append_encoded("call", call, inner.durability_for(self.tool.name))
@@ -1064,8 +1068,17 @@ impl ReplayStep {
         Ok(())
     }
 
-    async fn undecodable(self, reason: String) -> Error {
-        let inner = &self.session.inner;
+    /// Its one `call` record with the outcome `end` (an encoded `step_end`), after the deferred intents of
+    /// its callers; from now on it counts as written.
+    fn record(&mut self, end: &[u8]) -> Vec<u8> {
+        flush(self.up.as_deref(), &self.session.inner.journal);
+        self.written = true;
+        failcore_store::call_fields(std::mem::take(&mut self.start), end)
+    }
+
+    async fn undecodable(mut self, reason: String) -> Error {
+        let session = self.session.clone();
+        let inner = &session.inner;
         let err = Error::ReplayDecode {
             tool: self.tool.name.to_owned(),
             run: inner
@@ -1087,8 +1100,7 @@ impl ReplayStep {
             None,
             &[],
         );
-        flush(self.up.as_deref(), &inner.journal);
-        let call = failcore_store::call_fields(self.start, &end);
+        let call = self.record(&end);
         match inner
             .journal
             .append_encoded("call", call, inner.durability_for(self.tool.name))
@@ -1097,6 +1109,31 @@ impl ReplayStep {
             Ok(_) => err,
             Err(store) => store.into(),
         }
+    }
+}
+
+impl Drop for ReplayStep {
+    fn drop(&mut self) {
+        if self.written {
+            return;
+        }
+        // Dropped before its record was written (while a redacted output's clear value was being kept):
+        // nothing can be awaited here, so the record is queued.
+        let session = self.session.clone();
+        let inner = &session.inner;
+        inner.count(Status::Cancelled);
+        let (end, _) = encode_end(
+            (&inner.scrubber, self.tool),
+            self.step,
+            Status::Cancelled,
+            None,
+            Some("the call's future was dropped before it completed"),
+            (0, None),
+            None,
+            &[],
+        );
+        let call = self.record(&end);
+        inner.journal.enqueue_encoded("call", call);
     }
 }
 
