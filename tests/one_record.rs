@@ -178,3 +178,54 @@ async fn a_pure_call_cut_off_leaves_nothing_and_a_cancelled_one_is_one_record() 
     let report = verify(RunReader::open(store.as_ref(), &run).unwrap());
     assert!(report.is_ok(), "{:?}", report.fault);
 }
+
+struct AskFirst;
+impl failcore::Policy for AskFirst {
+    fn name(&self) -> &str {
+        "ask_first"
+    }
+    fn check(
+        &self,
+        _: &failcore::CallView<'_>,
+    ) -> Result<failcore::Verdict, failcore::PolicyError> {
+        Ok(failcore::Verdict::Ask {
+            reason: "a person decides".into(),
+        })
+    }
+}
+
+/// An approver that never answers.
+struct Never;
+impl failcore::Approver for Never {
+    fn approve<'a>(
+        &'a self,
+        _: &'a failcore::ApprovalRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_call_dropped_while_its_approval_is_pending_is_recorded_and_the_run_verifies() {
+    let store = Arc::new(MemoryStore::new());
+    let s = Session::builder()
+        .store(store.clone())
+        .guard(AskFirst)
+        .approval(Never)
+        .open()
+        .unwrap();
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        s.scope(or_write(1)),
+    )
+    .await;
+    assert!(waited.is_err(), "the approval never answers");
+    s.finish().await.unwrap();
+    let report = verify(RunReader::open(store.as_ref(), s.run_id()).unwrap());
+    assert!(report.is_ok(), "{:?}", report.fault);
+    let ends: Vec<Status> = RunReader::open(store.as_ref(), s.run_id())
+        .unwrap()
+        .filter_map(|r| r.unwrap().record.body.end().map(|e| e.status))
+        .collect();
+    assert_eq!(ends, [Status::Cancelled]);
+}

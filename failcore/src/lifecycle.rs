@@ -322,8 +322,14 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         )
     };
 
-    // validate
-    let (mut decision, denied) = decide(&session, tool, &args.canonical).await;
+    // validate. A policy may wait (for a person's approval): a call dropped meanwhile is recorded.
+    let (mut decision, denied) = {
+        let mut unrecorded = Unrecorded::new(&session, (tool, step, up.as_deref()), &start_record);
+        unrecorded.under = Under::Undecided;
+        let decided = decide(&session, tool, &args.canonical).await;
+        unrecorded.disarm();
+        decided
+    };
     if let Some(blocked) = denied {
         let start = start_record(&decision);
         return Entered(State::Done(
@@ -375,10 +381,13 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         if let Some(hit) = index.take(key) {
             let source_run = hit.run;
             let output = if hit.redacted {
-                inner
-                    .scrubber
-                    .unseal(hit.output.get().as_bytes())
-                    .await
+                // Reading the vault waits: a call dropped meanwhile is recorded.
+                let mut unrecorded =
+                    Unrecorded::new(&session, (tool, step, up.as_deref()), &start_record);
+                unrecorded.under = Under::Decided(&decision);
+                let clear = inner.scrubber.unseal(hit.output.get().as_bytes()).await;
+                unrecorded.disarm();
+                clear
                     .and_then(|clear| String::from_utf8(clear).ok())
                     .and_then(|clear| RawValue::from_string(clear).ok())
             } else {
@@ -502,6 +511,76 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         intent,
         done: false,
     }))
+}
+
+/// A call that has taken its step but written no record yet, across a wait: if its future is dropped during
+/// the wait, it is recorded as cancelled (one `call` record), so that every step the run counts is in its
+/// trace.
+struct Unrecorded<'a> {
+    session: &'a Session,
+    call: (&'static ToolDescriptor, u64, Option<&'a Intent>),
+    start: &'a (dyn Fn(&Decision) -> Vec<u8> + Sync),
+    under: Under<'a>,
+}
+
+/// The decision an [`Unrecorded`] call is recorded under if it is dropped.
+enum Under<'a> {
+    /// Disarmed: nothing is recorded.
+    Nothing,
+    /// Dropped while its policies decided (a person's approval pending).
+    Undecided,
+    Decided(&'a Decision),
+}
+
+impl<'a> Unrecorded<'a> {
+    fn new(
+        session: &'a Session,
+        call: (&'static ToolDescriptor, u64, Option<&'a Intent>),
+        start: &'a (dyn Fn(&Decision) -> Vec<u8> + Sync),
+    ) -> Self {
+        Unrecorded {
+            session,
+            call,
+            start,
+            under: Under::Nothing,
+        }
+    }
+
+    /// The wait is over: whatever follows writes the call's records.
+    fn disarm(&mut self) {
+        self.under = Under::Nothing;
+    }
+}
+
+impl Drop for Unrecorded<'_> {
+    fn drop(&mut self) {
+        let decision = match std::mem::replace(&mut self.under, Under::Nothing) {
+            Under::Nothing => return,
+            Under::Undecided => Decision {
+                outcome: DecisionOutcome::Refused,
+                policy: None,
+                rule: Some("approval.dropped".into()),
+                reason: Some("the call was dropped before its policy decision was made".into()),
+            },
+            Under::Decided(d) => d.clone(),
+        };
+        let (tool, step, up) = self.call;
+        let inner = &self.session.inner;
+        inner.count(Status::Cancelled);
+        let (end, _) = encode_end(
+            (&inner.scrubber, tool),
+            step,
+            Status::Cancelled,
+            None,
+            Some("the call's future was dropped before it completed"),
+            (0, None),
+            None,
+            &[],
+        );
+        flush(up, &inner.journal);
+        let call = failcore_store::call_fields((self.start)(&decision), &end);
+        inner.journal.enqueue_encoded("call", call);
+    }
 }
 
 /// The intent of a call whose `step_start` is deferred (pure and read tools): written with the call's
