@@ -214,11 +214,8 @@ async fn a_call_dropped_while_its_approval_is_pending_is_recorded_and_the_run_ve
         .approval(Never)
         .open()
         .unwrap();
-    let waited = tokio::time::timeout(
-        std::time::Duration::from_millis(50),
-        s.scope(or_write(1)),
-    )
-    .await;
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_millis(50), s.scope(or_write(1))).await;
     assert!(waited.is_err(), "the approval never answers");
     s.finish().await.unwrap();
     let report = verify(RunReader::open(store.as_ref(), s.run_id()).unwrap());
