@@ -164,7 +164,9 @@ async fn m_tool(t: u8, a: u8, tag: String, kind: u8) -> Result<String, Error> {
     }
 }
 
-#[failcore::tool(skip(tag, inner_tags))]
+/// Pure (format 2): its intent is written by its first nested call, or with its outcome as one record when
+/// it makes none. The model expects of it what it expects of any call.
+#[failcore::tool(skip(tag, inner_tags), effect = "pure")]
 async fn m_outer(
     a: u8,
     inner: Vec<(u8, u8)>,
