@@ -226,3 +226,40 @@ async fn a_call_dropped_while_its_approval_is_pending_is_recorded_and_the_run_ve
         .collect();
     assert_eq!(ends, [Status::Cancelled]);
 }
+
+/// Pure, making ten calls at once from tasks of its own.
+#[failcore::tool(effect = "pure")]
+async fn or_fan_out(n: i64) -> Result<i64, Error> {
+    let tasks: Vec<_> = (0..10)
+        .map(|i| failcore::spawn(or_write(n * 100 + i)))
+        .collect();
+    let mut sum = 0;
+    for t in tasks {
+        sum += t.await.expect("task")?;
+    }
+    Ok(sum)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_nested_calls_write_their_callers_intent_once_and_first() {
+    let store = Arc::new(MemoryStore::new());
+    let s = Session::builder().store(store.clone()).open().unwrap();
+    let sum = s.scope(or_fan_out(1)).await.unwrap();
+    assert_eq!(sum, (0..10).map(|i| (100 + i) * 2).sum::<i64>());
+    s.finish().await.unwrap();
+    let records = shape(store.as_ref(), s.run_id());
+    let outer: Vec<_> = records.iter().filter(|r| r.1 == "or_fan_out").collect();
+    assert_eq!(
+        outer.iter().map(|r| r.0).collect::<Vec<_>>(),
+        ["step_start", "step_end"],
+        "{records:?}"
+    );
+    assert_eq!(
+        records[0].0, "step_start",
+        "the intent comes first: {records:?}"
+    );
+    assert_eq!(records.last().unwrap().0, "step_end", "{records:?}");
+    assert_eq!(records.len(), 2 + 2 * 10);
+    let report = verify(RunReader::open(store.as_ref(), s.run_id()).unwrap());
+    assert!(report.is_ok(), "{:?}", report.fault);
+}
