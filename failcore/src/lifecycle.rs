@@ -566,17 +566,7 @@ impl Drop for Unrecorded<'_> {
         };
         let (tool, step, up) = self.call;
         let inner = &self.session.inner;
-        inner.count(Status::Cancelled);
-        let (end, _) = encode_end(
-            (&inner.scrubber, tool),
-            step,
-            Status::Cancelled,
-            None,
-            Some("the call's future was dropped before it completed"),
-            (0, None),
-            None,
-            &[],
-        );
+        let end = cancelled(&self.session.inner, tool, step, None);
         flush(up, &inner.journal);
         let call = failcore_store::call_fields((self.start)(&decision), &end);
         inner.journal.enqueue_encoded("call", call);
@@ -950,17 +940,8 @@ impl Drop for StepGuard {
     fn drop(&mut self) {
         if !self.done {
             // The future was dropped mid-call: nothing can be awaited here, so the record is queued.
-            self.session.inner.count(Status::Cancelled);
-            let (end, _) = encode_end(
-                (&self.session.inner.scrubber, self.tool),
-                self.step,
-                Status::Cancelled,
-                None,
-                Some("the call's future was dropped before it completed"),
-                (0, self.session.inner.ledger.take(self.step)),
-                None,
-                &[],
-            );
+            let inner = &self.session.inner;
+            let end = cancelled(inner, self.tool, self.step, inner.ledger.take(self.step));
             let (kind, record) = self.outcome_record(end);
             self.session.inner.journal.enqueue_encoded(kind, record);
         }
@@ -1199,21 +1180,32 @@ impl Drop for ReplayStep {
         // Dropped before its record was written (while a redacted output's clear value was being kept):
         // nothing can be awaited here, so the record is queued.
         let session = self.session.clone();
-        let inner = &session.inner;
-        inner.count(Status::Cancelled);
-        let (end, _) = encode_end(
-            (&inner.scrubber, self.tool),
-            self.step,
-            Status::Cancelled,
-            None,
-            Some("the call's future was dropped before it completed"),
-            (0, None),
-            None,
-            &[],
-        );
+        let end = cancelled(&session.inner, self.tool, self.step, None);
         let call = self.record(&end);
-        inner.journal.enqueue_encoded("call", call);
+        session.inner.journal.enqueue_encoded("call", call);
     }
+}
+
+/// The encoded outcome of a call whose future was dropped before it completed (counted as cancelled), with
+/// the cost its body reported, if any.
+fn cancelled(
+    inner: &crate::session::Inner,
+    tool: &'static ToolDescriptor,
+    step: u64,
+    cost: Option<f64>,
+) -> Vec<u8> {
+    inner.count(Status::Cancelled);
+    encode_end(
+        (&inner.scrubber, tool),
+        step,
+        Status::Cancelled,
+        None,
+        Some("the call's future was dropped before it completed"),
+        (0, cost),
+        None,
+        &[],
+    )
+    .0
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
