@@ -74,6 +74,7 @@ pub mod schema;
 pub mod secrets;
 mod session;
 mod tool_error;
+mod unique_json;
 
 pub use cost::report_cost;
 pub use dynamic::{DynamicBody, DynamicTool, MAX_DYNAMIC_TOOLS};

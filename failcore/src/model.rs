@@ -49,6 +49,15 @@ pub const TOOL_PREFIX: &str = "model:";
 /// Where model steps show in the trace (their module).
 const ORIGIN: &str = "model";
 
+/// How many distinct models one process may call: each is a tool whose descriptor lives as long as the
+/// process, so a stream of made-up model names must not grow memory without bound (nor crowd out the
+/// other dynamic tools, bounded by [`crate::MAX_DYNAMIC_TOOLS`]).
+pub const MAX_MODELS: usize = 1024;
+
+/// The tool a call to a model off the allow-list is refused as: one tool for every such name, so that
+/// refused names never take a place in the tool table. The model asked for is in the step's arguments.
+pub const UNLISTED_TOOL: &str = "model:(not allowed)";
+
 /// The request fields left out of a model call's identity by default: they vary between runs without
 /// changing what is asked (`user` and `metadata` tag the caller, `request_id` and `timestamp` are per
 /// request). Change the list with [`Models::exclude`] and [`Models::include`].
@@ -67,6 +76,13 @@ pub struct Usage {
     pub output: u64,
     #[serde(default)]
     pub cached: u64,
+    /// The part of `output` spent on reasoning (OpenAI's `reasoning_tokens`), billed as output.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -86,6 +102,7 @@ impl Usage {
                 input,
                 output: n("/completion_tokens").unwrap_or(0),
                 cached: n("/prompt_tokens_details/cached_tokens").unwrap_or(0),
+                reasoning: n("/completion_tokens_details/reasoning_tokens").unwrap_or(0),
             });
         }
         // Anthropic's `message_delta` may carry the output count alone.
@@ -98,6 +115,7 @@ impl Usage {
                 input,
                 output,
                 cached,
+                reasoning: n("/output_tokens_details/reasoning_tokens").unwrap_or(0),
             });
         }
         let read = n("/cache_read_input_tokens").unwrap_or(0);
@@ -106,6 +124,7 @@ impl Usage {
             input: input.saturating_add(read).saturating_add(written),
             output,
             cached: read,
+            reasoning: 0,
         })
     }
 
@@ -113,6 +132,7 @@ impl Usage {
         self.input = self.input.saturating_add(other.input);
         self.output = self.output.saturating_add(other.output);
         self.cached = self.cached.saturating_add(other.cached);
+        self.reasoning = self.reasoning.saturating_add(other.reasoning);
     }
 }
 
@@ -171,8 +191,9 @@ pub enum Reply {
 
 impl Reply {
     /// The usage the reply reports: the body's `usage`, or for a stream the last chunk that carries one
-    /// (OpenAI sends it when asked with `stream_options.include_usage`; Anthropic splits it over
-    /// `message_start` and `message_delta`, whose output count wins).
+    /// (OpenAI sends it when asked with `stream_options.include_usage`, and in the Responses API's
+    /// `response.completed` event; Anthropic splits it over `message_start` and `message_delta`, whose
+    /// output count wins).
     pub fn usage(&self) -> Option<Usage> {
         match self {
             Reply::Body(body) => body.get("usage").and_then(Usage::from_provider),
@@ -185,7 +206,8 @@ impl Reply {
                     let usage = v
                         .get("usage")
                         .filter(|u| !u.is_null())
-                        .or_else(|| v.pointer("/message/usage"));
+                        .or_else(|| v.pointer("/message/usage"))
+                        .or_else(|| v.pointer("/response/usage").filter(|u| !u.is_null()));
                     if let Some(u) = usage.and_then(Usage::from_provider) {
                         found = Some(match found {
                             // Anthropic: message_delta carries the final output count only.
@@ -288,6 +310,7 @@ struct Config {
     allow: Option<BTreeSet<String>>,
     max_tokens: Option<u64>,
     max_cost: Option<f64>,
+    upstream_ca: Vec<std::path::PathBuf>,
 }
 
 /// What the run has spent on model calls that executed (replayed ones are free).
@@ -377,6 +400,7 @@ impl Models {
     /// max_cost = 1.5               # optional: the money budget of the run
     /// exclude = ["seed"]           # optional: more fields left out of the identity
     /// include = ["user"]           # optional: default exclusions put back
+    /// upstream_ca = ["corp-ca.pem"] # optional: CAs the LLM proxy trusts for its upstream
     ///
     /// [prices."gpt-4o-mini"]       # per million tokens
     /// input = 0.15
@@ -396,6 +420,8 @@ impl Models {
             include: Vec<String>,
             #[serde(default)]
             prices: BTreeMap<String, Price>,
+            #[serde(default)]
+            upstream_ca: Vec<std::path::PathBuf>,
         }
         let file: File =
             toml::from_str(text).map_err(|e| Error::Config(format!("model configuration: {e}")))?;
@@ -420,6 +446,7 @@ impl Models {
         for p in &file.include {
             models = models.include(p);
         }
+        models.config().upstream_ca = file.upstream_ca;
         for (model, price) in file.prices {
             if !price.valid() {
                 return Err(Error::Config(format!(
@@ -429,6 +456,12 @@ impl Models {
             models = models.price(model, price);
         }
         Ok(models)
+    }
+
+    /// The CA files the configuration names for the LLM proxy's upstream (`upstream_ca`), as written:
+    /// a relative path is relative to the configuration file, which the caller knows.
+    pub fn upstream_ca(&self) -> &[std::path::PathBuf] {
+        &self.config.upstream_ca
     }
 
     /// The exclusion list in force.
@@ -482,7 +515,18 @@ impl Models {
                 reason: "the request names no `model`".into(),
             })?
             .to_owned();
-        let tool = DynamicTool::new(&format!("{TOOL_PREFIX}{model}"), ORIGIN, Effect::Model)?;
+        let listed = self
+            .config
+            .allow
+            .as_ref()
+            .is_none_or(|allow| allow.contains(&model));
+        // The allow-list is consulted before a tool is made for the model, so that names it refuses
+        // cannot fill the table: they are all refused (and recorded) as one tool.
+        let tool = if listed {
+            model_tool(&model)?
+        } else {
+            DynamicTool::new(UNLISTED_TOOL, ORIGIN, Effect::Model)?
+        };
         let identity = self.identity(request);
         let this = self.clone();
         let body = Box::pin(async move {
@@ -523,6 +567,28 @@ impl Models {
                 .spend(cost.unwrap_or(0.0), usage.map_or(0, |u| u.total()));
         });
     }
+}
+
+/// The tool of a model's steps, within [`MAX_MODELS`].
+fn model_tool(model: &str) -> Result<DynamicTool, Error> {
+    static SEEN: std::sync::OnceLock<Mutex<BTreeSet<String>>> = std::sync::OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !seen.contains(model) {
+        if seen.len() >= MAX_MODELS {
+            return Err(Error::InvalidArguments {
+                tool: "model".into(),
+                reason: format!(
+                    "more than {MAX_MODELS} distinct models called in one process: refusing `{model}`"
+                ),
+            });
+        }
+        seen.insert(model.to_owned());
+    }
+    drop(seen);
+    DynamicTool::new(&format!("{TOOL_PREFIX}{model}"), ORIGIN, Effect::Model)
 }
 
 fn remove_path(value: &mut Value, path: &[&str]) {
@@ -571,7 +637,14 @@ impl Policy for ModelPolicy {
         if tool.effect() != Effect::Model {
             return Ok(Verdict::Allow);
         }
-        let model = model_of(tool.name()).unwrap_or(tool.name());
+        let model = if tool.name() == UNLISTED_TOOL {
+            call.args()
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("(unnamed)")
+        } else {
+            model_of(tool.name()).unwrap_or(tool.name())
+        };
         let config = &self.models.config;
         if let Some(allow) = &config.allow {
             if !allow.contains(model) {
@@ -684,9 +757,15 @@ fn event_data(event: &[u8]) -> Option<String> {
     data.filter(|d| !d.trim().is_empty())
 }
 
-/// A request's JSON object, or a clear error.
+/// A request's JSON object, or a clear error. An object that names a key twice, at any depth, is refused:
+/// parsers disagree on which of the two counts (serde keeps the last, others the first), so the request
+/// a policy decides on and records could differ from the one an upstream reads from the same bytes.
+/// Refusing keeps the bytes forwarded exactly as the client sent them, and unambiguous.
 pub fn parse_request(body: &[u8]) -> Result<Value, Error> {
-    match serde_json::from_slice::<Value>(body) {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::de::DeserializeSeed::deserialize(crate::unique_json::Unique, &mut de)
+        .and_then(|v| de.end().map(|()| v));
+    match parsed {
         Ok(v @ Value::Object(_)) => Ok(v),
         Ok(_) => Err(Error::InvalidArguments {
             tool: "model".into(),
@@ -715,6 +794,7 @@ mod tests {
             input: 3,
             output: 2,
             cached: 1,
+            ..Usage::default()
         };
         for recorded in [
             Recorded {
@@ -782,7 +862,8 @@ mod tests {
             Some(Usage {
                 input: 100,
                 output: 20,
-                cached: 60
+                cached: 60,
+                ..Usage::default()
             })
         );
         let anthropic = json!({"input_tokens": 10, "output_tokens": 5,
@@ -792,7 +873,8 @@ mod tests {
             Some(Usage {
                 input: 100,
                 output: 5,
-                cached: 90
+                cached: 90,
+                ..Usage::default()
             })
         );
         assert_eq!(Usage::from_provider(&json!({"tokens": 3})), None);
@@ -807,7 +889,8 @@ mod tests {
             Some(Usage {
                 input: 7,
                 output: 2,
-                cached: 0
+                cached: 0,
+                ..Usage::default()
             })
         );
     }
@@ -819,6 +902,7 @@ mod tests {
             input: 1_000_000,
             output: 500_000,
             cached: 400_000,
+            ..Usage::default()
         };
         // 600k fresh at 2, 400k cached at 0.5, 500k out at 8.
         assert!((p.cost(u) - (1.2 + 0.2 + 4.0)).abs() < 1e-9);
@@ -851,7 +935,8 @@ mod tests {
                 Usage {
                     input: 1_000_000,
                     output: 0,
-                    cached: 0
+                    cached: 0,
+                    ..Usage::default()
                 }
             ),
             Some(1.0)
@@ -934,7 +1019,8 @@ mod tests {
             Some(Usage {
                 input: 101,
                 output: 10,
-                cached: 0
+                cached: 0,
+                ..Usage::default()
             })
         );
         assert!((first.cost.unwrap() - 111.0 / 1e6).abs() < 1e-15);

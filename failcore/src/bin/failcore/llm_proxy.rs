@@ -1,8 +1,9 @@
-//! `failcore llm-proxy --upstream <url>`: a local OpenAI Chat Completions and Anthropic Messages endpoint
-//! whose model calls are steps of a run: recorded, resumed and replayed offline (see docs/AGENTS.md).
+//! `failcore llm-proxy --upstream <url>`: a local OpenAI Chat Completions, Responses and Anthropic Messages
+//! endpoint whose model calls are steps of a run: recorded, resumed and replayed offline (see
+//! docs/AGENTS.md).
 
 use crate::common::Result;
-use failcore::llm_proxy::LlmProxy;
+use failcore::llm_proxy::{LlmProxy, Options};
 use failcore::model::Models;
 use failcore::{Error, Session};
 use std::io::Write;
@@ -13,7 +14,9 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     /// The upstream API's base URL, such as https://api.openai.com/v1 or https://api.anthropic.com/v1
-    /// (requests go to <url>/chat/completions or <url>/messages, as the client called).
+    /// (requests go to <url>/chat/completions, <url>/responses, <url>/messages, <url>/embeddings or
+    /// <url>/models, as the client called). HTTPS trusts the platform's roots (or SSL_CERT_FILE /
+    /// SSL_CERT_DIR) and goes through HTTPS_PROXY unless NO_PROXY names the host.
     #[arg(long, value_name = "URL", required_unless_present = "offline")]
     upstream: Option<String>,
     /// The address to listen on (port 0: any free port; the address is printed on stdout).
@@ -31,9 +34,28 @@ pub struct Args {
     /// Replay an earlier run offline: calls are answered from its trace and never reach the upstream.
     #[arg(long, value_name = "RUN")]
     offline: Option<String>,
+    /// A PEM file of CAs to trust for the upstream (a corporate or private CA), beside the platform's
+    /// roots; may be repeated (`upstream_ca` in the model configuration does the same).
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Vec<PathBuf>,
+    /// The largest reply relayed and recorded, in bytes; a larger one fails the call.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_reply_bytes: usize,
+    /// Client connections served at once (default: from the file descriptor limit).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Seconds to wait for the next bytes of the upstream's reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    read_timeout: u64,
 }
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
+    let mut options = Options::default()
+        .max_reply_bytes(args.max_reply_bytes)
+        .read_timeout(std::time::Duration::from_secs(args.read_timeout));
+    if let Some(n) = args.max_connections {
+        options = options.max_connections(n);
+    }
     let models = match &args.models {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -42,10 +64,18 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                     path.display()
                 ))
             })?;
-            Models::from_toml(&text)?
+            let models = Models::from_toml(&text)?;
+            let base = path.parent().unwrap_or(std::path::Path::new(""));
+            for ca in models.upstream_ca() {
+                options = options.upstream_ca(base.join(ca));
+            }
+            models
         }
         None => Models::new(),
     };
+    for ca in &args.upstream_ca {
+        options = options.upstream_ca(ca);
+    }
     let mut builder = Session::from_env()?.guard(models.policy());
     if let Some(spec) = store {
         builder = builder.store(failcore::store_from_spec(spec)?);
@@ -72,7 +102,15 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
         let session = builder.open()?;
-        let proxy = match LlmProxy::bind(args.listen, session.clone(), models, upstream).await {
+        let proxy = match LlmProxy::bind_with(
+            args.listen,
+            session.clone(),
+            models,
+            upstream,
+            options,
+        )
+        .await
+        {
             Ok(p) => p,
             Err(e) => {
                 let _ = session.finish().await;

@@ -1,0 +1,745 @@
+//! The LLM proxy (feature `llm-proxy`): a local HTTP endpoint speaking the OpenAI Chat Completions and
+//! Responses APIs and the Anthropic Messages API that makes each model call a step of a FailCore run.
+//! `failcore llm-proxy --upstream <url>` runs it.
+//!
+//! `POST <any prefix>/chat/completions`, `.../responses`, `.../messages` and `.../embeddings` are model
+//! calls ([`crate::model`]): checked by the session's policies (a refused call never reaches the upstream),
+//! answered from the trace when resuming or offline, and otherwise forwarded to the same path under the
+//! upstream's base URL, the reply recorded. Streamed replies (`"stream": true`) are passed to the client
+//! event by event as they arrive, recorded chunk by chunk, and replayed as the same events (for the
+//! Messages and Responses APIs with their `event:` names, which are the `type` of their data).
+//! `GET .../models` is a step too (tool `llm:models`), so an offline client can list models. The
+//! client's credentials (`Authorization`, `x-api-key`, `api-key`) and API headers (`anthropic-version`,
+//! `anthropic-beta`, `openai-organization`, `openai-project`, `openai-beta`) are forwarded and never
+//! recorded: wherever a credential the client sent appears in a reply or an error, what is recorded has
+//! it masked.
+//!
+//! Upstreams are reached over HTTP or HTTPS (rustls; the platform's roots, `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR`, a private CA with [`Options::upstream_ca`]; `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`
+//! as usual), over pooled keep-alive connections. A redirect to another origin is never followed. A
+//! request is parsed once, and one that names a key twice is refused (`400`), so that the request the
+//! policy decides on and the trace records is the one the upstream reads.
+//!
+//! Everything is bounded ([`Options`]): connections, header and body read time, idle connections, the
+//! upstream's connect and read time, the size of a reply. A client that leaves a streamed call cancels it
+//! upstream, and the step is recorded as cancelled.
+//!
+//! Errors are in the shape of the API called (`{"error": {"message", "type", "code"}}`, or
+//! `{"type": "error", "error": {"type", "message", "code"}}` for Messages): a refused call is `403` with
+//! type `failcore_blocked` and the rule as its code; a call missing from the trace offline is `424`
+//! (`failcore_replay_miss`); an upstream error is passed through with its status and body; an upstream
+//! that cannot be reached (a certificate refused, with its reason; a timeout; a redirect elsewhere) is
+//! `502` (`failcore_upstream`).
+
+mod api;
+mod upstream;
+
+use crate::model::{is_streaming, parse_request, Models, Reply};
+use crate::{DynamicTool, Effect, Error, Session};
+use api::Api;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use upstream::{Credentials, Piece, Upstream, UpstreamFailure};
+
+/// The largest request body the proxy reads (a long conversation with images fits).
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The proxy's bounds and its way to the upstream. Every field has a default fit for a local proxy in
+/// front of a hosted provider; change them with the setters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// PEM files of CAs trusted for the upstream, beside the platform's roots.
+    pub upstream_ca: Vec<PathBuf>,
+    /// Connections served at once; more wait in the kernel's backlog. Default: half the process's file
+    /// descriptor limit (each connection may hold one to the upstream), within 16 to 4096.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: Duration,
+    /// How long a connection with no request in progress stays open with nothing sent or received.
+    pub idle_timeout: Duration,
+    /// How long connecting to the upstream may take (TCP, a proxy, TLS).
+    pub connect_timeout: Duration,
+    /// The longest wait for the next bytes of the upstream's reply (a model may think for minutes
+    /// before its first token).
+    pub read_timeout: Duration,
+    /// The largest reply (whole, or a stream in all) the proxy relays and records; a larger one fails
+    /// the call, recorded as failed.
+    pub max_reply_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            upstream_ca: Vec::new(),
+            max_connections: default_max_connections(),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(600),
+            max_reply_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Options {
+    /// Trusts the CAs in a PEM file for the upstream, beside the platform's roots.
+    pub fn upstream_ca(mut self, pem: impl Into<PathBuf>) -> Self {
+        self.upstream_ca.push(pem.into());
+        self
+    }
+
+    /// See [`Options::max_connections`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// See [`Options::header_timeout`].
+    pub fn header_timeout(mut self, d: Duration) -> Self {
+        self.header_timeout = d;
+        self
+    }
+
+    /// See [`Options::body_timeout`].
+    pub fn body_timeout(mut self, d: Duration) -> Self {
+        self.body_timeout = d;
+        self
+    }
+
+    /// See [`Options::idle_timeout`].
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// See [`Options::connect_timeout`].
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// See [`Options::read_timeout`].
+    pub fn read_timeout(mut self, d: Duration) -> Self {
+        self.read_timeout = d;
+        self
+    }
+
+    /// See [`Options::max_reply_bytes`].
+    pub fn max_reply_bytes(mut self, n: usize) -> Self {
+        self.max_reply_bytes = n;
+        self
+    }
+}
+
+fn default_max_connections() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the limit into the struct it is given, which lives for the call.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            let soft = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+            return (soft.saturating_sub(32) / 2).clamp(16, 4096);
+        }
+    }
+    1024
+}
+
+/// An LLM proxy bound to a local address.
+pub struct LlmProxy {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+struct State {
+    session: Session,
+    models: Models,
+    upstream: Option<String>,
+    client: reqwest::Client,
+    options: Options,
+}
+
+/// The request headers forwarded to the upstream (credentials and API versions): never recorded.
+const FORWARDED: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+];
+
+impl LlmProxy {
+    /// Binds `addr` (port 0 picks a free port). Calls go to `upstream` (its base URL, such as
+    /// `https://api.openai.com/v1`); with `None`, every call must be served from the trace (offline).
+    /// `models` gives the identity, the prices and the budgets; add `models.policy()` to the session's
+    /// guards for the allow-list and the budgets to apply.
+    pub async fn bind(
+        addr: SocketAddr,
+        session: Session,
+        models: Models,
+        upstream: Option<String>,
+    ) -> Result<LlmProxy, Error> {
+        Self::bind_with(addr, session, models, upstream, Options::default()).await
+    }
+
+    /// [`LlmProxy::bind`] with other [`Options`].
+    pub async fn bind_with(
+        addr: SocketAddr,
+        session: Session,
+        models: Models,
+        upstream: Option<String>,
+        options: Options,
+    ) -> Result<LlmProxy, Error> {
+        let upstream = upstream.map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &upstream {
+            let parsed = url::Url::parse(u)
+                .map_err(|e| Error::Config(format!("upstream `{u}` is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(Error::Config(format!(
+                    "upstream `{u}` must be an http:// or https:// URL"
+                )));
+            }
+        }
+        let client = upstream::client(&options)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+        Ok(LlmProxy {
+            listener,
+            state: Arc::new(State {
+                session,
+                models,
+                upstream,
+                client,
+                options,
+            }),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("no local address: {e}")))
+    }
+
+    /// Serves until `shutdown` completes. Requests in progress then are abandoned; finish the session
+    /// after this returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let LlmProxy { listener, state } = self;
+        let permits = Arc::new(Semaphore::new(state.options.max_connections));
+        let mut backoff = Duration::ZERO;
+        tokio::pin!(shutdown);
+        loop {
+            // A connection over the limit waits in the kernel's backlog, never costing a descriptor here.
+            let permit = tokio::select! {
+                () = &mut shutdown => return,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let accepted = tokio::select! {
+                () = &mut shutdown => return,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => {
+                    backoff = Duration::ZERO;
+                    stream
+                }
+                Err(e) if transient_accept_error(&e) => continue,
+                Err(e) => {
+                    // Out of descriptors or memory: accepting again at once would spin. Wait, longer
+                    // each time, for connections to close.
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tracing::warn!(error = %e, wait_ms = backoff.as_millis() as u64, "llm proxy: cannot accept");
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(backoff) => continue,
+                    }
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                connection(state, stream).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Accept errors that concern one connection only (it was reset before it was accepted).
+fn transient_accept_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    )
+}
+
+/// What a connection has done lately, for the idle timeout.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A request in progress, for as long as its response is being sent.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+/// A TCP stream that notes when it last moved bytes.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves one client connection until it closes, or stays idle (no request in progress) too long.
+async fn connection(state: Arc<State>, stream: TcpStream) {
+    let activity = Arc::new(Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+    });
+    let io = hyper_util::rt::TokioIo::new(Watched {
+        stream,
+        activity: activity.clone(),
+    });
+    let (header_timeout, idle) = (state.options.header_timeout, state.options.idle_timeout);
+    let service_activity = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let in_flight = InFlight::new(&service_activity);
+        async move {
+            let response = handle(&state, req).await;
+            // The request counts as in progress until its response body is gone.
+            Ok::<_, Infallible>(response.map(|body| {
+                BodyExt::boxed(body.map_frame(move |frame| {
+                    let _ = &in_flight;
+                    frame
+                }))
+            }))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let tick = (idle / 4).max(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = &mut conn => return,
+            () = tokio::time::sleep(tick) => {
+                if activity.in_flight.load(Ordering::SeqCst) == 0 && activity.idle_for() >= idle {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if req.method() == Method::GET && path.ends_with("/models") {
+        return models_list(state, &req).await;
+    }
+    let api = Api::of(&path);
+    let Some(api) = api.filter(|_| req.method() == Method::POST) else {
+        return api.unwrap_or(Api::ChatCompletions).error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            None,
+            &format!(
+                "the FailCore LLM proxy serves POST .../chat/completions, .../responses, .../messages and \
+                 .../embeddings, and GET .../models, not {} {}",
+                req.method(),
+                req.uri().path()
+            ),
+        );
+    };
+    let headers = forwarded(&req);
+    let body =
+        match tokio::time::timeout(state.options.body_timeout, read_body(req.into_body())).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(message)) => {
+                return api.error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    None,
+                    &message,
+                )
+            }
+            Err(_) => {
+                return api.error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    None,
+                    &format!(
+                        "the request body took longer than {} s to arrive",
+                        state.options.body_timeout.as_secs()
+                    ),
+                )
+            }
+        };
+    let request = match parse_request(&body) {
+        Ok(r) => r,
+        Err(e) => return failcore_error(api, &e),
+    };
+    if api == Api::Embeddings && is_streaming(&request) {
+        return api.error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            "embeddings are never streamed",
+        );
+    }
+    let upstream = state.upstream(reqwest::Method::POST, api.endpoint(), headers, body);
+    if is_streaming(&request) {
+        streamed(state, api, request, upstream).await
+    } else {
+        whole(state, api, request, upstream).await
+    }
+}
+
+fn forwarded(req: &Request<Incoming>) -> Vec<(&'static str, hyper::header::HeaderValue)> {
+    FORWARDED
+        .iter()
+        .filter_map(|name| Some((*name, req.headers().get(*name)?.clone())))
+        .collect()
+}
+
+impl State {
+    fn upstream(
+        &self,
+        method: reqwest::Method,
+        endpoint: &str,
+        headers: Vec<(&'static str, hyper::header::HeaderValue)>,
+        body: Bytes,
+    ) -> Upstream {
+        Upstream {
+            client: self.client.clone(),
+            url: self.upstream.as_ref().map(|u| format!("{u}{endpoint}")),
+            method,
+            credentials: Credentials::from_headers(&headers),
+            headers,
+            body,
+            max_reply: self.options.max_reply_bytes,
+            failure: UpstreamFailure::default(),
+            raw: Arc::default(),
+        }
+    }
+}
+
+/// `GET .../models`: the upstream's list, recorded as a step (tool `llm:models`) so that resume and
+/// offline answer it from the trace.
+async fn models_list(state: &Arc<State>, req: &Request<Incoming>) -> Response<Body> {
+    let api = Api::ChatCompletions;
+    let tool = match DynamicTool::new("llm:models", "model", Effect::Read) {
+        Ok(t) => t,
+        Err(e) => return failcore_error(api, &e),
+    };
+    let upstream = state.upstream(
+        reqwest::Method::GET,
+        "/models",
+        forwarded(req),
+        Bytes::new(),
+    );
+    let failure = upstream.failure.clone();
+    let body: crate::DynamicBody = Box::pin(async move {
+        match upstream.whole().await? {
+            Reply::Body(v) => Ok(v),
+            Reply::Chunks(_) => Err("the upstream streamed its model list".into()),
+        }
+    });
+    let outcome = state
+        .session
+        .scope(tool.call(&json!({"path": "/models"}), body))
+        .await;
+    match outcome {
+        Ok(list) => json_response(StatusCode::OK, &list),
+        Err(e) => passed_through(&failure).unwrap_or_else(|| failcore_error(api, &e)),
+    }
+}
+
+/// Reads a request body, up to [`MAX_REQUEST_BYTES`].
+async fn read_body(body: Incoming) -> Result<Bytes, String> {
+    match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(format!("cannot read the request body: {e}")),
+    }
+}
+
+async fn whole(state: &Arc<State>, api: Api, request: Value, upstream: Upstream) -> Response<Body> {
+    let failure = upstream.failure.clone();
+    let raw = upstream.raw.clone();
+    let outcome = state
+        .session
+        .scope(state.models.call(&request, upstream.whole()))
+        .await;
+    let sent = raw.lock().ok().and_then(|mut raw| raw.take());
+    match outcome {
+        Ok(reply) => match (reply.reply, sent) {
+            (Reply::Body(_), Some(bytes)) => bytes_response(StatusCode::OK, bytes),
+            (Reply::Body(body), None) => json_response(StatusCode::OK, &body),
+            (Reply::Chunks(_), _) => api.error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failcore_replay",
+                None,
+                "the trace holds a streamed reply for this non-streamed request",
+            ),
+        },
+        Err(e) => passed_through(&failure).unwrap_or_else(|| failcore_error(api, &e)),
+    }
+}
+
+async fn streamed(
+    state: &Arc<State>,
+    api: Api,
+    request: Value,
+    upstream: Upstream,
+) -> Response<Body> {
+    let (tx, mut rx) = mpsc::channel::<Piece>(64);
+    let live = Arc::new(AtomicBool::new(false));
+    let failure = upstream.failure.clone();
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let send = upstream.chunks(tx.clone(), live.clone());
+        let call = task_state
+            .session
+            .scope(task_state.models.call(&request, send));
+        // The client leaving (its end of the channel dropped) drops the call: the upstream request is
+        // abandoned and the step recorded as cancelled.
+        let outcome = tokio::select! {
+            outcome = call => outcome.map(ModelReplyChunks::from),
+            () = tx.closed() => return,
+        };
+        if live.load(Ordering::SeqCst) {
+            // Its events went to the client as they arrived.
+            return;
+        }
+        let piece = match outcome {
+            Ok(ModelReplyChunks(Some(chunks))) => {
+                for chunk in chunks {
+                    if tx.send(Piece::Chunk(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            Ok(ModelReplyChunks(None)) => Piece::Fail(api.error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failcore_replay",
+                None,
+                "the trace holds a whole reply for this streamed request",
+            )),
+            Err(e) => {
+                Piece::Fail(passed_through(&failure).unwrap_or_else(|| failcore_error(api, &e)))
+            }
+        };
+        let _ = tx.send(piece).await;
+    });
+    match rx.recv().await {
+        None => api.error(
+            StatusCode::BAD_GATEWAY,
+            "failcore_upstream",
+            None,
+            "the upstream stream ended before its first event",
+        ),
+        Some(Piece::Fail(response)) => response,
+        Some(Piece::Chunk(first)) => {
+            let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+                match rx.recv().await {
+                    Some(Piece::Chunk(c)) => Some((c, rx)),
+                    _ => None,
+                }
+            });
+            let events = futures_util::stream::iter([first])
+                .chain(rest)
+                .map(move |data| Ok::<_, Infallible>(Frame::data(api.frame(&data))));
+            let mut response = Response::new(BodyExt::boxed(StreamBody::new(events)));
+            let headers = response.headers_mut();
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-cache"),
+            );
+            response
+        }
+    }
+}
+
+/// The chunks of a model reply, `None` when it is a whole reply.
+struct ModelReplyChunks(Option<Vec<String>>);
+
+impl From<crate::model::ModelReply> for ModelReplyChunks {
+    fn from(r: crate::model::ModelReply) -> Self {
+        match r.reply {
+            Reply::Chunks(c) => ModelReplyChunks(Some(c)),
+            Reply::Body(_) => ModelReplyChunks(None),
+        }
+    }
+}
+
+fn passed_through(failure: &UpstreamFailure) -> Option<Response<Body>> {
+    let (status, body) = failure.lock().ok()?.take()?;
+    let mut response = Response::new(BodyExt::boxed(Full::new(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Some(response)
+}
+
+fn failcore_error(api: Api, e: &Error) -> Response<Body> {
+    match e {
+        Error::Blocked { rule, .. } => api.error(
+            StatusCode::FORBIDDEN,
+            "failcore_blocked",
+            Some(rule),
+            &e.to_string(),
+        ),
+        Error::ReplayMiss { .. } => api.error(
+            StatusCode::FAILED_DEPENDENCY,
+            "failcore_replay_miss",
+            None,
+            &e.to_string(),
+        ),
+        Error::InvalidArguments { .. } => api.error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            &e.to_string(),
+        ),
+        Error::Tool { .. } => api.error(
+            StatusCode::BAD_GATEWAY,
+            "failcore_upstream",
+            None,
+            &e.to_string(),
+        ),
+        _ => api.error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failcore_error",
+            Some(e.kind()),
+            &e.to_string(),
+        ),
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    bytes_response(
+        status,
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+    )
+}
+
+/// A JSON body already encoded.
+fn bytes_response(status: StatusCode, bytes: Bytes) -> Response<Body> {
+    let mut response = Response::new(BodyExt::boxed(Full::new(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
