@@ -242,19 +242,19 @@ async fn a_killed_rig_agent_resumes_from_its_model_and_tool_steps_and_replays_of
             input: p0 + p1,
             output: c0 + c1,
             cached: k0 + k1,
-            ..Usage::default()
+            ..failcore::model::Usage::default()
         }
     );
     let expected = price().cost(failcore::model::Usage {
         input: p0,
         output: c0,
         cached: k0,
-        ..Usage::default()
+        ..failcore::model::Usage::default()
     }) + price().cost(failcore::model::Usage {
         input: p1,
         output: c1,
         cached: k1,
-        ..Usage::default()
+        ..failcore::model::Usage::default()
     });
     assert!(
         (saved_cost - expected).abs() < 1e-12,
