@@ -65,7 +65,7 @@ fn dead(pid: u32) -> bool {
 }
 
 #[test]
-fn writes_outside_the_roots_fail_with_eacces_and_leave_nothing() {
+fn writes_outside_the_roots_fail_and_leave_nothing() {
     if !landlock() {
         return;
     }
@@ -93,8 +93,10 @@ attempt("devnull", lambda: open("/dev/null", "w").write("x"))
         newdir = outside.join("newdir").display().to_string(),
     );
     let out = run(&policy().root(&ws), &script);
+    // EROFS: outside the writable roots every mount is read-only, which the kernel checks before asking
+    // Landlock (EACCES, where no mount namespace could be made and a weaker sandbox was accepted).
     assert_eq!(
-        out.stdout.text, "inside ok\ncreate 13\ntruncate 13\nmkdir 13\ndevnull ok\n",
+        out.stdout.text, "inside ok\ncreate 30\ntruncate 30\nmkdir 30\ndevnull ok\n",
         "{out:#?}"
     );
     assert!(out.success(), "{out:#?}");
@@ -225,7 +227,11 @@ fn the_network_is_closed_unless_the_policy_opens_it() {
     assert_eq!(this_port.stdout.text, "connected\n", "{this_port:#?}");
     assert_eq!(accepted(&listener), 1);
     assert_eq!(this_port.sandbox.network, format!("tcp:{port}"));
-    assert_eq!(this_port.sandbox.network_enforced_by, ["landlock"]);
+    // Landlock for TCP, seccomp for the Unix sockets the policy does not name.
+    assert_eq!(
+        this_port.sandbox.network_enforced_by,
+        ["landlock", "seccomp"]
+    );
     let other = port.wrapping_add(1).max(1);
     let other_port = connect(&policy().network(Network::ConnectPorts(vec![other])), port);
     assert_eq!(other_port.stdout.text, "13\n", "{other_port:#?}");
@@ -482,7 +488,10 @@ async fn an_escape_attempt_is_recorded_with_its_sandbox_and_replayed() {
         .await
         .unwrap();
     assert_eq!(out.exit.code, Some(1));
-    assert!(out.stderr.text.contains("Permission denied"), "{out:#?}");
+    assert!(
+        out.stderr.text.contains("Read-only file system"),
+        "{out:#?}"
+    );
     assert!(!target.exists());
     let blocked = session
         .scope(exec_nowhere(python(), vec!["-V".into()]))

@@ -23,10 +23,11 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{CStr, CString, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -51,6 +52,7 @@ pub(crate) fn kernel() -> &'static Kernel {
         seccomp: seccomp_works(),
         pids_cgroup: pids_cgroup(),
         privileged: privileged(),
+        mount_namespace: mount_namespace_works(),
     })
 }
 
@@ -130,6 +132,273 @@ fn privileged() -> bool {
     const CAP_SYS_ADMIN: u64 = 1 << 21;
     const CAP_SYS_RESOURCE: u64 = 1 << 24;
     root || caps & (CAP_SYS_ADMIN | CAP_SYS_RESOURCE) != 0
+}
+
+/// Whether this process can give a command a mount namespace of its own with read-only mounts: tried in a
+/// forked child (a user namespace can only be entered by a single-threaded process), which binds the
+/// temporary directory as a writable root would be.
+fn mount_namespace_works() -> bool {
+    let Ok(isolation) = Isolation::new(&[std::env::temp_dir()], None) else {
+        return false;
+    };
+    // SAFETY: the child makes only system calls (see `Isolation::enter`) and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = i32::from(isolation.enter().is_err());
+        // SAFETY: ends the forked child without running this process's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    if pid < 0 {
+        return false;
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: a valid pointer to a local.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            return libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
+}
+
+/// The mount namespace of a command, prepared before the fork: every mount read-only but bind mounts of
+/// the writable roots. Landlock has no right for a file's mode, owner, times or extended attributes; a
+/// read-only mount refuses all of them (`EROFS`), whoever asks.
+struct Isolation {
+    /// For a process without `CAP_SYS_ADMIN`: the contents of `uid_map` and `gid_map` of a user namespace
+    /// that maps the user to itself.
+    maps: Option<(Vec<u8>, Vec<u8>)>,
+    /// The writable roots, absolute, NUL-terminated.
+    binds: Vec<CString>,
+    /// The directory to change to once the mounts are made (the root): the working directory taken before
+    /// them is on the mount that becomes read-only.
+    cwd: Option<CString>,
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+impl Isolation {
+    fn new(writable: &[PathBuf], cwd: Option<&Path>) -> io::Result<Isolation> {
+        let c = |p: &Path| -> io::Result<CString> {
+            let absolute = std::fs::canonicalize(p)?;
+            CString::new(absolute.into_os_string().into_vec())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+        };
+        let maps = (!has_cap_sys_admin()).then(|| {
+            // SAFETY: getuid and getgid cannot fail.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            (
+                format!("{uid} {uid} 1\n").into_bytes(),
+                format!("{gid} {gid} 1\n").into_bytes(),
+            )
+        });
+        Ok(Isolation {
+            maps,
+            binds: writable.iter().map(|p| c(p)).collect::<io::Result<_>>()?,
+            cwd: cwd.map(c).transpose()?,
+        })
+    }
+
+    /// Enters the namespace. Only system calls, on memory prepared before the fork.
+    fn enter(&self) -> io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        let flags = if self.maps.is_some() {
+            libc::CLONE_NEWUSER | libc::CLONE_NEWNS
+        } else {
+            libc::CLONE_NEWNS
+        };
+        // SAFETY: unshare takes no pointers.
+        check(unsafe { libc::unshare(flags) })?;
+        if let Some((uid_map, gid_map)) = &self.maps {
+            write_file(c"/proc/self/setgroups", b"deny")?;
+            write_file(c"/proc/self/uid_map", uid_map)?;
+            write_file(c"/proc/self/gid_map", gid_map)?;
+        }
+        let none = std::ptr::null::<libc::c_char>();
+        // No mount made here propagates back to the namespace this process came from.
+        // SAFETY: NUL-terminated strings and null pointers, as mount(2) takes them.
+        check(unsafe {
+            libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        })?;
+        for bind in &self.binds {
+            // SAFETY: as above.
+            check(unsafe {
+                libc::mount(
+                    bind.as_ptr(),
+                    bind.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                )
+            })?;
+        }
+        let setattr = |path: &CStr, set: u64, clear: u64, flags: libc::c_uint| {
+            let attr = MountAttr {
+                attr_set: set,
+                attr_clr: clear,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            // SAFETY: a NUL-terminated path and a pointer to a local of the size passed.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    flags,
+                    &attr as *const MountAttr,
+                    std::mem::size_of::<MountAttr>(),
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        setattr(c"/", MOUNT_ATTR_RDONLY, 0, AT_RECURSIVE)?;
+        for bind in &self.binds {
+            // A mount beneath a writable root that was read-only where it came from stays so; the root's
+            // own mount is made writable either way.
+            if setattr(bind, 0, MOUNT_ATTR_RDONLY, AT_RECURSIVE).is_err() {
+                setattr(bind, 0, MOUNT_ATTR_RDONLY, 0)?;
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            // SAFETY: a NUL-terminated path.
+            check(unsafe { libc::chdir(cwd.as_ptr()) })?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to the file at `path` in one call. Only system calls.
+fn write_file(path: &CStr, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a valid buffer of the length passed, to the descriptor just opened.
+    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    let err = io::Error::last_os_error();
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(fd) };
+    if written == bytes.len() as isize {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process holds `CAP_SYS_ADMIN` (it can make mounts without a user namespace of its own).
+fn has_cap_sys_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// The highest capability number this kernel knows.
+fn last_capability() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+/// Drops every capability for good: `no_new_privs`, the ambient set cleared, the bounding set emptied
+/// (where this process may: it needs `CAP_SETPCAP`, which an unprivileged user has none of anyway), and
+/// the effective, permitted and inheritable sets zeroed. A program run after this as root gets no
+/// capability back. Only system calls.
+fn drop_capabilities(last_cap: u32) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; EINVAL on a kernel without ambient capabilities, which then has none to clear.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    for cap in 0..=last_cap {
+        // SAFETY: as above.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EPERM) {
+                return Err(err);
+            }
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let none = [
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: pointers to a header and two data structs, as capset(2) version 3 takes them.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, none.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A directory beneath which this process can create pids cgroups (v1 `pids` hierarchy, or v2 with the
@@ -324,6 +593,10 @@ fn ruleset(spec: &SandboxSpec, plan: &Plan) -> Result<Option<RulesetCreated>, St
     let mut created = ruleset.create().map_err(e)?;
     if plan.filesystem {
         let read = AccessFs::from_read(abi) & handled_fs;
+        // Device nodes are neither made nor driven beneath a writable root: a node for the terminal or the
+        // kernel log would be a way out.
+        let writable =
+            handled_fs & !(AccessFs::MakeChar | AccessFs::MakeBlock | AccessFs::IoctlDev);
         let dev_null =
             AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
         let rules = spec
@@ -331,7 +604,7 @@ fn ruleset(spec: &SandboxSpec, plan: &Plan) -> Result<Option<RulesetCreated>, St
             .unwrap_or_default()
             .iter()
             .map(|p| (p.as_path(), read))
-            .chain(spec.writable_roots().map(|p| (p.as_path(), handled_fs)))
+            .chain(spec.writable_roots().map(|p| (p.as_path(), writable)))
             .chain([(Path::new("/dev/null"), dev_null & handled_fs)]);
         for (path, access) in rules {
             let fd = PathFd::new(path).map_err(|err| format!("{}: {err}", path.display()))?;
@@ -354,28 +627,38 @@ fn ruleset(spec: &SandboxSpec, plan: &Plan) -> Result<Option<RulesetCreated>, St
     Ok(Some(created))
 }
 
-/// The seccomp programs of a command: one refusing sockets other than Unix ones (and io_uring, which can
-/// open sockets without `socket(2)`), one refusing `setsid`/`setpgid` so that no descendant leaves the
-/// process group that is killed at the timeout.
-fn filters(plan: &Plan) -> Result<Vec<BpfProgram>, String> {
+/// The seccomp programs of a command: one refusing the sockets the network setting does not allow (every
+/// socket with no network, but Unix ones where the policy names some; Unix sockets with a list of ports),
+/// and io_uring, which can open sockets without `socket(2)`; one refusing `setsid`/`setpgid` so that no
+/// descendant leaves the process group that is killed at the timeout, device nodes (`mknod` of a
+/// character or block device) and the terminal ioctls that push input into another program (`TIOCSTI`,
+/// `TIOCLINUX`).
+fn filters(spec: &SandboxSpec, plan: &Plan) -> Result<Vec<BpfProgram>, String> {
     let arch = target_arch()?;
     let e = |e: seccompiler::BackendError| e.to_string();
+    let arg = |index: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64| {
+        SeccompCondition::new(index, len, op, value)
+            .and_then(|c| SeccompRule::new(vec![c]))
+            .map_err(e)
+    };
+    let unix = libc::AF_UNIX as u64;
+    let unix_allowed = !spec.unix_sockets().is_empty();
     let mut programs = Vec::new();
     if plan.seccomp_net {
-        let not_unix = SeccompRule::new(vec![SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Ne,
-            libc::AF_UNIX as u64,
-        )
-        .map_err(e)?])
-        .map_err(e)?;
-        let rules = with_x32(&[
-            (libc::SYS_socket, vec![not_unix]),
-            (libc::SYS_io_uring_setup, Vec::new()),
-        ]);
+        let sockets = match (spec.network(), unix_allowed) {
+            (Network::None, false) => vec![],
+            (Network::None, true) => vec![arg(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, unix)?],
+            (_, false) => vec![arg(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, unix)?],
+            (_, true) => Vec::new(),
+        };
+        let mut rules = vec![(libc::SYS_io_uring_setup, Vec::new())];
+        // An empty list refuses every call; with a list of ports and Unix sockets allowed, nothing is
+        // refused here.
+        if !(matches!(spec.network(), Network::ConnectPorts(_)) && unix_allowed) {
+            rules.push((libc::SYS_socket, sockets));
+        }
         let filter = SeccompFilter::new(
-            rules,
+            with_x32(&rules),
             SeccompAction::Allow,
             SeccompAction::Errno(libc::EACCES as u32),
             arch,
@@ -384,12 +667,40 @@ fn filters(plan: &Plan) -> Result<Vec<BpfProgram>, String> {
         programs.push(BpfProgram::try_from(filter).map_err(e)?);
     }
     if plan.seccomp_group {
-        let rules = with_x32(&[
+        let device = |index: u8| -> Result<Vec<SeccompRule>, String> {
+            [libc::S_IFCHR, libc::S_IFBLK]
+                .into_iter()
+                .map(|kind| {
+                    arg(
+                        index,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::MaskedEq(u64::from(libc::S_IFMT)),
+                        u64::from(kind),
+                    )
+                })
+                .collect()
+        };
+        let ioctls = [libc::TIOCSTI, libc::TIOCLINUX]
+            .into_iter()
+            .map(|request| {
+                arg(
+                    1,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    u64::from(request as u32),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rules = vec![
             (libc::SYS_setsid, Vec::new()),
             (libc::SYS_setpgid, Vec::new()),
-        ]);
+            (libc::SYS_mknodat, device(2)?),
+            (libc::SYS_ioctl, ioctls),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        rules.push((libc::SYS_mknod, device(1)?));
         let filter = SeccompFilter::new(
-            rules,
+            with_x32(&rules),
             SeccompAction::Allow,
             SeccompAction::Errno(libc::EPERM as u32),
             arch,
@@ -472,31 +783,41 @@ fn user_tasks() -> u64 {
         .sum()
 }
 
-/// What the child does between fork and exec. Only system calls: no allocation, no locks.
-fn enter_sandbox(
+/// What the child prepared before the fork needs between fork and exec.
+struct Walls {
+    /// The process that forks (it watches the command, see [`watch`]).
     parent: libc::pid_t,
     procs: Option<RawFd>,
-    limits: &[(Resource, u64)],
+    limits: Vec<(Resource, u64)>,
+    isolation: Option<Isolation>,
+    last_cap: u32,
     ruleset: Option<RulesetCreated>,
-    filters: &[BpfProgram],
-) -> io::Result<()> {
-    // If this process dies (the thread that forked waits for the command, so it outlives it otherwise),
-    // the command is killed rather than left running unwatched.
+    filters: Vec<BpfProgram>,
+}
+
+/// What the child does between fork and exec. Only system calls: no allocation, no locks.
+///
+/// The child forked by `std::process::Command` stays outside the sandbox as the command's watchdog: it
+/// forks again, and the grandchild builds the walls and runs the program. The watchdog is told by the
+/// kernel when the thread that started it dies (`PR_SET_PDEATHSIG`, which only reaches a direct child),
+/// and kills the command's whole process group then, so that no descendant outlives a FailCore process
+/// that was killed; otherwise it passes the command's exit status on as its own.
+fn enter_sandbox(walls: &mut Walls) -> io::Result<()> {
     // SAFETY: prctl and getppid take no pointers.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if unsafe { libc::getppid() } != parent {
+    if unsafe { libc::getppid() } != walls.parent {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
-    if let Some(fd) = procs {
+    if let Some(fd) = walls.procs {
         // "0" moves the writing process, this child, into the command's cgroup before it runs anything.
         // SAFETY: writes one byte from a static buffer to an open descriptor.
         if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
             return Err(io::Error::last_os_error());
         }
     }
-    for &(resource, value) in limits {
+    for &(resource, value) in &walls.limits {
         let limit = libc::rlimit {
             rlim_cur: value as libc::rlim_t,
             rlim_max: value as libc::rlim_t,
@@ -506,19 +827,115 @@ fn enter_sandbox(
             return Err(io::Error::last_os_error());
         }
     }
-    if let Some(ruleset) = ruleset {
+    // The watchdog waits for these two signals; they stay blocked until it does.
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset.
+    let mut watched: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to locals.
+    unsafe {
+        libc::sigemptyset(&mut watched);
+        libc::sigaddset(&mut watched, libc::SIGTERM);
+        libc::sigaddset(&mut watched, libc::SIGCHLD);
+        if libc::sigprocmask(libc::SIG_BLOCK, &watched, &mut before) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: getpid cannot fail.
+    let watchdog = unsafe { libc::getpid() };
+    // SAFETY: the forked process makes only system calls until it execs or exits.
+    let command = unsafe { libc::fork() };
+    if command < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if command > 0 {
+        watch(command, &watched);
+    }
+    // The command: killed if its watchdog dies.
+    // SAFETY: as above.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if unsafe { libc::getppid() } != watchdog {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: restores the mask saved above.
+    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if let Some(isolation) = &walls.isolation {
+        isolation.enter()?;
+    }
+    drop_capabilities(walls.last_cap)?;
+    if let Some(ruleset) = walls.ruleset.take() {
         match ruleset.restrict_self() {
             Ok(status) if status.ruleset == RulesetStatus::FullyEnforced => {}
             Ok(_) => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
             Err(_) => return Err(io::Error::last_os_error()),
         }
     }
-    for program in filters {
+    for program in &walls.filters {
         if seccompiler::apply_filter(program).is_err() {
             return Err(io::Error::last_os_error());
         }
     }
     Ok(())
+}
+
+/// The watchdog: waits for the command to end and exits as it did, or, told that the process that
+/// started it is gone (SIGTERM, its parent-death signal), kills the command's process group. Never
+/// returns. Only system calls.
+fn watch(command: libc::pid_t, watched: &libc::sigset_t) -> ! {
+    // Not dumpable: its memory, and the environment in it (this process's, copied by the fork), cannot be
+    // read through /proc by the command, whatever user it runs as.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Holds no descriptor of the command's: its pipes reach end of file when the command and what it
+    // started are done, and `std::process::Command` learns that the program was exec'd when the
+    // grandchild's copy of its close-on-exec pipe closes.
+    // SAFETY: closes descriptors of this process only; close_range may be missing (Linux < 5.9).
+    if unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) } != 0 {
+        for fd in 0..1024 {
+            // SAFETY: as above.
+            unsafe { libc::close(fd) };
+        }
+    }
+    loop {
+        // SAFETY: a valid signal set; no info is asked for.
+        let signal = unsafe { libc::sigwaitinfo(watched, std::ptr::null_mut()) };
+        if signal == libc::SIGTERM {
+            // SAFETY: kill has no memory effects; the group is the command's, this process included.
+            unsafe {
+                libc::kill(-libc::getpgrp(), libc::SIGKILL);
+                libc::_exit(128 + libc::SIGKILL);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: a valid pointer to a local.
+        if unsafe { libc::waitpid(command, &mut status, libc::WNOHANG) } != command {
+            continue;
+        }
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: ends this process by the signal that ended the command, so that its status is the
+            // command's; no core file is written for it. sigset_t is plain data.
+            unsafe {
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                libc::signal(signal, libc::SIG_DFL);
+                let mut only: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut only);
+                libc::sigaddset(&mut only, signal);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &only, std::ptr::null_mut());
+                libc::kill(libc::getpid(), signal);
+                libc::_exit(128 + signal);
+            }
+        }
+        // SAFETY: ends this process with the command's exit status.
+        unsafe { libc::_exit(libc::WEXITSTATUS(status)) };
+    }
 }
 
 /// Reads a stream to its end, keeping the first `max` bytes.
@@ -598,7 +1015,7 @@ pub(crate) fn spawn(command: Command, spec: &SandboxSpec, plan: Plan) -> Result<
             format!("the Landlock ruleset cannot be built: {e}"),
         )
     })?;
-    let filters = filters(&plan).map_err(|e| {
+    let filters = filters(spec, &plan).map_err(|e| {
         fail(
             "exec.sandbox.seccomp",
             format!("the seccomp filter cannot be built: {e}"),
@@ -607,15 +1024,18 @@ pub(crate) fn spawn(command: Command, spec: &SandboxSpec, plan: Plan) -> Result<
     let (env, env_names) = environment(spec, &command.env);
     let cgroup = match &plan.processes {
         ProcessLimit::Cgroup(base) => {
-            Some(CommandCgroup::create(base, spec.processes).map_err(|e| {
-                fail(
-                    "exec.sandbox.cgroup",
-                    format!(
-                        "cannot create a pids cgroup beneath {}: {e}",
-                        base.display()
-                    ),
-                )
-            })?)
+            // The command's watchdog is one more process of the cgroup.
+            Some(
+                CommandCgroup::create(base, spec.processes + 1).map_err(|e| {
+                    fail(
+                        "exec.sandbox.cgroup",
+                        format!(
+                            "cannot create a pids cgroup beneath {}: {e}",
+                            base.display()
+                        ),
+                    )
+                })?,
+            )
         }
         _ => None,
     };
@@ -627,11 +1047,32 @@ pub(crate) fn spawn(command: Command, spec: &SandboxSpec, plan: Plan) -> Result<
     if plan.processes == ProcessLimit::Rlimit {
         // The kernel counts every task of the user, and refuses even the exec past the limit: the
         // command's allowance comes on top of what the user runs now.
-        limits.push((libc::RLIMIT_NPROC, user_tasks() + spec.processes));
+        // The command's watchdog is one more task.
+        limits.push((libc::RLIMIT_NPROC, user_tasks() + spec.processes + 1));
     }
-    let procs = cgroup.as_ref().map(|c| c.procs.as_raw_fd());
-    // SAFETY: getpid cannot fail.
-    let parent = unsafe { libc::getpid() };
+    let isolation = if plan.mount_namespace {
+        let writable: Vec<PathBuf> = spec.writable_roots().cloned().collect();
+        Some(
+            Isolation::new(&writable, spec.root().map(PathBuf::as_path)).map_err(|e| {
+                fail(
+                    "exec.sandbox.mount_namespace",
+                    format!("the command's mount namespace cannot be prepared: {e}"),
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    let mut walls = Walls {
+        // SAFETY: getpid cannot fail.
+        parent: unsafe { libc::getpid() },
+        procs: cgroup.as_ref().map(|c| c.procs.as_raw_fd()),
+        limits,
+        isolation,
+        last_cap: last_capability(),
+        ruleset: ruleset.take(),
+        filters,
+    };
 
     let mut cmd = std::process::Command::new(&command.program);
     cmd.args(&command.args)
@@ -651,7 +1092,7 @@ pub(crate) fn spawn(command: Command, spec: &SandboxSpec, plan: Plan) -> Result<
     // SAFETY: the closure makes only async-signal-safe system calls (see `enter_sandbox`); everything it
     // uses was built before the fork.
     unsafe {
-        cmd.pre_exec(move || enter_sandbox(parent, procs, &limits, ruleset.take(), &filters));
+        cmd.pre_exec(move || enter_sandbox(&mut walls));
     }
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
@@ -852,6 +1293,35 @@ mod tests {
             all >= own,
             "{all} tasks counted for the user, {own} in this process alone"
         );
+    }
+
+    /// A kernel of Landlock ABI 4 (Linux 6.7 to 6.9), emulated by building the sandbox as on one: the scopes
+    /// and device ioctl rights it lacks are refused by default, and recorded on a real run that accepts a
+    /// weaker sandbox.
+    #[test]
+    fn an_older_landlock_abi_records_what_it_lacks_on_a_real_run() {
+        let real = kernel();
+        if real.landlock_abi < 4 {
+            return;
+        }
+        let emulated = Kernel {
+            landlock_abi: 4,
+            ..real.clone()
+        };
+        let strict = crate::policy::ExecPolicy::allow(["true"]);
+        let refused = super::super::assess_with(strict.sandbox(), &emulated).expect_err("refused");
+        assert_eq!(refused.rule, "exec.sandbox.landlock_abi");
+        let weaker = strict.accept_weaker(true);
+        let plan = super::super::assess_with(weaker.sandbox(), &emulated).expect("accepted");
+        let out = spawn(Command::new("true"), weaker.sandbox(), plan).expect("ran");
+        assert!(out.success(), "{out:?}");
+        assert_eq!(out.sandbox.landlock_abi, 4);
+        let missing = out.sandbox.missing.join("\n");
+        assert!(
+            missing.contains("Landlock ABI 5 (ioctl on devices"),
+            "{missing}"
+        );
+        assert!(missing.contains("Landlock ABI 6 (scopes"), "{missing}");
     }
 
     #[test]

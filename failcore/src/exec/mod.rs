@@ -266,6 +266,9 @@ pub(crate) struct Kernel {
     pub pids_cgroup: Option<std::path::PathBuf>,
     /// The kernel does not apply `RLIMIT_NPROC` to this user (root, or `CAP_SYS_RESOURCE`/`CAP_SYS_ADMIN`).
     pub privileged: bool,
+    /// A command can be given a mount namespace of its own (directly, or inside a user namespace for an
+    /// unprivileged user) in which every mount but the writable roots is read-only.
+    pub mount_namespace: bool,
 }
 
 /// How the process limit is enforced.
@@ -286,10 +289,15 @@ pub(crate) struct Plan {
     pub landlock_net: bool,
     /// Landlock scopes (abstract Unix sockets, signals: ABI 6).
     pub scopes: bool,
-    /// The seccomp filter refusing non-Unix sockets (and io_uring, which can open them).
+    /// The seccomp filter refusing sockets the network setting does not allow (and io_uring, which can
+    /// open them).
     pub seccomp_net: bool,
-    /// The seccomp filter refusing `setsid`/`setpgid`, so that the group kill reaches every descendant.
+    /// The seccomp filter refusing `setsid`/`setpgid` (so that the group kill reaches every descendant),
+    /// device nodes and the terminal ioctls that push input into another program.
     pub seccomp_group: bool,
+    /// A mount namespace in which everything but the writable roots is mounted read-only: the walls for
+    /// what Landlock has no right for (modes, owners, times and extended attributes of files).
+    pub mount_namespace: bool,
     pub processes: ProcessLimit,
     pub missing: Vec<String>,
 }
@@ -344,18 +352,37 @@ pub(crate) fn assess_with(spec: &SandboxSpec, kernel: &Kernel) -> Result<Plan, R
             format!("Landlock ABI 3 (truncation control; this kernel has ABI {abi}): files outside the writable roots could be truncated"),
         ));
     }
+    if filesystem && abi < 5 {
+        gaps.push((
+            "exec.sandbox.landlock_abi",
+            format!("Landlock ABI 5 (ioctl on devices; this kernel has ABI {abi}): a device the command can open could be driven with any ioctl"),
+        ));
+    }
+    if filesystem && abi < 6 {
+        gaps.push((
+            "exec.sandbox.landlock_abi",
+            format!("Landlock ABI 6 (scopes; this kernel has ABI {abi}): the command could signal other processes of the user, this one included"),
+        ));
+    }
+    let mount_namespace = filesystem && kernel.mount_namespace;
+    if filesystem && !kernel.mount_namespace {
+        gaps.push((
+            "exec.sandbox.no_mount_namespace",
+            "a mount namespace (read-only mounts outside the writable roots): modes, owners, times and extended attributes of files outside them could be changed".into(),
+        ));
+    }
     let mut landlock_net = false;
-    let mut seccomp_net = false;
+    let seccomp_net = *spec.network() != Network::All && kernel.seccomp;
     match spec.network() {
         Network::All => {}
         Network::None => {
             landlock_net = abi >= 4;
-            seccomp_net = kernel.seccomp;
             if !kernel.seccomp {
                 gaps.push((
                     "exec.sandbox.no_seccomp",
                     if landlock_net {
-                        "seccomp (refusing sockets): UDP and raw sockets would stay open".into()
+                        "seccomp (refusing sockets): UDP, raw and Unix sockets would stay open"
+                            .into()
                     } else {
                         "seccomp or Landlock ABI 4 (network isolation): the network would stay open"
                             .into()
@@ -369,6 +396,12 @@ pub(crate) fn assess_with(spec: &SandboxSpec, kernel: &Kernel) -> Result<Plan, R
                 gaps.push((
                     "exec.sandbox.no_tcp_rules",
                     format!("Landlock ABI 4 (TCP port rules; this kernel has ABI {abi}): the network would be unrestricted"),
+                ));
+            }
+            if !kernel.seccomp {
+                gaps.push((
+                    "exec.sandbox.no_seccomp",
+                    "seccomp (refusing Unix sockets): sockets at a path (docker.sock, an ssh agent) would be reachable".into(),
                 ));
             }
         }
@@ -411,6 +444,7 @@ pub(crate) fn assess_with(spec: &SandboxSpec, kernel: &Kernel) -> Result<Plan, R
         scopes: abi >= 6,
         seccomp_net,
         seccomp_group,
+        mount_namespace,
         processes,
         missing: gaps.into_iter().map(|(_, w)| w).collect(),
     })
@@ -441,6 +475,7 @@ mod tests {
             seccomp: true,
             pids_cgroup: Some("/sys/fs/cgroup/pids".into()),
             privileged: true,
+            mount_namespace: true,
         }
     }
 
@@ -460,13 +495,19 @@ mod tests {
 
         let ports = ExecPolicy::allow(["true"]).network(Network::ConnectPorts(vec![443]));
         let refused = assess_with(ports.sandbox(), &kernel(3)).expect_err("refused");
-        assert_eq!(refused.rule, "exec.sandbox.no_tcp_rules");
+        // The first gap names the rule (ABI 5); the reason lists every one.
+        assert_eq!(refused.rule, "exec.sandbox.landlock_abi");
+        assert!(
+            refused.reason.contains("TCP port rules"),
+            "{}",
+            refused.reason
+        );
 
         let weaker = ports.accept_weaker(true);
         let plan = assess_with(weaker.sandbox(), &kernel(3)).expect("accepted");
         assert!(!plan.landlock_net);
-        assert_eq!(plan.missing.len(), 1, "{:?}", plan.missing);
-        assert!(plan.missing[0].contains("TCP port rules"));
+        assert_eq!(plan.missing.len(), 3, "{:?}", plan.missing);
+        assert!(plan.missing[2].contains("TCP port rules"));
     }
 
     #[test]
@@ -488,6 +529,82 @@ mod tests {
         let plan = assess_with(policy.sandbox(), &k).expect("plan");
         assert_eq!(plan.processes, ProcessLimit::Rlimit);
         assert!(plan.missing.is_empty());
+    }
+
+    /// Every kernel from no Landlock to ABI 7, with and without seccomp, a pids cgroup and mount
+    /// namespaces: each protection the kernel lacks is named, refused by default, and recorded when a
+    /// weaker sandbox is accepted; nothing the kernel has is reported missing.
+    #[test]
+    fn the_kernel_feature_matrix_names_every_missing_protection() {
+        for abi in 0..=7u32 {
+            for seccomp in [true, false] {
+                for cgroup in [true, false] {
+                    for mount_namespace in [true, false] {
+                        let k = Kernel {
+                            landlock_abi: abi,
+                            seccomp,
+                            pids_cgroup: cgroup.then(|| "/sys/fs/cgroup/pids".into()),
+                            privileged: true,
+                            mount_namespace,
+                        };
+                        let mut expected: Vec<&str> = Vec::new();
+                        if abi == 0 {
+                            expected.push("Landlock (filesystem rules)");
+                        } else {
+                            if abi < 3 {
+                                expected.push("Landlock ABI 3");
+                            }
+                            if abi < 5 {
+                                expected.push("Landlock ABI 5");
+                            }
+                            if abi < 6 {
+                                expected.push("Landlock ABI 6");
+                            }
+                            if !mount_namespace {
+                                expected.push("a mount namespace");
+                            }
+                        }
+                        if !seccomp {
+                            expected.push("seccomp");
+                        }
+                        if !cgroup {
+                            expected.push("a process limit");
+                        }
+                        let case = format!(
+                            "abi {abi}, seccomp {seccomp}, cgroup {cgroup}, mount namespace {mount_namespace}"
+                        );
+                        let strict = ExecPolicy::allow(["true"]);
+                        match assess_with(strict.sandbox(), &k) {
+                            Ok(plan) => assert!(expected.is_empty(), "{case}: {plan:?}"),
+                            Err(refused) => {
+                                assert!(!expected.is_empty(), "{case}: {refused:?}");
+                                for what in &expected {
+                                    assert!(
+                                        refused.reason.contains(what),
+                                        "{case}: {what} not in {}",
+                                        refused.reason
+                                    );
+                                }
+                            }
+                        }
+                        let weaker = ExecPolicy::allow(["true"]).accept_weaker(true);
+                        let plan = assess_with(weaker.sandbox(), &k).expect("accepted");
+                        assert_eq!(
+                            plan.missing.len(),
+                            expected.len(),
+                            "{case}: {:?}",
+                            plan.missing
+                        );
+                        for (missing, what) in plan.missing.iter().zip(&expected) {
+                            assert!(missing.starts_with(what), "{case}: {missing} is not {what}");
+                        }
+                        assert_eq!(plan.scopes, abi >= 6, "{case}");
+                        assert_eq!(plan.mount_namespace, abi >= 1 && mount_namespace, "{case}");
+                        assert_eq!(plan.seccomp_net && plan.seccomp_group, seccomp, "{case}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,62 @@ const SHELLS: &[&str] = &[
     "eval",
 ];
 
+/// Whether `arg`, given to the shell or launcher `base`, makes it run a command string, read as that
+/// program reads its options: a POSIX shell takes `c` anywhere in a cluster of short options (`-c`, `-ec`,
+/// `-xc`, `-lc`); fish also `-C` and `--command`/`--init-command`; `env` splits a string into a command
+/// with `-S`; PowerShell takes any prefix of `-Command`, `-EncodedCommand` or `-CommandWithArgs` (and
+/// `/` for `-`); cmd takes `/c` or `/k`, also joined to other switches or to the command.
+fn runs_a_command_string(base: &str, arg: &str) -> bool {
+    let base = base.to_ascii_lowercase();
+    let base = base.strip_suffix(".exe").unwrap_or(&base);
+    let lower = arg.to_ascii_lowercase();
+    match base {
+        "cmd" => lower
+            .split('/')
+            .skip(1)
+            .any(|switch| switch.starts_with('c') || switch.starts_with('k')),
+        "powershell" | "pwsh" => {
+            let Some(name) = lower.strip_prefix('-').or_else(|| lower.strip_prefix('/')) else {
+                return false;
+            };
+            let name = name.trim_start_matches('-');
+            let name = name.split(':').next().unwrap_or(name);
+            !name.is_empty()
+                && (["command", "encodedcommand", "commandwithargs"]
+                    .iter()
+                    .any(|full| full.starts_with(name))
+                    || matches!(name, "ec" | "cwa"))
+        }
+        "env" => {
+            arg == "-S"
+                || lower.starts_with("--split-string")
+                || arg
+                    .strip_prefix('-')
+                    .is_some_and(|c| !c.starts_with('-') && c.contains('S'))
+                || posix_command_flag(arg)
+        }
+        "fish" => {
+            posix_command_flag(arg)
+                || arg
+                    .strip_prefix('-')
+                    .is_some_and(|c| !c.starts_with('-') && c.contains('C'))
+                || ["--command", "--init-command"]
+                    .iter()
+                    .any(|long| lower == *long || lower.starts_with(&format!("{long}=")))
+        }
+        _ => posix_command_flag(arg) || lower == "--command" || lower.starts_with("--command="),
+    }
+}
+
+/// A cluster of short options (`-` then letters) that holds `c`.
+fn posix_command_flag(arg: &str) -> bool {
+    arg.strip_prefix('-').is_some_and(|cluster| {
+        !cluster.is_empty()
+            && cluster.bytes().all(|b| b.is_ascii_alphabetic())
+            && cluster.contains('c')
+    })
+}
+
 /// What a sandboxed command may reach over the network.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Network {
@@ -66,6 +122,7 @@ pub struct SandboxSpec {
     pub(crate) timeout: Duration,
     pub(crate) env: Vec<String>,
     pub(crate) max_output: usize,
+    pub(crate) unix_sockets: Vec<PathBuf>,
     pub(crate) accept_weaker: bool,
 }
 
@@ -86,6 +143,7 @@ impl Default for SandboxSpec {
                 .map(String::from)
                 .collect(),
             max_output: 64 << 10,
+            unix_sockets: Vec::new(),
             accept_weaker: false,
         }
     }
@@ -116,6 +174,12 @@ impl SandboxSpec {
     /// The wall-clock time after which the command and its process group are killed.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The Unix sockets (by path) the command may connect to while the network is not `All`; with none
+    /// named, creating a Unix socket is refused.
+    pub fn unix_sockets(&self) -> &[PathBuf] {
+        &self.unix_sockets
     }
 
     /// Whether a weaker sandbox than asked is accepted where the kernel lacks a mechanism.
@@ -248,6 +312,17 @@ impl ExecPolicy {
         self
     }
 
+    /// Lets commands create Unix sockets, to reach the sockets at these paths (a local database, say), while
+    /// the network is `None` or a list of ports. Without it a Unix socket cannot be created at all, since
+    /// `connect` to a socket path is not a right Landlock controls on the kernels it supports: naming one
+    /// socket opens every socket the command can see (listed in the step's sandbox).
+    pub fn unix_sockets<I: IntoIterator<Item = P>, P: Into<PathBuf>>(mut self, paths: I) -> Self {
+        self.sandbox
+            .unix_sockets
+            .extend(paths.into_iter().map(Into::into));
+        self
+    }
+
     /// Accepts a weaker sandbox where this kernel lacks a mechanism the policy asks for, instead of
     /// refusing the call. What was left out is recorded on the step with the sandbox applied.
     pub fn accept_weaker(mut self, yes: bool) -> Self {
@@ -331,12 +406,7 @@ impl ExecPolicy {
                     format!("argument {arg:?} matches the denied pattern {p:?}"),
                 ));
             }
-            if is_shell
-                && matches!(
-                    arg.to_ascii_lowercase().as_str(),
-                    "-c" | "/c" | "/k" | "-command" | "-encodedcommand" | "-e"
-                )
-            {
+            if is_shell && runs_a_command_string(base, arg) {
                 return Err(Verdict::deny(
                     "exec.shell",
                     format!("`{program} {arg}` runs a shell command string"),
@@ -415,5 +485,74 @@ impl Policy for ExecPolicy {
             Ok(_) => Verdict::Allow,
             Err(refused) => Verdict::deny(refused.rule, refused.reason),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_strings_are_found_as_each_shell_parses_its_options() {
+        let runs = [
+            ("sh", "-c"),
+            ("sh", "-ec"),
+            ("bash", "-xc"),
+            ("bash", "-lc"),
+            ("dash", "-ce"),
+            ("zsh", "-fc"),
+            ("bash", "--command"),
+            ("fish", "-C"),
+            ("fish", "--init-command=id"),
+            ("env", "-S"),
+            ("env", "-iS"),
+            ("env", "--split-string=sh -c id"),
+            ("pwsh", "-c"),
+            ("pwsh", "-Com"),
+            ("powershell.exe", "/Command"),
+            ("pwsh", "-e"),
+            ("pwsh", "-enc"),
+            ("pwsh", "-EncodedCommand"),
+            ("pwsh", "-ec"),
+            ("pwsh", "-cwa"),
+            ("cmd", "/c"),
+            ("cmd.exe", "/Q/C"),
+            ("cmd", "/kdir"),
+        ];
+        for (shell, arg) in runs {
+            assert!(runs_a_command_string(shell, arg), "{shell} {arg}");
+        }
+        let harmless = [
+            ("sh", "-e"),
+            ("sh", "-x"),
+            ("sh", "script.sh"),
+            ("bash", "--norc"),
+            ("bash", "-"),
+            ("sh", "--"),
+            ("bash", "-o"),
+            ("fish", "--private"),
+            ("env", "-i"),
+            ("pwsh", "-File"),
+            ("pwsh", "-NoProfile"),
+            ("cmd", "dir"),
+        ];
+        for (shell, arg) in harmless {
+            assert!(!runs_a_command_string(shell, arg), "{shell} {arg}");
+        }
+    }
+
+    #[test]
+    fn the_policy_refuses_a_clustered_c_for_a_listed_shell() {
+        let policy = ExecPolicy::allow(["sh"]);
+        for arg in ["-c", "-ec", "-xc", "-lc"] {
+            let refused = policy
+                .check_command("sh", &[arg, "id"])
+                .expect_err("refused");
+            assert!(
+                matches!(&refused, Verdict::Deny { rule, .. } if rule == "exec.shell"),
+                "{arg}: {refused:?}"
+            );
+        }
+        assert!(policy.check_command("sh", &["-e", "script.sh"]).is_ok());
     }
 }

@@ -278,6 +278,7 @@ const EXEC_KEYS: &[&str] = &[
     "timeout_seconds",
     "env",
     "max_output_bytes",
+    "unix_sockets",
     "accept_weaker",
 ];
 const LIMITS_KEYS: &[&str] = &[
@@ -601,6 +602,9 @@ impl Builder<'_> {
         }
         if let Some(n) = number(name, spec, "max_output_bytes")? {
             p = p.max_output(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        if let Some(paths) = strings(name, spec, "unix_sockets")? {
+            p = p.unix_sockets(paths.into_iter().map(std::path::PathBuf::from));
         }
         if let Some(yes) = boolean(name, spec, "accept_weaker")? {
             p = p.accept_weaker(yes);
