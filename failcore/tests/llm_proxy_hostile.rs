@@ -668,6 +668,57 @@ async fn slow_headers_and_slow_bodies_are_cut_off_by_their_timeouts() {
     proxy.stop();
 }
 
+/// Finding 2, the idle timeout: with a long header timeout, a connection that sends nothing, and one kept
+/// alive after its request, are closed by the idle timeout; a connection whose request is in progress
+/// (its upstream slower than the idle timeout) is not: its client gets the upstream's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_connections_are_closed_after_the_idle_timeout_but_not_while_a_request_is_in_progress(
+) {
+    let upstream = Upstream::start(|seen| {
+        if seen.json()["user"] == "slow" {
+            Act::Hang
+        } else {
+            ok_reply(seen)
+        }
+    })
+    .await;
+    let (_dir, traces) = tempdir();
+    let proxy = Proxy::start(
+        &traces,
+        &[
+            "--upstream",
+            &upstream.url(),
+            "--header-timeout",
+            "600",
+            "--idle-timeout",
+            "1",
+            "--read-timeout",
+            "3",
+        ],
+    );
+    let request = |user: &str| {
+        let body = chat(MODEL, user).to_string();
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut silent = TcpStream::connect(&proxy.addr).await.unwrap();
+    let mut kept = TcpStream::connect(&proxy.addr).await.unwrap();
+    kept.write_all(request("kept").as_bytes()).await.unwrap();
+    let mut slow = TcpStream::connect(&proxy.addr).await.unwrap();
+    slow.write_all(request("slow").as_bytes()).await.unwrap();
+    assert!(read_until_closed(&mut silent).await.is_empty());
+    let kept = String::from_utf8(read_until_closed(&mut kept).await).unwrap();
+    assert!(kept.starts_with("HTTP/1.1 200"), "{kept}");
+    assert!(kept.contains("\"fine\""), "{kept}");
+    // The slow call ends with the read timeout's 502, well after the idle timeout.
+    let slow = String::from_utf8(read_until_closed(&mut slow).await).unwrap();
+    assert!(slow.starts_with("HTTP/1.1 502"), "{slow}");
+    assert!(slow.contains("did not answer in time"), "{slow}");
+    proxy.stop();
+}
+
 /// Finding 3: an upstream that redirects (307, which keeps the method and body, and 302) to another
 /// origin: the redirect is not followed, so that origin receives nothing (no connection, so no
 /// `x-api-key`, `authorization` or body), the client gets a 502 saying why, and the step is failed.
