@@ -3,7 +3,7 @@
 
 use super::Body;
 use hyper::{Response, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A provider API, by the last segment of the request's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,15 +77,20 @@ impl Api {
         code: Option<&str>,
         message: &str,
     ) -> Response<Body> {
-        let body = match self {
+        super::json_response(status, &self.error_body(kind, code, message))
+    }
+
+    /// The body of an error in this API's shape: also the data of the error event that ends a stream
+    /// which failed after its first events went to the client.
+    pub(crate) fn error_body(self, kind: &str, code: Option<&str>, message: &str) -> Value {
+        match self {
             Api::ChatCompletions | Api::Responses | Api::Embeddings => {
                 json!({"error": {"message": message, "type": kind, "code": code, "param": null}})
             }
             Api::Messages => {
                 json!({"type": "error", "error": {"type": kind, "message": message, "code": code}})
             }
-        };
-        super::json_response(status, &body)
+        }
     }
 }
 

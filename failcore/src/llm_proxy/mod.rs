@@ -22,7 +22,9 @@
 //!
 //! Everything is bounded ([`Options`]): connections, header and body read time, idle connections, the
 //! upstream's connect and read time, the size of a reply. A client that leaves a streamed call cancels it
-//! upstream, and the step is recorded as cancelled.
+//! upstream, and the step is recorded as cancelled. A stream that fails once its first events have gone to
+//! the client (over the reply cap, the upstream cut off or too slow) ends with an error event, whose data
+//! is the API's error shape, rather than as if it were whole.
 //!
 //! Errors are in the shape of the API called (`{"error": {"message", "type", "code"}}`, or
 //! `{"type": "error", "error": {"type", "message", "code"}}` for Messages): a refused call is `403` with
@@ -84,7 +86,7 @@ pub struct Options {
     /// before its first token).
     pub read_timeout: Duration,
     /// The largest reply (whole, or a stream in all) the proxy relays and records; a larger one fails
-    /// the call, recorded as failed.
+    /// the call, recorded as failed (a stream already under way ends with an error event).
     pub max_reply_bytes: usize,
 }
 
@@ -611,7 +613,12 @@ async fn streamed(
             () = tx.closed() => return,
         };
         if live.load(Ordering::SeqCst) {
-            // Its events went to the client as they arrived.
+            // Its events went to the client as they arrived. A stream that failed on the way (over the
+            // reply cap, the upstream cut off) ends with an error event, never as if it were whole.
+            if let Err(e) = outcome {
+                let event = api.error_body("failcore_upstream", None, &e.to_string());
+                let _ = tx.send(Piece::Chunk(event.to_string())).await;
+            }
             return;
         }
         let piece = match outcome {

@@ -262,10 +262,10 @@ impl Upstream {
         let body = read_capped(response, MAX_ERROR_BODY)
             .await
             .unwrap_or_default();
-        let message = self.masked(format!(
-            "upstream {url} answered {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-        ));
+        // Masked whole before it is cut short: a credential across the cut would leave a part of it.
+        let text = String::from_utf8_lossy(&body);
+        let shown: String = self.credentials.mask(&text).chars().take(300).collect();
+        let message = self.masked(format!("upstream {url} answered {status}: {shown}"));
         if let Ok(mut f) = self.failure.lock() {
             *f = StatusCode::from_u16(status.as_u16())
                 .ok()
