@@ -28,6 +28,9 @@ pub(crate) enum JobKind {
     },
     /// Give the run back (its writer closed).
     Release,
+    /// Make this writer the run's only one, fencing off any earlier writer (reopening the run for
+    /// appending). Committed after every job submitted before it; fails with `NotFound` for no such run.
+    TakeOver,
 }
 
 /// One writer's request.
@@ -273,6 +276,12 @@ impl BatchWriter {
     pub(crate) fn append_wait(&mut self, lines: &[Line], sync: bool) -> Result<(), StoreError> {
         let job = self.append_job(lines.to_vec(), sync, None);
         self.committer.wait(job)
+    }
+
+    /// Makes this writer the run's only one (blocking until committed): an earlier writer's later commits
+    /// are fenced off.
+    pub(crate) fn take_over(&self) -> Result<(), StoreError> {
+        self.committer.wait(self.job(JobKind::TakeOver, None))
     }
 
     /// Gives the run back without waiting.

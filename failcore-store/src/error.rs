@@ -20,6 +20,13 @@ pub enum StoreError {
         holder: String,
         detail: String,
     },
+    /// Another session holds the run key (see [`crate::key_lock`]).
+    #[error("run key {key:?} is held by {holder} ({detail}); one session writes a run key's run at a time: wait for that session to end, or wait longer for the key")]
+    KeyHeld {
+        key: String,
+        holder: String,
+        detail: String,
+    },
     /// A run was created twice.
     #[error("run {run} already exists")]
     Exists { run: String },

@@ -367,6 +367,15 @@ impl TraceStore for JsonlStore {
         })
     }
 
+    fn lock_run_key(
+        &self,
+        key: &str,
+        holder: &str,
+        wait: Option<std::time::Duration>,
+    ) -> Result<crate::KeyLock, StoreError> {
+        crate::key_lock::file_lock(&self.dir.join("keys"), key, holder, wait)
+    }
+
     fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError> {
         check_run_id(run)?;
         let path = self.run_path(run);

@@ -36,6 +36,7 @@ mod error;
 mod journal;
 #[cfg(feature = "jsonl")]
 mod jsonl;
+pub mod key_lock;
 mod memory;
 #[cfg(feature = "postgres")]
 mod pg_pool;
@@ -62,6 +63,7 @@ pub use journal::{
 };
 #[cfg(feature = "jsonl")]
 pub use jsonl::{bytes_source, open_file, JsonlStore};
+pub use key_lock::{KeyHold, KeyLock};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PgStore, PgStoreBuilder};

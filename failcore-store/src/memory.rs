@@ -101,6 +101,16 @@ impl TraceStore for MemoryStore {
         crate::claim::in_process(&instance, run, options)
     }
 
+    fn lock_run_key(
+        &self,
+        key: &str,
+        holder: &str,
+        wait: Option<std::time::Duration>,
+    ) -> Result<crate::KeyLock, StoreError> {
+        let instance = format!("memory@{:p}", Arc::as_ptr(&self.runs));
+        crate::key_lock::in_process(&instance, key, holder, wait)
+    }
+
     fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError> {
         check_run_id(run)?;
         let mut runs = self.lock();

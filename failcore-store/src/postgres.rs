@@ -506,6 +506,7 @@ impl BatchBackend for PgBatch {
         let creates = pick(|k| matches!(k, JobKind::Create { .. }));
         let appends = pick(|k| matches!(k, JobKind::Append { .. }));
         let releases = pick(|k| matches!(k, JobKind::Release));
+        let take_overs = pick(|k| matches!(k, JobKind::TakeOver));
         if !creates.is_empty() {
             let batch: Vec<&Job> = creates.iter().map(|&i| &jobs[i]).collect();
             match self.commit_creates(&mut client, &batch) {
@@ -552,6 +553,27 @@ impl BatchBackend for PgBatch {
             for &i in &releases {
                 results[i] = Some(result.as_ref().map_err(dup).copied());
             }
+        }
+        // Last: what other writers appended in this batch commits before the run changes hands.
+        for &i in &take_overs {
+            let job = &jobs[i];
+            let result = client
+                .execute(
+                    "UPDATE failcore_runs SET writer = $2 WHERE run = $1",
+                    &[&&*job.run, &&*job.token],
+                )
+                .map_err(|e| self.inner.pool.err(&e))
+                .and_then(|n| {
+                    if n == 1 {
+                        Ok(())
+                    } else {
+                        Err(StoreError::NotFound {
+                            run: job.run.to_string(),
+                            store: self.inner.location.clone(),
+                        })
+                    }
+                });
+            results[i] = Some(result);
         }
         results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
     }
@@ -607,6 +629,27 @@ impl TraceStore for PgStore {
         };
         writer.create(now_ns())?;
         Ok(Box::new(PgWriter(writer)))
+    }
+
+    /// Reopens a run: this writer takes the run over (fencing off any earlier one, whose process may have
+    /// died holding it), then the run is scanned as by `verify`. A SQL line is whole or absent: there is
+    /// no torn tail to drop.
+    fn open_append(&self, run: &str) -> Result<(Box<dyn RunWriter>, crate::Recovery), StoreError> {
+        check_run_id(run)?;
+        let writer = BatchWriter {
+            committer: self.committer.clone(),
+            run: Arc::from(run),
+            token: Arc::from(writer_token(run)),
+            next_pos: 0,
+            last_seq: None,
+            broken: Arc::new(AtomicBool::new(false)),
+        };
+        writer.take_over()?;
+        // From here the run is this writer's: dropping it on an error gives the run back.
+        let mut writer = PgWriter(writer);
+        let recovery = crate::recover::scan(run, self.lines(run)?)?;
+        crate::sql::resume_at(&mut writer.0, &recovery);
+        Ok((Box::new(writer), recovery))
     }
 
     fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {
@@ -694,6 +737,78 @@ impl TraceStore for PgStore {
         })
     }
 
+    /// A session-level advisory lock on a hash of the schema and the key, held by a connection of its own
+    /// that names the holder (`application_name`); the server releases it when that connection closes.
+    fn lock_run_key(
+        &self,
+        key: &str,
+        holder: &str,
+        wait: Option<std::time::Duration>,
+    ) -> Result<crate::KeyLock, StoreError> {
+        let inner = &self.inner;
+        let id = advisory_key(&inner.schema, key);
+        let (hi, lo) = ((id as u64 >> 32) as i64, (id as u64 & 0xffff_ffff) as i64);
+        let err = |e: postgres::Error| inner.pool.err(&e);
+        let client = off_runtime(|| -> Result<Client, StoreError> {
+            let mut client = inner.pool.connect()?;
+            // The name the server shows for this connection: the holder, for a refused session's error.
+            let name: String = holder
+                .chars()
+                .filter(|c| c.is_ascii() && !c.is_ascii_control())
+                .take(63)
+                .collect();
+            client
+                .execute("SELECT set_config('application_name', $1, false)", &[&name])
+                .map_err(err)?;
+            Ok(client)
+        })?;
+        let client = std::sync::Mutex::new(Some(client));
+        crate::key_lock::with_wait(key, wait, || {
+            off_runtime(|| {
+                let mut guard = client.lock().unwrap_or_else(|e| e.into_inner());
+                let c = guard.as_mut().expect("the lock's connection");
+                let got: bool = c
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&id])
+                    .map_err(err)?
+                    .get(0);
+                if got {
+                    let hold = PgKeyHold {
+                        client: std::sync::Mutex::new(guard.take()),
+                        id,
+                    };
+                    return Ok(Ok(crate::KeyLock::new(key, Box::new(hold))));
+                }
+                let holder = c
+                    .query_opt(
+                        "SELECT coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local')
+                         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                           AND l.classid::bigint = $1 AND l.objid::bigint = $2
+                         LIMIT 1",
+                        &[&hi, &lo],
+                    )
+                    .map_err(err)?;
+                let (name, addr) = holder
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                    .unwrap_or_default();
+                let name = if name.is_empty() { "another session".to_owned() } else { name };
+                Ok(Err((
+                    name,
+                    format!(
+                        "{}: advisory lock {id} is held by a connection from {addr}",
+                        inner.location
+                    ),
+                )))
+            })
+        })
+        .inspect_err(|_| {
+            if let Some(c) = client.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                off_runtime(move || drop(c));
+            }
+        })
+    }
+
     fn runs(&self) -> Result<Vec<String>, StoreError> {
         self.inner.with_conn(|c| {
             let rows = c.query("SELECT run FROM failcore_runs ORDER BY run", &[])?;
@@ -747,6 +862,43 @@ impl ClaimHold for PgClaim {
             })
         })?;
         Ok(())
+    }
+}
+
+/// The advisory lock of a run key in `schema`: its hash, as the signed 64-bit key Postgres takes.
+fn advisory_key(schema: &str, key: &str) -> i64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"failcore run key\0");
+    hasher.update(schema.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(key.as_bytes());
+    let bytes = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes.as_bytes()[..8]);
+    i64::from_le_bytes(first)
+}
+
+/// A held run key: the connection that holds its advisory lock. Released by unlocking and closing it.
+struct PgKeyHold {
+    client: std::sync::Mutex<Option<Client>>,
+    id: i64,
+}
+
+impl crate::KeyHold for PgKeyHold {
+    fn release(&mut self) {
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut client) = client {
+            let id = self.id;
+            // Closing the connection releases the lock too; unlocking first says so at once.
+            off_runtime(move || {
+                let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&id]);
+                drop(client);
+            });
+        }
     }
 }
 

@@ -136,3 +136,13 @@ pub(crate) fn fenced(run: &str, location: &str) -> crate::StoreError {
         ),
     }
 }
+
+/// Where a reopened run's writer resumes: after the `recovery.records` lines kept (a SQL run's lines sit
+/// at positions 0, 1, ... with no gap), its last seq the last record's.
+pub(crate) fn resume_at(writer: &mut crate::batch::BatchWriter, recovery: &crate::Recovery) {
+    writer.next_pos = i64::try_from(recovery.records).unwrap_or(i64::MAX);
+    writer.last_seq = recovery
+        .next_seq
+        .checked_sub(1)
+        .map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+}

@@ -240,6 +240,24 @@ impl SqliteBatch {
                         Err(fenced(&job.run, &location))
                     }
                 }
+                JobKind::TakeOver => {
+                    let n = tx
+                        .execute(
+                            "UPDATE failcore_runs SET writer = ?2 WHERE run = ?1",
+                            params![&*job.run, &*job.token],
+                        )
+                        .map_err(err)?;
+                    // A run taken over earlier in this batch is owned by this writer now.
+                    owned.retain(|(r, _)| *r != &*job.run);
+                    if n == 1 {
+                        Ok(())
+                    } else {
+                        Err(StoreError::NotFound {
+                            run: job.run.to_string(),
+                            store: location.clone(),
+                        })
+                    }
+                }
                 JobKind::Release => {
                     tx.execute(
                         "UPDATE failcore_runs SET writer = NULL WHERE run = ?1 AND writer = ?2",
@@ -339,6 +357,27 @@ impl TraceStore for SqliteStore {
         Ok(Box::new(SqliteWriter(writer)))
     }
 
+    /// Reopens a run: this writer takes the run over (fencing off any earlier one, whose process may have
+    /// died holding it), then the run is scanned as by `verify`. A SQL line is whole or absent: there is
+    /// no torn tail to drop.
+    fn open_append(&self, run: &str) -> Result<(Box<dyn RunWriter>, crate::Recovery), StoreError> {
+        check_run_id(run)?;
+        let writer = BatchWriter {
+            committer: self.committer.clone(),
+            run: Arc::from(run),
+            token: Arc::from(writer_token(run)),
+            next_pos: 0,
+            last_seq: None,
+            broken: Arc::new(AtomicBool::new(false)),
+        };
+        writer.take_over()?;
+        // From here the run is this writer's: dropping it on an error gives the run back.
+        let mut writer = SqliteWriter(writer);
+        let recovery = crate::recover::scan(run, self.lines(run)?)?;
+        crate::sql::resume_at(&mut writer.0, &recovery);
+        Ok((Box::new(writer), recovery))
+    }
+
     fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {
         check_run_id(run)?;
         let conn = connect(&self.path)?;
@@ -414,6 +453,19 @@ impl TraceStore for SqliteStore {
                 }),
             ))
         })
+    }
+
+    /// A file lock beside the database (`<database>-keys/`): SQLite has no lock that outlives a
+    /// transaction, and a row with a lease would outlive a crashed holder.
+    fn lock_run_key(
+        &self,
+        key: &str,
+        holder: &str,
+        wait: Option<Duration>,
+    ) -> Result<crate::KeyLock, StoreError> {
+        let mut dir = self.path.clone().into_os_string();
+        dir.push("-keys");
+        crate::key_lock::file_lock(Path::new(&dir), key, holder, wait)
     }
 
     fn runs(&self) -> Result<Vec<String>, StoreError> {

@@ -1,9 +1,10 @@
 //! The `TraceStore` trait that every backend implements.
 
 use crate::claim::{Claim, ClaimOptions};
-use crate::StoreError;
+use crate::{KeyLock, StoreError};
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// How durable a record must be before the call that wrote it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -144,6 +145,20 @@ pub trait TraceStore: Send + Sync + fmt::Debug {
     /// for the SQL stores, every machine) sharing this store. See [`crate::claim`].
     fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {
         crate::claim::in_process(&self.location(), run, options)
+    }
+
+    /// Takes the lock of a run key for `holder` (`pid 123 on host-a`): one session writes a run key's run
+    /// at a time, across every process (and, for Postgres, every machine) sharing this store. A held key
+    /// is waited for up to `wait` (`None`: not at all), then refused with [`StoreError::KeyHeld`] naming
+    /// its holder. Dropping the [`KeyLock`] releases it, and so does the death of its process. See
+    /// [`crate::key_lock`]; the default holds the key in this process only.
+    fn lock_run_key(
+        &self,
+        key: &str,
+        holder: &str,
+        wait: Option<Duration>,
+    ) -> Result<KeyLock, StoreError> {
+        crate::key_lock::in_process(&self.location(), key, holder, wait)
     }
 
     /// The ids of all runs, oldest first (run ids sort by creation time).

@@ -4,7 +4,7 @@
 //! The first session creates the run and records the key in its run_start (`versions.run_key`); a later
 //! session with the same key finds the newest run that carries it and, when that run is still open (no
 //! run_end) and of the same mode, continues it: the run is reopened for appending (its chain verified, a
-//! torn tail dropped, one writer at a time: the store's writer lock), its step numbers, occurrences and
+//! torn tail dropped, one writer at a time: the store's run-key lock, [`TraceStore::lock_run_key`]), its step numbers, occurrences and
 //! counts carry on, and its replay source is consumed exactly as far as the earlier sessions consumed it.
 //! Steps that an earlier session left in flight are ended as cancelled.
 
@@ -13,7 +13,7 @@ use crate::replay::{instance_key, scoped_key, ReplayIndex};
 use crate::session::PrehashedKey;
 use crate::Error;
 use failcore_store::{
-    Body, Counts, DecisionOutcome, Durability, Journal, Mode, RunReader, Status, StepEnd,
+    Body, Counts, DecisionOutcome, Durability, Journal, Mode, RunReader, RunStart, Status, StepEnd,
     StoreError, TraceStore,
 };
 use std::collections::HashMap;
@@ -24,32 +24,83 @@ use std::time::{Instant, SystemTime};
 /// The key of the run key in a run_start's `versions`.
 pub const RUN_KEY: &str = "run_key";
 
+/// The key of the recorder in a run_start's `versions`: what made the run when it was not an application's
+/// own session (`llm-proxy`, `mcp-proxy`; see [`SessionBuilder::recorder`](crate::SessionBuilder::recorder)).
+pub const RECORDER: &str = "recorder";
+
+/// Which recorder made the run that `start` begins: its `versions.recorder`; a run of the MCP proxy from
+/// before runs named their recorder is known by the server description it holds (`mcp-proxy`). `None`: an
+/// application's own session (or an older LLM proxy run).
+pub fn recorder_of(start: &RunStart) -> Option<&str> {
+    match start.versions.get(RECORDER).and_then(|v| v.as_str()) {
+        Some(r) => Some(r),
+        None if start.versions.contains_key("mcp_server") => Some("mcp-proxy"),
+        None => None,
+    }
+}
+
+/// The run key a run_start carries, if any.
+pub fn run_key_of(start: &RunStart) -> Option<&str> {
+    start.versions.get(RUN_KEY).and_then(|v| v.as_str())
+}
+
 /// A run that carries a run key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedRun {
     pub run: String,
     pub mode: Mode,
     pub resumed_from: Option<String>,
+    /// What recorded it ([`recorder_of`]).
+    pub recorder: Option<String>,
 }
 
-/// The newest run of `store` whose run_start carries `key` (reads the first record of runs, newest first).
+/// The run_start of `run`, if its first record is one (unreadable runs: `None`).
+pub fn run_start_of(store: &dyn TraceStore, run: &str) -> Option<RunStart> {
+    let mut reader = RunReader::open(store, run).ok()?;
+    match reader.next()?.ok()?.record.body {
+        Body::RunStart(start) => Some(start),
+        _ => None,
+    }
+}
+
+/// The newest run of `store` whose run_start carries `key`, whatever recorded it (reads the first record
+/// of runs, newest first).
 pub fn find_run_by_key(store: &dyn TraceStore, key: &str) -> Result<Option<KeyedRun>, Error> {
+    find_keyed(store, key, None)
+}
+
+/// The newest run of `store` whose run_start carries `key` and was made by `recorder` (`None`: by an
+/// application's own session): a run key shared by the LLM proxy and the MCP proxy names one run of each.
+pub fn find_run_by_key_of(
+    store: &dyn TraceStore,
+    key: &str,
+    recorder: Option<&str>,
+) -> Result<Option<KeyedRun>, Error> {
+    find_keyed(store, key, Some(recorder))
+}
+
+fn find_keyed(
+    store: &dyn TraceStore,
+    key: &str,
+    recorder: Option<Option<&str>>,
+) -> Result<Option<KeyedRun>, Error> {
     for run in store.runs()?.into_iter().rev() {
-        let Ok(mut reader) = RunReader::open(store, &run) else {
+        let Some(start) = run_start_of(store, &run) else {
             continue;
         };
-        let Some(Ok(first)) = reader.next() else {
+        if run_key_of(&start) != Some(key) {
             continue;
-        };
-        if let Body::RunStart(start) = first.record.body {
-            if start.versions.get(RUN_KEY).and_then(|v| v.as_str()) == Some(key) {
-                return Ok(Some(KeyedRun {
-                    run,
-                    mode: start.mode,
-                    resumed_from: start.resumed_from,
-                }));
-            }
         }
+        let made_by = recorder_of(&start).map(str::to_owned);
+        if recorder.is_some_and(|r| r != made_by.as_deref()) {
+            continue;
+        }
+        return Ok(Some(KeyedRun {
+            run,
+            mode: start.mode,
+            resumed_from: start.resumed_from,
+            recorder: made_by,
+        }));
     }
     Ok(None)
 }
@@ -218,14 +269,15 @@ pub(crate) fn reopen(
     Ok(journal)
 }
 
-/// The run of `key` that a session in `mode` continues: the newest run with the key, if it is open and of
-/// that mode.
+/// The run of `key` that a session of `recorder` in `mode` continues: the newest run with the key made
+/// by the same recorder, if it is open and of that mode.
 pub(crate) fn continuable(
     store: &dyn TraceStore,
     key: &str,
+    recorder: Option<&str>,
     mode: Mode,
 ) -> Result<Option<(String, Prior)>, Error> {
-    let Some(found) = find_run_by_key(store, key)? else {
+    let Some(found) = find_run_by_key_of(store, key, recorder)? else {
         return Ok(None);
     };
     if found.mode != mode {
@@ -238,44 +290,17 @@ pub(crate) fn continuable(
     }
 }
 
-/// Takes the lock of a run key, waiting up to `wait` (default 60 s) for the session that holds it. The
-/// lock is a file beside the runs of a JSONL store (`keys/<hash>.lock`); other stores rely on their
-/// writer lock alone.
+/// Takes the lock of a run key for this process, waiting up to `wait` (default 60 s) for the session
+/// that holds it: the store's own lock ([`TraceStore::lock_run_key`]), so that one session writes a key's
+/// run at a time on every store, across processes and, for Postgres, machines.
 pub(crate) fn lock_key(
     store: &dyn TraceStore,
     key: &str,
+    holder: &str,
     wait: Option<std::time::Duration>,
-) -> Result<Option<std::fs::File>, Error> {
-    let location = store.location();
-    let Some(dir) = location.strip_prefix("jsonl:") else {
-        return Ok(None);
-    };
-    let keys = std::path::Path::new(dir).join("keys");
-    let io = |e: std::io::Error| Error::Config(format!("run key lock in {}: {e}", keys.display()));
-    std::fs::create_dir_all(&keys).map_err(io)?;
-    let name = blake3::hash(key.as_bytes()).to_hex();
-    let path = keys.join(format!("{}.lock", &name[..32]));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    let deadline = Instant::now() + wait.unwrap_or(std::time::Duration::from_secs(60));
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Config(format!(
-                    "run key {key:?} is held by another session that did not end in time"
-                )))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
-    }
+) -> Result<failcore_store::KeyLock, Error> {
+    let wait = wait.unwrap_or(std::time::Duration::from_secs(60));
+    Ok(store.lock_run_key(key, holder, Some(wait))?)
 }
 
 #[cfg(test)]

@@ -81,7 +81,9 @@ pub use dynamic::{DynamicBody, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
-pub use keyed::{find_run_by_key, KeyedRun};
+pub use keyed::{
+    find_run_by_key, find_run_by_key_of, recorder_of, run_key_of, run_start_of, KeyedRun,
+};
 pub use policy::{CallView, Policy, PolicyError, Verdict};
 pub use tool_error::ToolError;
 

@@ -136,7 +136,7 @@ pub(crate) struct Inner {
     started: Instant,
     finished: AtomicBool,
     /// Held while this session writes a keyed run: one session of a run key at a time.
-    _key_lock: Option<std::fs::File>,
+    _key_lock: Option<failcore_store::KeyLock>,
 }
 
 impl Inner {
@@ -428,6 +428,8 @@ pub struct SessionBuilder {
     /// Sessions with this key record into one run (see [`SessionBuilder::run_key`]).
     run_key: Option<String>,
     run_key_wait: Option<std::time::Duration>,
+    /// What records the run, when not the application itself (see [`SessionBuilder::recorder`]).
+    recorder: Option<String>,
 }
 
 impl SessionBuilder {
@@ -439,6 +441,15 @@ impl SessionBuilder {
     /// be continued end without it ([`Session::close_open`]).
     pub fn run_key(mut self, key: impl Into<String>) -> Self {
         self.run_key = Some(key.into());
+        self
+    }
+
+    /// Names what records the run (`llm-proxy`, `mcp-proxy`), in the run_start's `versions.recorder`. A
+    /// run key is then the recorder's own: the session continues only a run of the key that the same
+    /// recorder made, and waits only for sessions of the same recorder, so that one key can name one
+    /// agent's runs of several recorders (its model calls and its tool calls) side by side.
+    pub fn recorder(mut self, name: impl Into<String>) -> Self {
+        self.recorder = Some(name.into());
         self
     }
 
@@ -696,13 +707,22 @@ impl SessionBuilder {
         let mut claim = None;
         // A run key: wait for the key, then continue its open run of the same mode, if there is one.
         let key_lock = match &self.run_key {
-            Some(key) => crate::keyed::lock_key(store.as_ref(), key, self.run_key_wait)?,
+            Some(key) => Some(crate::keyed::lock_key(
+                store.as_ref(),
+                &match &self.recorder {
+                    Some(r) => format!("{key} ({r})"),
+                    None => key.clone(),
+                },
+                &format!("pid {} on {}", std::process::id(), hostname()),
+                self.run_key_wait,
+            )?),
             None => None,
         };
         let mut prior = match &self.run_key {
             Some(key) => crate::keyed::continuable(
                 store.as_ref(),
                 key,
+                self.recorder.as_deref(),
                 self.source.as_ref().map_or(Mode::Record, |(m, _)| *m),
             )?,
             None => None,
@@ -770,12 +790,19 @@ impl SessionBuilder {
                 let key = self
                     .run_key
                     .clone()
-                    .map(|k| (crate::keyed::RUN_KEY.to_owned(), serde_json::Value::from(k)));
+                    .map(|k| (crate::keyed::RUN_KEY.to_owned(), serde_json::Value::from(k)))
+                    .into_iter()
+                    .chain(self.recorder.clone().map(|r| {
+                        (
+                            crate::keyed::RECORDER.to_owned(),
+                            serde_json::Value::from(r),
+                        )
+                    }));
                 journal.send(Body::RunStart(run_start(
                     &self.run_facts,
                     replay.as_ref(),
                     mode,
-                    key.into_iter(),
+                    key,
                 )));
                 tracing::info!(run = %run, store = %store.location(), mode = ?mode, "failcore run started");
                 (run, journal)

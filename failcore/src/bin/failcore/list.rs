@@ -30,6 +30,10 @@ pub struct Digest {
     pub status: &'static str,
     pub counts: Counts,
     pub resumed_from: Option<String>,
+    /// What recorded the run (`llm-proxy`, `mcp-proxy`), when not an application's own session.
+    pub recorder: Option<String>,
+    /// Its run key, if it has one: the runs of one agent's recorders share it.
+    pub run_key: Option<String>,
     pub problem: Option<String>,
 }
 
@@ -41,6 +45,8 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
         status: "incomplete",
         counts: Counts::default(),
         resumed_from: None,
+        recorder: None,
+        run_key: None,
         problem: None,
     };
     // Every record is checked as `verify` checks it (chain, seq, run id, structure): a run is listed ok
@@ -62,7 +68,11 @@ pub fn digest(store: &dyn TraceStore, run: &str) -> Digest {
                     d.started = rec.record.ts.clone();
                 }
                 match rec.record.body {
-                    Body::RunStart(s) => d.resumed_from = s.resumed_from,
+                    Body::RunStart(s) => {
+                        d.recorder = failcore::recorder_of(&s).map(str::to_owned);
+                        d.run_key = failcore::run_key_of(&s).map(str::to_owned);
+                        d.resumed_from = s.resumed_from;
+                    }
                     Body::StepEnd(e) => d.counts.add(e.status),
                     Body::Call(c) => d.counts.add(c.end.status),
                     Body::RunEnd(e) => ended = Some(e.status),
@@ -158,6 +168,19 @@ fn short_time(ts: &str) -> String {
     }
 }
 
+/// The recorder and run key of a run, as the `recorded by` column shows them.
+pub fn recorded_by(recorder: Option<&str>, run_key: Option<&str>) -> String {
+    match (recorder, run_key) {
+        (None, None) => "-".into(),
+        (Some(r), None) => safe(r).into_owned(),
+        (None, Some(k)) => format!("key {}", safe(k)),
+        (Some(r), Some(k)) => format!("{}, key {}", safe(r), safe(k)),
+    }
+}
+
+/// Shown when a listed run names its recorder or run key.
+const RECORDED_BY: Col = Col::left("recorded by").shrink_at(1, 9);
+
 const COLS: [Col; 6] = [
     Col::left("run").shrink_at(2, 8),
     Col::left("started (UTC)").shrink_at(3, 10),
@@ -197,7 +220,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 serde_json::json!({
                     "run": d.run, "started": d.started, "duration_ns": d.duration_ns,
                     "status": d.status, "counts": d.counts, "resumed_from": d.resumed_from,
-                    "problem": d.problem,
+                    "recorder": d.recorder, "run_key": d.run_key, "problem": d.problem,
                 })
             })
             .collect();
@@ -219,7 +242,15 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&COLS);
+    // Which recorder made each run (and its run key) pairs one agent's LLM proxy and MCP proxy runs.
+    let recorded = digests
+        .iter()
+        .any(|d| d.recorder.is_some() || d.run_key.is_some());
+    let mut cols = COLS.to_vec();
+    if recorded {
+        cols.push(RECORDED_BY);
+    }
+    let mut table = Table::new(&cols);
     for d in &digests {
         let counts = Status::ALL
             .iter()
@@ -232,7 +263,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             "failed" | "corrupt" | "unreadable" => term::BAD,
             _ => term::WARN,
         };
-        table.row(vec![
+        let mut row = vec![
             Cell::new(d.run.clone()),
             Cell::new(short_time(&d.started)),
             Cell::new(d.duration_ns.map(duration).unwrap_or_default()),
@@ -243,7 +274,14 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 counts
             }),
             Cell::new(d.resumed_from.as_deref().unwrap_or("-")),
-        ]);
+        ];
+        if recorded {
+            row.push(Cell::new(recorded_by(
+                d.recorder.as_deref(),
+                d.run_key.as_deref(),
+            )));
+        }
+        table.row(row);
         if let Some(p) = &d.problem {
             table.note(Cell::styled(p.clone(), term::WARN));
         }

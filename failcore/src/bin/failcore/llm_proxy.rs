@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The recorder this proxy's runs name (`versions.recorder`).
+const RECORDER: &str = "llm-proxy";
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The upstream API's base URL, such as https://api.openai.com/v1 or https://api.anthropic.com/v1
@@ -34,6 +37,11 @@ pub struct Args {
     /// Replay an earlier run offline: calls are answered from its trace and never reach the upstream.
     #[arg(long, value_name = "RUN")]
     offline: Option<String>,
+    /// A run key: consecutive proxy sessions with it record into one run (one session at a time), and
+    /// `last` names the newest run of the LLM proxy with it. Give the MCP proxy the same key to name one
+    /// agent's model calls and tool calls together.
+    #[arg(long, value_name = "KEY")]
+    run_key: Option<String>,
     /// A PEM file of CAs to trust for the upstream (a corporate or private CA), beside the platform's
     /// roots; may be repeated (`upstream_ca` in the model configuration does the same).
     #[arg(long, value_name = "FILE")]
@@ -98,15 +106,30 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     for ca in &args.upstream_ca {
         options = options.upstream_ca(ca);
     }
-    let mut builder = Session::from_env()?.guard(models.policy());
+    let mut builder = Session::from_env()?
+        .guard(models.policy())
+        .recorder(RECORDER);
     if let Some(spec) = store {
         builder = builder.store(failcore::store_from_spec(spec)?);
     }
-    if let Some(run) = &args.resume {
-        builder = builder.resume(run.clone());
+    if let Some(key) = &args.run_key {
+        builder = builder.run_key(key.clone());
     }
-    if let Some(run) = &args.offline {
-        builder = builder.offline(run.clone());
+    if args.resume.is_some() || args.offline.is_some() {
+        // `last` is the newest run of this proxy (with its run key, if it has one), never a run of the
+        // MCP proxy recording the same agent's tools into the same store; an id of such a run is refused.
+        let me = crate::common::Recorder {
+            name: RECORDER,
+            server: None,
+            run_key: args.run_key.as_deref(),
+        };
+        let runs = crate::common::open_store(store)?;
+        if let Some(run) = &args.resume {
+            builder = builder.resume(me.resolve(runs.as_ref(), run)?);
+        }
+        if let Some(run) = &args.offline {
+            builder = builder.offline(me.resolve(runs.as_ref(), run)?);
+        }
     }
     if let Some(file) = &args.policy {
         builder = builder.policy_file(file);

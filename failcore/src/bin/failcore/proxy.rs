@@ -70,6 +70,8 @@ pub struct Args {
     command: Vec<String>,
 }
 
+/// The recorder this proxy's runs name (`versions.recorder`).
+const RECORDER: &str = "mcp-proxy";
 /// Where the proxied tools show in the trace (their module).
 const ORIGIN: &str = "mcp proxy";
 /// The key of the server's description in the run_start's `versions`.
@@ -145,11 +147,41 @@ fn configure(store: Option<&str>, args: Args) -> Result<Config> {
             },
         },
     };
-    // `last` is resolved now: the run the proxy opens later must not become its own source.
+    let run_key = args
+        .run_key
+        .clone()
+        .or(file.run_key.clone())
+        .or_else(|| env("FAILCORE_RUN_KEY"));
+    // The server proxied, known by its command line (kept as a hash: its arguments may hold secrets).
+    let server = (!args.command.is_empty()).then(|| {
+        let mut h = blake3::Hasher::new();
+        for part in &args.command {
+            h.update(part.as_bytes());
+            h.update(b"\0");
+        }
+        h.finalize().to_hex()[..32].to_owned()
+    });
+    let me = crate::common::Recorder {
+        name: RECORDER,
+        server: server.as_deref(),
+        run_key: run_key.as_deref(),
+    };
+    // `last` is resolved now, to the newest run of this proxy for this server: the run the proxy opens
+    // later must not become its own source, nor a run of another recorder (the LLM proxy's) its source.
     let source = match requested {
-        Some((mode, run)) => Some((mode, store.resolve(&run)?)),
+        Some((mode, run)) => Some((mode, me.resolve(store.as_ref(), &run)?)),
         None => None,
     };
+    builder = builder.recorder(RECORDER);
+    if let Some(id) = &server {
+        let program = std::path::Path::new(&args.command[0])
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        builder = builder
+            .run_fact(crate::common::MCP_SERVER_ID, json!(id))
+            .run_fact("mcp_server_program", json!(program));
+    }
     match &source {
         Some((failcore::store::Mode::Offline, run)) => builder = builder.offline(run.clone()),
         Some((_, run)) => builder = builder.resume(run.clone()),
@@ -175,11 +207,6 @@ fn configure(store: Option<&str>, args: Args) -> Result<Config> {
         })
         .transpose()?
         .unwrap_or(DEFAULT_TIMEOUT);
-    let run_key = args
-        .run_key
-        .clone()
-        .or(file.run_key.clone())
-        .or_else(|| env("FAILCORE_RUN_KEY"));
     if let Some(key) = &run_key {
         builder = builder.run_key(key.clone());
     }
@@ -213,7 +240,7 @@ fn configure(store: Option<&str>, args: Args) -> Result<Config> {
 /// `--end-run`: writes the run_end of the key's open run.
 async fn end_run(config: Config) -> Result<ExitCode> {
     let key = config.run_key.clone().unwrap_or_default();
-    let found = failcore::find_run_by_key(config.store.as_ref(), &key)?
+    let found = failcore::find_run_by_key_of(config.store.as_ref(), &key, Some(RECORDER))?
         .ok_or_else(|| Error::Config(format!("no run has the run key {key:?}")))?;
     let report = failcore::store::verify(RunReader::open(config.store.as_ref(), &found.run)?);
     if report.complete {

@@ -123,6 +123,8 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                         "schema": schema("show"),
                         "type": "run", "run": run, "started": ts, "resumed_from": start.resumed_from,
                         "mode": start.mode, "program": start.program, "pid": start.pid,
+                        "recorder": failcore::recorder_of(&start),
+                        "run_key": failcore::run_key_of(&start),
                     }));
                 } else {
                     let started = format!(
@@ -133,6 +135,17 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                         mode_words(start.mode, start.resumed_from.as_deref())
                     );
                     println!("{}", out.fit(0, &started));
+                    let (recorder, key) =
+                        (failcore::recorder_of(&start), failcore::run_key_of(&start));
+                    if recorder.is_some() || key.is_some() {
+                        let by = format!(
+                            "recorded by {}{}",
+                            crate::common::recorder_label(recorder),
+                            key.map(|k| format!(", run key {}", safe(k)))
+                                .unwrap_or_default()
+                        );
+                        println!("{}", out.fit(0, &by));
+                    }
                     println!();
                     let header: Vec<Cell> = COLS
                         .iter()
