@@ -353,6 +353,47 @@ async fn issuing() -> (Issued, u32) {
     (issued, plain_sum(2, 3).await.unwrap())
 }
 
+static SEALED_BY_DEFAULT: AtomicU32 = AtomicU32::new(0);
+
+/// Issues a token, counted apart from the other tests' calls.
+#[failcore::tool(effect = "network")]
+async fn issue_sealed_token(id: u32) -> Result<Issued, ToolError> {
+    SEALED_BY_DEFAULT.fetch_add(1, Ordering::SeqCst);
+    Ok(Issued {
+        id,
+        token: GITHUB.to_owned(),
+        ratio: 0.5,
+    })
+}
+
+/// With no vault named, the outputs that had a secret masked are sealed beside the redaction key file, so
+/// a resumed or offline run serves them exactly by default.
+#[tokio::test]
+async fn the_default_vault_beside_the_key_file_replays_masked_outputs_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let key_file = tmp.path().join("config/failcore/redact.key");
+    let open =
+        |b: failcore::SessionBuilder| b.dir(&store).redact_key_file(&key_file).open().unwrap();
+    let first = open(Session::builder());
+    let before = SEALED_BY_DEFAULT.load(Ordering::SeqCst);
+    let issued = first.scope(issue_sealed_token(8)).await.unwrap();
+    first.finish().await.unwrap();
+    assert_eq!(SEALED_BY_DEFAULT.load(Ordering::SeqCst), before + 1);
+    assert!(tmp.path().join("config/failcore/vault").is_dir());
+
+    let offline = open(Session::builder().offline(first.run_id()));
+    let served = offline.scope(issue_sealed_token(8)).await.unwrap();
+    offline.finish().await.unwrap();
+    assert_eq!(served, issued);
+    assert_eq!(served.token, GITHUB);
+    assert_eq!(
+        SEALED_BY_DEFAULT.load(Ordering::SeqCst),
+        before + 1,
+        "nothing ran"
+    );
+}
+
 #[tokio::test]
 async fn replay_serves_exact_values_from_the_vault_and_executes_without_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -384,7 +425,7 @@ async fn replay_serves_exact_values_from_the_vault_and_executes_without_it() {
     assert_eq!(VAULTED.load(Ordering::SeqCst), 1);
 
     // Without the vault the masked output is never served: the call executes; the plain one is served.
-    let bare = open(Session::builder().resume(first.run_id()));
+    let bare = open(Session::builder().no_vault().resume(first.run_id()));
     let live = bare.scope(issuing()).await;
     bare.finish().await.unwrap();
     assert_eq!(
@@ -396,7 +437,7 @@ async fn replay_serves_exact_values_from_the_vault_and_executes_without_it() {
     assert_eq!(bare.resume_report().unwrap().successes, 2);
 
     // Offline without the vault: a ReplayMiss that says why, and nothing runs.
-    let offline = open(Session::builder().offline(first.run_id()));
+    let offline = open(Session::builder().no_vault().offline(first.run_id()));
     let miss = offline.scope(issue_token(7)).await.unwrap_err();
     assert!(
         miss.to_string().contains("redacted") && miss.to_string().contains("vault"),
@@ -605,16 +646,22 @@ output = ["/structuredContent/echo/note"]
     assert_dir_clean(&store);
     assert_clean("the report", &std::fs::read(&report).unwrap());
 
-    // Resumed without a vault: the masked answer is not served; the call reaches the server again.
+    // Resumed with no vault named: the default vault, beside the key file, serves the masked answer
+    // exactly, and the server is not called again.
+    assert!(
+        key_file.parent().unwrap().join("vault").is_dir(),
+        "the default vault sits beside the key file"
+    );
     let mut resumed = start(&["--resume", "last"]);
     let again = resumed.call("echo", json!({"text": text, "note": RECOVERY}));
     assert_eq!(support::text(&again), text);
+    assert_eq!(again["structuredContent"]["echo"]["note"], RECOVERY);
     assert!(resumed.close().success());
     let received = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         received.lines().count(),
-        2,
-        "executed again, not served the mask"
+        1,
+        "served from the default vault, not executed again"
     );
     assert_dir_clean(&store);
 }

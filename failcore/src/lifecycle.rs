@@ -432,7 +432,9 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 let why = if inner.scrubber.has_vault() {
                     "the vault does not hold it (or it does not open with this key)"
                 } else {
-                    "no vault is configured (Session::builder().vault(dir) or FAILCORE_VAULT)"
+                    "no vault is configured: the redaction key was given as bytes or the vault was \
+                     turned off; give one with Session::builder().vault(dir) or FAILCORE_VAULT=dir \
+                     (by default it sits beside the redaction key file)"
                 };
                 format!("; its recorded output was redacted and {why}{detail}")
             } else {

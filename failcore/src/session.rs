@@ -11,7 +11,7 @@ use failcore_store::{
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -277,7 +277,11 @@ impl Session {
             }
         }
         if let Some(dir) = var("FAILCORE_VAULT") {
-            b = b.vault(dir);
+            b = if dir == "off" {
+                b.no_vault()
+            } else {
+                b.vault(dir)
+            };
         }
         Ok(b)
     }
@@ -398,6 +402,16 @@ impl Session {
     }
 }
 
+/// Where the sealed outputs go.
+#[derive(Debug, Default)]
+enum VaultChoice {
+    /// Beside the redaction key file, when the key came from one.
+    #[default]
+    BesideKey,
+    At(PathBuf),
+    Off,
+}
+
 /// Configures and opens a [`Session`].
 #[derive(Default)]
 #[must_use]
@@ -416,7 +430,7 @@ pub struct SessionBuilder {
     strict_contracts: bool,
     on_in_flight: InFlight,
     redact_key: Option<crate::secrets::KeySource>,
-    vault: Option<PathBuf>,
+    vault: VaultChoice,
     redact_paths: HashMap<String, crate::secrets::RedactPaths>,
     redact_errors: Vec<String>,
     resume_prefix: bool,
@@ -585,8 +599,19 @@ impl SessionBuilder {
     /// redaction key (XChaCha20-Poly1305), so that resume and offline replay serve their exact values.
     /// Without a vault such a call executes again on resume (and is a `ReplayMiss` offline): a replay never
     /// serves a masked value.
+    ///
+    /// By default the vault is the directory `vault` beside the redaction key file (the per-user
+    /// configuration directory, or the directory of `FAILCORE_REDACT_KEY_FILE`), outside the store as the
+    /// key is; a key given as bytes ([`redact_key`](SessionBuilder::redact_key)) has no default vault.
     pub fn vault(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.vault = Some(dir.into());
+        self.vault = VaultChoice::At(dir.into());
+        self
+    }
+
+    /// No vault (also `FAILCORE_VAULT=off`): a call whose recorded output was redacted executes again on
+    /// resume, and is a `ReplayMiss` offline.
+    pub fn no_vault(mut self) -> Self {
+        self.vault = VaultChoice::Off;
         self
     }
 
@@ -762,16 +787,25 @@ impl SessionBuilder {
             }
         };
 
-        let redact_key = crate::secrets::resolve_key(self.redact_key, dir_store.then_some(&*dir))?;
+        let (redact_key, key_file) =
+            crate::secrets::resolve_key(self.redact_key, dir_store.then_some(&*dir))?;
         // Paths given in code add to the file's.
         for (tool, paths) in self.redact_paths {
             let entry: &mut crate::secrets::RedactPaths = redact_paths.entry(tool).or_default();
             entry.args.extend(paths.args);
             entry.output.extend(paths.output);
         }
-        let vault = self
-            .vault
-            .map(|d| crate::secrets::Vault::new(d, &redact_key));
+        // By default the vault sits beside the key file (outside the store, as the key is), so that an
+        // output that had a secret masked replays exactly. A key given as bytes names no place for it.
+        let vault = match self.vault {
+            VaultChoice::At(dir) => Some(dir),
+            VaultChoice::Off => None,
+            VaultChoice::BesideKey => key_file
+                .as_deref()
+                .and_then(Path::parent)
+                .map(|dir| dir.join(crate::secrets::VAULT_DIR)),
+        }
+        .map(|d| crate::secrets::Vault::new(d, &redact_key));
         let scrubber = crate::secrets::Scrubber::new(redact_key, redact_paths, vault);
 
         if let (Some((_, p)), Some(index)) = (&prior, &replay) {

@@ -30,11 +30,12 @@ pub fn default_key_file() -> Option<PathBuf> {
         .map(|base| base.join("failcore").join(KEY_FILE))
 }
 
-/// Resolves the session's key. `store_dir`: the directory of a JSONL store, which must not hold it.
+/// Resolves the session's key, and the file it came from (where the default vault goes beside it).
+/// `store_dir`: the directory of a JSONL store, which must not hold it.
 pub(crate) fn resolve(
     given: Option<KeySource>,
     store_dir: Option<&Path>,
-) -> Result<[u8; 32], Error> {
+) -> Result<([u8; 32], Option<PathBuf>), Error> {
     if let Some(dir) = store_dir {
         refuse_legacy_key(dir)?;
     }
@@ -54,18 +55,18 @@ pub(crate) fn resolve(
                          random key, so its redacted values cannot be compared with other runs' and \
                          its sealed outputs cannot be replayed by another process"
                     );
-                    return Ok(random_key());
+                    return Ok((random_key(), None));
                 }
             },
         },
     };
     match source {
-        KeySource::Bytes(k) => Ok(k),
+        KeySource::Bytes(k) => Ok((k, None)),
         KeySource::File(file) => {
             if let Some(dir) = store_dir {
                 refuse_inside(&file, dir)?;
             }
-            load_or_create(&file)
+            Ok((load_or_create(&file)?, Some(file)))
         }
     }
 }

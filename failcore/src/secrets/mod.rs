@@ -21,6 +21,9 @@ mod vault;
 
 pub use json::{Masked, Pointer};
 pub use key::{default_key_file, KEY_FILE};
+
+/// The name of the default vault directory, beside the redaction key file.
+pub const VAULT_DIR: &str = "vault";
 pub use rules::{find_secrets, rule_ids, Finding};
 
 pub(crate) use key::{resolve as resolve_key, KeySource};

@@ -225,8 +225,10 @@ pub fn find_secrets(text: &str) -> Vec<Finding> {
                 continue;
             }
             if let Accept::Assigned = rule.accept {
-                let name = caps.get(1).map_or("", |n| n.as_str());
-                if !value_is_secret(name, m.as_str()) {
+                let Some(name) = caps.get(1) else {
+                    continue;
+                };
+                if !assignment_is_secret(text, name.range(), m.range()) {
                     continue;
                 }
             }
@@ -251,6 +253,62 @@ fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
 /// A value the redactor already wrote: never masked again (so scrubbing is idempotent).
 pub(crate) fn is_placeholder(s: &str) -> bool {
     s.starts_with("[redacted:") || s.starts_with("redacted:")
+}
+
+/// Whether an assignment found in free text (`name=value`, `name: value`, `name = "value"`) holds a
+/// secret. Code and prose assign names like `password` and `token` all the time (`token = next_token()`,
+/// `pwd=None`, `/etc/passwd: blocked`, "a secret: walk"), so in free text a value counts only if it looks
+/// like a literal: quoted, or written tight against `=` (`password=hunter`, as in a query string, an
+/// environment or a flag), or holding a digit or a symbol. Identifiers, expressions (calls, indexing),
+/// the language's empty words (`None`, `null`, `true`...) and a name that is part of a path are never
+/// secrets; what is left is decided by [`value_is_secret`], as for a value under a key of that name.
+fn assignment_is_secret(text: &str, name: Range<usize>, value: Range<usize>) -> bool {
+    let before_name = text[..name.start].chars().next_back();
+    if matches!(before_name, Some('/' | '\\')) {
+        return false; // `/etc/passwd: ...` names a file
+    }
+    let between = &text[name.end..value.start];
+    let quoted = between.ends_with('"') || between.ends_with('\'');
+    let tight = !between.chars().any(char::is_whitespace) && !between.contains(':');
+    let raw = &text[value];
+    let literal = raw.trim_end_matches(':');
+    if raw.starts_with(':') || (!quoted && literal.starts_with(['/', '~', '.'])) {
+        return false; // `credentials::Type`, `PWD: /home/me`
+    }
+    const EMPTY_WORDS: &[&str] = &[
+        "none",
+        "null",
+        "nil",
+        "true",
+        "false",
+        "undefined",
+        "empty",
+        "self",
+        "this",
+    ];
+    if EMPTY_WORDS.contains(&literal.to_ascii_lowercase().as_str()) {
+        return false;
+    }
+    let name_text = &text[name.clone()];
+    if literal.eq_ignore_ascii_case(name_text)
+        || name_words(name_text)
+            .iter()
+            .any(|w| literal.eq_ignore_ascii_case(w))
+    {
+        return false; // `pwd=pwd`, `password = password`
+    }
+    if !quoted {
+        if literal.contains(['(', ')', '[', ']', '{', '}', '<', '>']) {
+            return false; // an expression
+        }
+        let identifier = literal
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || c == '_' || c == '.' || c == '-');
+        if identifier && (!tight || literal.contains('.')) {
+            return false; // `token = nextchar`, `secret: walk`, `key=self.key`
+        }
+    }
+    value_is_secret(name_text, literal)
 }
 
 /// Whether the value of a field named `name` is a secret: any non-empty value of a name that says
@@ -411,6 +469,22 @@ mod tests {
                 "hunter2",
             ),
             ("password=correcthorse", "generic-secret", "correcthorse"),
+            ("password: hunter2", "generic-secret", "hunter2"),
+            (
+                "db_password = \"correct horse\"",
+                "generic-secret",
+                "correct",
+            ),
+            (
+                "export API_TOKEN=Zx81Qm0pLk72NbVc",
+                "generic-secret",
+                "Zx81Qm0pLk72NbVc",
+            ),
+            (
+                "secret: Zx81Qm0pLk72NbVc",
+                "generic-secret",
+                "Zx81Qm0pLk72NbVc",
+            ),
             (
                 "api_key: \"Zx81Qm0pLk72NbVc\"",
                 "generic-secret",
@@ -448,6 +522,19 @@ mod tests {
             "[redacted:jwt:0123456789abcdef]",
             "password=[redacted:generic-secret:0123456789abcdef]",
             "AKIAIOSFODNN7EXAMPLQXYZ is too long to be a key id",
+            "/etc/passwd: read_text_file: blocked by policy fs.read",
+            "with a keyword (`token`) but no secret: walk, decode, scan",
+            "self.token = nextchar",
+            "token = line[start:pos]",
+            "current_token = get_cache_token()",
+            "def read(self, name, pwd=None):",
+            "with self.open(member, pwd=pwd) as source",
+            "password = bytes(memoryview(password))",
+            "self.user, self.password = user, password",
+            "userid = passwd = acct = ''",
+            "OLDSTYLE_AUTH = re.compile(r\"auth=(.*)\", re.I)",
+            "PWD: /home/agent/project",
+            "hide node::credentials::HasOnly outside",
         ] {
             assert!(rules_in(text).is_empty(), "{text}: {:?}", rules_in(text));
         }
