@@ -228,8 +228,13 @@ async fn an_https_upstream_trusted_by_ssl_cert_file_or_upstream_ca_records_every
         check_replies(&live);
         let calls = every_call().len() + 1;
         assert_eq!(server.requests(), calls);
-        // The client is pooled: one TLS handshake served every call.
-        assert_eq!(server.connections(), 1, "one connection for {calls} calls");
+        // The client is pooled: one TLS handshake serves the calls. (A call may race the previous
+        // one's connection back to the pool and open a second; never one per call.)
+        assert!(
+            (1..=2).contains(&server.connections()),
+            "{} connections for {calls} calls",
+            server.connections()
+        );
         assert_eq!(server.refused(), 0);
         let run = last_run(&traces);
         let stats = stats_json(&traces, &run);
@@ -448,10 +453,15 @@ async fn https_proxy_tunnels_to_the_upstream_unless_no_proxy_names_it() {
     two_calls(proxy.url.clone()).await;
     proxy.stop();
     assert_eq!(server.requests(), 2);
-    assert_eq!(tunnel.tunnels(), 1, "the calls went through one tunnel");
-    assert_eq!(
-        *tunnel.targets.lock().unwrap(),
-        vec![server.addr.to_string()]
+    let tunnels = tunnel.tunnels();
+    assert!(
+        tunnels >= 1 && tunnels == server.connections(),
+        "every connection to the upstream went through the tunnel: {tunnels}"
+    );
+    let targets = tunnel.targets.lock().unwrap().clone();
+    assert!(
+        targets.iter().all(|t| *t == server.addr.to_string()),
+        "{targets:?}"
     );
 
     // NO_PROXY naming the upstream's host: straight to it, the tunnel unused.
@@ -467,7 +477,7 @@ async fn https_proxy_tunnels_to_the_upstream_unless_no_proxy_names_it() {
     two_calls(proxy.url.clone()).await;
     proxy.stop();
     assert_eq!(server.requests(), 4);
-    assert_eq!(tunnel.tunnels(), 1, "NO_PROXY bypassed the tunnel");
+    assert_eq!(tunnel.tunnels(), tunnels, "NO_PROXY bypassed the tunnel");
 
     // HTTP_PROXY is for http:// upstreams only: an https:// one does not use it.
     let proxy = Proxy::start_with_env(
@@ -478,7 +488,7 @@ async fn https_proxy_tunnels_to_the_upstream_unless_no_proxy_names_it() {
     two_calls(proxy.url.clone()).await;
     proxy.stop();
     assert_eq!(server.requests(), 6);
-    assert_eq!(tunnel.tunnels(), 1, "HTTP_PROXY is not for https://");
+    assert_eq!(tunnel.tunnels(), tunnels, "HTTP_PROXY is not for https://");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
