@@ -1,10 +1,13 @@
 //! `failcore llm-proxy` as a process between a client and a scripted OpenAI-compatible upstream: it records
 //! whole and streamed replies, is killed (SIGKILL) with a call in flight, resumes with the recorded calls
 //! served from the trace, and replays offline with no request reaching the upstream (counted on the
-//! upstream's side). Once with a Rust HTTP client, once with the official OpenAI Python SDK
-//! (`pip install openai==3.51.0`) and once with the official Anthropic Python SDK through the Messages API
-//! (`pip install anthropic==2.14.0`); each SDK test says it skipped when its SDK is missing, and fails
-//! instead when `FAILCORE_REQUIRE_OPENAI_SDK=1` or `FAILCORE_REQUIRE_ANTHROPIC_SDK=1`, as `.ci/run` sets.
+//! upstream's side). Once with a Rust HTTP client, then with official Python SDKs: the OpenAI SDK
+//! (`pip install openai==3.51.0`) through Chat Completions, and through the Responses API with embeddings and
+//! the model list; the OpenAI Agents SDK (`pip install openai-agents==0.24.0`) on its default model; the
+//! Anthropic SDK (`pip install anthropic==2.14.0`) through the Messages API. Each SDK test says it skipped
+//! when its SDK is missing, and fails instead when `FAILCORE_REQUIRE_OPENAI_SDK=1`,
+//! `FAILCORE_REQUIRE_OPENAI_AGENTS_SDK=1` or `FAILCORE_REQUIRE_ANTHROPIC_SDK=1`, as `.ci/run` sets.
+//! HTTPS upstreams, proxies and redirects: llm_proxy_tls.rs.
 
 #[path = "support/proxy_cli.rs"]
 mod proxy_cli;
@@ -237,6 +240,16 @@ const OPENAI_RESPONSES: Sdk = Sdk {
     ),
 };
 
+const OPENAI_AGENTS: Sdk = Sdk {
+    module: "agents",
+    pin: "openai-agents==0.24.0",
+    require: "FAILCORE_REQUIRE_OPENAI_AGENTS_SDK",
+    script: concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/openai_agents_agent.py"
+    ),
+};
+
 const ANTHROPIC: Sdk = Sdk {
     module: "anthropic",
     pin: "anthropic==2.14.0",
@@ -441,4 +454,35 @@ async fn the_openai_python_sdk_records_resumes_and_replays_the_responses_api_emb
     assert_eq!(turns[2]["answer"], "Done: Lisbon: 21 C; 25.");
     assert_eq!(turns[2]["output_text"], "Done: Lisbon: 21 C; 25.");
     assert_eq!(turns[2]["pieces"], 3);
+}
+
+/// An agent of the OpenAI Agents SDK on its default model (and so the Responses API), with two function
+/// tools: killed during its third model call, resumed, replayed offline, the run's result the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_agents_sdk_default_model_records_resumes_and_replays_offline() {
+    if !OPENAI_AGENTS.present() {
+        return;
+    }
+    let (seen, stats) = record_kill_resume_offline(&OPENAI_AGENTS, 3).await;
+    assert_eq!(
+        stats["models"]["saved"]["tokens"],
+        saved_by_two_turns(),
+        "{stats}"
+    );
+    // The SDK's default model is what was asked for, and recorded.
+    let model = format!("model:{}", seen["model"].as_str().unwrap());
+    assert!(
+        stats["models"]["per_model"].get(&model).is_some(),
+        "{model}: {stats}"
+    );
+    assert_eq!(seen["answer"], "Done: Lisbon: 21 C; 25.");
+    assert_eq!(
+        seen["calls"],
+        json!([{"tool": "forecast", "arguments": {"city": "Lisbon"}},
+            {"tool": "add", "arguments": {"a": 21, "b": 4}}])
+    );
+    assert_eq!(seen["outputs"], json!(["Lisbon: 21 C", "25"]));
+    assert_eq!(seen["requests"], 3);
+    let input: u64 = (0..3).map(|t| usage_of_turn(t).0).sum();
+    assert_eq!(seen["input_tokens"], input);
 }
