@@ -240,6 +240,25 @@ async fn an_https_upstream_trusted_by_ssl_cert_file_or_upstream_ca_records_every
         let stats = stats_json(&traces, &run);
         assert_eq!(stats["executed"], calls, "{stats}");
         assert_eq!(stats["counts"]["ok"], calls, "{stats}");
+        // The usage recorded: the Responses calls', whole and streamed (from `response.completed`), with
+        // the reasoning tokens kept apart; the embedding's input tokens.
+        let recorded = steps(&traces, &run);
+        let usage_of = |args: &dyn Fn(&Value) -> bool| -> Vec<Value> {
+            recorded
+                .iter()
+                .filter(|s| args(&s["args"]))
+                .map(|s| s["output"]["usage"].clone())
+                .collect()
+        };
+        let usage = json!({"input": 100, "output": 10, "cached": 0, "reasoning": 2});
+        assert_eq!(
+            usage_of(&|a| a.get("store").is_some()),
+            vec![usage.clone(), usage]
+        );
+        assert_eq!(
+            usage_of(&|a| a["input"] == json!(["Lisbon"])),
+            vec![json!({"input": 1, "output": 0, "cached": 0})]
+        );
 
         // Offline: the same bytes, nothing sent.
         let proxy = Proxy::start(&traces, &["--offline", &run]);
