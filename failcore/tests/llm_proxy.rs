@@ -403,7 +403,7 @@ async fn the_anthropic_python_sdk_records_dies_resumes_and_replays_offline_throu
     assert_eq!(seen[2]["answer"], "Done: Lisbon: 21 C; 25.");
 }
 
-/// The Responses API through the official OpenAI SDK: `models.list`, `embeddings.create`, then
+/// The Responses API through the official OpenAI SDK: `models.list`, `models.retrieve`, `embeddings.create`, then
 /// `responses.create` whole and with `stream=True` (a function call whose arguments come in deltas, usage
 /// with cached and reasoning tokens). Killed during the last call, resumed, replayed offline: the same
 /// SDK-visible output each time (the offline run's, compared in the helper), every event type in order.
@@ -413,8 +413,8 @@ async fn the_openai_python_sdk_records_resumes_and_replays_the_responses_api_emb
     if !OPENAI_RESPONSES.present() {
         return;
     }
-    // Five upstream requests: models, embeddings, three responses.
-    let (seen, stats) = record_kill_resume_offline(&OPENAI_RESPONSES, 5).await;
+    // Six upstream requests: the model list, one model, embeddings, three responses.
+    let (seen, stats) = record_kill_resume_offline(&OPENAI_RESPONSES, 6).await;
     // Served from the trace on resume: the embedding's token and the first two turns.
     assert_eq!(
         stats["models"]["saved"]["tokens"],
@@ -422,6 +422,7 @@ async fn the_openai_python_sdk_records_resumes_and_replays_the_responses_api_emb
         "{stats}"
     );
     assert_eq!(seen["models"], json!([MODEL]));
+    assert_eq!(seen["model"], "scripted");
     assert_eq!(seen["embedding"], json!(scripted_llm::EMBEDDING));
     assert_eq!(seen["embedding_tokens"], 1);
     let turns = &seen["turns"];

@@ -3,7 +3,7 @@
 
 Usage: python3 openai_responses.py <base_url>
 
-Lists the models, embeds a string, then makes three Responses calls against the scripted server: a whole
+Lists the models and looks one up, embeds a string, then makes three Responses calls against the scripted server: a whole
 reply asking for a tool (a `function_call` item), a streamed reply asking for another (its arguments in
 delta events), and a streamed final answer. The tool results are computed here, and sent back as
 `function_call_output` items with the whole conversation (`store=False`: no state kept upstream). Prints one
@@ -48,6 +48,7 @@ def main():
     seen = {}
 
     seen["models"] = [m.id for m in client.models.list().data]
+    seen["model"] = client.models.retrieve(MODEL).owned_by
     embedded = client.embeddings.create(model=MODEL, input=["Lisbon"], encoding_format="float")
     seen["embedding"] = embedded.data[0].embedding
     seen["embedding_tokens"] = embedded.usage.prompt_tokens

@@ -1,7 +1,7 @@
 //! A scripted OpenAI-compatible Chat Completions server on 127.0.0.1, for tests, the agent example and the
 //! LLM-proxy bench: no key, no network. It also speaks the Anthropic Messages API (`POST .../messages`) and
 //! the OpenAI Responses API (`POST .../responses`), with the same script in those APIs' shapes, answers
-//! `POST .../embeddings` and `GET .../models`, and can be served over TLS ([`Scripted::start_with`]).
+//! `POST .../embeddings`, `GET .../models` and `GET .../models/<id>`, and can be served over TLS ([`Scripted::start_with`]).
 //!
 //! It answers from the conversation it is sent, so a resumed agent gets the same answers as the first run:
 //! with no tool result yet, it asks for `forecast {"city": "Lisbon"}`; after one, for `add {"a": 21, "b": 4}`;
@@ -180,6 +180,14 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     }
     if path.ends_with("/embeddings") {
         return embeddings(body.ok().as_deref());
+    }
+    if let Some((_, id)) = path.rsplit_once("/models/") {
+        return reply(
+            200,
+            "application/json",
+            json!({"id": id, "object": "model", "created": 1_700_000_000u64, "owned_by": "scripted"})
+                .to_string(),
+        );
     }
     if path.ends_with("/models") {
         return reply(
