@@ -4,13 +4,18 @@
 //! The proxy runs as `failcore llm-proxy` runs it, on a runtime of its own with one thread (there, in a
 //! process of its own); the client and the upstream share another runtime.
 //!
+//! The same again with the upstream over HTTPS (a private CA made here): the proxy's pooled TLS connection
+//! against a client's own pooled TLS connection to the upstream.
+//!
 //! `cargo bench --bench llm_proxy`. Figures: docs/BENCHMARKS.md.
 
+#[path = "../tests/support/private_ca.rs"]
+mod private_ca;
 #[path = "../tests/support/scripted_llm.rs"]
 mod scripted_llm;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use failcore::llm_proxy::LlmProxy;
+use failcore::llm_proxy::{LlmProxy, Options};
 use failcore::model::Models;
 use failcore::Session;
 use serde_json::json;
@@ -29,30 +34,7 @@ fn proxy(c: &mut Criterion) {
         .guard(Models::new().policy())
         .open()
         .expect("session");
-    let (ready, address) = std::sync::mpsc::channel();
-    let proxy_session = session.clone();
-    let upstream = server.url();
-    std::thread::spawn(move || {
-        let proxy_rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("proxy runtime");
-        proxy_rt.block_on(async move {
-            let proxy = LlmProxy::bind(
-                "127.0.0.1:0".parse().expect("addr"),
-                proxy_session,
-                Models::new(),
-                Some(upstream),
-            )
-            .await
-            .expect("proxy");
-            ready
-                .send(proxy.local_addr().expect("addr"))
-                .expect("ready");
-            proxy.serve(std::future::pending()).await;
-        });
-    });
-    let proxy_url = format!("http://{}/v1", address.recv().expect("proxy address"));
+    let proxy_url = spawn_proxy(session.clone(), server.url(), Options::default());
     let body = serde_json::to_vec(&json!({
         "model": scripted_llm::MODEL,
         "messages": [
@@ -111,8 +93,81 @@ fn proxy(c: &mut Criterion) {
                 .expect("step")
         })
     });
+
+    // HTTPS: the scripted upstream over TLS, its CA trusted by the client and by the proxy. Both keep
+    // their TLS connection across requests (reqwest's pool), so a request costs no handshake.
+    let ca = private_ca::Ca::new(dir.path());
+    let config = ca.server(&["127.0.0.1"], false);
+    let tls_server = rt.block_on(scripted_llm::Scripted::start_with(move |stream| {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+        async move { acceptor.accept(stream).await }
+    }));
+    let tls_proxy_url = spawn_proxy(
+        session.clone(),
+        tls_server.url_as("https"),
+        Options::default().upstream_ca(&ca.pem),
+    );
+    let pem = std::fs::read(&ca.pem).expect("ca");
+    let tls_client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("pem")])
+        .build()
+        .expect("client");
+    let direct_tls = tls_server.url_as("https");
+    g.bench_function("direct_tls", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let r = tls_client
+                    .post(format!("{direct_tls}/chat/completions"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("send");
+                assert!(r.status().is_success(), "{}", r.status());
+                r.bytes().await.expect("body")
+            })
+        })
+    });
+    g.bench_function("through_proxy_tls", |b| {
+        b.iter(|| rt.block_on(post(tls_proxy_url.clone())))
+    });
     g.finish();
+    // Keep-alive: a handful of TLS connections for all those requests (a request may race the previous
+    // one's connection back to the pool, and open another).
+    eprintln!(
+        "HTTPS upstream: {} TLS connections for {} requests",
+        tls_server.connections(),
+        tls_server.requests()
+    );
     rt.block_on(async { session.finish().await.expect("finish") });
+}
+
+/// Runs an `LlmProxy` in front of `upstream` as `failcore llm-proxy` runs it (a runtime of its own, one
+/// thread) and returns its base URL.
+fn spawn_proxy(session: Session, upstream: String, options: Options) -> String {
+    let (ready, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let proxy_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        proxy_rt.block_on(async move {
+            let proxy = LlmProxy::bind_with(
+                "127.0.0.1:0".parse().expect("addr"),
+                session,
+                Models::new(),
+                Some(upstream),
+                options,
+            )
+            .await
+            .expect("proxy");
+            ready
+                .send(proxy.local_addr().expect("addr"))
+                .expect("ready");
+            proxy.serve(std::future::pending()).await;
+        });
+    });
+    format!("http://{}/v1", address.recv().expect("proxy address"))
 }
 
 criterion_group!(benches, proxy);

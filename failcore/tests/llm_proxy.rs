@@ -1,80 +1,24 @@
 //! `failcore llm-proxy` as a process between a client and a scripted OpenAI-compatible upstream: it records
 //! whole and streamed replies, is killed (SIGKILL) with a call in flight, resumes with the recorded calls
 //! served from the trace, and replays offline with no request reaching the upstream (counted on the
-//! upstream's side). Once with a Rust HTTP client, once with the official OpenAI Python SDK
-//! (`pip install openai==3.51.0`) and once with the official Anthropic Python SDK through the Messages API
-//! (`pip install anthropic==2.14.0`); each SDK test says it skipped when its SDK is missing, and fails
-//! instead when `FAILCORE_REQUIRE_OPENAI_SDK=1` or `FAILCORE_REQUIRE_ANTHROPIC_SDK=1`, as `.ci/run` sets.
+//! upstream's side). Once with a Rust HTTP client, then with official Python SDKs: the OpenAI SDK
+//! (`pip install openai==3.51.0`) through Chat Completions, and through the Responses API with embeddings and
+//! the model list; the OpenAI Agents SDK (`pip install openai-agents==0.24.0`) on its default model; the
+//! Anthropic SDK (`pip install anthropic==2.14.0`) through the Messages API. Each SDK test says it skipped
+//! when its SDK is missing, and fails instead when `FAILCORE_REQUIRE_OPENAI_SDK=1`,
+//! `FAILCORE_REQUIRE_OPENAI_AGENTS_SDK=1` or `FAILCORE_REQUIRE_ANTHROPIC_SDK=1`, as `.ci/run` sets.
+//! HTTPS upstreams, proxies and redirects: llm_proxy_tls.rs.
 
+#[path = "support/proxy_cli.rs"]
+mod proxy_cli;
 #[path = "../../tests/support/scripted_llm.rs"]
 mod scripted_llm;
 
+use proxy_cli::{last_run, stats_json, Proxy, BIN};
 use scripted_llm::{usage_of_turn, Scripted, MODEL};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_failcore");
-
-struct Proxy {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proxy {
-    fn start(traces: &Path, args: &[&str]) -> Proxy {
-        let mut child = Command::new(BIN)
-            .arg("--store")
-            .arg(traces)
-            .arg("llm-proxy")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("FAILCORE_RESUME")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Proxy {
-            child,
-            url: format!("{addr}/v1"),
-        }
-    }
-
-    /// Stops it as Ctrl-C would: the run is finished.
-    fn stop(mut self) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status}");
-    }
-
-    /// Kills it without a chance to finish anything.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
 
 fn conversation(turn: u64) -> Value {
     let mut messages = vec![json!({"role": "user", "content": "Forecast for Lisbon, plus four?"})];
@@ -122,27 +66,6 @@ async fn client_calls(url: &str, user: &str) -> Result<Vec<String>, String> {
         out.push(text);
     }
     Ok(out)
-}
-
-fn stats_json(traces: &Path, run: &str) -> Value {
-    let out = Command::new(BIN)
-        .arg("--store")
-        .arg(traces)
-        .args(["stats", run, "--json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn last_run(traces: &Path) -> String {
-    let out = Command::new(BIN)
-        .arg("--store")
-        .arg(traces)
-        .args(["stats", "last", "--json"])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["run"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,6 +230,26 @@ const OPENAI: Sdk = Sdk {
     ),
 };
 
+const OPENAI_RESPONSES: Sdk = Sdk {
+    module: "openai",
+    pin: "openai==3.51.0",
+    require: "FAILCORE_REQUIRE_OPENAI_SDK",
+    script: concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/openai_responses.py"
+    ),
+};
+
+const OPENAI_AGENTS: Sdk = Sdk {
+    module: "agents",
+    pin: "openai-agents==0.24.0",
+    require: "FAILCORE_REQUIRE_OPENAI_AGENTS_SDK",
+    script: concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/openai_agents_agent.py"
+    ),
+};
+
 const ANTHROPIC: Sdk = Sdk {
     module: "anthropic",
     pin: "anthropic==2.14.0",
@@ -351,28 +294,29 @@ impl Sdk {
     }
 }
 
-/// Records with `sdk`'s agent until the proxy is killed during its third call, resumes (two calls served,
-/// one sent), then replays offline (none sent): returns what the resumed agent saw, equal offline.
-async fn record_kill_resume_offline(sdk: &'static Sdk) -> Value {
+/// Records with `sdk`'s agent, which makes `calls` upstream requests, until the proxy is killed during the
+/// last of them; resumes (the others served from the trace, the last sent), then replays offline (none
+/// sent): returns what the resumed agent saw, equal offline, and the resumed run's stats.
+async fn record_kill_resume_offline(sdk: &'static Sdk, calls: usize) -> (Value, Value) {
     let server = Scripted::start().await;
     let dir = tempfile::tempdir().unwrap();
     let traces = dir.path().join("traces");
 
-    // Run 1: the proxy is killed while the SDK's third call (streamed) is in flight.
-    server.hold_request(3);
+    // Run 1: the proxy is killed while the SDK's last call (streamed) is in flight.
+    server.hold_request(calls);
     let proxy = Proxy::start(&traces, &["--upstream", &server.url()]);
     let url = proxy.url.clone();
     let agent = tokio::task::spawn_blocking(move || sdk.agent(&url));
     tokio::time::timeout(Duration::from_secs(60), server.held())
         .await
-        .expect("the SDK's third call never reached the upstream");
+        .expect("the SDK's last call never reached the upstream");
     proxy.kill();
     let died = agent.await.unwrap();
     assert!(!died.status.success(), "the SDK saw the proxy die");
-    assert_eq!(server.requests(), 3);
+    assert_eq!(server.requests(), calls);
     let first = last_run(&traces);
 
-    // Run 2: resumed; the SDK's first two calls are served from the trace.
+    // Run 2: resumed; the SDK's calls but the last are served from the trace.
     let proxy = Proxy::start(&traces, &["--upstream", &server.url(), "--resume", &first]);
     let url = proxy.url.clone();
     let resumed = tokio::task::spawn_blocking(move || sdk.agent(&url))
@@ -384,12 +328,10 @@ async fn record_kill_resume_offline(sdk: &'static Sdk) -> Value {
         "{}",
         String::from_utf8_lossy(&resumed.stderr)
     );
-    assert_eq!(server.requests(), 4);
+    assert_eq!(server.requests(), calls + 1);
     let seen: Value = serde_json::from_slice(&resumed.stdout).unwrap();
     let second = last_run(&traces);
     let stats = stats_json(&traces, &second);
-    let saved = usage_of_turn(0).0 + usage_of_turn(0).1 + usage_of_turn(1).0 + usage_of_turn(1).1;
-    assert_eq!(stats["models"]["saved"]["tokens"], saved, "{stats}");
 
     // Run 3: offline. The same path, not one request upstream.
     let proxy = Proxy::start(&traces, &["--offline", &second]);
@@ -403,10 +345,19 @@ async fn record_kill_resume_offline(sdk: &'static Sdk) -> Value {
         "{}",
         String::from_utf8_lossy(&offline.stderr)
     );
-    assert_eq!(server.requests(), 4, "offline sent nothing upstream");
+    assert_eq!(
+        server.requests(),
+        calls + 1,
+        "offline sent nothing upstream"
+    );
     let replayed: Value = serde_json::from_slice(&offline.stdout).unwrap();
     assert_eq!(replayed, seen);
-    seen
+    (seen, stats)
+}
+
+/// The tokens of the first two turns of the script: what a resumed run that sends the third saved.
+fn saved_by_two_turns() -> u64 {
+    usage_of_turn(0).0 + usage_of_turn(0).1 + usage_of_turn(1).0 + usage_of_turn(1).1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +365,12 @@ async fn the_openai_python_sdk_records_dies_resumes_and_replays_offline_through_
     if !OPENAI.present() {
         return;
     }
-    let seen = record_kill_resume_offline(&OPENAI).await;
+    let (seen, stats) = record_kill_resume_offline(&OPENAI, 3).await;
+    assert_eq!(
+        stats["models"]["saved"]["tokens"],
+        saved_by_two_turns(),
+        "{stats}"
+    );
     assert_eq!(seen[0]["tool"], "forecast");
     assert_eq!(seen[1]["tool"], "add");
     assert_eq!(seen[1]["prompt_tokens"], usage_of_turn(1).0);
@@ -427,7 +383,12 @@ async fn the_anthropic_python_sdk_records_dies_resumes_and_replays_offline_throu
     if !ANTHROPIC.present() {
         return;
     }
-    let seen = record_kill_resume_offline(&ANTHROPIC).await;
+    let (seen, stats) = record_kill_resume_offline(&ANTHROPIC, 3).await;
+    assert_eq!(
+        stats["models"]["saved"]["tokens"],
+        saved_by_two_turns(),
+        "{stats}"
+    );
     assert_eq!(seen[0]["tool"], "forecast");
     assert_eq!(seen[0]["input"], json!({"city": "Lisbon"}));
     assert_eq!(seen[0]["stop"], "tool_use");
@@ -440,4 +401,89 @@ async fn the_anthropic_python_sdk_records_dies_resumes_and_replays_offline_throu
     assert_eq!(seen[1]["events"], 7);
     assert_eq!(seen[1]["output_tokens"], usage_of_turn(1).1);
     assert_eq!(seen[2]["answer"], "Done: Lisbon: 21 C; 25.");
+}
+
+/// The Responses API through the official OpenAI SDK: `models.list`, `models.retrieve`, `embeddings.create`, then
+/// `responses.create` whole and with `stream=True` (a function call whose arguments come in deltas, usage
+/// with cached and reasoning tokens). Killed during the last call, resumed, replayed offline: the same
+/// SDK-visible output each time (the offline run's, compared in the helper), every event type in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_records_resumes_and_replays_the_responses_api_embeddings_and_models()
+{
+    if !OPENAI_RESPONSES.present() {
+        return;
+    }
+    // Six upstream requests: the model list, one model, embeddings, three responses.
+    let (seen, stats) = record_kill_resume_offline(&OPENAI_RESPONSES, 6).await;
+    // Served from the trace on resume: the embedding's token and the first two turns.
+    assert_eq!(
+        stats["models"]["saved"]["tokens"],
+        1 + saved_by_two_turns(),
+        "{stats}"
+    );
+    assert_eq!(seen["models"], json!([MODEL]));
+    assert_eq!(seen["model"], "scripted");
+    assert_eq!(seen["embedding"], json!(scripted_llm::EMBEDDING));
+    assert_eq!(seen["embedding_tokens"], 1);
+    let turns = &seen["turns"];
+    let usage = |turn: u64| {
+        let (input, output, cached) = usage_of_turn(turn);
+        json!({"input": input, "output": output, "cached": cached,
+            "reasoning": scripted_llm::reasoning_of_turn(turn)})
+    };
+    assert_eq!(turns[0]["id"], "resp_0");
+    assert_eq!(turns[0]["tool"], "forecast");
+    assert_eq!(turns[0]["arguments"], r#"{"city":"Lisbon"}"#);
+    assert_eq!(turns[0]["usage"], usage(0));
+    assert_eq!(turns[1]["tool"], "add");
+    assert_eq!(turns[1]["arguments"], r#"{"a":21,"b":4}"#);
+    assert_eq!(turns[1]["deltas"], json!([r#"{"a":21"#, r#","b":4}"#]));
+    assert_eq!(
+        turns[1]["events"],
+        json!([
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed"
+        ])
+    );
+    assert_eq!(turns[1]["usage"], usage(1));
+    assert_eq!(turns[2]["answer"], "Done: Lisbon: 21 C; 25.");
+    assert_eq!(turns[2]["output_text"], "Done: Lisbon: 21 C; 25.");
+    assert_eq!(turns[2]["pieces"], 3);
+}
+
+/// An agent of the OpenAI Agents SDK on its default model (and so the Responses API), with two function
+/// tools: killed during its third model call, resumed, replayed offline, the run's result the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_agents_sdk_default_model_records_resumes_and_replays_offline() {
+    if !OPENAI_AGENTS.present() {
+        return;
+    }
+    let (seen, stats) = record_kill_resume_offline(&OPENAI_AGENTS, 3).await;
+    assert_eq!(
+        stats["models"]["saved"]["tokens"],
+        saved_by_two_turns(),
+        "{stats}"
+    );
+    // The SDK's default model is what was asked for, and recorded.
+    let model = format!("model:{}", seen["model"].as_str().unwrap());
+    assert!(
+        stats["models"]["per_model"].get(&model).is_some(),
+        "{model}: {stats}"
+    );
+    assert_eq!(seen["answer"], "Done: Lisbon: 21 C; 25.");
+    assert_eq!(
+        seen["calls"],
+        json!([{"tool": "forecast", "arguments": {"city": "Lisbon"}},
+            {"tool": "add", "arguments": {"a": 21, "b": 4}}])
+    );
+    assert_eq!(seen["outputs"], json!(["Lisbon: 21 C", "25"]));
+    assert_eq!(seen["requests"], 3);
+    let input: u64 = (0..3).map(|t| usage_of_turn(t).0).sum();
+    assert_eq!(seen["input_tokens"], input);
 }

@@ -1,13 +1,15 @@
 //! A scripted OpenAI-compatible Chat Completions server on 127.0.0.1, for tests, the agent example and the
-//! LLM-proxy bench: no key, no network. It also speaks the Anthropic Messages API (`POST .../messages`),
-//! with the same script in that API's shapes.
+//! LLM-proxy bench: no key, no network. It also speaks the Anthropic Messages API (`POST .../messages`) and
+//! the OpenAI Responses API (`POST .../responses`), with the same script in those APIs' shapes, answers
+//! `POST .../embeddings`, `GET .../models` and `GET .../models/<id>`, and can be served over TLS ([`Scripted::start_with`]).
 //!
 //! It answers from the conversation it is sent, so a resumed agent gets the same answers as the first run:
 //! with no tool result yet, it asks for `forecast {"city": "Lisbon"}`; after one, for `add {"a": 21, "b": 4}`;
 //! after two, it answers with the tool results it was given. Streamed requests (`"stream": true`) get the same
 //! answers as server-sent events, usage last when `stream_options.include_usage` asks for it. Each turn
 //! reports a fixed usage ([`usage_of_turn`]). It counts the requests that reach it, and can hold the
-//! `n`-th one unanswered (to kill a client while a model call is in flight).
+//! `n`-th one unanswered (to kill a client while a model call is in flight), and the connections it
+//! accepted (to see that a client reuses them).
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -16,9 +18,12 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// The model id the script answers as.
@@ -33,6 +38,12 @@ pub struct Scripted {
 
 struct State {
     requests: AtomicUsize,
+    /// Connections accepted and set up (for TLS: handshakes completed).
+    connections: AtomicUsize,
+    /// Connections whose set-up failed (for TLS: handshakes the client refused).
+    refused: AtomicUsize,
+    /// When set, every request is answered `307` to this URL.
+    redirect: Mutex<Option<String>>,
     /// Hold the request with this 1-based number unanswered (0: none).
     hold: AtomicUsize,
     held: Notify,
@@ -47,14 +58,29 @@ impl Drop for Scripted {
 impl Scripted {
     /// Starts the server on a free port of 127.0.0.1.
     pub async fn start() -> Scripted {
+        Self::start_with(|stream| async move { Ok(stream) }).await
+    }
+
+    /// Starts the server with every accepted connection first set up by `wrap` (a TLS handshake): a
+    /// connection it fails is counted as refused and closed.
+    pub async fn start_with<W, F, S>(wrap: W) -> Scripted
+    where
+        W: Fn(TcpStream) -> F + Send + Sync + 'static,
+        F: Future<Output = std::io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             requests: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+            redirect: Mutex::new(None),
             hold: AtomicUsize::new(0),
             held: Notify::new(),
         });
         let shared = state.clone();
+        let wrap = Arc::new(wrap);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -62,7 +88,16 @@ impl Scripted {
                 };
                 let _ = stream.set_nodelay(true);
                 let state = shared.clone();
+                let wrap = wrap.clone();
                 tokio::spawn(async move {
+                    let stream = match wrap(stream).await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            state.refused.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    };
+                    state.connections.fetch_add(1, Ordering::SeqCst);
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(answer(&state, req).await) }
@@ -81,9 +116,29 @@ impl Scripted {
         format!("http://{}/v1", self.addr)
     }
 
+    /// The base URL of its API under another scheme: `https://127.0.0.1:<port>/v1`.
+    pub fn url_as(&self, scheme: &str) -> String {
+        format!("{scheme}://{}/v1", self.addr)
+    }
+
     /// How many requests have reached it.
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// How many connections it accepted and set up.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many connections failed their set-up (a TLS handshake the client refused).
+    pub fn refused(&self) -> usize {
+        self.state.refused.load(Ordering::SeqCst)
+    }
+
+    /// Answers every request from now on with `307 Temporary Redirect` to `location`.
+    pub fn redirect_to(&self, location: &str) {
+        *self.state.redirect.lock().unwrap() = Some(location.to_owned());
     }
 
     /// Holds the `n`-th request (counting from 1, all requests so far included) unanswered.
@@ -110,8 +165,38 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         state.held.notify_one();
         std::future::pending::<()>().await;
     }
+    if let Some(location) = state.redirect.lock().unwrap().clone() {
+        return Response::builder()
+            .status(307)
+            .header("location", location)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+    }
     if path.ends_with("/messages") {
         return anthropic(body.ok().as_deref());
+    }
+    if path.ends_with("/responses") {
+        return responses(body.ok().as_deref());
+    }
+    if path.ends_with("/embeddings") {
+        return embeddings(body.ok().as_deref());
+    }
+    if let Some((_, id)) = path.rsplit_once("/models/") {
+        return reply(
+            200,
+            "application/json",
+            json!({"id": id, "object": "model", "created": 1_700_000_000u64, "owned_by": "scripted"})
+                .to_string(),
+        );
+    }
+    if path.ends_with("/models") {
+        return reply(
+            200,
+            "application/json",
+            json!({"object": "list", "data": [
+                {"id": MODEL, "object": "model", "created": 1_700_000_000u64, "owned_by": "scripted"}]})
+            .to_string(),
+        );
     }
     if !path.ends_with("/chat/completions") {
         return reply(
@@ -336,6 +421,152 @@ fn anthropic(body: Option<&[u8]>) -> Response<Full<Bytes>> {
     events.push(json!({"type": "message_stop"}));
     let mut out = String::new();
     for e in events {
+        out.push_str(&format!(
+            "event: {}\ndata: {e}\n\n",
+            e["type"].as_str().unwrap_or("")
+        ));
+    }
+    reply(200, "text/event-stream", out)
+}
+
+/// The reasoning tokens the Responses API reports for a turn (0-based), part of its output tokens.
+pub fn reasoning_of_turn(turn: u64) -> u64 {
+    2 + turn
+}
+
+/// The vector every embedding request gets for each of its inputs.
+pub const EMBEDDING: [f64; 4] = [0.25, -0.5, 0.125, 1.0];
+
+/// `POST .../embeddings`: [`EMBEDDING`] for each input, and one token counted per input.
+fn embeddings(body: Option<&[u8]>) -> Response<Full<Bytes>> {
+    let request = body
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .unwrap_or(Value::Null);
+    let inputs = match &request["input"] {
+        Value::Array(items) => items.len(),
+        Value::Null => 0,
+        _ => 1,
+    };
+    let data: Vec<Value> = (0..inputs)
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": EMBEDDING}))
+        .collect();
+    reply(
+        200,
+        "application/json",
+        json!({"object": "list", "data": data, "model": MODEL,
+            "usage": {"prompt_tokens": inputs, "total_tokens": inputs}})
+        .to_string(),
+    )
+}
+
+/// The OpenAI Responses API: the same script, its turn counted from the `function_call_output` items of
+/// the input. Function calls are output items of type `function_call`; a streamed reply sends their
+/// arguments in two `response.function_call_arguments.delta` events, and the usage (with cached and
+/// reasoning tokens) in `response.completed`.
+fn responses(body: Option<&[u8]>) -> Response<Full<Bytes>> {
+    let Some(request) = body.and_then(|b| serde_json::from_slice::<Value>(b).ok()) else {
+        return reply(
+            400,
+            "application/json",
+            json!({"error": {"message": "bad json", "type": "invalid_request_error"}}).to_string(),
+        );
+    };
+    let results: Vec<String> = request["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| item["type"] == "function_call_output")
+        .map(|item| match &item["output"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    let turn = results.len() as u64;
+    let item = match turn {
+        0 => json!({"type": "function_call", "id": "fc_0", "call_id": "call_forecast",
+            "name": "forecast", "arguments": json!({"city": "Lisbon"}).to_string(), "status": "completed"}),
+        1 => json!({"type": "function_call", "id": "fc_1", "call_id": "call_add",
+            "name": "add", "arguments": json!({"a": 21, "b": 4}).to_string(), "status": "completed"}),
+        _ => json!({"type": "message", "id": "msg_2", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "annotations": [],
+                "text": format!("Done: {}.", results.join("; "))}]}),
+    };
+    let (prompt, completion, cached) = usage_of_turn(turn);
+    let usage = json!({"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning_of_turn(turn)},
+        "total_tokens": prompt + completion});
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": format!("resp_{turn}"), "object": "response", "created_at": 1_700_000_000u64,
+            "status": status, "model": MODEL, "output": output, "usage": usage,
+            "error": null, "incomplete_details": null, "instructions": null,
+            "parallel_tool_calls": true, "tool_choice": "auto",
+            "tools": request.get("tools").cloned().unwrap_or(json!([])),
+            "store": request.get("store").cloned().unwrap_or(json!(true))})
+    };
+    if request["stream"] != true {
+        return reply(
+            200,
+            "application/json",
+            response("completed", json!([item]), usage).to_string(),
+        );
+    }
+    let item_id = item["id"].clone();
+    let mut events = vec![
+        json!({"type": "response.created", "response": response("in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.in_progress", "response": response("in_progress", json!([]), Value::Null)}),
+    ];
+    if item["type"] == "function_call" {
+        let mut started = item.clone();
+        started["arguments"] = json!("");
+        started["status"] = json!("in_progress");
+        events.push(
+            json!({"type": "response.output_item.added", "output_index": 0, "item": started}),
+        );
+        let arguments = item["arguments"].as_str().unwrap_or_default();
+        let (a, b) = arguments.split_at(arguments.len() / 2);
+        for delta in [a, b] {
+            events.push(json!({"type": "response.function_call_arguments.delta",
+                "item_id": item_id, "output_index": 0, "delta": delta}));
+        }
+        events.push(json!({"type": "response.function_call_arguments.done",
+            "item_id": item_id, "output_index": 0, "arguments": arguments}));
+    } else {
+        let text = item["content"][0]["text"].as_str().unwrap_or_default();
+        let mut started = item.clone();
+        started["content"] = json!([]);
+        started["status"] = json!("in_progress");
+        events.push(
+            json!({"type": "response.output_item.added", "output_index": 0, "item": started}),
+        );
+        let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
+        events.push(
+            json!({"type": "response.content_part.added", "item_id": item_id,
+            "output_index": 0, "content_index": 0, "part": part("")}),
+        );
+        let words: Vec<&str> = text.split_inclusive(' ').collect();
+        for piece in words.chunks(2) {
+            events.push(
+                json!({"type": "response.output_text.delta", "item_id": item_id,
+                "output_index": 0, "content_index": 0, "delta": piece.concat(), "logprobs": []}),
+            );
+        }
+        events.push(
+            json!({"type": "response.output_text.done", "item_id": item_id,
+            "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+        );
+        events.push(
+            json!({"type": "response.content_part.done", "item_id": item_id,
+            "output_index": 0, "content_index": 0, "part": part(text)}),
+        );
+    }
+    events.push(json!({"type": "response.output_item.done", "output_index": 0, "item": item}));
+    events.push(
+        json!({"type": "response.completed", "response": response("completed", json!([item]), usage)}),
+    );
+    let mut out = String::new();
+    for (n, mut e) in events.into_iter().enumerate() {
+        e["sequence_number"] = json!(n);
         out.push_str(&format!(
             "event: {}\ndata: {e}\n\n",
             e["type"].as_str().unwrap_or("")

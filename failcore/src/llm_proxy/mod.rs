@@ -8,7 +8,8 @@
 //! upstream's base URL, the reply recorded. Streamed replies (`"stream": true`) are passed to the client
 //! event by event as they arrive, recorded chunk by chunk, and replayed as the same events (for the
 //! Messages and Responses APIs with their `event:` names, which are the `type` of their data).
-//! `GET .../models` is a step too (tool `llm:models`), so an offline client can list models. The
+//! `GET .../models` and `GET .../models/<id>` are steps too (tool `llm:models`), so an offline client can
+//! list models and look one up. The
 //! client's credentials (`Authorization`, `x-api-key`, `api-key`) and API headers (`anthropic-version`,
 //! `anthropic-beta`, `openai-organization`, `openai-project`, `openai-beta`) are forwarded and never
 //! recorded: wherever a credential the client sent appears in a reply or an error, what is recorded has
@@ -436,8 +437,13 @@ async fn connection(state: Arc<State>, stream: TcpStream) {
 
 async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
-    if req.method() == Method::GET && path.ends_with("/models") {
-        return models_list(state, &req).await;
+    if req.method() == Method::GET {
+        if path.ends_with("/models") {
+            return models_list(state, &req, "/models".into()).await;
+        }
+        if let Some(id) = model_id(&path) {
+            return models_list(state, &req, format!("/models/{id}")).await;
+        }
     }
     let api = Api::of(&path);
     let Some(api) = api.filter(|_| req.method() == Method::POST) else {
@@ -447,7 +453,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             None,
             &format!(
                 "the FailCore LLM proxy serves POST .../chat/completions, .../responses, .../messages and \
-                 .../embeddings, and GET .../models, not {} {}",
+                 .../embeddings, and GET .../models and .../models/<id>, not {} {}",
                 req.method(),
                 req.uri().path()
             ),
@@ -526,9 +532,20 @@ impl State {
     }
 }
 
-/// `GET .../models`: the upstream's list, recorded as a step (tool `llm:models`) so that resume and
+/// The model id of `GET .../models/<id>`: one path segment (as sent, percent-encoded).
+fn model_id(path: &str) -> Option<&str> {
+    let (_, id) = path.rsplit_once("/models/")?;
+    (!id.is_empty() && !id.contains('/') && id != "." && id != "..").then_some(id)
+}
+
+/// `GET .../models` and `GET .../models/<id>`: the upstream's list, or one model, recorded as a step
+/// (tool `llm:models`, the upstream path its argument) so that resume and
 /// offline answer it from the trace.
-async fn models_list(state: &Arc<State>, req: &Request<Incoming>) -> Response<Body> {
+async fn models_list(
+    state: &Arc<State>,
+    req: &Request<Incoming>,
+    endpoint: String,
+) -> Response<Body> {
     let api = Api::ChatCompletions;
     let tool = match DynamicTool::new("llm:models", "model", Effect::Read) {
         Ok(t) => t,
@@ -536,7 +553,7 @@ async fn models_list(state: &Arc<State>, req: &Request<Incoming>) -> Response<Bo
     };
     let upstream = state.upstream(
         reqwest::Method::GET,
-        "/models",
+        &endpoint,
         forwarded(req),
         Bytes::new(),
     );
@@ -549,7 +566,7 @@ async fn models_list(state: &Arc<State>, req: &Request<Incoming>) -> Response<Bo
     });
     let outcome = state
         .session
-        .scope(tool.call(&json!({"path": "/models"}), body))
+        .scope(tool.call(&json!({ "path": endpoint }), body))
         .await;
     match outcome {
         Ok(list) => json_response(StatusCode::OK, &list),
@@ -749,4 +766,22 @@ fn bytes_response(status: StatusCode, bytes: Bytes) -> Response<Body> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_id;
+
+    #[test]
+    fn a_model_is_looked_up_by_one_path_segment() {
+        assert_eq!(model_id("/v1/models/gpt-4o"), Some("gpt-4o"));
+        assert_eq!(
+            model_id("/v1/models/ft:gpt-4o:org::abc"),
+            Some("ft:gpt-4o:org::abc")
+        );
+        assert_eq!(model_id("/v1/models"), None);
+        assert_eq!(model_id("/v1/models/"), None);
+        assert_eq!(model_id("/v1/models/a/b"), None);
+        assert_eq!(model_id("/v1/models/.."), None);
+    }
 }

@@ -352,18 +352,15 @@ impl Upstream {
     }
 }
 
-/// A reqwest error, with what a user must act on named first.
+/// A reqwest error, with what a user must act on named first. A certificate refused is told by the TLS
+/// error found under it, never by the words of the message (which holds the URL, whose host could say
+/// `expired`).
 fn describe(e: &reqwest::Error) -> String {
     let text = chain(e);
-    let lower = text.to_ascii_lowercase();
-    let cause = if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
-        Some("the upstream's certificate is from an issuer this machine does not trust (unknown issuer; trust its CA with --upstream-ca FILE or SSL_CERT_FILE)")
-    } else if lower.contains("expired") {
-        Some("the upstream's certificate has expired")
-    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
-        Some("the upstream's certificate is not valid for its host name (wrong host)")
-    } else if lower.contains("invalid peer certificate") {
-        Some("the upstream's certificate was refused")
+    let cause = if let Some(tls) = tls_error(e) {
+        Some(tls_cause(tls))
+    } else if e.is_redirect() {
+        None
     } else if e.is_timeout() {
         Some("the upstream did not answer in time")
     } else if e.is_connect() {
@@ -374,6 +371,50 @@ fn describe(e: &reqwest::Error) -> String {
     match cause {
         Some(cause) => format!("{cause} ({text})"),
         None => text,
+    }
+}
+
+/// The TLS error a request failed on, searched through the error's sources and the errors that I/O
+/// errors wrap (an I/O error's `source` skips the error it wraps).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            if let Some(tls) = tls_error(inner) {
+                return Some(tls);
+            }
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// What a TLS failure means to the user, and what to do about it.
+fn tls_cause(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => {
+                "the upstream's certificate is from an issuer this machine does not trust (unknown \
+                 issuer; trust its CA with --upstream-ca FILE or SSL_CERT_FILE)"
+            }
+            C::Expired | C::ExpiredContext { .. } => "the upstream's certificate has expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the upstream's certificate is not valid yet (is this machine's clock right?)"
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "the upstream's certificate is not valid for its host name (wrong host)"
+            }
+            C::Revoked => "the upstream's certificate was revoked",
+            _ => "the upstream's certificate was refused",
+        },
+        _ => "the TLS handshake with the upstream failed",
     }
 }
 
@@ -421,6 +462,43 @@ mod tests {
         let mut v = serde_json::json!({"a": [key], key: 1});
         c.mask_value(&mut v);
         assert!(!v.to_string().contains(key), "{v}");
+    }
+
+    /// An error with a source, as a client library wraps the I/O error of a failed handshake.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error sending request for url (https://expired.example/v1)")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_tls_error_is_found_under_the_io_error_that_wraps_it() {
+        let refused = |c: rustls::CertificateError| {
+            Wrapped(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(c),
+            ))
+        };
+        let e = refused(rustls::CertificateError::UnknownIssuer);
+        let tls = tls_error(&e).expect("found");
+        assert!(tls_cause(tls).contains("unknown issuer"));
+        let e = refused(rustls::CertificateError::NotValidForName);
+        assert!(tls_cause(tls_error(&e).unwrap()).contains("wrong host"));
+        // A host named `expired` in the URL of a failure that is not TLS does not make it one.
+        let e = Wrapped(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert!(tls_error(&e).is_none());
     }
 
     #[test]

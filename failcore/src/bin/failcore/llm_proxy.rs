@@ -18,8 +18,9 @@ const RECORDER: &str = "llm-proxy";
 pub struct Args {
     /// The upstream API's base URL, such as https://api.openai.com/v1 or https://api.anthropic.com/v1
     /// (requests go to <url>/chat/completions, <url>/responses, <url>/messages, <url>/embeddings or
-    /// <url>/models, as the client called). HTTPS trusts the platform's roots (or SSL_CERT_FILE /
-    /// SSL_CERT_DIR) and goes through HTTPS_PROXY unless NO_PROXY names the host.
+    /// <url>/models[/<id>], as the client called). HTTPS trusts the platform's roots (or SSL_CERT_FILE /
+    /// SSL_CERT_DIR, which replace them) and --upstream-ca, and goes through HTTPS_PROXY unless NO_PROXY
+    /// names the host; a redirect to another origin is not followed.
     #[arg(long, value_name = "URL", required_unless_present = "offline")]
     upstream: Option<String>,
     /// The address to listen on (port 0: any free port; the address is printed on stdout).
