@@ -3,7 +3,7 @@
 # binary, tests and examples alike. Run from the repository root.
 set -euo pipefail
 
-features=(jsonl cli llm-proxy sqlite postgres schema mcp rig otel)
+features=(jsonl cli llm-proxy mcp-proxy sqlite postgres schema mcp rig otel)
 
 run() {
     echo "+ cargo $*"

@@ -589,7 +589,11 @@ fn startup_errors_reach_the_client() {
     let mut raw = Raw::start(with_server(bare_proxy(dir.path(), &["--resume", "last"])));
     let init = raw.initialize();
     let message = init["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("no runs"), "{init}");
+    // The store is empty: `last` names no run of this proxy for this server.
+    assert!(
+        message.contains("`last`: no run of the MCP proxy"),
+        "{init}"
+    );
     let (status, _) = raw.close();
     assert_eq!(status.code(), Some(2));
 }

@@ -59,11 +59,15 @@ mod lifecycle;
 pub mod llm_proxy;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+#[cfg(feature = "mcp-proxy")]
+pub mod mcp_proxy;
 pub mod model;
 pub mod net;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod policy;
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
+pub mod proxy_common;
 mod registry;
 mod replay;
 #[cfg(feature = "rig")]

@@ -7,12 +7,7 @@ pub type Result<T> = std::result::Result<T, failcore::Error>;
 
 /// The store named by `--store`, else `$FAILCORE_STORE`, else `$FAILCORE_DIR`, else `.failcore`.
 pub fn open_store(spec: Option<&str>) -> Result<Arc<dyn TraceStore>> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let spec = spec
-        .map(str::to_owned)
-        .or_else(|| env("FAILCORE_STORE"))
-        .or_else(|| env("FAILCORE_DIR"));
-    failcore::store_from_spec(spec.as_deref().unwrap_or(".failcore"))
+    failcore::store_from_spec(&failcore::proxy_common::store_spec(spec, None))
 }
 
 /// Like [`open_store`], for commands that only read: a store that does not exist is an error, not an
@@ -36,37 +31,7 @@ pub fn open_existing(spec: Option<&str>) -> Result<Arc<dyn TraceStore>> {
 /// The run named by `spec` (an id, a unique prefix, or `last`), with an error that helps: an
 /// ambiguous prefix lists the runs it matches.
 pub fn resolve(store: &dyn TraceStore, spec: &str) -> Result<String> {
-    let runs = store.runs()?;
-    if spec == "last" {
-        return runs.last().cloned().ok_or_else(|| {
-            failcore::Error::Config(format!("there are no runs in {}", store.location()))
-        });
-    }
-    if runs.iter().any(|r| r == spec) {
-        return Ok(spec.to_owned());
-    }
-    let matching: Vec<&String> = runs.iter().filter(|r| r.starts_with(spec)).collect();
-    match matching.as_slice() {
-        [one] if !spec.is_empty() => Ok((*one).clone()),
-        [] => Err(failcore::Error::Config(format!(
-            "no run {} in {}: `failcore list` shows the runs there",
-            crate::term::safe(spec),
-            store.location()
-        ))),
-        many => {
-            const SHOWN: usize = 10;
-            let mut names: Vec<&str> = many.iter().rev().take(SHOWN).map(|r| r.as_str()).collect();
-            if many.len() > SHOWN {
-                names.push("...");
-            }
-            Err(failcore::Error::Config(format!(
-                "{} matches {} runs: {}; give more of the id",
-                crate::term::safe(spec),
-                many.len(),
-                names.join(", ")
-            )))
-        }
-    }
+    failcore::proxy_common::resolve_run(store, spec)
 }
 
 /// An error as one line for a person: what went wrong and where, without the library's category
@@ -171,102 +136,5 @@ pub fn quiet_on_closed_pipe() {
     }));
 }
 
-/// A proxy as a recorder of runs: which of a store's runs are its own, for `--resume` and `--offline`.
-pub struct Recorder<'a> {
-    /// The name its runs carry in `versions.recorder` (`llm-proxy`, `mcp-proxy`).
-    pub name: &'a str,
-    /// The MCP server it proxies (`mcp_server_id`), when it knows it.
-    pub server: Option<&'a str>,
-    /// Its run key, when it has one: its `last` is the newest run with the same key.
-    pub run_key: Option<&'a str>,
-}
-
-/// The key of the proxied MCP server's identity (a hash of its command line) in a run_start's `versions`.
-pub const MCP_SERVER_ID: &str = "mcp_server_id";
-
 /// How a recorder is named in messages.
-pub fn recorder_label(name: Option<&str>) -> String {
-    match name {
-        Some("llm-proxy") => "the LLM proxy (`failcore llm-proxy`)".into(),
-        Some("mcp-proxy") => "the MCP proxy (`failcore proxy`)".into(),
-        Some(other) => format!("`{}`", crate::term::safe(other)),
-        None => "an application's own session".into(),
-    }
-}
-
-impl Recorder<'_> {
-    fn server_of(start: &failcore::store::RunStart) -> Option<&str> {
-        start.versions.get(MCP_SERVER_ID).and_then(|v| v.as_str())
-    }
-
-    /// Whether a run that `start` begins is one of this recorder's (a run recorded before runs named
-    /// their server is taken to be of any server).
-    fn owns(&self, start: &failcore::store::RunStart) -> bool {
-        failcore::recorder_of(start) == Some(self.name)
-            && match (self.server, Self::server_of(start)) {
-                (Some(mine), Some(theirs)) => mine == theirs,
-                _ => true,
-            }
-    }
-
-    /// The run named by `spec` for this recorder: `last` is the newest run it recorded (with its run key,
-    /// if it has one), never a run of another recorder; an id (or prefix) of a run that another recorder
-    /// made, or that the MCP proxy made for another server, is refused.
-    pub fn resolve(&self, store: &dyn TraceStore, spec: &str) -> Result<String> {
-        if spec == "last" {
-            for run in store.runs()?.into_iter().rev() {
-                let Some(start) = failcore::run_start_of(store, &run) else {
-                    continue;
-                };
-                if self.owns(&start)
-                    && self
-                        .run_key
-                        .is_none_or(|k| failcore::run_key_of(&start) == Some(k))
-                {
-                    return Ok(run);
-                }
-            }
-            return Err(failcore::Error::Config(format!(
-                "`last`: no run of {}{}{} in {} (runs of other recorders are never picked; `failcore \
-                 list` shows which recorder made each run: name the run by its id)",
-                recorder_label(Some(self.name)),
-                if self.server.is_some() {
-                    " for this MCP server"
-                } else {
-                    ""
-                },
-                self.run_key
-                    .map(|k| format!(" with the run key {:?}", crate::term::safe(k)))
-                    .unwrap_or_default(),
-                store.location()
-            )));
-        }
-        let run = resolve(store, spec)?;
-        let Some(start) = failcore::run_start_of(store, &run) else {
-            return Ok(run);
-        };
-        let made_by = failcore::recorder_of(&start);
-        if made_by.is_some_and(|r| r != self.name) {
-            return Err(failcore::Error::Config(format!(
-                "run {run} was recorded by {}, not by {}: its calls are not this proxy's to serve. \
-                 Resume it with the recorder that made it, or name a run of this one (`failcore list` \
-                 shows which recorder made each run)",
-                recorder_label(made_by),
-                recorder_label(Some(self.name)),
-            )));
-        }
-        if made_by.is_some() && !self.owns(&start) {
-            let program = start
-                .versions
-                .get("mcp_server_program")
-                .and_then(|v| v.as_str())
-                .unwrap_or("another server");
-            return Err(failcore::Error::Config(format!(
-                "run {run} was recorded by the MCP proxy for another MCP server ({}), not the one \
-                 given after `--`: resume it with that server's command",
-                crate::term::safe(program)
-            )));
-        }
-        Ok(run)
-    }
-}
+pub use failcore::proxy_common::recorder_label;

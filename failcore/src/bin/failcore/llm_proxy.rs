@@ -5,14 +5,12 @@
 use crate::common::Result;
 use failcore::llm_proxy::{LlmProxy, Options};
 use failcore::model::Models;
+use failcore::proxy_common::{shutdown_signal, Recorder, LLM_PROXY_RECORDER as RECORDER};
 use failcore::{Error, Session};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// The recorder this proxy's runs name (`versions.recorder`).
-const RECORDER: &str = "llm-proxy";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -119,7 +117,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     if args.resume.is_some() || args.offline.is_some() {
         // `last` is the newest run of this proxy (with its run key, if it has one), never a run of the
         // MCP proxy recording the same agent's tools into the same store; an id of such a run is refused.
-        let me = crate::common::Recorder {
+        let me = Recorder {
             name: RECORDER,
             server: None,
             run_key: args.run_key.as_deref(),
@@ -173,27 +171,4 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         session.finish().await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

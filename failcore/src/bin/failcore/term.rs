@@ -7,7 +7,6 @@
 
 use anstyle::{AnsiColor, Style};
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use unicode_width::UnicodeWidthStr;
 
 /// The styles the commands use.
@@ -21,32 +20,10 @@ pub const DIM: Style = Style::new().dimmed();
 pub const HEAD: Style = Style::new().bold();
 pub const PLAIN: Style = Style::new();
 
-/// Whether `c` would act on a terminal instead of showing: C0 and C1 controls, DEL, and the
-/// bidirectional overrides and isolates that reorder what a reader sees.
-fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `s` with every control character written out as an escape (`\n`, `\t`, `\u{1b}`), so it shows
-/// as text on one line and never acts on the terminal.
+/// `s` with every control character written out as an escape (`\n`, `\t`, `\u{1b}`), and the
+/// bidirectional overrides too, so it shows as text on one line and never acts on the terminal.
 pub fn safe(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_unsafe) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if is_unsafe(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
+    failcore::proxy_common::printable(s)
 }
 
 /// The columns `s` takes on a terminal.
@@ -448,7 +425,7 @@ mod tests {
         assert_eq!(safe("\u{9b}31m"), "\\u{9b}31m");
         assert_eq!(safe("\u{7f}"), "\\u{7f}");
         assert_eq!(safe("abc\u{202e}fed"), "abc\\u{202e}fed");
-        assert!(!safe("\u{7}\u{8}\u{1b}]0;t\u{7}").chars().any(is_unsafe));
+        assert_eq!(safe("\u{7}\u{8}"), "\\u{7}\\u{8}");
     }
 
     #[test]

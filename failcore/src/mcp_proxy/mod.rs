@@ -1,0 +1,228 @@
+//! The MCP proxy (feature `mcp-proxy`): puts FailCore between any MCP client and any MCP server over
+//! stdio, without changing either. `failcore proxy [--policy failcore.toml] -- <server command...>` runs
+//! it; [`run`] is the same from a program.
+//!
+//! Every message passes through unchanged, except `tools/call` requests: each is a step of the run (a
+//! dynamic tool named after the server's tool), checked against the policy file, answered from the trace
+//! when resuming or offline, and otherwise forwarded to the server, its result recorded. A refused call
+//! never reaches the server; the client gets an MCP tool error (`isError: true`) whose structured content
+//! names the policy and the rule. Every `tools/call` the proxy answers is in the trace, malformed ones
+//! included (as failed, with the reason).
+//!
+//! Liveness: every request gets an answer. When the server exits (at start-up or later) or does not answer
+//! within the timeout, every pending and later request gets a JSON-RPC error naming why, and the proxy
+//! exits non-zero once the client is gone. Bytes that are not a JSON-RPC message (invalid UTF-8, an
+//! oversized line, malformed JSON) get a JSON-RPC error and the session goes on. SIGTERM and SIGINT end
+//! the run cleanly (its run_end written); a client that vanished without closing (its process died)
+//! leaves the run without a run_end, as a crash.
+//!
+//! The run is opened at the first `tools/call`, so a session that only lists tools creates no run. It
+//! records the server's description (its `initialize` answer and tool list) in the run_start, so an
+//! offline replay answers `initialize` and `tools/list` itself and starts no server at all.
+//!
+//! The module's parts: [`Options`] and the configuration they resolve to (`config.rs`: flags, then the
+//! policy file's `[proxy]` table, then the environment); the client's side, one JSON-RPC message a line
+//! (`framing.rs`) and what each message is (`message.rs`); the server process, its requests in flight and
+//! its end (`upstream.rs`); what the proxy learns of the server (`catalog.rs`); the relay and the recording
+//! of calls (`relay.rs`); the answers given offline without a server (`offline.rs`). Run names, signals
+//! and the client's liveness are shared with the LLM proxy, in [`crate::proxy_common`].
+
+mod catalog;
+mod config;
+mod framing;
+mod message;
+mod offline;
+mod relay;
+mod upstream;
+
+use crate::{Durability, Error, RunSummary};
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The recorder this proxy's runs name (`versions.recorder`).
+const RECORDER: &str = crate::proxy_common::MCP_PROXY_RECORDER;
+/// Where the proxied tools show in the trace (their module).
+const ORIGIN: &str = "mcp proxy";
+/// The key of the server's description in the run_start's `versions`.
+const DESCRIPTION: &str = "mcp_server";
+/// How long a request may wait for the server by default.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the server has to exit after its stdin closes, and calls in flight to end on a signal.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// The earlier run a session serves calls from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Resume it (`last` or a run id): calls it recorded are answered from its trace, others reach the
+    /// server.
+    Resume(String),
+    /// Replay it offline: every answer comes from its trace; no server is started when it recorded the
+    /// server's description.
+    Offline(String),
+}
+
+/// A receiver of the proxy's diagnostics.
+type Sink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Where the proxy's diagnostics go (a line each, without a prefix): a sink, else `tracing` warnings.
+#[derive(Clone, Default)]
+pub(crate) struct Diagnostics(Option<Sink>);
+
+impl Diagnostics {
+    pub(crate) fn report(&self, line: &str) {
+        match &self.0 {
+            Some(f) => f(line),
+            None => tracing::warn!(target: "failcore::mcp_proxy", "{line}"),
+        }
+    }
+}
+
+/// What a proxy session is given. Anything left unset is taken from the policy file's `[proxy]` table,
+/// then from the environment (`FAILCORE_STORE`, `FAILCORE_DIR`, `FAILCORE_RESUME`, `FAILCORE_OFFLINE`,
+/// `FAILCORE_RUN_KEY`, and what [`Session::from_env`](crate::Session::from_env) reads), then defaults.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// The trace store's spec (see [`store_from_spec`](crate::store_from_spec)); default `.failcore`.
+    pub store: Option<String>,
+    /// The policy file for the proxied tools (TOML; JSON when it ends in `.json`), whose `[proxy]` table
+    /// may also set `store`, `resume`, `offline`, `run_key`, `timeout_seconds`, `durability`, `vault` and
+    /// `redact_key_file`.
+    pub policy: Option<PathBuf>,
+    /// The earlier run to resume or replay offline.
+    pub replay: Option<Replay>,
+    /// How long a request may wait for the server before it is answered with an error, in seconds
+    /// (checked when the proxy starts: a number > 0). Default: 300.
+    pub timeout_seconds: Option<f64>,
+    /// Records consecutive sessions into one run: a session with this key continues the key's open run
+    /// of the same mode (one session at a time), and leaves it open when it ends.
+    pub run_key: Option<String>,
+    /// How durable each record is before the call returns.
+    pub durability: Option<Durability>,
+    /// Where redacted outputs are sealed, so that a resume serves them exactly.
+    pub vault: Option<PathBuf>,
+    /// The redaction key file (kept out of the store).
+    pub redact_key_file: Option<PathBuf>,
+    /// The MCP server to run: its program and arguments (not needed offline, when the run recorded the
+    /// server's description).
+    pub command: Vec<String>,
+    diagnostics: Diagnostics,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("store", &self.store)
+            .field("policy", &self.policy)
+            .field("replay", &self.replay)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .field("run_key", &self.run_key)
+            .field("durability", &self.durability)
+            .field("vault", &self.vault)
+            .field("redact_key_file", &self.redact_key_file)
+            .field("command", &self.command)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Options for proxying the server that `command` (a program and its arguments) starts.
+    pub fn server<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.command = command.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// See [`Options::store`].
+    pub fn store(mut self, spec: impl Into<String>) -> Self {
+        self.store = Some(spec.into());
+        self
+    }
+
+    /// See [`Options::policy`].
+    pub fn policy(mut self, file: impl Into<PathBuf>) -> Self {
+        self.policy = Some(file.into());
+        self
+    }
+
+    /// Resumes `run` (`last` or a run id). See [`Replay::Resume`].
+    pub fn resume(mut self, run: impl Into<String>) -> Self {
+        self.replay = Some(Replay::Resume(run.into()));
+        self
+    }
+
+    /// Replays `run` (`last` or a run id) offline. See [`Replay::Offline`].
+    pub fn offline(mut self, run: impl Into<String>) -> Self {
+        self.replay = Some(Replay::Offline(run.into()));
+        self
+    }
+
+    /// See [`Options::timeout_seconds`].
+    pub fn timeout_seconds(mut self, seconds: f64) -> Self {
+        self.timeout_seconds = Some(seconds);
+        self
+    }
+
+    /// See [`Options::run_key`].
+    pub fn run_key(mut self, key: impl Into<String>) -> Self {
+        self.run_key = Some(key.into());
+        self
+    }
+
+    /// See [`Options::durability`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
+    /// See [`Options::vault`].
+    pub fn vault(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.vault = Some(dir.into());
+        self
+    }
+
+    /// See [`Options::redact_key_file`].
+    pub fn redact_key_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.redact_key_file = Some(file.into());
+        self
+    }
+
+    /// Where the proxy's diagnostics go, one line each (a server that could not start, a message dropped,
+    /// why the proxy exits non-zero): by default they are `tracing` warnings. `failcore proxy` writes them
+    /// to stderr.
+    pub fn on_diagnostic(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.diagnostics = Diagnostics(Some(Arc::new(f)));
+        self
+    }
+}
+
+/// Runs a proxy session: serves the MCP client on this process's stdin and stdout, relaying to the server
+/// of [`Options::command`] (started here, its stderr inherited), until the client closes its side or a
+/// SIGTERM or SIGINT arrives. Call it on a multi-thread Tokio runtime, and shut that runtime down without
+/// waiting for its blocking threads (`shutdown_background`): a read of stdin may still be blocked in one.
+///
+/// A configuration that cannot start a session (a bad policy file, an unknown run) is not returned as an
+/// error: the client is told why in an answer to each of its requests, and the exit code is 2. The exit
+/// code otherwise is 0; 128 + the signal's number after a signal; 3 when the server went away or stopped
+/// answering while the client was still there; the server's own exit status when it ended non-zero. An
+/// error is returned when the run could not be ended properly (its store failing).
+pub async fn run(options: Options) -> Result<ExitCode, Error> {
+    let diagnostics = options.diagnostics.clone();
+    match config::configure(options, false) {
+        Ok(config) => relay::serve(config, diagnostics).await,
+        // The client still gets an answer that says why, instead of a closed connection.
+        Err(e) => Ok(relay::refuse_everything(&e.to_string(), &diagnostics).await),
+    }
+}
+
+/// Ends the open run of [`Options::run_key`] (writes its run_end) without starting a server or serving a
+/// client, and returns its summary.
+pub async fn end_run(options: Options) -> Result<RunSummary, Error> {
+    config::end_run(config::configure(options, true)?).await
+}

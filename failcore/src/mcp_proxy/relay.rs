@@ -1,0 +1,476 @@
+//! The relay: reads the client's messages, forwards what is not a call, makes each `tools/call` a step of
+//! the run (opened at the first one), and ends the session when the client goes or a signal comes.
+
+use super::catalog::{Catalog, SharedCatalog};
+use super::config::Config;
+use super::framing::{read_frame, Frame, MAX_LINE};
+use super::message::{classify, cut, rpc_error, rpc_result, tool_error, FromClient};
+use super::offline::{offline_answer, recorded_description};
+use super::upstream::{start_server, Upstream};
+use super::{Diagnostics, DESCRIPTION, GRACE, ORIGIN};
+use crate::proxy_common::{parent_died, parent_id, Signals};
+use crate::store::Mode;
+use crate::{DynamicBody, DynamicTool, Effect, Error, Session, SessionBuilder};
+use serde_json::{json, Value};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot, OnceCell};
+
+/// When the proxy cannot start: every request is answered with the reason, and it exits 2 once the client
+/// is gone.
+pub(super) async fn refuse_everything(why: &str, diagnostics: &Diagnostics) -> ExitCode {
+    diagnostics.report(why);
+    let message = format!("failcore proxy could not start: {}", cut(why));
+    let mut input = BufReader::new(tokio::io::stdin());
+    let mut out = tokio::io::stdout();
+    let mut buf = Vec::new();
+    loop {
+        match read_frame(&mut input, &mut buf).await {
+            Frame::Eof => break,
+            Frame::Line(line) => {
+                let id = serde_json::from_slice::<Value>(&line)
+                    .ok()
+                    .and_then(|m| m.get("id").cloned());
+                if let Some(id) = id.filter(|id| !id.is_null()) {
+                    let answer = rpc_error(&id, -32002, &message);
+                    let _ = out.write_all(format!("{answer}\n").as_bytes()).await;
+                    let _ = out.flush().await;
+                }
+            }
+            Frame::TooLong(_) | Frame::Error(_) => {}
+        }
+    }
+    ExitCode::from(2)
+}
+
+/// The run, opened at the first call.
+struct LazyRun {
+    builder: Mutex<Option<SessionBuilder>>,
+    session: OnceCell<std::result::Result<Session, String>>,
+    catalog: SharedCatalog,
+    upstream: Option<Upstream>,
+}
+
+impl LazyRun {
+    async fn session(&self) -> std::result::Result<Session, String> {
+        self.session
+            .get_or_init(|| async {
+                self.describe_server().await;
+                let builder = self
+                    .builder
+                    .lock()
+                    .ok()
+                    .and_then(|mut b| b.take())
+                    .ok_or_else(|| "the run could not be opened".to_owned())?;
+                let builder = builder.run_fact(DESCRIPTION, Catalog::description(&self.catalog));
+                tokio::task::spawn_blocking(move || builder.open())
+                    .await
+                    .map_err(|e| format!("opening the run failed: {e}"))?
+                    .map_err(|e| format!("the run could not be opened: {e}"))
+            })
+            .await
+            .clone()
+    }
+
+    /// Makes sure the server's tool list is known before the run records it (the client may never have
+    /// asked for it).
+    async fn describe_server(&self) {
+        let known = self
+            .catalog
+            .lock()
+            .map(|c| c.tools.is_some())
+            .unwrap_or(true);
+        let Some(upstream) = self.upstream.as_ref().filter(|_| !known) else {
+            return;
+        };
+        let mut tools = Vec::new();
+        let mut cursor: Option<Value> = None;
+        // A bounded number of pages: a server that pages forever cannot hold the call.
+        for page in 0..64 {
+            let id = json!(format!("failcore-proxy-list-{page}"));
+            let params = match &cursor {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            let request =
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params});
+            let Ok(answer) = upstream.request(&id, request.to_string()).await else {
+                return;
+            };
+            let Some(result) = answer.get("result") else {
+                return;
+            };
+            tools.extend(
+                result
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            match result.get("nextCursor").filter(|c| !c.is_null()) {
+                Some(next) => cursor = Some(next.clone()),
+                None => break,
+            }
+        }
+        Catalog::learn_tools(&self.catalog, &json!({ "tools": tools }));
+    }
+}
+
+pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<ExitCode, Error> {
+    let Config {
+        builder,
+        store,
+        source,
+        timeout,
+        command,
+        keyed,
+        ..
+    } = config;
+    let (to_client, mut client_rx) = mpsc::unbounded_channel::<String>();
+    let (close_client, mut closing) = oneshot::channel::<()>();
+    let client_writer = tokio::spawn(async move {
+        let mut out = tokio::io::stdout();
+        loop {
+            let line = tokio::select! {
+                biased;
+                line = client_rx.recv() => line,
+                // Closing: what is queued still goes.
+                _ = &mut closing => client_rx.try_recv().ok(),
+            };
+            let Some(line) = line else { break };
+            let sent = async {
+                out.write_all(line.as_bytes()).await?;
+                out.write_all(b"\n").await?;
+                out.flush().await
+            };
+            if sent.await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let catalog = SharedCatalog::default();
+    // Offline with a recorded description: no server at all.
+    let offline_description = match &source {
+        Some((Mode::Offline, run)) => recorded_description(store.as_ref(), run)?,
+        _ => None,
+    };
+    if let Some(d) = &offline_description {
+        if let Ok(mut c) = catalog.lock() {
+            c.initialize = d.get("initialize").cloned();
+        }
+        if let Some(tools) = d.get("tools").filter(|t| t.is_array()) {
+            Catalog::learn_tools(&catalog, &json!({ "tools": tools }));
+        }
+    } else if command.is_empty() {
+        return Err(Error::Config(format!(
+            "run {} has no recorded server description (it was recorded without one): start the \
+             server, after `--`",
+            source.as_ref().map(|(_, r)| r.as_str()).unwrap_or("?")
+        )));
+    }
+
+    let mut server = if offline_description.is_none() {
+        Some(start_server(
+            &command,
+            to_client.clone(),
+            catalog.clone(),
+            timeout,
+            diagnostics.clone(),
+        ))
+    } else {
+        None
+    };
+    let upstream = server.as_ref().map(|s| s.upstream.clone());
+    let run = Arc::new(LazyRun {
+        builder: Mutex::new(Some(builder)),
+        session: OnceCell::new(),
+        catalog: catalog.clone(),
+        upstream: upstream.clone(),
+    });
+
+    let parent = parent_id();
+    let mut signals = Signals::new()?;
+    let mut calls = tokio::task::JoinSet::new();
+    let mut input = BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    let mut gone = upstream.as_ref().map(|u| u.gone.clone());
+    let mut signalled = None;
+    let ended = loop {
+        let frame = tokio::select! {
+            frame = read_frame(&mut input, &mut buf) => frame,
+            sig = signals.recv() => { signalled = Some(sig); break Ended::Signal; }
+            // Reap finished calls as they end, so the set stays small.
+            Some(_) = calls.join_next(), if !calls.is_empty() => continue,
+            // The server is gone: pending requests were answered; later ones are answered at once.
+            Ok(()) = async { match gone.as_mut() { Some(g) => g.changed().await, None => std::future::pending().await } } => {
+                gone = None;
+                continue;
+            }
+        };
+        let line = match frame {
+            Frame::Eof => break Ended::ClientClosed,
+            Frame::Error(e) => {
+                diagnostics.report(&format!("cannot read from the client: {e}"));
+                break Ended::ClientClosed;
+            }
+            Frame::TooLong(n) => {
+                let why = format!(
+                    "failcore proxy: message of {n} bytes refused (at most {MAX_LINE} bytes)"
+                );
+                let _ = to_client.send(rpc_error(&Value::Null, -32600, &why).to_string());
+                continue;
+            }
+            Frame::Line(line) => line,
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let action = classify(&line);
+        handle(
+            action,
+            line,
+            &run,
+            &catalog,
+            upstream.as_ref(),
+            &to_client,
+            &mut calls,
+        );
+    };
+
+    // Calls in flight end first (answered, recorded): on a signal within a bounded time.
+    let drain = async { while calls.join_next().await.is_some() {} };
+    match ended {
+        Ended::Signal => {
+            if tokio::time::timeout(GRACE, drain).await.is_err() {
+                calls.abort_all();
+                while calls.join_next().await.is_some() {}
+            }
+        }
+        Ended::ClientClosed => drain.await,
+    }
+    // A client whose process died closed nothing on purpose: the run is left as a crash leaves it.
+    let crashed = matches!(ended, Ended::ClientClosed) && parent_died(parent).await;
+    let mut finish_error = None;
+    if let Some(Ok(session)) = run.session.get() {
+        if crashed {
+            diagnostics.report(&format!(
+                "the client's process ended without closing the session; run {} is left without a \
+                 run_end, as after a crash",
+                session.run_id()
+            ));
+        } else {
+            // A keyed run goes on in the next session: this one ends without the run_end.
+            let ended = if keyed {
+                session.close_open().await
+            } else {
+                session.finish().await.map(|_| ())
+            };
+            if let Err(e) = ended {
+                finish_error = Some(e);
+            }
+        }
+    }
+    let upstream_failure = upstream.as_ref().and_then(Upstream::gone);
+    drop(upstream);
+    let status = match server.take() {
+        Some(s) => s.stop().await,
+        None => None,
+    };
+    drop(run);
+    drop(to_client);
+    // Answers already queued are written; timers of requests that can no longer be answered may hold
+    // the channel open, so the writer is told to stop after them.
+    let _ = close_client.send(());
+    let _ = tokio::time::timeout(GRACE, client_writer).await;
+    if let Some(e) = finish_error {
+        return Err(e);
+    }
+    Ok(match (signalled, upstream_failure) {
+        (Some(sig), _) => ExitCode::from(128u8.saturating_add(sig)),
+        (None, Some(why)) if !crashed => {
+            diagnostics.report(&why);
+            ExitCode::from(3)
+        }
+        _ => match status {
+            Some(code) if code != 0 => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            _ => ExitCode::SUCCESS,
+        },
+    })
+}
+
+enum Ended {
+    ClientClosed,
+    Signal,
+}
+
+fn handle(
+    action: FromClient,
+    line: Vec<u8>,
+    run: &Arc<LazyRun>,
+    catalog: &SharedCatalog,
+    upstream: Option<&Upstream>,
+    to_client: &mpsc::UnboundedSender<String>,
+    calls: &mut tokio::task::JoinSet<()>,
+) {
+    match action {
+        FromClient::Forward(id, method) => {
+            let text = String::from_utf8(line).unwrap_or_default();
+            match upstream {
+                Some(up) => match id {
+                    Some(id) => up.forward_request(id, method, text),
+                    None => {
+                        let _ = up.to_server.send(text);
+                    }
+                },
+                // Offline, no server: answered from the recorded description.
+                None => {
+                    if let Some(id) = id {
+                        let answer = offline_answer(catalog, &id, method.as_deref());
+                        let _ = to_client.send(answer.to_string());
+                    }
+                }
+            }
+        }
+        FromClient::Answer(Some(answer)) => {
+            let _ = to_client.send(answer.to_string());
+        }
+        FromClient::Answer(None) => {}
+        FromClient::Batch(parts) => {
+            for part in parts {
+                handle(part, Vec::new(), run, catalog, upstream, to_client, calls);
+            }
+        }
+        FromClient::BadCall {
+            id,
+            name,
+            arguments,
+            why,
+            code,
+        } => {
+            let run = run.clone();
+            let to_client = to_client.clone();
+            calls.spawn(async move {
+                // Recorded like any call (policies first, then the refusal), so that the trace is the
+                // complete record of what the client asked.
+                if let Ok(session) = run.session().await {
+                    let refusal = why.clone();
+                    let body: DynamicBody = Box::pin(async move { Err(refusal) });
+                    if let Ok(tool) = DynamicTool::new(&name, ORIGIN, Effect::Unspecified) {
+                        let _ = session.scope(tool.call(&arguments, body)).await;
+                    }
+                }
+                if let Some(id) = id {
+                    let answer = rpc_error(&id, code, &format!("failcore proxy: {why}"));
+                    let _ = to_client.send(answer.to_string());
+                }
+            });
+        }
+        FromClient::Call {
+            id,
+            name,
+            arguments,
+        } => {
+            let call = ProxiedCall {
+                effect: Catalog::effect(catalog, &name),
+                id,
+                name,
+                arguments,
+                raw: String::from_utf8(line).unwrap_or_default(),
+                upstream: upstream.cloned(),
+            };
+            let run = run.clone();
+            let to_client = to_client.clone();
+            calls.spawn(async move {
+                let answer = match run.session().await {
+                    Ok(session) => session.scope(call.run()).await,
+                    Err(why) => rpc_error(&call.id, -32002, &format!("failcore proxy: {why}")),
+                };
+                let _ = to_client.send(answer.to_string());
+            });
+        }
+    }
+}
+
+struct ProxiedCall {
+    /// From the server's hints in `tools/list`, when it listed the tool.
+    effect: Effect,
+    id: Value,
+    name: String,
+    arguments: Value,
+    raw: String,
+    /// `None` offline: no server.
+    upstream: Option<Upstream>,
+}
+
+impl ProxiedCall {
+    /// The JSON-RPC response to give the client.
+    async fn run(self) -> Value {
+        let ProxiedCall {
+            effect,
+            id,
+            name,
+            arguments,
+            raw,
+            upstream,
+        } = self;
+        let tool = match DynamicTool::new(&name, ORIGIN, effect) {
+            Ok(tool) => tool,
+            Err(e) => return rpc_result(&id, tool_error(&e)),
+        };
+        // The server's own answer when it is not a success, given to the client as it was.
+        let unsuccessful: Arc<Mutex<Option<Value>>> = Arc::default();
+        let body: DynamicBody = {
+            let id = id.clone();
+            let unsuccessful = unsuccessful.clone();
+            Box::pin(async move {
+                let Some(upstream) = upstream else {
+                    return Err("offline: no MCP server to run the tool".to_owned());
+                };
+                let response = upstream.request(&id, raw).await?;
+                let failure = match (response.get("result"), response.get("error")) {
+                    (Some(result), None) if result.get("isError") != Some(&Value::Bool(true)) => {
+                        return Ok(result.clone());
+                    }
+                    (Some(result), _) => text_of(result),
+                    (None, Some(error)) => format!(
+                        "MCP error {}: {}",
+                        error.get("code").unwrap_or(&Value::Null),
+                        error.get("message").and_then(Value::as_str).unwrap_or("")
+                    ),
+                    (None, None) => "the MCP server sent a response with no result".to_owned(),
+                };
+                if let Ok(mut u) = unsuccessful.lock() {
+                    *u = Some(response);
+                }
+                Err(failure)
+            })
+        };
+        match tool.call(&arguments, body).await {
+            Ok(result) => rpc_result(&id, result),
+            Err(e) => match unsuccessful.lock().ok().and_then(|mut u| u.take()) {
+                Some(original) => original,
+                None => rpc_result(&id, tool_error(&e)),
+            },
+        }
+    }
+}
+
+/// The text of a tool result's content, for the trace.
+fn text_of(result: &Value) -> String {
+    let texts: Vec<&str> = result
+        .get("content")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if texts.is_empty() {
+        "the tool reported an error".to_owned()
+    } else {
+        texts.join("\n")
+    }
+}
