@@ -2,7 +2,8 @@
 //! `#[failcore::tool]` (policy, replay, trace), with the arguments and the output as JSON.
 
 use crate::registry::{
-    DescriptorCache, Effect, Invoker, OutputContract, PolicySource, ToolDescriptor, ToolInfo,
+    DescriptorCache, Effect, Invoker, OutputContract, Param, ParamRole, PolicySource,
+    ToolDescriptor, ToolInfo,
 };
 use crate::Error;
 use serde_json::Value;
@@ -19,7 +20,30 @@ pub const MAX_DYNAMIC_TOOLS: usize = 4096;
 #[derive(Clone, Copy)]
 pub struct DynamicTool(&'static ToolDescriptor);
 
-type Key = (String, &'static str, Effect);
+type Key = (String, &'static str, Effect, DynamicSpec);
+
+/// What a dynamic tool declares beyond its name, origin and effect, as the attribute of a
+/// `#[failcore::tool]` does: the Python package's `@failcore.tool` gives all of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct DynamicSpec {
+    /// The tool's contract version, part of the fingerprint.
+    pub version: String,
+    /// A named policy (a preset, or one defined in the session's policy file), checked before the body
+    /// runs, after the session's guards.
+    pub policy: Option<String>,
+    /// The tool's description (shown by `failcore::tools()`-style listings).
+    pub description: String,
+    /// JSON pointers into the arguments (`/password`) stored in the trace only as a keyed hash.
+    pub redact_args: Vec<String>,
+    /// `true`: always execute live, even when resuming (clock reads, random).
+    pub never_replay: bool,
+    /// Arguments (by name) that are paths, for fs policies: what a parameter typed `PathBuf` declares.
+    pub path_args: Vec<String>,
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
 
 fn interned() -> &'static Mutex<HashMap<Key, &'static ToolDescriptor>> {
     static TOOLS: OnceLock<Mutex<HashMap<Key, &'static ToolDescriptor>>> = OnceLock::new();
@@ -33,10 +57,23 @@ impl DynamicTool {
     /// The dynamic tool `name` from `origin` (e.g. `"mcp proxy"`, shown as its module), with an effect.
     /// The same arguments give the same tool.
     pub fn new(name: &str, origin: &'static str, effect: Effect) -> Result<DynamicTool, Error> {
+        DynamicTool::with_spec(name, origin, effect, &DynamicSpec::default())
+    }
+
+    /// Like [`DynamicTool::new`], with a version, a policy, a description, redacted arguments and a
+    /// replay rule. A redaction path that is not a JSON pointer is an error here, not at the first call.
+    pub fn with_spec(
+        name: &str,
+        origin: &'static str,
+        effect: Effect,
+        spec: &DynamicSpec,
+    ) -> Result<DynamicTool, Error> {
+        crate::secrets::RedactPaths::parse(&spec.redact_args, &[] as &[&str])
+            .map_err(|e| Error::Config(format!("tool `{name}`: redact: {e}")))?;
         let mut tools = interned()
             .lock()
             .map_err(|_| Error::Config("the dynamic tool table is poisoned".into()))?;
-        let key = (name.to_owned(), origin, effect);
+        let key = (name.to_owned(), origin, effect, spec.clone());
         if let Some(d) = tools.get(&key) {
             return Ok(DynamicTool(d));
         }
@@ -46,17 +83,36 @@ impl DynamicTool {
             )));
         }
         let descriptor: &'static ToolDescriptor = Box::leak(Box::new(ToolDescriptor {
-            name: Box::leak(name.to_owned().into_boxed_str()),
-            version: "",
+            name: leak(name),
+            version: leak(&spec.version),
             module: origin,
-            description: "",
+            description: leak(&spec.description),
             effect,
-            policy: PolicySource::None,
-            params: &[],
+            policy: spec
+                .policy
+                .as_deref()
+                .map_or(PolicySource::None, |p| PolicySource::Named(leak(p))),
+            params: Box::leak(
+                spec.path_args
+                    .iter()
+                    .map(|p| Param {
+                        name: leak(p),
+                        role: ParamRole::Fingerprinted,
+                        path: true,
+                    })
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
+            ),
             // Proxied tools get theirs from the session (`[redact.<tool>]` in the policy file).
-            redact_args: &[],
+            redact_args: Box::leak(
+                spec.redact_args
+                    .iter()
+                    .map(|p| leak(p))
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
+            ),
             redact_output: &[],
-            replay: true,
+            replay: !spec.never_replay,
             output: OutputContract::Any,
             invoker: Invoker::NotCallable("it is a dynamic tool: call it with DynamicTool::call"),
             schema: None,

@@ -81,7 +81,7 @@ mod tool_error;
 mod unique_json;
 
 pub use cost::report_cost;
-pub use dynamic::{DynamicBody, DynamicTool, MAX_DYNAMIC_TOOLS};
+pub use dynamic::{DynamicBody, DynamicSpec, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
@@ -96,8 +96,8 @@ pub use registry::{
 };
 pub use replay::{InFlightStep, ResumeReport};
 pub use session::{
-    current, default_session, finish, spawn, ApprovalRequest, Approver, InFlight, RunSummary,
-    Session, SessionBuilder,
+    carry, current, default_session, finish, spawn, ApprovalRequest, Approver, Carried, InFlight,
+    RunSummary, Session, SessionBuilder,
 };
 
 /// Trace format and stores (re-exported from `failcore-store`).

@@ -982,6 +982,30 @@ pub fn current() -> Option<Session> {
     CONTEXT.try_with(|c| c.session.clone()).ok()
 }
 
+/// The current scope (the session and, inside a tool's body, the step), captured to run futures in it
+/// later on any task or thread: what [`spawn`] does for a task, for callers that drive futures some
+/// other way (the Python package runs a tool's body on the caller's thread or its event loop).
+#[derive(Clone)]
+pub struct Carried(Context);
+
+impl Carried {
+    /// The session of the captured scope.
+    pub fn session(&self) -> &Session {
+        &self.0.session
+    }
+
+    /// Runs `fut` in the captured scope: its tool calls are recorded in that session, nested under the
+    /// captured step if there is one.
+    pub async fn scope<F: Future>(&self, fut: F) -> F::Output {
+        in_context(self.0.clone(), fut).await
+    }
+}
+
+/// Captures the current scope, if any (see [`Carried`]).
+pub fn carry() -> Option<Carried> {
+    CONTEXT.try_with(|c| Carried(c.clone())).ok()
+}
+
 static DEFAULT: OnceLock<Result<Session, String>> = OnceLock::new();
 
 /// The process default session, created on first use from the environment ([`Session::from_env`]).

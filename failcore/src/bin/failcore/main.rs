@@ -1,20 +1,20 @@
 //! The `failcore` command: run the sample; list, show, verify, compare and report on traces.
 
-mod common;
-mod diff;
-mod list;
-mod llm_proxy;
-mod proxy;
-mod report;
-mod resume;
-mod sample;
-mod scan;
-mod show;
-mod spend;
-mod stats;
-mod term;
-mod transfer;
-mod verify;
+pub(crate) mod common;
+pub(crate) mod diff;
+pub(crate) mod list;
+pub(crate) mod llm_proxy;
+pub(crate) mod proxy;
+pub(crate) mod report;
+pub(crate) mod resume;
+pub(crate) mod sample;
+pub(crate) mod scan;
+pub(crate) mod show;
+pub(crate) mod spend;
+pub(crate) mod stats;
+pub(crate) mod term;
+pub(crate) mod transfer;
+pub(crate) mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -67,11 +67,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    main_with_args(std::env::args_os())
+}
+
+/// The command with these arguments (the first is the program's name). The Python package calls it
+/// with `sys.argv`: it compiles this file as a module and reaches the modules above through it, hence
+/// their `pub(crate)`.
+pub(crate) fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     if sample::is_child() {
         return sample::run();
     }
     common::quiet_on_closed_pipe();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Sample { json } => return sample::run_with(json),
         Command::List(args) => list::run(cli.store.as_deref(), args),

@@ -268,6 +268,11 @@ fn steps_since(session: &Session, seen: &mut usize) -> Vec<String> {
     lines
 }
 
+/// The command that starts this program again for run 1, when it is not `current_exe()` with no
+/// arguments: in the Python package, the executable is the interpreter.
+pub static SELF_COMMAND: std::sync::OnceLock<(std::ffi::OsString, Vec<std::ffi::OsString>)> =
+    std::sync::OnceLock::new();
+
 pub fn is_child() -> bool {
     std::env::var(PHASE).is_ok_and(|p| p == "crash")
 }
@@ -324,8 +329,16 @@ fn demo(dir: &Path, root: &Path) -> Result<(), AgentError> {
         printable(&dir.display().to_string())
     );
     say!("== Run 1: records every call; the process will die at step 9 ==");
-    let exe = std::env::current_exe().map_err(|e| AgentError(e.to_string()))?;
-    let mut child = std::process::Command::new(exe);
+    let mut child = match SELF_COMMAND.get() {
+        Some((program, args)) => {
+            let mut c = std::process::Command::new(program);
+            c.args(args);
+            c
+        }
+        None => std::process::Command::new(
+            std::env::current_exe().map_err(|e| AgentError(e.to_string()))?,
+        ),
+    };
     child.env(PHASE, "crash").env("FAILCORE_DIR", dir);
     if JSON.load(Ordering::SeqCst) {
         child.stdout(std::process::Stdio::null());

@@ -1,0 +1,62 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def failcore_command():
+    """The `failcore` command of the installed package (beside this interpreter), else `python -m failcore`."""
+    exe = os.path.join(os.path.dirname(sys.executable), "failcore")
+    if os.path.exists(exe):
+        return [exe]
+    found = shutil.which("failcore")
+    return [found] if found else [sys.executable, "-m", "failcore"]
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAILCORE_")}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def cli(store, *args, check=True):
+    """Runs the installed `failcore` command on the store `store`; returns the completed process."""
+    p = subprocess.run(
+        failcore_command() + ["--store", str(store)] + list(args),
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+    )
+    if check and p.returncode != 0:
+        raise AssertionError("failcore %s exited %d: %s" % (" ".join(args), p.returncode, p.stderr))
+    return p
+
+
+def show(store, run):
+    """The steps of a run, as `failcore show --json` prints them."""
+    lines = [json.loads(l) for l in cli(store, "show", run, "--json").stdout.splitlines() if l]
+    assert lines[0]["schema"] == "failcore.show/1"
+    return lines[0], [l for l in lines if l.get("type") == "step"], [l for l in lines if l.get("type") == "end"]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh trace directory; FAILCORE_* variables of the environment do not leak into the test."""
+    for k in list(os.environ):
+        if k.startswith("FAILCORE_"):
+            monkeypatch.delenv(k)
+    d = tmp_path / ".failcore"
+    return d
+
+
+def run_script(source, env, timeout=120):
+    """Runs a Python program (text) in a fresh interpreter; returns the completed process."""
+    return subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, env=env, timeout=timeout
+    )
