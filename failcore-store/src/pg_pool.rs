@@ -7,7 +7,8 @@
 
 use crate::StoreError;
 use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config, NoTls, Statement};
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,9 +29,16 @@ pub(crate) struct PgPool {
     freed: Condvar,
 }
 
+/// A connection and the statements prepared on it: each statement is parsed and planned once per
+/// connection, and a new connection (after one broke) prepares its own.
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
 #[derive(Default)]
 struct PoolState {
-    idle: Vec<Client>,
+    idle: Vec<Conn>,
     /// Connections open, idle or in use.
     open: usize,
 }
@@ -38,23 +46,42 @@ struct PoolState {
 /// A connection taken from the pool; it goes back when dropped (or is closed, if it broke).
 pub(crate) struct Pooled<'a> {
     pool: &'a PgPool,
-    client: Option<Client>,
+    client: Option<Conn>,
+}
+
+impl Pooled<'_> {
+    fn conn(&mut self) -> &mut Conn {
+        self.client
+            .as_mut()
+            .expect("a pooled client is present until dropped")
+    }
+
+    /// `sql` prepared on this connection: by the server once per connection, then from the cache.
+    pub(crate) fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        let conn = self.conn();
+        if let Some(statement) = conn.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = conn.client.prepare(sql)?;
+        conn.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
 }
 
 impl std::ops::Deref for Pooled<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client
+        &self
+            .client
             .as_ref()
             .expect("a pooled client is present until dropped")
+            .client
     }
 }
 
 impl std::ops::DerefMut for Pooled<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client
-            .as_mut()
-            .expect("a pooled client is present until dropped")
+        &mut self.conn().client
     }
 }
 
@@ -64,7 +91,7 @@ impl Drop for Pooled<'_> {
             return;
         };
         let mut state = self.pool.lock();
-        if client.is_closed() {
+        if client.client.is_closed() {
             state.open -= 1;
             drop(state);
             drop(client);
@@ -109,7 +136,7 @@ impl PgPool {
         let mut state = self.lock();
         loop {
             if let Some(client) = state.idle.pop() {
-                if client.is_closed() {
+                if client.client.is_closed() {
                     state.open -= 1;
                     continue;
                 }
@@ -124,7 +151,10 @@ impl PgPool {
                 return match self.connect() {
                     Ok(client) => Ok(Pooled {
                         pool: self,
-                        client: Some(client),
+                        client: Some(Conn {
+                            client,
+                            statements: HashMap::new(),
+                        }),
                     }),
                     Err(e) => {
                         self.lock().open -= 1;
@@ -175,7 +205,7 @@ impl PgPool {
         let mut state = self.lock();
         let idle = std::mem::take(&mut state.idle);
         state.open -= idle.len();
-        idle
+        idle.into_iter().map(|c| c.client).collect()
     }
 
     pub(crate) fn err(&self, e: &postgres::Error) -> StoreError {
@@ -235,5 +265,44 @@ pub(crate) fn pg_error(
         sqlstate: e.code().map(|c| c.code().to_owned()),
         message,
         hint: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    /// A statement is prepared by the server once per connection: asked for again, it comes from the
+    /// connection's cache (the server holds one prepared statement for it, not one per use).
+    #[test]
+    fn statements_are_prepared_once_per_connection() {
+        let Ok(url) = std::env::var("FAILCORE_PG_URL") else {
+            eprintln!("skipping: set FAILCORE_PG_URL=postgres://user@host:port/db to run it");
+            return;
+        };
+        let config = Config::from_str(&url).unwrap();
+        let pool = PgPool::new(config, String::new(), "test".into(), 1);
+        const SQL: &str = "SELECT $1::int8 + 1";
+        let mut conn = pool.get().unwrap();
+        for i in 0..10i64 {
+            let statement = conn.statement(SQL).unwrap();
+            let row = conn.query_one(&statement, &[&i]).unwrap();
+            assert_eq!(row.get::<_, i64>(0), i + 1);
+        }
+        let prepared = |conn: &mut Pooled<'_>| -> i64 {
+            conn.query_one(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1",
+                &[&SQL],
+            )
+            .unwrap()
+            .get(0)
+        };
+        assert_eq!(prepared(&mut conn), 1);
+        drop(conn);
+        // The connection went back to the pool with its statements: used again, nothing new is prepared.
+        let mut again = pool.get().unwrap();
+        again.statement(SQL).unwrap();
+        assert_eq!(prepared(&mut again), 1);
     }
 }

@@ -26,7 +26,7 @@
 
 use crate::batch::{dup, BatchBackend, BatchWriter, Committer, Job, JobKind};
 use crate::claim::{Claim, ClaimHold, ClaimOptions, Renewer};
-use crate::pg_pool::PgPool;
+use crate::pg_pool::{PgPool, Pooled};
 use crate::sql::{
     cross_check, fenced, now_ns, writer_token, Columns, Indexed, PAGE_BYTES, PAGE_LINES,
     SCHEMA_VERSION,
@@ -380,7 +380,7 @@ const APPEND_BATCH: &str = "
 impl PgBatch {
     fn commit_creates(
         &self,
-        client: &mut Client,
+        client: &mut Pooled<'_>,
         jobs: &[&Job],
     ) -> Result<Vec<String>, StoreError> {
         let runs: Vec<&str> = jobs.iter().map(|j| &*j.run).collect();
@@ -393,19 +393,19 @@ impl PgBatch {
             })
             .collect();
         let rows = client
-            .query(
+            .statement(
                 "INSERT INTO failcore_runs (run, created_ns, writer)
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::text[])
                  ON CONFLICT (run) DO NOTHING RETURNING run",
-                &[&runs, &created, &tokens],
             )
+            .and_then(|statement| client.query(&statement, &[&runs, &created, &tokens]))
             .map_err(|e| self.inner.pool.err(&e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     fn commit_appends(
         &self,
-        client: &mut Client,
+        client: &mut Pooled<'_>,
         jobs: &[&Job],
     ) -> Result<Vec<String>, StoreError> {
         // One fencing entry per run: its token, and the last seq to record as synced, if any.
@@ -466,27 +466,30 @@ impl PgBatch {
         }
         let sync = if sync { "on" } else { "off" };
         let rows = client
-            .query(
-                APPEND_BATCH,
-                &[
-                    &runs, &tokens, &synced, &l_run, &pos, &seq, &kind, &fp, &step, &status,
-                    &bytes, &sync,
-                ],
-            )
+            .statement(APPEND_BATCH)
+            .and_then(|statement| {
+                client.query(
+                    &statement,
+                    &[
+                        &runs, &tokens, &synced, &l_run, &pos, &seq, &kind, &fp, &step, &status,
+                        &bytes, &sync,
+                    ],
+                )
+            })
             .map_err(|e| self.inner.pool.err(&e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    fn commit_releases(&self, client: &mut Client, jobs: &[&Job]) -> Result<(), StoreError> {
+    fn commit_releases(&self, client: &mut Pooled<'_>, jobs: &[&Job]) -> Result<(), StoreError> {
         let runs: Vec<&str> = jobs.iter().map(|j| &*j.run).collect();
         let tokens: Vec<&str> = jobs.iter().map(|j| &*j.token).collect();
         client
-            .execute(
+            .statement(
                 "UPDATE failcore_runs r SET writer = NULL
                  FROM unnest($1::text[], $2::text[]) AS u(run, writer)
                  WHERE r.run = u.run AND r.writer = u.writer",
-                &[&runs, &tokens],
             )
+            .and_then(|statement| client.execute(&statement, &[&runs, &tokens]))
             .map(drop)
             .map_err(|e| self.inner.pool.err(&e))
     }

@@ -170,10 +170,13 @@ impl SqliteBatch {
         let mut owned: Vec<(&str, bool)> = Vec::new();
         for job in jobs {
             let result = match &job.kind {
-                JobKind::Create { created_ns } => match tx.execute(
-                    "INSERT INTO failcore_runs (run, created_ns, writer) VALUES (?1, ?2, ?3)",
-                    params![&*job.run, created_ns, &*job.token],
-                ) {
+                JobKind::Create { created_ns } => match tx
+                    .prepare_cached(
+                        "INSERT INTO failcore_runs (run, created_ns, writer) VALUES (?1, ?2, ?3)",
+                    )
+                    .and_then(|mut insert| {
+                        insert.execute(params![&*job.run, created_ns, &*job.token])
+                    }) {
                     Ok(_) => Ok(()),
                     Err(rusqlite::Error::SqliteFailure(f, _))
                         if f.code == ErrorCode::ConstraintViolation =>
@@ -193,13 +196,12 @@ impl SqliteBatch {
                         Some(&(_, ok)) => ok,
                         None => {
                             // The fencing check: this writer must still own the run.
+                            // Prepared once per connection, as every statement of the commit.
                             let writer: Option<Option<String>> = tx
-                                .query_row(
-                                    "SELECT writer FROM failcore_runs WHERE run = ?1",
-                                    params![&*job.run],
-                                    |r| r.get(0),
-                                )
-                                .optional()
+                                .prepare_cached("SELECT writer FROM failcore_runs WHERE run = ?1")
+                                .and_then(|mut fence| {
+                                    fence.query_row(params![&*job.run], |r| r.get(0)).optional()
+                                })
                                 .map_err(err)?;
                             let ok = matches!(writer, Some(Some(ref w)) if *w == *job.token);
                             owned.push((&job.run, ok));
@@ -229,10 +231,10 @@ impl SqliteBatch {
                                 .map_err(err)?;
                         }
                         if let Some(synced) = synced_seq {
-                            tx.execute(
+                            tx.prepare_cached(
                                 "UPDATE failcore_runs SET synced_seq = ?2 WHERE run = ?1",
-                                params![&*job.run, synced],
                             )
+                            .and_then(|mut update| update.execute(params![&*job.run, synced]))
                             .map_err(err)?;
                         }
                         Ok(())
@@ -259,10 +261,10 @@ impl SqliteBatch {
                     }
                 }
                 JobKind::Release => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE failcore_runs SET writer = NULL WHERE run = ?1 AND writer = ?2",
-                        params![&*job.run, &*job.token],
                     )
+                    .and_then(|mut release| release.execute(params![&*job.run, &*job.token]))
                     .map_err(err)?;
                     Ok(())
                 }
