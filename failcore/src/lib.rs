@@ -68,6 +68,7 @@ pub mod otel;
 pub mod policy;
 #[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
 pub mod proxy_common;
+mod recorded;
 mod registry;
 mod replay;
 #[cfg(feature = "rig")]
@@ -89,6 +90,7 @@ pub use keyed::{
     find_run_by_key, find_run_by_key_of, recorder_of, run_key_of, run_start_of, KeyedRun,
 };
 pub use policy::{CallView, Policy, PolicyError, Verdict};
+pub use recorded::{idempotency_key, now, random, sleep, uuid};
 pub use tool_error::ToolError;
 
 pub use registry::{

@@ -304,6 +304,14 @@ pub(crate) struct ReplayIndex {
 const DIVERGENCE_FIELDS: usize = 32;
 
 impl ReplayIndex {
+    /// The first run of the resume chain this index was loaded from (the source itself when it resumed
+    /// nothing): what stays the same across every resume of one workflow.
+    pub fn first_run(&self) -> &str {
+        self.runs
+            .last()
+            .map_or(self.source.as_str(), String::as_str)
+    }
+
     /// Reads `run` and the runs it resumed (through `resumed_from`, back to the first) from `store`, and
     /// indexes every success not already served along that chain, by identity, in occurrence order.
     ///
