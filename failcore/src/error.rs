@@ -26,6 +26,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// A strict replay ended with recorded successes that no call reached (see
+    /// [`SessionBuilder::strict`](crate::SessionBuilder::strict)). The run itself is finished and recorded.
+    #[error(
+        "strict replay of {recording}: run {run} never reached {} recorded call(s): {}",
+        unreached.len(),
+        unreached.join(", ")
+    )]
+    ReplayDiverged {
+        run: String,
+        /// The run replayed.
+        recording: String,
+        unreached: Vec<String>,
+    },
+
     /// The arguments or the output have no canonical JSON form (a NaN, a non-string map key, ...).
     #[error("{tool}: {what} cannot be recorded: {reason}")]
     Serialize {
@@ -118,6 +132,7 @@ impl Error {
         match self {
             Error::Blocked { .. } => "blocked",
             Error::ReplayMiss { .. } => "replay_miss",
+            Error::ReplayDiverged { .. } => "replay_diverged",
             Error::Serialize { .. } => "serialize",
             Error::ReplayDecode { .. } => "replay_decode",
             Error::Contract { .. } => "contract",
@@ -151,6 +166,15 @@ impl Error {
                 policy: policy.clone(),
                 rule: rule.clone(),
                 reason: reason.clone(),
+            },
+            Error::ReplayDiverged {
+                run,
+                recording,
+                unreached,
+            } => Error::ReplayDiverged {
+                run: run.clone(),
+                recording: recording.clone(),
+                unreached: unreached.clone(),
             },
             Error::ReplayMiss {
                 tool,

@@ -98,8 +98,8 @@ pub use registry::{
 };
 pub use replay::{InFlightStep, ResumeReport};
 pub use session::{
-    carry, current, default_session, finish, spawn, ApprovalRequest, Approver, Carried, InFlight,
-    RunSummary, Session, SessionBuilder,
+    carry, current, default_session, finish, replay_strictly, spawn, ApprovalRequest, Approver,
+    Carried, InFlight, RunSummary, Session, SessionBuilder,
 };
 
 /// Trace format and stores (re-exported from `failcore-store`).

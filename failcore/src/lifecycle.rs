@@ -378,7 +378,33 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         // A recorded output with a masked part is never served as recorded: its clear value comes from
         // the vault, or the call misses (and executes, or is a ReplayMiss offline).
         let mut sealed_miss = false;
-        if let Some(hit) = index.take(key) {
+        // A strict replay serves effectful calls only in their recorded order (within the call they are
+        // made from): one that comes before a later recorded one already served is a miss.
+        let mut order_miss = String::new();
+        let taken = match index.take(key) {
+            Some(hit)
+                if inner.strict
+                    && matches!(
+                        tool.effect,
+                        Effect::Write | Effect::Network | Effect::Exec | Effect::Unspecified
+                    ) =>
+            {
+                match index.effect_in_order(scope, hit.run, hit.seq) {
+                    Ok(()) => Some(hit),
+                    Err(later) => {
+                        order_miss = format!(
+                            "; strict replay: this effectful call was recorded (seq {}) before one \
+                             already served (seq {later}): the run makes its effectful calls in \
+                             another order than the recording",
+                            hit.seq
+                        );
+                        None
+                    }
+                }
+            }
+            other => other,
+        };
+        if let Some(hit) = taken {
             let source_run = hit.run;
             let output = if hit.redacted {
                 // Reading the vault waits: a call dropped meanwhile is recorded.
@@ -428,6 +454,7 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                     )
                 })
                 .unwrap_or_default();
+            let detail = format!("{order_miss}{detail}");
             let detail = if sealed_miss {
                 let why = if inner.scrubber.has_vault() {
                     "the vault does not hold it (or it does not open with this key)"

@@ -60,6 +60,8 @@ pub(crate) struct Hit {
     pub cost: Option<f64>,
     /// Part of the recorded output was masked: it is never served as recorded.
     pub redacted: bool,
+    /// The tool, for a strict replay's report of what was never reached.
+    tool: Box<str>,
 }
 
 /// A step that had started and not ended when the resumed run stopped.
@@ -298,6 +300,9 @@ pub(crate) struct ReplayIndex {
     positions: HashMap<String, Vec<(u64, Box<RawValue>)>>,
     /// Per tool, how many calls the new run has made (its position counter).
     calls: Mutex<HashMap<Box<str>, u32>>,
+    /// Per scope (the call a call is made from; 0 at the top level), the record of the source run last
+    /// served to an effectful call: effectful calls must be served in their recorded order.
+    effect_order: Mutex<KeyMap<(u16, u64)>>,
 }
 
 /// The most field changes a divergence carries.
@@ -440,6 +445,7 @@ impl ReplayIndex {
             in_flight: Mutex::new(in_flight),
             positions: source_positions,
             calls: Mutex::new(HashMap::new()),
+            effect_order: Mutex::new(KeyMap::default()),
         };
         Ok((index, report))
     }
@@ -447,6 +453,37 @@ impl ReplayIndex {
     /// The run at `index` of the ancestry (0: the source run).
     pub fn run_name(&self, index: u16) -> &str {
         self.runs.get(usize::from(index)).map_or("", String::as_str)
+    }
+
+    /// Whether serving the record `(run, seq)` to an effectful call made in `scope` keeps the recorded order
+    /// of effectful calls there: `Err` holds the seq of the later record already served. Records are
+    /// compared within one run of the ancestry.
+    pub fn effect_in_order(&self, scope: u128, run: u16, seq: u64) -> Result<(), u64> {
+        let mut order = self.effect_order.lock().unwrap_or_else(|e| e.into_inner());
+        match order.get(&scope) {
+            Some(&(last_run, last_seq)) if last_run == run && last_seq > seq => Err(last_seq),
+            _ => {
+                order.insert(scope, (run, seq));
+                Ok(())
+            }
+        }
+    }
+
+    /// The recorded successes no call asked for: (run, seq, tool), in the order they were recorded.
+    pub fn unreached(&self) -> Vec<(String, u64, String)> {
+        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut left: Vec<(u16, u64, &str)> = Vec::new();
+        for queue in queues.values() {
+            match queue {
+                Queue::One(hit) => left.push((hit.run, hit.seq, &hit.tool)),
+                Queue::Many(q) => left.extend(q.iter().map(|h| (h.run, h.seq, &*h.tool))),
+            }
+        }
+        // The oldest run of the ancestry first, each in record order.
+        left.sort_unstable_by_key(|&(run, seq, _)| (std::cmp::Reverse(run), seq));
+        left.into_iter()
+            .map(|(run, seq, tool)| (self.run_name(run).to_owned(), seq, tool.to_owned()))
+            .collect()
     }
 
     /// The next recorded success of the identity `key`, if one is left.
@@ -604,6 +641,7 @@ fn ended(
         saved_ns,
         cost: rec.cost,
         redacted: rec.redacted.is_some_and(|r| r.get().contains("\"/output")),
+        tool: start.tool.into_boxed_str(),
     };
     match loaded.hits.entry(start.key) {
         Entry::Occupied(mut queue) => queue.get_mut().add(hit),

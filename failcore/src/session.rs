@@ -125,6 +125,9 @@ pub(crate) struct Inner {
     pub tool_policies: HashMap<String, PolicyRef>,
     pub approver: Option<Arc<dyn Approver>>,
     pub strict_contracts: bool,
+    /// Strict replay: effectful calls served only in their recorded order, and `finish` fails when a
+    /// recorded success was never reached.
+    pub strict: bool,
     pub on_in_flight: InFlight,
     /// Masks secrets and redacted values before anything is recorded.
     pub scrubber: crate::secrets::Scrubber,
@@ -246,6 +249,9 @@ impl Session {
             (Some(run), None) => b = b.resume(run),
             (None, Some(run)) => b = b.offline(run),
             (None, None) => {}
+        }
+        if let Some(v) = var("FAILCORE_OFFLINE_STRICT") {
+            b = b.strict(matches!(v.as_str(), "1" | "true" | "yes" | "on"));
         }
         if let Some(d) = var("FAILCORE_DURABILITY") {
             b = b.durability(
@@ -398,6 +404,19 @@ impl Session {
         if let Some(claim) = claim {
             claim.release()?;
         }
+        if let (true, Some(index)) = (inner.strict, &inner.replay) {
+            let unreached = index.unreached();
+            if !unreached.is_empty() {
+                return Err(Error::ReplayDiverged {
+                    run: inner.run.clone(),
+                    recording: index.source.clone(),
+                    unreached: unreached
+                        .into_iter()
+                        .map(|(run, seq, tool)| format!("{tool} (run {run}, seq {seq})"))
+                        .collect(),
+                });
+            }
+        }
         Ok(summary)
     }
 }
@@ -428,6 +447,7 @@ pub struct SessionBuilder {
     tool_policies: HashMap<String, PolicyRef>,
     approver: Option<Arc<dyn Approver>>,
     strict_contracts: bool,
+    strict: bool,
     on_in_flight: InFlight,
     redact_key: Option<crate::secrets::KeySource>,
     vault: VaultChoice,
@@ -570,6 +590,17 @@ impl SessionBuilder {
     /// Turns output-contract drift into an error (the step fails) instead of a note on the step.
     pub fn strict_contracts(mut self, yes: bool) -> Self {
         self.strict_contracts = yes;
+        self
+    }
+
+    /// Strict replay (also `FAILCORE_OFFLINE_STRICT=1`), for tests that must do exactly what a recording
+    /// did: effectful calls (`write`, `network`, `exec`, undeclared) are served only in their recorded
+    /// order within the call they are made from (reads and pure calls may interleave), one out of order is
+    /// a miss (a `ReplayMiss` offline, naming both records); and [`Session::finish`] fails with
+    /// [`Error::ReplayDiverged`] naming every recorded success that no call reached. An extra call is a
+    /// `ReplayMiss` offline, strict or not.
+    pub fn strict(mut self, yes: bool) -> Self {
+        self.strict = yes;
         self
     }
 
@@ -872,6 +903,7 @@ impl SessionBuilder {
                 tool_policies,
                 approver: self.approver,
                 strict_contracts: self.strict_contracts,
+                strict: self.strict,
                 on_in_flight: self.on_in_flight,
                 scrubber,
                 ledger: Default::default(),
@@ -1026,6 +1058,30 @@ pub async fn finish() -> Result<Option<RunSummary>, Error> {
         Some(Ok(session)) => session.finish().await.map(Some),
         _ => Ok(None),
     }
+}
+
+/// Replays the recording `run` strictly, in one line of a test: opens `builder` offline on `run` with
+/// [`strict`](SessionBuilder::strict) replay, runs `fut` in it, and finishes the run. `Ok` holds what
+/// `fut` returned when it did exactly what the recording did; a call the recording lacks, or an effectful
+/// call out of its recorded order, is a [`Error::ReplayMiss`] inside `fut` (the test sees it where the
+/// call returns it), and a recorded call that `fut` never made is the [`Error::ReplayDiverged`] returned
+/// here.
+///
+/// ```no_run
+/// # async fn workflow() {}
+/// # async fn demo(run: &str) -> Result<(), failcore::Error> {
+/// failcore::replay_strictly(failcore::Session::builder().dir(".failcore"), run, workflow()).await?;
+/// # Ok(()) }
+/// ```
+pub async fn replay_strictly<F: Future>(
+    builder: SessionBuilder,
+    run: &str,
+    fut: F,
+) -> Result<F::Output, Error> {
+    let session = builder.offline(run).strict(true).open()?;
+    let out = session.scope(fut).await;
+    session.finish().await?;
+    Ok(out)
 }
 
 /// Spawns a task on the tokio runtime that runs in the current session (and under the current step, for

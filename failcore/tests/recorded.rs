@@ -176,3 +176,105 @@ async fn a_call_executed_again_on_resume_passes_the_same_idempotency_key() {
     assert_ne!(of(1)[0], of(2)[0]);
     assert_eq!(of(1)[0].len(), 64);
 }
+
+static SENT: AtomicUsize = AtomicUsize::new(0);
+
+#[failcore::tool(effect = "write")]
+async fn send(to: String) -> Result<String, ToolError> {
+    SENT.fetch_add(1, Ordering::SeqCst);
+    Ok(format!("sent to {to}"))
+}
+
+#[failcore::tool(effect = "read")]
+async fn look(what: String) -> Result<String, ToolError> {
+    Ok(format!("saw {what}"))
+}
+
+async fn recording(store: &Arc<MemoryStore>) -> String {
+    let live = Session::builder().store(store.clone()).open().unwrap();
+    live.scope(async {
+        look("a".into()).await.unwrap();
+        look("b".into()).await.unwrap();
+        send("alice".into()).await.unwrap();
+        send("bob".into()).await.unwrap();
+    })
+    .await;
+    live.finish().await.unwrap();
+    live.run_id().to_owned()
+}
+
+#[tokio::test]
+async fn a_strict_replay_names_an_extra_a_missing_and_a_reordered_effectful_call() {
+    let store = Arc::new(MemoryStore::new());
+    let run = recording(&store).await;
+    let sent = SENT.load(Ordering::SeqCst);
+    let builder = || Session::builder().store(store.clone());
+
+    // The same calls, reads in another order: it passes.
+    failcore::replay_strictly(builder(), &run, async {
+        look("b".into()).await.unwrap();
+        look("a".into()).await.unwrap();
+        send("alice".into()).await.unwrap();
+        send("bob".into()).await.unwrap();
+    })
+    .await
+    .expect("the same effectful calls in the same order");
+
+    // An extra call: a miss where it is made.
+    let extra = failcore::replay_strictly(builder(), &run, async {
+        look("a".into()).await.unwrap();
+        look("b".into()).await.unwrap();
+        send("alice".into()).await.unwrap();
+        send("bob".into()).await.unwrap();
+        send("carol".into()).await
+    })
+    .await
+    .expect("every recorded call was reached");
+    let err = extra.unwrap_err().to_string();
+    assert!(err.contains("send") && err.contains("no recorded"), "{err}");
+
+    // A missing call: named when the run finishes.
+    let missing = failcore::replay_strictly(builder(), &run, async {
+        look("a".into()).await.unwrap();
+        look("b".into()).await.unwrap();
+        send("alice".into()).await.unwrap();
+    })
+    .await
+    .unwrap_err();
+    match &missing {
+        failcore::Error::ReplayDiverged { unreached, .. } => {
+            assert_eq!(unreached.len(), 1, "{missing}");
+            assert!(unreached[0].starts_with("send "), "{missing}");
+        }
+        other => panic!("expected ReplayDiverged, got {other}"),
+    }
+
+    // Effectful calls in another order: the first one out of order is a miss that says so.
+    let reordered = failcore::replay_strictly(builder(), &run, async {
+        look("a".into()).await.unwrap();
+        look("b".into()).await.unwrap();
+        send("bob".into()).await.unwrap();
+        send("alice".into()).await
+    })
+    .await;
+    let err = match reordered {
+        Ok(out) => out.unwrap_err().to_string(),
+        Err(finish) => panic!("the reordered call should fail where it is made: {finish}"),
+    };
+    assert!(err.contains("another order"), "{err}");
+
+    // Not strict, the same reordering replays silently.
+    let lenient = Session::builder()
+        .store(store.clone())
+        .offline(&run)
+        .open()
+        .unwrap();
+    lenient
+        .scope(async {
+            send("bob".into()).await.unwrap();
+            send("alice".into()).await.unwrap();
+        })
+        .await;
+    lenient.finish().await.unwrap();
+    assert_eq!(SENT.load(Ordering::SeqCst), sent, "nothing ran offline");
+}
