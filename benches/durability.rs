@@ -22,6 +22,7 @@ fn fields() -> Vec<u8> {
         cost: None,
         drift: Vec::new(),
         redacted: Vec::new(),
+        exact: None,
     })
     .encode_fields()
     .unwrap()

@@ -339,7 +339,13 @@ pub enum DecisionOutcome {
 pub struct StepEnd {
     pub step: u64,
     pub status: Status,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The output as written: `Some(Value::Null)` for an output written as `null`, `None` when the record
+    /// has no output field.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -361,6 +367,16 @@ pub struct StepEnd {
     /// output with a masked part: it takes the clear value from the sealed-output store, or executes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redacted: Vec<Redaction>,
+    /// `Some(false)` when the output's JSON does not decode back into the value the tool returned (a
+    /// `Some` of a value written as `null`, such as `Some(None)`): resume never serves it. `None` (the
+    /// field omitted) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<bool>,
+}
+
+/// A field that is present, `null` included: `Some` of its value (a missing field is the `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// A value masked before it was recorded.

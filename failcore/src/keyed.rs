@@ -263,6 +263,7 @@ pub(crate) fn reopen(
             cost: None,
             drift: Vec::new(),
             redacted: Vec::new(),
+            exact: None,
         }));
         prior.counts.cancelled += 1;
     }

@@ -1353,3 +1353,32 @@ fn follow_stops_when_the_writer_is_gone() {
         "{t}"
     );
 }
+
+/// `Some(None)` is written as `null`, which reads back as `None`.
+#[failcore::tool(effect = "read")]
+async fn maybe_nothing() -> Result<Option<Option<u8>>, failcore::ToolError> {
+    Ok(Some(None))
+}
+
+/// An output recorded as inexact (`"exact": false`) is shown as such, in the timeline and in the step.
+#[tokio::test]
+async fn show_names_an_inexact_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = failcore::Session::builder()
+        .dir(dir.path())
+        .redact_key([1; 32])
+        .open()
+        .unwrap();
+    session
+        .scope(async { maybe_nothing().await.unwrap() })
+        .await;
+    session.finish().await.unwrap();
+    let run = session.run_id().to_owned();
+    let timeline = text(dir.path(), &failcore(dir.path(), &["show", &run]));
+    assert!(timeline.contains("INEXACT output"), "{timeline}");
+    let step = text(
+        dir.path(),
+        &failcore(dir.path(), &["show", &run, "--step", "0"]),
+    );
+    assert!(step.contains("a resume never serves it"), "{step}");
+}

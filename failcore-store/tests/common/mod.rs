@@ -45,6 +45,7 @@ pub fn step_end(step: u64) -> Body {
         cost: None,
         drift: Vec::new(),
         redacted: Vec::new(),
+        exact: None,
     })
 }
 

@@ -325,6 +325,10 @@ fn cells(start_ts: &str, s: &Step, sources: &mut Sources, resumed_from: Option<&
             notes.push(format!("DRIFT {}: {}", d.contract, d.detail));
             style = term::WARN;
         }
+        if e.exact == Some(false) {
+            notes.push("INEXACT output: its JSON does not read back as the value returned; never served on resume".into());
+            style = term::WARN;
+        }
     } else {
         notes.push("started, never ended".into());
     }
@@ -461,6 +465,16 @@ fn show_step(
                 field(
                     "drift",
                     &out.paint(term::WARN, &format!("{}: {}", dr.contract, dr.detail)),
+                );
+            }
+            if e.exact == Some(false) {
+                field(
+                    "exact",
+                    &out.paint(
+                        term::WARN,
+                        "no: the output's JSON does not read back as the value the tool returned \
+                         (a `Some` written as `null`); a resume never serves it",
+                    ),
                 );
             }
         }
