@@ -690,9 +690,19 @@ impl Policy for ModelPolicy {
 }
 
 /// Splits server-sent events: feed bytes as they arrive, take the `data` of each complete event.
+///
+/// Linear in what it is fed: each byte is looked at once (a chunk resumes the scan where the last one
+/// stopped), and what is kept is only the event still incomplete. Lines end with CRLF, LF or CR, as the
+/// event-stream grammar says, a CRLF split across two chunks included; an event ends at an empty line.
 #[derive(Debug, Default)]
 pub struct SseSplitter {
     buf: Vec<u8>,
+    /// Where the scan goes on.
+    pos: usize,
+    /// Where the current line began.
+    line_start: usize,
+    /// The last byte scanned was a CR: an LF right after it belongs to the same line ending.
+    cr: bool,
 }
 
 impl SseSplitter {
@@ -705,11 +715,37 @@ impl SseSplitter {
     pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         self.buf.extend_from_slice(bytes);
         let mut events = Vec::new();
-        while let Some((end, sep)) = find_blank_line(&self.buf) {
-            let event: Vec<u8> = self.buf.drain(..end + sep).take(end).collect();
-            if let Some(data) = event_data(&event) {
-                events.push(data);
+        let mut event_start = 0;
+        while self.pos < self.buf.len() {
+            let b = self.buf[self.pos];
+            if std::mem::take(&mut self.cr) && b == b'\n' {
+                self.pos += 1;
+                if event_start + 1 == self.pos {
+                    event_start = self.pos;
+                }
+                self.line_start = self.pos;
+                continue;
             }
+            if b != b'\n' && b != b'\r' {
+                self.pos += 1;
+                continue;
+            }
+            let blank = self.pos == self.line_start;
+            let line_start = self.line_start;
+            self.cr = b == b'\r';
+            self.pos += 1;
+            self.line_start = self.pos;
+            if blank {
+                if let Some(data) = event_data(&self.buf[event_start..line_start]) {
+                    events.push(data);
+                }
+                event_start = self.pos;
+            }
+        }
+        if event_start > 0 {
+            self.buf.drain(..event_start);
+            self.pos -= event_start;
+            self.line_start -= event_start;
         }
         events
     }
@@ -717,21 +753,9 @@ impl SseSplitter {
     /// The data of a last event not followed by a blank line, if any.
     pub fn finish(&mut self) -> Option<String> {
         let rest = std::mem::take(&mut self.buf);
+        (self.pos, self.line_start, self.cr) = (0, 0, false);
         event_data(&rest)
     }
-}
-
-fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i < buf.len() {
-        for sep in [&b"\r\n\r\n"[..], b"\n\n", b"\r\r"] {
-            if buf[i..].starts_with(sep) {
-                return Some((i, sep.len()));
-            }
-        }
-        i += 1;
-    }
-    None
 }
 
 fn event_data(event: &[u8]) -> Option<String> {
@@ -908,6 +932,57 @@ mod tests {
         assert!((p.cost(u) - (1.2 + 0.2 + 4.0)).abs() < 1e-9);
         let no_cache_price = Price::per_million(2.0, 8.0);
         assert!((no_cache_price.cost(u) - (2.0 + 4.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sse_line_endings_of_every_kind_end_events_even_split_across_chunks() {
+        let stream = b"data: a\r\n\r\ndata: b\n\ndata: c\r\rdata: d\n\r\ndata: e\r\n\n: note\n\ndata: f1\ndata: f2\n\n";
+        let want = ["a", "b", "c", "d", "e", "f1\nf2"];
+        // Whole, and one byte at a time (every CRLF split between two chunks).
+        let mut whole = SseSplitter::new();
+        assert_eq!(whole.push(stream), want);
+        let mut bytewise = SseSplitter::new();
+        let got: Vec<String> = stream.iter().flat_map(|b| bytewise.push(&[*b])).collect();
+        assert_eq!(got, want);
+        assert_eq!(bytewise.finish(), None);
+        // A long event fed in small chunks keeps only itself, and comes out whole.
+        let big = format!("data: {}\n\n", "x".repeat(100_000));
+        let mut s = SseSplitter::new();
+        let mut out = Vec::new();
+        for chunk in big.as_bytes().chunks(7) {
+            out.extend(s.push(chunk));
+            assert!(s.buf.len() <= big.len());
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), 100_000);
+        assert!(s.buf.is_empty());
+    }
+
+    proptest::proptest! {
+        /// However a stream is cut into chunks, the same events come out as from the whole of it.
+        #[test]
+        fn sse_events_do_not_depend_on_how_the_stream_is_cut(
+            stream in proptest::collection::vec(
+                proptest::sample::select(vec![b'\n', b'\r', b'd', b'a', b't', b':', b' ', b'x']),
+                0..300,
+            ),
+            cuts in proptest::collection::vec(0usize..300, 0..20),
+        ) {
+            let mut whole = SseSplitter::new();
+            let mut want = whole.push(&stream);
+            want.extend(whole.finish());
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
+            cuts.sort_unstable();
+            let mut chunked = SseSplitter::new();
+            let mut got = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                got.extend(chunked.push(&stream[from..cut]));
+                from = cut;
+            }
+            got.extend(chunked.finish());
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]
