@@ -81,7 +81,7 @@ mod tool_error;
 mod unique_json;
 
 pub use cost::report_cost;
-pub use dynamic::{DynamicBody, DynamicTool, MAX_DYNAMIC_TOOLS};
+pub use dynamic::{DynamicBody, DynamicRawBody, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
