@@ -6,6 +6,7 @@ use crate::registry::{
     ToolDescriptor, ToolInfo,
 };
 use crate::Error;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,6 +53,10 @@ fn interned() -> &'static Mutex<HashMap<Key, &'static ToolDescriptor>> {
 
 /// The future of a dynamic tool's body: its output as JSON, or its error as text.
 pub type DynamicBody = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+
+/// The future of a dynamic tool's body whose output is JSON text, recorded and replayed byte for byte
+/// (key order, number literals and string escapes as they were).
+pub type DynamicRawBody = Pin<Box<dyn Future<Output = Result<Box<RawValue>, String>> + Send>>;
 
 impl DynamicTool {
     /// The dynamic tool `name` from `origin` (e.g. `"mcp proxy"`, shown as its module), with an effect.
@@ -132,6 +137,28 @@ impl DynamicTool {
     /// `arguments`, checks the session's policies, serves a replayed output when resuming (then `body` is
     /// dropped unpolled, so it never starts), else runs `body` and records its outcome.
     pub async fn call(&self, arguments: &Value, body: DynamicBody) -> Result<Value, Error> {
+        let tool = self.0;
+        let prepared = crate::lifecycle::prepare_value(tool, arguments);
+        let entered = crate::lifecycle::enter(tool, prepared).await;
+        crate::lifecycle::run(entered, async move {
+            body.await.map_err(|message| Error::Tool {
+                tool: tool.name.to_owned(),
+                message,
+            })
+        })
+        .await
+    }
+}
+
+impl DynamicTool {
+    /// [`DynamicTool::call`] for an output that is JSON text: the trace records those bytes (a text on
+    /// several lines made one line), and a resume or an offline replay gives them back unchanged.
+    /// Policies, redaction and fingerprints see the JSON they hold.
+    pub async fn call_raw(
+        &self,
+        arguments: &Value,
+        body: DynamicRawBody,
+    ) -> Result<Box<RawValue>, Error> {
         let tool = self.0;
         let prepared = crate::lifecycle::prepare_value(tool, arguments);
         let entered = crate::lifecycle::enter(tool, prepared).await;

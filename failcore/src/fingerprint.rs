@@ -8,6 +8,7 @@
 //! arguments), in hex.
 
 use serde::ser::{self, Serialize};
+use serde_json::Value;
 use std::fmt;
 
 /// Why a value has no canonical JSON form.
@@ -311,10 +312,17 @@ impl<'a> ser::Serializer for Canonical<'a> {
             entries: Vec::with_capacity(len.unwrap_or(4)),
             key: None,
             variant: false,
+            raw: false,
         })
     }
-    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Object<'a>, CanonicalError> {
-        self.serialize_map(Some(len))
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Object<'a>, CanonicalError> {
+        let mut object = self.serialize_map(Some(len))?;
+        object.raw = name == RAW_VALUE;
+        Ok(object)
     }
     fn serialize_struct_variant(
         self,
@@ -332,6 +340,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
             entries: Vec::with_capacity(len),
             key: None,
             variant: true,
+            raw: false,
         })
     }
 }
@@ -412,10 +421,38 @@ pub struct Object<'a> {
     entries: Vec<(String, Vec<u8>)>,
     key: Option<String>,
     variant: bool,
+    /// A [`serde_json::value::RawValue`]: its one field is JSON text, written as it is.
+    raw: bool,
 }
+
+/// The struct name serde_json gives a [`serde_json::value::RawValue`] when it serializes one.
+const RAW_VALUE: &str = "$serde_json::private::RawValue";
 
 impl Object<'_> {
     fn entry<T: Serialize + ?Sized>(&mut self, key: String, v: &T) -> Result<(), CanonicalError> {
+        if self.raw {
+            let text = match serde_json::to_value(v) {
+                Ok(Value::String(text)) => text,
+                _ => return Err(CanonicalError("raw JSON that is not text".into())),
+            };
+            let value = if self.sort {
+                // Fingerprinted: the canonical form of the JSON it holds.
+                let parsed: Value =
+                    serde_json::from_str(&text).map_err(|e| CanonicalError(e.to_string()))?;
+                let mut out = Vec::new();
+                parsed.serialize(Canonical {
+                    out: &mut out,
+                    sort: true,
+                })?;
+                out
+            } else {
+                // Recorded: the bytes as they were, only line breaks between tokens taken out (a record
+                // is one line).
+                one_line(text.into_bytes())
+            };
+            self.entries.push((key, value));
+            return Ok(());
+        }
         let mut value = Vec::new();
         v.serialize(Canonical {
             out: &mut value,
@@ -425,6 +462,12 @@ impl Object<'_> {
         Ok(())
     }
     fn close(mut self) -> Result<(), CanonicalError> {
+        if self.raw {
+            if let Some((_, text)) = self.entries.pop() {
+                self.out.extend_from_slice(&text);
+            }
+            return Ok(());
+        }
         if self.sort {
             self.entries
                 .sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -497,6 +540,32 @@ impl ser::SerializeStructVariant for Object<'_> {
     fn end(self) -> Result<(), CanonicalError> {
         self.close()
     }
+}
+
+/// JSON text without the whitespace outside its strings when it spans several lines (JSON strings hold
+/// no raw line breaks); else unchanged.
+fn one_line(text: Vec<u8>) -> Vec<u8> {
+    if !text.iter().any(|b| *b == b'\n' || *b == b'\r') {
+        return text;
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    let mut out = Vec::with_capacity(text.len());
+    for b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b.is_ascii_whitespace() {
+            continue;
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// Map keys become strings, as serde_json makes them: strings, chars, integers and bools.
@@ -649,6 +718,29 @@ mod tests {
     use super::*;
     use serde::Serialize;
     use std::collections::{BTreeMap, HashMap};
+
+    #[test]
+    fn raw_json_is_recorded_as_it_came_and_fingerprinted_canonically() {
+        let text = r#"{"z":123456789012345678901234567890,"a":1e2,"s":"\u00e9\n"}"#;
+        let raw = serde_json::value::RawValue::from_string(text.to_owned()).unwrap();
+        let mut out = Vec::new();
+        assert!(write_output(&raw, &mut out).unwrap());
+        assert_eq!(String::from_utf8(out).unwrap(), text);
+        let canonical = String::from_utf8(canonical_json(&raw).unwrap()).unwrap();
+        assert_eq!(
+            canonical,
+            r#"{"a":100.0,"s":"é\n","z":1.2345678901234568e+29}"#
+        );
+        // Inside other values too; a text on several lines is made one line, its strings untouched.
+        let spread = "{\n  \"k\" : [1,\r\n 2],\n \"t\": \"a b\\\" c\"\n}";
+        let raw = serde_json::value::RawValue::from_string(spread.to_owned()).unwrap();
+        let mut out = Vec::new();
+        write_output(&vec![raw], &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"[{"k":[1,2],"t":"a b\" c"}]"#
+        );
+    }
 
     #[derive(Serialize)]
     struct Zig {

@@ -82,7 +82,7 @@ mod tool_error;
 mod unique_json;
 
 pub use cost::report_cost;
-pub use dynamic::{DynamicBody, DynamicSpec, DynamicTool, MAX_DYNAMIC_TOOLS};
+pub use dynamic::{DynamicBody, DynamicRawBody, DynamicSpec, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};

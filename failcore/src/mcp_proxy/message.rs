@@ -37,6 +37,11 @@ pub(super) fn rpc_result(id: &Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
+/// A JSON-RPC response whose result is `result`, JSON text put in as it is.
+pub(super) fn spliced_result(id: &Value, result: &str) -> String {
+    format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{result}}}")
+}
+
 /// A failed call as an MCP tool result: the message as text, the details as structured content.
 pub(super) fn tool_error(e: &Error) -> Value {
     let message = cut(&e.to_string());
@@ -58,6 +63,9 @@ pub(super) fn tool_error(e: &Error) -> Value {
         "isError": true,
     })
 }
+
+/// Where a call's `inputResponses` go in the arguments the trace records (and fingerprints).
+pub(super) const INPUT_RESPONSES: &str = "$inputResponses";
 
 /// What to do with one message from the client.
 #[derive(Debug)]
@@ -183,11 +191,19 @@ fn call_parts(m: &Value) -> (String, Value) {
         .filter(|n| !n.is_empty())
         .unwrap_or("tools/call")
         .to_owned();
-    let arguments = match params.and_then(|p| p.get("arguments")) {
+    let mut arguments = match params.and_then(|p| p.get("arguments")) {
         None | Some(Value::Null) => json!({}),
         Some(a @ Value::Object(_)) => a.clone(),
         Some(other) => json!({ "invalid_arguments": bounded(other) }),
     };
+    // A call retried with the user's input (`inputResponses`) is another call than the first one, and
+    // than one answered with other input: its identity holds that input.
+    if let Some(input) = params
+        .and_then(|p| p.get("inputResponses"))
+        .filter(|i| !i.is_null())
+    {
+        arguments[INPUT_RESPONSES] = input.clone();
+    }
     (name, arguments)
 }
 

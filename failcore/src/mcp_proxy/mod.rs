@@ -16,6 +16,18 @@
 //! the run cleanly (its run_end written); a client that vanished without closing (its process died)
 //! leaves the run without a run_end, as a crash.
 //!
+//! Byte for byte: what the server sends reaches the client as it was sent (key order, number literals,
+//! string escapes), and a call's result is recorded as those bytes, so that a resume or an offline replay
+//! gives the client the same bytes with its own id. The server's answers to `initialize`,
+//! `server/discover` and every page of `tools/list`, `resources/list`, `resources/templates/list` and
+//! `prompts/list` (each with the cursor it was asked with) are recorded the same way.
+//!
+//! Cancellation and shutdown: a `notifications/cancelled` for a call in flight is forwarded to the server,
+//! the call is recorded as cancelled and the client gets no answer to it. When the client's input ends,
+//! or on SIGTERM or SIGINT, calls in flight have 2 s to end (then they are recorded as cancelled), the
+//! run ends, and the server has 1 s to exit after its stdin closes, then 1 s after SIGTERM, then it is
+//! killed: the proxy is gone within about 4 s plus the time its store takes.
+//!
 //! The run is opened at the first `tools/call`, so a session that only lists tools creates no run. It
 //! records the server's description (its `initialize` answer and tool list) in the run_start, so an
 //! offline replay answers `initialize` and `tools/list` itself and starts no server at all.
@@ -50,8 +62,11 @@ const ORIGIN: &str = "mcp proxy";
 const DESCRIPTION: &str = "mcp_server";
 /// How long a request may wait for the server by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long the server has to exit after its stdin closes, and calls in flight to end on a signal.
+/// How long the server has to exit after its stdin closes, and again after SIGTERM (then SIGKILL).
 const GRACE: Duration = Duration::from_secs(1);
+/// How long calls in flight have to end once the client's input ends or a signal comes; those still
+/// running then are recorded as cancelled.
+const CALLS_GRACE: Duration = Duration::from_secs(2);
 
 /// The earlier run a session serves calls from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,14 +4,17 @@
 use super::catalog::{Catalog, SharedCatalog};
 use super::config::Config;
 use super::framing::{read_frame, Frame, MAX_LINE};
-use super::message::{classify, cut, rpc_error, rpc_result, tool_error, FromClient};
+use super::message::{
+    classify, cut, rpc_error, rpc_result, spliced_result, tool_error, FromClient,
+};
 use super::offline::{offline_answer, recorded_description};
-use super::upstream::{start_server, Upstream};
-use super::{Diagnostics, DESCRIPTION, GRACE, ORIGIN};
+use super::upstream::{cursor_of, start_server, Upstream};
+use super::{Diagnostics, CALLS_GRACE, DESCRIPTION, ORIGIN};
 use crate::proxy_common::{parent_died, parent_id, Signals};
 use crate::store::Mode;
-use crate::{DynamicBody, DynamicTool, Effect, Error, Session, SessionBuilder};
+use crate::{DynamicBody, DynamicRawBody, DynamicTool, Effect, Error, Session, SessionBuilder};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -79,12 +82,11 @@ impl LazyRun {
         let known = self
             .catalog
             .lock()
-            .map(|c| c.tools.is_some())
+            .map(|c| c.tools_complete)
             .unwrap_or(true);
         let Some(upstream) = self.upstream.as_ref().filter(|_| !known) else {
             return;
         };
-        let mut tools = Vec::new();
         let mut cursor: Option<Value> = None;
         // A bounded number of pages: a server that pages forever cannot hold the call.
         for page in 0..64 {
@@ -98,22 +100,17 @@ impl LazyRun {
             let Ok(answer) = upstream.request(&id, request.to_string()).await else {
                 return;
             };
-            let Some(result) = answer.get("result") else {
+            let (Some(result), Some(raw)) = (answer.message.get("result"), answer.raw_result())
+            else {
                 return;
             };
-            tools.extend(
-                result
-                    .get("tools")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-            );
+            // Each page as a client asking for it would get it, so that offline gives it again.
+            Catalog::learn_page(&self.catalog, "tools/list", cursor.clone(), result, raw);
             match result.get("nextCursor").filter(|c| !c.is_null()) {
                 Some(next) => cursor = Some(next.clone()),
                 None => break,
             }
         }
-        Catalog::learn_tools(&self.catalog, &json!({ "tools": tools }));
     }
 }
 
@@ -157,9 +154,7 @@ pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<Ex
         _ => None,
     };
     if let Some(d) = &offline_description {
-        if let Ok(mut c) = catalog.lock() {
-            c.initialize = d.get("initialize").cloned();
-        }
+        Catalog::learn_description(&catalog, d);
         if let Some(tools) = d.get("tools").filter(|t| t.is_array()) {
             Catalog::learn_tools(&catalog, &json!({ "tools": tools }));
         }
@@ -193,6 +188,7 @@ pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<Ex
     let parent = parent_id();
     let mut signals = Signals::new()?;
     let mut calls = tokio::task::JoinSet::new();
+    let in_flight = InFlight::default();
     let mut input = BufReader::new(tokio::io::stdin());
     let mut buf = Vec::new();
     let mut gone = upstream.as_ref().map(|u| u.gone.clone());
@@ -236,19 +232,23 @@ pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<Ex
             upstream.as_ref(),
             &to_client,
             &mut calls,
+            &in_flight,
         );
     };
 
-    // Calls in flight end first (answered, recorded): on a signal within a bounded time.
+    // Calls in flight get a bounded time to end (answered, recorded); those still running then are
+    // recorded as cancelled. A signal meanwhile (MCP SDKs send SIGTERM after closing stdin) cuts it short.
     let drain = async { while calls.join_next().await.is_some() {} };
-    match ended {
-        Ended::Signal => {
-            if tokio::time::timeout(GRACE, drain).await.is_err() {
-                calls.abort_all();
-                while calls.join_next().await.is_some() {}
-            }
+    let cut = tokio::select! {
+        drained = tokio::time::timeout(CALLS_GRACE, drain) => drained.is_err(),
+        sig = signals.recv(), if signalled.is_none() => {
+            signalled = Some(sig);
+            true
         }
-        Ended::ClientClosed => drain.await,
+    };
+    if cut {
+        calls.abort_all();
+        while calls.join_next().await.is_some() {}
     }
     // A client whose process died closed nothing on purpose: the run is left as a crash leaves it.
     let crashed = matches!(ended, Ended::ClientClosed) && parent_died(parent).await;
@@ -283,7 +283,7 @@ pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<Ex
     // Answers already queued are written; timers of requests that can no longer be answered may hold
     // the channel open, so the writer is told to stop after them.
     let _ = close_client.send(());
-    let _ = tokio::time::timeout(GRACE, client_writer).await;
+    let _ = tokio::time::timeout(super::GRACE, client_writer).await;
     if let Some(e) = finish_error {
         return Err(e);
     }
@@ -305,6 +305,19 @@ enum Ended {
     Signal,
 }
 
+/// The `tools/call`s in flight, by the client's id (its JSON text), so that a cancellation ends one.
+type InFlight = Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>;
+
+/// The request a `notifications/cancelled` cancels (`params.requestId`).
+fn cancelled_request(line: &[u8]) -> Option<Value> {
+    let message: Value = serde_json::from_slice(line).ok()?;
+    message
+        .pointer("/params/requestId")
+        .filter(|id| !id.is_null())
+        .cloned()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn handle(
     action: FromClient,
     line: Vec<u8>,
@@ -313,8 +326,26 @@ fn handle(
     upstream: Option<&Upstream>,
     to_client: &mpsc::UnboundedSender<String>,
     calls: &mut tokio::task::JoinSet<()>,
+    in_flight: &InFlight,
 ) {
     match action {
+        FromClient::Forward(None, Some(method)) if method == "notifications/cancelled" => {
+            // The server is told; the proxy stops waiting for the request, its call (if it is one) is
+            // recorded as cancelled, and the client gets no answer to it.
+            let cancelled = cancelled_request(&line);
+            if let Some(up) = upstream {
+                let _ = up
+                    .to_server
+                    .send(String::from_utf8(line).unwrap_or_default());
+                if let Some(id) = &cancelled {
+                    up.cancel(id);
+                }
+            }
+            let call = cancelled.and_then(|id| in_flight.lock().ok()?.remove(&id.to_string()));
+            if let Some(call) = call {
+                call.abort();
+            }
+        }
         FromClient::Forward(id, method) => {
             let text = String::from_utf8(line).unwrap_or_default();
             match upstream {
@@ -327,8 +358,13 @@ fn handle(
                 // Offline, no server: answered from the recorded description.
                 None => {
                     if let Some(id) = id {
-                        let answer = offline_answer(catalog, &id, method.as_deref());
-                        let _ = to_client.send(answer.to_string());
+                        let cursor = serde_json::from_str::<Value>(&text)
+                            .ok()
+                            .as_ref()
+                            .and_then(cursor_of);
+                        let answer =
+                            offline_answer(catalog, &id, method.as_deref(), cursor.as_ref());
+                        let _ = to_client.send(answer);
                     }
                 }
             }
@@ -339,7 +375,16 @@ fn handle(
         FromClient::Answer(None) => {}
         FromClient::Batch(parts) => {
             for part in parts {
-                handle(part, Vec::new(), run, catalog, upstream, to_client, calls);
+                handle(
+                    part,
+                    Vec::new(),
+                    run,
+                    catalog,
+                    upstream,
+                    to_client,
+                    calls,
+                    in_flight,
+                );
             }
         }
         FromClient::BadCall {
@@ -382,13 +427,26 @@ fn handle(
             };
             let run = run.clone();
             let to_client = to_client.clone();
-            calls.spawn(async move {
+            let key = call.id.to_string();
+            // Held while the task starts, so that it cannot remove itself before it is entered.
+            let mut entered = in_flight.lock().ok();
+            let call_key = key.clone();
+            let in_flight_now = in_flight.clone();
+            let task = calls.spawn(async move {
                 let answer = match run.session().await {
                     Ok(session) => session.scope(call.run()).await,
-                    Err(why) => rpc_error(&call.id, -32002, &format!("failcore proxy: {why}")),
+                    Err(why) => {
+                        rpc_error(&call.id, -32002, &format!("failcore proxy: {why}")).to_string()
+                    }
                 };
-                let _ = to_client.send(answer.to_string());
+                if let Ok(mut f) = in_flight_now.lock() {
+                    f.remove(&key);
+                }
+                let _ = to_client.send(answer);
             });
+            if let Some(f) = entered.as_mut() {
+                f.insert(call_key, task);
+            }
         }
     }
 }
@@ -405,8 +463,9 @@ struct ProxiedCall {
 }
 
 impl ProxiedCall {
-    /// The JSON-RPC response to give the client.
-    async fn run(self) -> Value {
+    /// The JSON-RPC response to give the client: the server's own text when it answered, else the
+    /// recorded result (as the server sent it) with this client's id, else the proxy's error.
+    async fn run(self) -> String {
         let ProxiedCall {
             effect,
             id,
@@ -417,44 +476,75 @@ impl ProxiedCall {
         } = self;
         let tool = match DynamicTool::new(&name, ORIGIN, effect) {
             Ok(tool) => tool,
-            Err(e) => return rpc_result(&id, tool_error(&e)),
+            Err(e) => return rpc_result(&id, tool_error(&e)).to_string(),
         };
-        // The server's own answer when it is not a success, given to the client as it was.
-        let unsuccessful: Arc<Mutex<Option<Value>>> = Arc::default();
-        let body: DynamicBody = {
+        // The server's own answer, given to the client as it was.
+        let answered: Arc<Mutex<Option<String>>> = Arc::default();
+        let body: DynamicRawBody = {
+            let answered = answered.clone();
             let id = id.clone();
-            let unsuccessful = unsuccessful.clone();
             Box::pin(async move {
                 let Some(upstream) = upstream else {
                     return Err("offline: no MCP server to run the tool".to_owned());
                 };
                 let response = upstream.request(&id, raw).await?;
-                let failure = match (response.get("result"), response.get("error")) {
-                    (Some(result), None) if result.get("isError") != Some(&Value::Bool(true)) => {
-                        return Ok(result.clone());
-                    }
-                    (Some(result), _) => text_of(result),
-                    (None, Some(error)) => format!(
+                let outcome = match (
+                    response.message.get("result"),
+                    response.message.get("error"),
+                ) {
+                    (Some(result), None) => match unfinished(result) {
+                        Some(why) => Err(why),
+                        None if result.get("isError") == Some(&Value::Bool(true)) => {
+                            Err(text_of(result))
+                        }
+                        None => response
+                            .raw_result()
+                            .ok_or_else(|| "the MCP server's result cannot be read".to_owned()),
+                    },
+                    (Some(result), _) => Err(text_of(result)),
+                    (None, Some(error)) => Err(format!(
                         "MCP error {}: {}",
                         error.get("code").unwrap_or(&Value::Null),
                         error.get("message").and_then(Value::as_str).unwrap_or("")
-                    ),
-                    (None, None) => "the MCP server sent a response with no result".to_owned(),
+                    )),
+                    (None, None) => Err("the MCP server sent a response with no result".to_owned()),
                 };
-                if let Ok(mut u) = unsuccessful.lock() {
-                    *u = Some(response);
+                if let Ok(mut a) = answered.lock() {
+                    *a = Some(response.text);
                 }
-                Err(failure)
+                outcome
             })
         };
-        match tool.call(&arguments, body).await {
-            Ok(result) => rpc_result(&id, result),
-            Err(e) => match unsuccessful.lock().ok().and_then(|mut u| u.take()) {
-                Some(original) => original,
-                None => rpc_result(&id, tool_error(&e)),
-            },
+        let outcome = tool.call_raw(&arguments, body).await;
+        let live = answered.lock().ok().and_then(|mut a| a.take());
+        match (outcome, live) {
+            (_, Some(text)) => text,
+            (Ok(result), None) => spliced_result(&id, result.get()),
+            (Err(e), None) => rpc_result(&id, tool_error(&e)).to_string(),
         }
     }
+}
+
+/// Why a result is not the call's final answer, when it is not: the server asks the client for input
+/// first (`resultType: "input_required"`), or it answered with a task to poll. Such a result is given to
+/// the client but never recorded as the call's outcome, so that a resume asks the server again.
+fn unfinished(result: &Value) -> Option<String> {
+    match result.get("resultType").and_then(Value::as_str) {
+        Some("complete") | None => {}
+        Some(other) => {
+            return Some(format!(
+                "the MCP server answered `{other}`, not a final result: not served again"
+            ))
+        }
+    }
+    let task = result.get("task").filter(|t| t.is_object());
+    if let (Some(task), None) = (task, result.get("content")) {
+        return Some(format!(
+            "the MCP server answered with task {}, not the result: not served again",
+            task.get("taskId").unwrap_or(&Value::Null)
+        ));
+    }
+    None
 }
 
 /// The text of a tool result's content, for the trace.

@@ -5,8 +5,9 @@ use super::catalog::{Catalog, SharedCatalog};
 use super::framing::{read_frame, Frame, MAX_LINE};
 use super::message::{cut, rpc_error};
 use super::{Diagnostics, GRACE};
+use serde_json::value::RawValue;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,9 +17,59 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Who waits for the server's answer to a request.
 pub(super) enum Waiter {
     /// The client: the answer is forwarded to it.
-    Client { method: Option<String> },
+    Client {
+        method: Option<String>,
+        /// The page a list request asked for.
+        cursor: Option<Value>,
+    },
     /// A proxied call, or the proxy's own request.
-    Proxy(oneshot::Sender<std::result::Result<Value, String>>),
+    Proxy(oneshot::Sender<std::result::Result<Reply, String>>),
+}
+
+/// A server's answer: what it holds, and its text as the server sent it.
+pub(super) struct Reply {
+    pub(super) message: Value,
+    pub(super) text: String,
+}
+
+impl Reply {
+    /// The text of its `result` as the server sent it, if it has one.
+    pub(super) fn raw_result(&self) -> Option<Box<RawValue>> {
+        raw_result(&self.text)
+    }
+}
+
+/// The `result` of a JSON-RPC response, as the text holds it.
+pub(super) fn raw_result(text: &str) -> Option<Box<RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct Parts<'a> {
+        #[serde(borrow)]
+        result: Option<&'a RawValue>,
+    }
+    let parts: Parts<'_> = serde_json::from_str(text).ok()?;
+    parts.result.map(RawValue::to_owned)
+}
+
+/// The list methods whose pages the proxy records (with the cursor each was asked with), so that an
+/// offline replay gives the same pages; and the answers that describe the server.
+pub(super) fn recorded_method(method: &str) -> bool {
+    matches!(
+        method,
+        "initialize"
+            | "server/discover"
+            | "tools/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "prompts/list"
+    )
+}
+
+/// The cursor a list request asks for (`params.cursor`), if any.
+pub(super) fn cursor_of(message: &Value) -> Option<Value> {
+    message
+        .pointer("/params/cursor")
+        .filter(|c| !c.is_null())
+        .cloned()
 }
 
 /// The link to the server: requests in flight, and why it is gone once it is.
@@ -27,6 +78,8 @@ pub(super) struct Upstream {
     pub(super) to_server: mpsc::UnboundedSender<String>,
     to_client: mpsc::UnboundedSender<String>,
     pending: Arc<Mutex<HashMap<String, Waiter>>>,
+    /// Requests the client cancelled: their late answers are dropped.
+    cancelled: Arc<Mutex<HashSet<String>>>,
     /// `Some(why)` once the server is gone.
     pub(super) gone: watch::Receiver<Option<String>>,
     timeout: Duration,
@@ -43,7 +96,7 @@ impl Upstream {
         &self,
         id: &Value,
         line: String,
-    ) -> std::result::Result<Value, String> {
+    ) -> std::result::Result<Reply, String> {
         if let Some(why) = self.gone() {
             return Err(why);
         }
@@ -83,6 +136,27 @@ impl Upstream {
         }
     }
 
+    /// The client cancelled request `id`: nobody waits for its answer any more, and the server's late
+    /// answer, if it comes, is dropped (the client is owed none).
+    pub(super) fn cancel(&self, id: &Value) {
+        let key = id.to_string();
+        let waited = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&key))
+            .is_some();
+        if let Ok(mut c) = self.cancelled.lock() {
+            // Bounded: a server that never answers cancelled requests cannot grow it without end.
+            if c.len() >= 4096 {
+                c.clear();
+            }
+            if waited {
+                c.insert(key);
+            }
+        }
+    }
+
     /// Forwards a client request; its answer goes straight back to the client (or an error, in time).
     pub(super) fn forward_request(&self, id: Value, method: Option<String>, line: String) {
         if let Some(why) = self.gone() {
@@ -105,7 +179,14 @@ impl Upstream {
                 let _ = self.to_client.send(answer.to_string());
                 return;
             }
-            pending.insert(key.clone(), Waiter::Client { method });
+            let cursor = match method.as_deref() {
+                Some(m) if recorded_method(m) => serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .as_ref()
+                    .and_then(cursor_of),
+                _ => None,
+            };
+            pending.insert(key.clone(), Waiter::Client { method, cursor });
         }
         let _ = self.to_server.send(line);
         let this = self.clone();
@@ -148,26 +229,31 @@ impl Upstream {
         };
         match waiter {
             Some(Waiter::Proxy(tx)) => {
-                let _ = tx.send(Ok(msg));
+                let _ = tx.send(Ok(Reply { message: msg, text }));
             }
-            Some(Waiter::Client { method }) => {
-                if let Some(result) = msg.get("result") {
-                    match method.as_deref() {
-                        Some("initialize") => {
-                            if let Ok(mut c) = catalog.lock() {
-                                c.initialize = Some(result.clone());
-                            }
+            Some(Waiter::Client { method, cursor }) => {
+                if let (Some(result), Some(method)) = (msg.get("result"), method.as_deref()) {
+                    if recorded_method(method) {
+                        if let Some(raw) = raw_result(&text) {
+                            Catalog::learn_page(catalog, method, cursor, result, raw);
                         }
-                        Some("tools/list") if msg.pointer("/result/nextCursor").is_none() => {
-                            Catalog::learn_tools(catalog, result)
-                        }
-                        _ => {}
                     }
                 }
+                // As the server sent it: the id is the client's own.
                 let _ = self.to_client.send(text);
             }
             None => {
-                let _ = self.to_client.send(text);
+                let cancelled = match msg.get("id") {
+                    Some(id) if msg.get("method").is_none() => self
+                        .cancelled
+                        .lock()
+                        .map(|mut c| c.remove(&id.to_string()))
+                        .unwrap_or(false),
+                    _ => false,
+                };
+                if !cancelled {
+                    let _ = self.to_client.send(text);
+                }
             }
         }
     }
@@ -200,6 +286,8 @@ pub(super) struct Server {
     writer: tokio::task::JoinHandle<()>,
     /// Closes the server's stdin (after what is queued).
     close: Option<oneshot::Sender<()>>,
+    /// Sends the server SIGTERM.
+    term: Option<oneshot::Sender<()>>,
     kill: Option<oneshot::Sender<()>>,
 }
 
@@ -216,6 +304,7 @@ pub(super) fn start_server(
         to_server,
         to_client,
         pending: Arc::default(),
+        cancelled: Arc::default(),
         gone,
         timeout,
         diagnostics,
@@ -240,6 +329,7 @@ pub(super) fn start_server(
                 exited: None,
                 writer: tokio::spawn(async {}),
                 close: None,
+                term: None,
                 kill: None,
             };
         }
@@ -271,14 +361,25 @@ pub(super) fn start_server(
     });
     // The child is watched by one task: it reports the exit status, or kills the child when asked.
     let (exit_tx, exited) = oneshot::channel();
-    let (kill, kill_rx) = oneshot::channel::<()>();
+    let (kill, mut kill_rx) = oneshot::channel::<()>();
+    let (term, mut term_rx) = oneshot::channel::<()>();
+    let pid = child.id();
     let (status_tx, status_rx) = watch::channel::<Option<Option<i32>>>(None);
     tokio::spawn(async move {
-        let status = tokio::select! {
-            s = child.wait() => s.ok(),
-            _ = kill_rx => {
-                let _ = child.start_kill();
-                child.wait().await.ok()
+        let mut termed = false;
+        let status = loop {
+            tokio::select! {
+                s = child.wait() => break s.ok(),
+                asked = &mut term_rx, if !termed => {
+                    termed = true;
+                    if asked.is_ok() {
+                        terminate(pid);
+                    }
+                }
+                _ = &mut kill_rx => {
+                    let _ = child.start_kill();
+                    break child.wait().await.ok();
+                }
             }
         };
         let code = status.map(|s| s.code().unwrap_or(128 + signal_of(&s)));
@@ -327,9 +428,26 @@ pub(super) fn start_server(
         exited: Some(exited),
         writer,
         close: Some(close),
+        term: Some(term),
         kill: Some(kill),
     }
 }
+
+/// Asks process `pid` to end (SIGTERM).
+#[cfg(target_os = "linux")]
+fn terminate(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) has no memory effects; the pid is the proxy's own child, not yet reaped (the
+        // task that reaps it is the one calling this).
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+/// Elsewhere the server is killed once its time is up.
+#[cfg(not(target_os = "linux"))]
+fn terminate(_: Option<u32>) {}
 
 #[cfg(unix)]
 fn signal_of(status: &std::process::ExitStatus) -> i32 {
@@ -342,24 +460,30 @@ fn signal_of(_: &std::process::ExitStatus) -> i32 {
 }
 
 impl Server {
-    /// Closes the server's stdin, gives it [`GRACE`] to exit, then kills it. Its exit code, if any.
+    /// Closes the server's stdin and gives it [`GRACE`] to exit; then sends it SIGTERM and gives it
+    /// [`GRACE`] more; then kills it (SIGKILL). Its exit code when it exited of itself.
     pub(super) async fn stop(mut self) -> Option<i32> {
         drop(self.upstream);
+        let deadline = tokio::time::Instant::now() + GRACE;
         if let Some(close) = self.close.take() {
             let _ = close.send(());
         }
-        let _ = tokio::time::timeout(GRACE, &mut self.writer).await;
+        let _ = tokio::time::timeout_at(deadline, &mut self.writer).await;
         self.writer.abort();
         let mut exited = self.exited.take()?;
-        match tokio::time::timeout(GRACE, &mut exited).await {
-            Ok(code) => code.ok().flatten(),
-            Err(_) => {
-                if let Some(kill) = self.kill.take() {
-                    let _ = kill.send(());
-                }
-                let _ = exited.await;
-                None
-            }
+        if let Ok(code) = tokio::time::timeout_at(deadline, &mut exited).await {
+            return code.ok().flatten();
         }
+        if let Some(term) = self.term.take() {
+            let _ = term.send(());
+        }
+        // Ended by the proxy: its status says nothing of how the session went.
+        if tokio::time::timeout(GRACE, &mut exited).await.is_err() {
+            if let Some(kill) = self.kill.take() {
+                let _ = kill.send(());
+            }
+            let _ = exited.await;
+        }
+        None
     }
 }

@@ -1,0 +1,594 @@
+//! The MCP proxy speaks the protocol as clients speak it, through the binary users build (a release build
+//! of `failcore` with the `cli` feature, made once per test run in its own target directory, so that no
+//! feature a test build turns on can change what is tested): results and server descriptions reach the
+//! client byte for byte (live, resumed and offline), every page of a list is replayed, cancellation and
+//! shutdown end calls in flight as cancelled, and an `input_required` result is never served as final.
+//!
+//! The server is `test_mcp` (tests/support/test_mcp.rs), which writes its answers from fixed text and logs
+//! each line it sends and receives.
+
+use failcore::store::{JsonlStore, RunReader, TraceStore};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long any one answer may take before the test fails (a bound on "it came at all").
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// `failcore`, built as users build it: `cargo build --release -p failcore --features cli`, in its own
+/// target directory beside this test's. Built once per test run (the lock is this process's; cargo locks
+/// the directory against other runs).
+fn users_failcore() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // <target>/<profile>/deps/<test>
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("target directory")
+            .to_path_buf();
+        let dir = target.join("e2e-release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "failcore",
+                "--features",
+                "cli",
+            ])
+            .arg("--target-dir")
+            .arg(&dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build of failcore");
+        assert!(status.success(), "the release build of failcore failed");
+        let bin = dir
+            .join("release")
+            .join(format!("failcore{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} is missing", bin.display());
+        bin
+    })
+    .clone()
+}
+
+fn server() -> &'static str {
+    env!("CARGO_BIN_EXE_test_mcp")
+}
+
+/// A proxy session driven line by line, as a client writes and reads them.
+struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Session {
+    /// `failcore --store jsonl:<dir>/trace proxy <extra>`, the test server after `--` when `server`
+    /// (with `env` set for it).
+    fn start(
+        dir: &Path,
+        extra: &[&str],
+        server_cmd: Option<Vec<String>>,
+        env: &[(&str, String)],
+    ) -> Self {
+        let mut cmd = Command::new(users_failcore());
+        cmd.current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .arg("--store")
+            .arg(format!("jsonl:{}", dir.join("trace").display()))
+            .arg("proxy")
+            .args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if let Some(server_cmd) = server_cmd {
+            cmd.arg("--").args(server_cmd);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("failcore proxy starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Session {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("input open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next line from the proxy.
+    fn recv(&mut self) -> String {
+        match self.lines.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            Err(e) => panic!("no answer from the proxy: {e}"),
+        }
+    }
+
+    /// Sends a request and returns the line answering it.
+    fn request(&mut self, id: Value, method: &str, params: Value) -> String {
+        let line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send(&line.to_string());
+        let answer = self.recv();
+        let parsed: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(parsed["id"], id, "{answer}");
+        answer
+    }
+
+    /// Closes the proxy's input; the lines it still wrote, and how it ended.
+    fn close(mut self) -> (Vec<String>, ExitStatus) {
+        drop(self.stdin.take());
+        let status = wait(&mut self.child);
+        (self.lines.try_iter().collect(), status)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for `child` to end, failing the test if it has not within [`PATIENCE`].
+fn wait(child: &mut Child) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < PATIENCE, "the proxy did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `result` of a JSON-RPC response, as its text holds it.
+fn raw_result(line: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Parts<'a> {
+        #[serde(borrow)]
+        result: &'a RawValue,
+    }
+    let parts: Parts<'_> = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    parts.result.get().to_owned()
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The test server's logs in `dir`, as its environment.
+fn server_env(dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("TEST_MCP_SENT", dir.join("sent.log").display().to_string()),
+        (
+            "TEST_MCP_LOG",
+            dir.join("received.log").display().to_string(),
+        ),
+        ("TEST_MCP_PID", dir.join("server.pid").display().to_string()),
+    ]
+}
+
+fn plain_server() -> Option<Vec<String>> {
+    Some(vec![server().to_owned()])
+}
+
+fn initialize_params() -> Value {
+    json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}})
+}
+
+/// `[tool, status]` of each step of the last run, and the kind of its last record.
+fn trace(dir: &Path) -> (Vec<(String, String)>, String) {
+    let store = JsonlStore::new(dir.join("trace"));
+    let last = store.resolve("last").unwrap();
+    let mut tools = std::collections::HashMap::new();
+    let mut steps = Vec::new();
+    let mut kind = String::new();
+    for r in RunReader::open(&store, &last).unwrap() {
+        let body = r.unwrap().record.body;
+        kind = body.kind().to_owned();
+        if let Some(s) = body.start() {
+            tools.insert(s.step, s.tool.clone());
+        }
+        if let Some(e) = body.end() {
+            steps.push((tools[&e.step].clone(), e.status.as_str().to_owned()));
+        }
+    }
+    (steps, kind)
+}
+
+fn pairs(steps: &[(String, String)]) -> Vec<(&str, &str)> {
+    steps
+        .iter()
+        .map(|(t, s)| (t.as_str(), s.as_str()))
+        .collect()
+}
+
+/// Waits until the server has received a line containing `what`.
+fn until_received(dir: &Path, what: &str) {
+    let started = Instant::now();
+    while !lines_of(&dir.join("received.log"))
+        .iter()
+        .any(|l| l.contains(what))
+    {
+        assert!(started.elapsed() < PATIENCE, "the server never got {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn results_and_descriptions_reach_the_client_byte_for_byte_live_resumed_and_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut env = server_env(dir);
+    env.push(("TEST_MCP_TOOLS", "2".into()));
+    let sent = |n: usize| lines_of(&dir.join("sent.log"))[n].clone();
+
+    let mut live = Session::start(dir, &[], plain_server(), &env);
+    let init = live.request(json!(1), "initialize", initialize_params());
+    assert_eq!(init, sent(0), "initialize, live");
+    let list = live.request(json!(2), "tools/list", json!({}));
+    assert_eq!(list, sent(1), "tools/list, live");
+    let schema = list
+        .find(r#""properties":{"zeta""#)
+        .expect("the server's property order");
+    assert!(list[schema..].find("\"alpha\"") < list[schema..].find("\"mid\""));
+    let numbers = live.request(
+        json!(3),
+        "tools/call",
+        json!({"name": "numbers", "arguments": {}}),
+    );
+    assert_eq!(numbers, sent(2), "tools/call, live");
+    for literal in [
+        "123456789012345678901234567890",
+        "1e2",
+        "-0.0",
+        "1.0E-7",
+        r"caf\u00e9",
+        r"\ud83d\ude00",
+    ] {
+        assert!(numbers.contains(literal), "{literal} in {numbers}");
+    }
+    let (_, status) = live.close();
+    assert!(status.success(), "{status}");
+    assert_eq!(pairs(&trace(dir).0), [("numbers", "ok")]);
+
+    // Resumed: the call is served from the trace, the same bytes with this client's id.
+    let mut resumed = Session::start(dir, &["--resume", "last"], plain_server(), &env);
+    resumed.request(json!(1), "initialize", initialize_params());
+    let again = resumed.request(
+        json!("r-3"),
+        "tools/call",
+        json!({"name": "numbers", "arguments": {}}),
+    );
+    assert_eq!(
+        raw_result(&again),
+        raw_result(&numbers),
+        "tools/call, resumed"
+    );
+    assert!(again.contains(r#""id":"r-3""#), "{again}");
+    let (_, status) = resumed.close();
+    assert!(status.success(), "{status}");
+    assert_eq!(pairs(&trace(dir).0), [("numbers", "replayed")]);
+    let calls_sent = lines_of(&dir.join("sent.log"))
+        .iter()
+        .filter(|l| l.contains("structuredContent"))
+        .count();
+    assert_eq!(calls_sent, 1, "the server ran the tool again");
+
+    // Offline, no server: the description and the result as the server sent them.
+    let mut offline = Session::start(dir, &["--offline", "last"], None, &[]);
+    let init_off = offline.request(json!(7), "initialize", initialize_params());
+    assert_eq!(
+        raw_result(&init_off),
+        raw_result(&init),
+        "initialize, offline"
+    );
+    let list_off = offline.request(json!(8), "tools/list", json!({}));
+    assert_eq!(
+        raw_result(&list_off),
+        raw_result(&list),
+        "tools/list, offline"
+    );
+    let numbers_off = offline.request(
+        json!(9),
+        "tools/call",
+        json!({"name": "numbers", "arguments": {}}),
+    );
+    assert_eq!(
+        raw_result(&numbers_off),
+        raw_result(&numbers),
+        "tools/call, offline"
+    );
+    let (_, status) = offline.close();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn every_page_of_the_tool_list_is_recorded_and_replayed_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut env = server_env(dir);
+    // 3 + 11 = 14 tools, in pages of 5.
+    env.push(("TEST_MCP_TOOLS", "11".into()));
+    env.push(("TEST_MCP_PAGE", "5".into()));
+    let mut live = Session::start(dir, &[], plain_server(), &env);
+    live.request(json!(0), "initialize", initialize_params());
+    let mut pages = Vec::new();
+    let mut cursor = Value::Null;
+    loop {
+        let params = if cursor.is_null() {
+            json!({})
+        } else {
+            json!({"cursor": cursor})
+        };
+        let page = live.request(json!(pages.len() + 1), "tools/list", params);
+        let parsed: Value = serde_json::from_str(&page).unwrap();
+        cursor = parsed["result"]["nextCursor"].clone();
+        pages.push((page, parsed));
+        if cursor.is_null() {
+            break;
+        }
+    }
+    let sizes: Vec<usize> = pages
+        .iter()
+        .map(|(_, p)| p["result"]["tools"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [5, 5, 4]);
+    live.request(
+        json!(10),
+        "tools/call",
+        json!({"name": "numbers", "arguments": {}}),
+    );
+    assert!(live.close().1.success());
+
+    let mut offline = Session::start(dir, &["--offline", "last"], None, &[]);
+    offline.request(json!(0), "initialize", initialize_params());
+    let mut cursor = Value::Null;
+    let mut names = Vec::new();
+    for (i, (page, _)) in pages.iter().enumerate() {
+        let params = if cursor.is_null() {
+            json!({})
+        } else {
+            json!({"cursor": cursor})
+        };
+        let again = offline.request(json!(20 + i), "tools/list", params);
+        assert_eq!(raw_result(&again), raw_result(page), "page {i}");
+        let parsed: Value = serde_json::from_str(&again).unwrap();
+        cursor = parsed["result"]["nextCursor"].clone();
+        for t in parsed["result"]["tools"].as_array().unwrap() {
+            names.push(t["name"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        cursor.is_null(),
+        "the last page offline has a next cursor: {cursor}"
+    );
+    assert_eq!(names.len(), 14, "{names:?}");
+    // A cursor the server never gave is refused, not answered with some other page.
+    let unknown =
+        offline.send_and_recv_error(json!(40), "tools/list", json!({"cursor": "nowhere"}));
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    assert!(offline.close().1.success());
+}
+
+impl Session {
+    fn send_and_recv_error(&mut self, id: Value, method: &str, params: Value) -> Value {
+        serde_json::from_str(&self.request(id, method, params)).unwrap()
+    }
+}
+
+#[test]
+fn a_cancelled_call_ends_at_once_recorded_as_cancelled_and_unanswered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut live = Session::start(dir, &[], plain_server(), &server_env(dir));
+    live.request(json!(0), "initialize", initialize_params());
+    live.send(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 30}}}).to_string());
+    until_received(dir, r#""name":"sleep""#);
+    live.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5, "reason": "the user stopped it"}}).to_string());
+    until_received(dir, "notifications/cancelled");
+    // The next answer is the ping's: the cancelled call gets none.
+    let ping = live.request(json!(6), "ping", json!({}));
+    assert!(ping.contains(r#""result":{}"#), "{ping}");
+    // The call was ended without waiting for the server: its step is already written as cancelled.
+    let started = Instant::now();
+    while trace(dir).0.is_empty() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the cancelled call was never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pairs(&trace(dir).0), [("sleep", "cancelled")]);
+    let (rest, status) = live.close();
+    assert!(status.success(), "{status}");
+    assert!(
+        rest.iter().all(|l| !l.contains(r#""id":5"#)),
+        "an answer to the cancelled call: {rest:?}"
+    );
+    let (steps, last) = trace(dir);
+    assert_eq!(pairs(&steps), [("sleep", "cancelled")]);
+    assert_eq!(last, "run_end");
+}
+
+fn alive(pid: &str) -> bool {
+    Command::new("kill")
+        .args(["-0", pid])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// A server that ignores SIGTERM and outlives its input: only SIGKILL ends it.
+fn stubborn_server() -> Option<Vec<String>> {
+    Some(vec![
+        "sh".into(),
+        "-c".into(),
+        format!("trap '' TERM; exec '{}'", server()),
+    ])
+}
+
+#[test]
+fn the_end_of_input_cancels_calls_in_flight_and_stops_a_stubborn_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut env = server_env(dir);
+    env.push(("TEST_MCP_LINGER", "1".into()));
+    let mut live = Session::start(dir, &[], stubborn_server(), &env);
+    live.request(json!(0), "initialize", initialize_params());
+    live.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 600}}}).to_string());
+    until_received(dir, r#""name":"sleep""#);
+    let pid = std::fs::read_to_string(dir.join("server.pid")).unwrap();
+    assert!(alive(&pid));
+    let (_, status) = live.close();
+    assert!(status.success(), "{status}");
+    let (steps, last) = trace(dir);
+    assert_eq!(pairs(&steps), [("sleep", "cancelled")]);
+    assert_eq!(last, "run_end");
+    // The server, which ignored its input's end and SIGTERM, was killed.
+    assert!(!alive(&pid), "the server {pid} outlived the proxy");
+}
+
+#[test]
+fn sigterm_cancels_calls_in_flight_and_ends_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut live = Session::start(dir, &[], plain_server(), &server_env(dir));
+    live.request(json!(0), "initialize", initialize_params());
+    live.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 600}}}).to_string());
+    until_received(dir, r#""name":"sleep""#);
+    let pid = live.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait(&mut live.child);
+    assert_eq!(status.code(), Some(143));
+    let (steps, last) = trace(dir);
+    assert_eq!(pairs(&steps), [("sleep", "cancelled")]);
+    assert_eq!(last, "run_end");
+    let server_pid = std::fs::read_to_string(dir.join("server.pid")).unwrap();
+    assert!(
+        !alive(&server_pid),
+        "the server {server_pid} outlived the proxy"
+    );
+}
+
+#[test]
+fn an_input_required_result_is_never_served_as_the_answer_and_retries_differ_by_their_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let env = server_env(dir);
+    let ask = |input: Option<&str>| match input {
+        Some(name) => {
+            json!({"name": "ask", "arguments": {}, "inputResponses": {"name": {"action": "accept", "content": {"name": name}}}})
+        }
+        None => json!({"name": "ask", "arguments": {}}),
+    };
+    let mut live = Session::start(dir, &[], plain_server(), &env);
+    live.request(json!(0), "initialize", initialize_params());
+    let first = live.request(json!(1), "tools/call", ask(None));
+    assert!(
+        first.contains(r#""resultType":"input_required""#),
+        "{first}"
+    );
+    let sent = lines_of(&dir.join("sent.log"));
+    let asked = sent.iter().find(|l| l.contains("input_required")).unwrap();
+    assert_eq!(&first, asked, "relayed as sent");
+    let ada = live.request(json!(2), "tools/call", ask(Some("ada")));
+    assert!(ada.contains("hello ada"), "{ada}");
+    assert!(live.close().1.success());
+    assert_eq!(pairs(&trace(dir).0), [("ask", "failed"), ("ask", "ok")]);
+
+    let server_calls = || {
+        lines_of(&dir.join("received.log"))
+            .iter()
+            .filter(|l| l.contains("tools/call"))
+            .count()
+    };
+    assert_eq!(server_calls(), 2);
+    let mut resumed = Session::start(dir, &["--resume", "last"], plain_server(), &env);
+    resumed.request(json!(0), "initialize", initialize_params());
+    // The question again: asked of the server, never answered from the trace.
+    let first = resumed.request(json!(1), "tools/call", ask(None));
+    assert!(first.contains("input_required"), "{first}");
+    // Other input: the server answers it, not the trace's answer to "ada".
+    let bob = resumed.request(json!(2), "tools/call", ask(Some("bob")));
+    assert!(bob.contains("hello bob"), "{bob}");
+    // The same input as recorded: served from the trace.
+    let ada = resumed.request(json!(3), "tools/call", ask(Some("ada")));
+    assert!(ada.contains("hello ada"), "{ada}");
+    assert!(resumed.close().1.success());
+    assert_eq!(server_calls(), 4);
+    assert_eq!(
+        pairs(&trace(dir).0),
+        [("ask", "failed"), ("ask", "ok"), ("ask", "replayed")]
+    );
+}
+
+#[test]
+fn a_session_that_starts_with_server_discover_replays_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut live = Session::start(dir, &[], plain_server(), &server_env(dir));
+    let discover = live.request(
+        json!(1),
+        "server/discover",
+        json!({"_meta": {"protocolVersion": "2026-07-28"}}),
+    );
+    assert_eq!(discover, lines_of(&dir.join("sent.log"))[0]);
+    let numbers = live.request(
+        json!(2),
+        "tools/call",
+        json!({"name": "numbers", "arguments": {}, "_meta": {"protocolVersion": "2026-07-28"}}),
+    );
+    assert!(live.close().1.success());
+
+    let mut offline = Session::start(dir, &["--offline", "last"], None, &[]);
+    let again = offline.request(
+        json!("d"),
+        "server/discover",
+        json!({"_meta": {"protocolVersion": "2026-07-28"}}),
+    );
+    assert_eq!(raw_result(&again), raw_result(&discover));
+    let numbers_off = offline.request(
+        json!(3),
+        "tools/call",
+        json!({"name": "numbers", "arguments": {}, "_meta": {"protocolVersion": "2026-07-28"}}),
+    );
+    assert_eq!(raw_result(&numbers_off), raw_result(&numbers));
+    assert!(offline.close().1.success());
+}
