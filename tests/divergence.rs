@@ -77,7 +77,7 @@ async fn resume_records_the_argument_diff_on_the_step() {
         assert_eq!(dv_fetch("c".into(), 20).await.unwrap(), "c:20");
         // Same args as the source's failed call: a miss, but no divergence.
         let _ = dv_fetch("fail".into(), 1).await;
-        // No call at this position in the source run: no divergence.
+        // No call at this position in the source run: the nearest by content is named.
         dv_fetch("d".into(), 1).await.unwrap();
     })
     .await;
@@ -107,10 +107,43 @@ async fn resume_records_the_argument_diff_on_the_step() {
         .unwrap();
     assert!(matches!(rec.record.body.start(), Some(s) if s.args["url"] == "b"));
     assert!(starts[3].1.is_none(), "same args: no divergence");
+    let d = starts[4]
+        .1
+        .as_ref()
+        .expect("nothing at that position: the nearest call by content");
+    assert_eq!(d.position, 2, "dv_fetch(fail, 1) differs in one field");
+    let paths: Vec<_> = d.changes.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["/url"]);
+}
+
+#[tokio::test]
+async fn offline_miss_names_the_recorded_call_nearest_by_content() {
+    let store = Arc::new(MemoryStore::new());
+    let src = source(&store).await;
+    let s = Session::builder()
+        .store(store.clone())
+        .offline(&src)
+        .open()
+        .unwrap();
+    // The first call was skipped: this one is the source's second with another timeout. The source's call
+    // at its position (a, 10) differs in two fields, its second (b, 10) in one: that one is named.
+    let err = s
+        .scope(async { dv_fetch("b".into(), 11).await })
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
     assert!(
-        starts[4].1.is_none(),
-        "nothing at that position: no divergence"
+        msg.contains("nearest by content: call #1 of dv_fetch")
+            && msg.contains("/timeout: 10 -> 11"),
+        "{msg}"
     );
+    assert!(!msg.contains("/url"), "{msg}");
+    s.finish().await.unwrap();
+    let d = starts(&store, s.run_id())[0]
+        .1
+        .clone()
+        .expect("the divergence is recorded");
+    assert_eq!((d.run.as_str(), d.position), (src.as_str(), 1));
 }
 
 #[tokio::test]

@@ -445,8 +445,14 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             let detail = divergence
                 .as_ref()
                 .map(|d| {
+                    // The call at its position, or the recorded call nearest to it by content.
+                    let which = if d.position == position {
+                        "it diverges from"
+                    } else {
+                        "nearest by content:"
+                    };
                     format!(
-                        "; it diverges from call #{} of {} in that run (seq {}): {}",
+                        "; {which} call #{} of {} in that run (seq {}): {}",
                         d.position,
                         tool.name,
                         d.seq,

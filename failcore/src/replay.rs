@@ -307,6 +307,8 @@ pub(crate) struct ReplayIndex {
 
 /// The most field changes a divergence carries.
 const DIVERGENCE_FIELDS: usize = 32;
+/// How many recorded calls of a tool a missed call is compared with, to find the nearest by content.
+const NEAREST_CANDIDATES: usize = 64;
 
 impl ReplayIndex {
     /// The first run of the resume chain this index was loaded from (the source itself when it resumed
@@ -510,16 +512,46 @@ impl ReplayIndex {
         *n - 1
     }
 
-    /// For a call that missed: the source run's call of `tool` at `position`, if it had other args.
+    /// For a call that missed: the source run's call of `tool` nearest to it by content, and what differs.
+    /// That is the call at the same `position` unless another recorded call of the tool differs in fewer
+    /// argument fields (on a tie, the nearest position wins): a request that gained a message differs from
+    /// the call at its position in one field, from the others in many. `None` when the call at its position
+    /// had the same args (the miss is not a difference of content) or the tool has no recorded call.
     pub fn divergence(&self, tool: &str, position: u32, args: &[u8]) -> Option<Divergence> {
-        let (seq, recorded) = self.positions.get(tool)?.get(position as usize)?;
-        let recorded: serde_json::Value = serde_json::from_str(recorded.get()).ok()?;
+        let calls = self.positions.get(tool)?;
         let args: serde_json::Value = serde_json::from_slice(args).ok()?;
-        let changes = field_diff(&recorded, &args, DIVERGENCE_FIELDS);
-        (!changes.is_empty()).then(|| Divergence {
+        let changes_at = |i: usize| {
+            let (seq, recorded) = calls.get(i)?;
+            let recorded: serde_json::Value = serde_json::from_str(recorded.get()).ok()?;
+            Some((*seq, field_diff(&recorded, &args, DIVERGENCE_FIELDS)))
+        };
+        let here = position as usize;
+        let mut best = match changes_at(here) {
+            Some((_, changes)) if changes.is_empty() => return None,
+            Some((seq, changes)) => Some((here, seq, changes)),
+            None => None,
+        };
+        // The recorded calls nearest in position first, a bounded number: this runs on every call a
+        // resume does not serve.
+        let mut order: Vec<usize> = (0..calls.len()).filter(|&i| i != here).collect();
+        order.sort_unstable_by_key(|&i| i.abs_diff(here));
+        for i in order.into_iter().take(NEAREST_CANDIDATES) {
+            let Some((seq, changes)) = changes_at(i) else {
+                continue;
+            };
+            // A recorded call with the same args says nothing about what differs.
+            let fewer = best
+                .as_ref()
+                .is_none_or(|(_, _, b)| changes.len() < b.len());
+            if !changes.is_empty() && fewer {
+                best = Some((i, seq, changes));
+            }
+        }
+        let (position, seq, changes) = best?;
+        Some(Divergence {
             run: self.source.clone(),
-            seq: *seq,
-            position,
+            seq,
+            position: u32::try_from(position).unwrap_or(u32::MAX),
             changes,
         })
     }

@@ -10,6 +10,11 @@
 //! reports a fixed usage ([`usage_of_turn`]). It counts the requests that reach it, and can hold the
 //! `n`-th one unanswered (to kill a client while a model call is in flight), and the connections it
 //! accepted (to see that a client reuses them).
+//!
+//! [`Scripted::script_files`] switches it to a second script, for agents over the official MCP filesystem
+//! server: with no tool result yet, it asks to write a file with the offered tool whose name ends in
+//! `write_file`; after one, to read `/etc/passwd` with the one ending in `read_text_file`; after two, it
+//! answers with the tool results it was given. [`Scripted::hold_turn`] holds the first request of a turn.
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -47,6 +52,15 @@ struct State {
     /// Hold the request with this 1-based number unanswered (0: none).
     hold: AtomicUsize,
     held: Notify,
+    files: Mutex<Option<FileScript>>,
+}
+
+/// The filesystem script: the file to write and its content, and the turn whose request is held.
+#[derive(Clone)]
+struct FileScript {
+    path: String,
+    content: String,
+    hold_turn: Option<u64>,
 }
 
 impl Drop for Scripted {
@@ -78,6 +92,7 @@ impl Scripted {
             redirect: Mutex::new(None),
             hold: AtomicUsize::new(0),
             held: Notify::new(),
+            files: Mutex::new(None),
         });
         let shared = state.clone();
         let wrap = Arc::new(wrap);
@@ -146,6 +161,23 @@ impl Scripted {
         self.state.hold.store(n, Ordering::SeqCst);
     }
 
+    /// Plays the filesystem script from now on: write `content` to `path`, read `/etc/passwd`, answer.
+    pub fn script_files(&self, path: &str, content: &str) {
+        *self.state.files.lock().unwrap() = Some(FileScript {
+            path: path.to_owned(),
+            content: content.to_owned(),
+            hold_turn: None,
+        });
+    }
+
+    /// With the filesystem script: holds the first request of `turn` (the number of tool results it
+    /// carries) unanswered; later requests of that turn are answered.
+    pub fn hold_turn(&self, turn: u64) {
+        if let Some(f) = self.state.files.lock().unwrap().as_mut() {
+            f.hold_turn = Some(turn);
+        }
+    }
+
     /// Waits until a held request has arrived.
     pub async fn held(&self) {
         self.state.held.notified().await;
@@ -165,6 +197,18 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         state.held.notify_one();
         std::future::pending::<()>().await;
     }
+    let files = state.files.lock().unwrap().clone();
+    if let (Some(f), Ok(b)) = (&files, &body) {
+        let request = serde_json::from_slice::<Value>(b).unwrap_or(Value::Null);
+        let turn = tool_results(&request).len() as u64;
+        if f.hold_turn == Some(turn) {
+            if let Some(f) = state.files.lock().unwrap().as_mut() {
+                f.hold_turn = None;
+            }
+            state.held.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
     if let Some(location) = state.redirect.lock().unwrap().clone() {
         return Response::builder()
             .status(307)
@@ -176,7 +220,7 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         return anthropic(body.ok().as_deref());
     }
     if path.ends_with("/responses") {
-        return responses(body.ok().as_deref());
+        return responses(body.ok().as_deref(), files.as_ref());
     }
     if path.ends_with("/embeddings") {
         return embeddings(body.ok().as_deref());
@@ -216,34 +260,25 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             json!({"error": {"message": "bad json"}}).to_string(),
         );
     };
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let results: Vec<String> = messages
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .map(|m| match &m["content"] {
-            Value::String(s) => s.clone(),
-            Value::Array(parts) => parts
-                .iter()
-                .filter_map(|p| p["text"].as_str())
-                .collect::<Vec<_>>()
-                .join(""),
-            other => other.to_string(),
-        })
-        .collect();
+    let results = tool_results(&request);
     let turn = results.len() as u64;
-    let (message, finish) = match turn {
-        0 => (
-            tool_call("call_forecast", "forecast", json!({"city": "Lisbon"})),
-            "tool_calls",
-        ),
-        1 => (
-            tool_call("call_add", "add", json!({"a": 21, "b": 4})),
-            "tool_calls",
-        ),
-        _ => (
-            json!({"role": "assistant", "content": format!("Done: {}.", results.join("; "))}),
-            "stop",
-        ),
+    let (message, finish) = match files.as_ref().map(|f| f.step(&request, &results)) {
+        Some(Step::Call(id, name, args)) => (tool_call(&id, &name, args), "tool_calls"),
+        Some(Step::Answer(text)) => (json!({"role": "assistant", "content": text}), "stop"),
+        None => match turn {
+            0 => (
+                tool_call("call_forecast", "forecast", json!({"city": "Lisbon"})),
+                "tool_calls",
+            ),
+            1 => (
+                tool_call("call_add", "add", json!({"a": 21, "b": 4})),
+                "tool_calls",
+            ),
+            _ => (
+                json!({"role": "assistant", "content": format!("Done: {}.", results.join("; "))}),
+                "stop",
+            ),
+        },
     };
     let (prompt, completion, cached) = usage_of_turn(turn);
     let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion,
@@ -263,6 +298,72 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         "usage": usage,
     });
     reply(200, "application/json", body.to_string())
+}
+
+/// The tool results a request carries, in order: Chat Completions `tool` messages, Responses
+/// `function_call_output` items.
+fn tool_results(request: &Value) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        other => other.to_string(),
+    };
+    let chat = request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| text(&m["content"]));
+    let responses = request["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| item["type"] == "function_call_output")
+        .map(|item| text(&item["output"]));
+    chat.chain(responses).collect()
+}
+
+/// A turn of the filesystem script: a tool call (its id, the tool's name, the arguments) or the answer.
+enum Step {
+    Call(String, String, Value),
+    Answer(String),
+}
+
+impl FileScript {
+    fn step(&self, request: &Value, results: &[String]) -> Step {
+        // The tools offered, in either API's shape: a framework may prefix or rename them.
+        let offered: Vec<String> = request["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["function"]["name"].as_str().or(t["name"].as_str()))
+            .map(str::to_owned)
+            .collect();
+        let tool = |suffix: &str| {
+            offered
+                .iter()
+                .find(|n| n.ends_with(suffix))
+                .cloned()
+                .unwrap_or_else(|| suffix.to_owned())
+        };
+        match results.len() {
+            0 => Step::Call(
+                "call_write".into(),
+                tool("write_file"),
+                json!({"path": self.path, "content": self.content}),
+            ),
+            1 => Step::Call(
+                "call_read".into(),
+                tool("read_text_file"),
+                json!({"path": "/etc/passwd"}),
+            ),
+            _ => Step::Answer(format!("Done: {}.", results.join("; "))),
+        }
+    }
 }
 
 fn tool_call(id: &str, name: &str, args: Value) -> Value {
@@ -463,7 +564,7 @@ fn embeddings(body: Option<&[u8]>) -> Response<Full<Bytes>> {
 /// the input. Function calls are output items of type `function_call`; a streamed reply sends their
 /// arguments in two `response.function_call_arguments.delta` events, and the usage (with cached and
 /// reasoning tokens) in `response.completed`.
-fn responses(body: Option<&[u8]>) -> Response<Full<Bytes>> {
+fn responses(body: Option<&[u8]>, files: Option<&FileScript>) -> Response<Full<Bytes>> {
     let Some(request) = body.and_then(|b| serde_json::from_slice::<Value>(b).ok()) else {
         return reply(
             400,
@@ -471,25 +572,28 @@ fn responses(body: Option<&[u8]>) -> Response<Full<Bytes>> {
             json!({"error": {"message": "bad json", "type": "invalid_request_error"}}).to_string(),
         );
     };
-    let results: Vec<String> = request["input"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|item| item["type"] == "function_call_output")
-        .map(|item| match &item["output"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect();
+    let results = tool_results(&request);
     let turn = results.len() as u64;
-    let item = match turn {
-        0 => json!({"type": "function_call", "id": "fc_0", "call_id": "call_forecast",
+    let item = match files.map(|f| f.step(&request, &results)) {
+        Some(Step::Call(id, name, args)) => {
+            json!({"type": "function_call", "id": format!("fc_{turn}"),
+            "call_id": id, "name": name, "arguments": args.to_string(), "status": "completed"})
+        }
+        Some(Step::Answer(text)) => {
+            json!({"type": "message", "id": format!("msg_{turn}"), "role": "assistant",
+            "status": "completed", "content": [{"type": "output_text", "annotations": [], "text": text}]})
+        }
+        None => match turn {
+            0 => json!({"type": "function_call", "id": "fc_0", "call_id": "call_forecast",
             "name": "forecast", "arguments": json!({"city": "Lisbon"}).to_string(), "status": "completed"}),
-        1 => json!({"type": "function_call", "id": "fc_1", "call_id": "call_add",
+            1 => json!({"type": "function_call", "id": "fc_1", "call_id": "call_add",
             "name": "add", "arguments": json!({"a": 21, "b": 4}).to_string(), "status": "completed"}),
-        _ => json!({"type": "message", "id": "msg_2", "role": "assistant", "status": "completed",
+            _ => {
+                json!({"type": "message", "id": "msg_2", "role": "assistant", "status": "completed",
             "content": [{"type": "output_text", "annotations": [],
-                "text": format!("Done: {}.", results.join("; "))}]}),
+                "text": format!("Done: {}.", results.join("; "))}]})
+            }
+        },
     };
     let (prompt, completion, cached) = usage_of_turn(turn);
     let usage = json!({"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
