@@ -1,6 +1,8 @@
-//! The MCP proxy (feature `mcp-proxy`): puts FailCore between any MCP client and any MCP server over
-//! stdio, without changing either. `failcore proxy [--policy failcore.toml] -- <server command...>` runs
-//! it; [`run`] is the same from a program.
+//! The MCP proxy (feature `mcp-proxy`): puts FailCore between any MCP client and any MCP server, without
+//! changing either. `failcore proxy [--policy failcore.toml] -- <server command...>` runs it over stdio;
+//! [`run`] is the same from a program. Either side may speak Streamable HTTP instead: [`listen`] serves
+//! clients at `http://ADDR/mcp` (`--listen`; `http_listen.rs`), and [`Options::url`] reaches a remote
+//! server instead of starting one (`--url`; `http_upstream.rs`).
 //!
 //! Every message passes through unchanged, except `tools/call` requests: each is a step of the run (a
 //! dynamic tool named after the server's tool), checked against the policy file, answered from the trace
