@@ -11,6 +11,9 @@
 //! then the policy file's `[proxy]` table (MCP proxy), then the environment (`FAILCORE_STORE`,
 //! `FAILCORE_DIR`, `FAILCORE_RESUME`, `FAILCORE_OFFLINE`, `FAILCORE_RUN_KEY`), then the defaults.
 
+/// HTTP: the bounded listener and the upstream client that both proxies use.
+pub(crate) mod http;
+
 use crate::store::{RunStart, TraceStore};
 use crate::Error;
 use std::borrow::Cow;

@@ -3,6 +3,8 @@
     python mcp_clients.py sdk <json config>        the official MCP Python SDK, one held session
     python mcp_clients.py langchain <json config>  a LangGraph ReAct agent over langchain-mcp-adapters,
                                                    with a scripted chat model
+    python mcp_clients.py http <json config>       the official MCP Python SDK over Streamable HTTP
+                                                   (`url`, `headers`), one held session
 
 The config names the server command (`command`, `args`) and what to do; the result is one JSON object on
 stdout.
@@ -36,6 +38,28 @@ async def sdk(cfg):
             for name, arguments in cfg["calls"]:
                 r = await session.call_tool(name, arguments)
                 out["calls"].append(result_of(r))
+    return out
+
+
+async def http(cfg):
+    from mcp.client.streamable_http import streamablehttp_client
+
+    out = {"calls": []}
+    try:
+        async with streamablehttp_client(cfg["url"], headers=cfg.get("headers")) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = await session.list_tools()
+                out["tools"] = sorted(t.name for t in tools.tools)
+                for name, arguments in cfg["calls"]:
+                    r = await session.call_tool(name, arguments)
+                    out["calls"].append(result_of(r))
+    except BaseException as e:  # a refused connection comes as an exception group
+        out["error"] = repr(e)
+        leaves = [e]
+        while leaves and hasattr(leaves[0], "exceptions"):
+            leaves = list(leaves[0].exceptions)
+        out["causes"] = [repr(x) for x in leaves]
     return out
 
 
@@ -94,5 +118,5 @@ async def langchain(cfg):
 
 if __name__ == "__main__":
     mode, cfg = sys.argv[1], json.loads(sys.argv[2])
-    result = asyncio.run(sdk(cfg) if mode == "sdk" else langchain(cfg))
+    result = asyncio.run({"sdk": sdk, "http": http, "langchain": langchain}[mode](cfg))
     print(json.dumps(result))

@@ -120,6 +120,12 @@ impl McpClient {
             .clone()
     }
 
+    /// Kills the process (SIGKILL) and reaps it: nothing of it runs after this.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Closes stdin and waits for the server to exit.
     pub fn close(mut self) -> std::process::ExitStatus {
         drop(self.stdin.take());

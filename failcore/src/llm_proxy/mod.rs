@@ -42,7 +42,7 @@ use crate::{DynamicTool, Effect, Error, Session};
 use api::Api;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -50,20 +50,17 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use upstream::{Credentials, Piece, Upstream, UpstreamFailure};
 
 /// The largest request body the proxy reads (a long conversation with images fits).
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 
-type Body = BoxBody<Bytes, Infallible>;
+use crate::proxy_common::http::{self, Body};
 
 /// The proxy's bounds and its way to the upstream. Every field has a default fit for a local proxy in
 /// front of a hosted provider; change them with the setters.
@@ -95,7 +92,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             upstream_ca: Vec::new(),
-            max_connections: default_max_connections(),
+            max_connections: http::default_max_connections(),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
@@ -156,22 +153,6 @@ impl Options {
     }
 }
 
-fn default_max_connections() -> usize {
-    #[cfg(target_os = "linux")]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes the limit into the struct it is given, which lives for the call.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-            let soft = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
-            return (soft.saturating_sub(32) / 2).clamp(16, 4096);
-        }
-    }
-    1024
-}
-
 /// An LLM proxy bound to a local address.
 pub struct LlmProxy {
     listener: TcpListener,
@@ -230,7 +211,11 @@ impl LlmProxy {
                 )));
             }
         }
-        let client = upstream::client(&options)?;
+        let client = http::client(&http::ClientOptions {
+            upstream_ca: &options.upstream_ca,
+            connect_timeout: options.connect_timeout,
+            read_timeout: options.read_timeout,
+        })?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
@@ -257,181 +242,16 @@ impl LlmProxy {
     /// after this returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let LlmProxy { listener, state } = self;
-        let permits = Arc::new(Semaphore::new(state.options.max_connections));
-        let mut backoff = Duration::ZERO;
-        tokio::pin!(shutdown);
-        loop {
-            // A connection over the limit waits in the kernel's backlog, never costing a descriptor here.
-            let permit = tokio::select! {
-                () = &mut shutdown => return,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            let accepted = tokio::select! {
-                () = &mut shutdown => return,
-                accepted = listener.accept() => accepted,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => {
-                    backoff = Duration::ZERO;
-                    stream
-                }
-                Err(e) if transient_accept_error(&e) => continue,
-                Err(e) => {
-                    // Out of descriptors or memory: accepting again at once would spin. Wait, longer
-                    // each time, for connections to close.
-                    backoff =
-                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                    tracing::warn!(error = %e, wait_ms = backoff.as_millis() as u64, "llm proxy: cannot accept");
-                    tokio::select! {
-                        () = &mut shutdown => return,
-                        () = tokio::time::sleep(backoff) => continue,
-                    }
-                }
-            };
-            let _ = stream.set_nodelay(true);
+        let limits = http::Limits {
+            max_connections: state.options.max_connections,
+            header_timeout: state.options.header_timeout,
+            idle_timeout: state.options.idle_timeout,
+        };
+        let handler = move |req| {
             let state = state.clone();
-            tokio::spawn(async move {
-                connection(state, stream).await;
-                drop(permit);
-            });
-        }
-    }
-}
-
-/// Accept errors that concern one connection only (it was reset before it was accepted).
-fn transient_accept_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
-    )
-}
-
-/// What a connection has done lately, for the idle timeout.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-    in_flight: AtomicUsize,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let now = self.start.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-/// A request in progress, for as long as its response is being sent.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn new(activity: &Arc<Activity>) -> InFlight {
-        activity.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(activity.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.0.touch();
-    }
-}
-
-/// A TCP stream that notes when it last moved bytes.
-struct Watched {
-    stream: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-/// Serves one client connection until it closes, or stays idle (no request in progress) too long.
-async fn connection(state: Arc<State>, stream: TcpStream) {
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-        in_flight: AtomicUsize::new(0),
-    });
-    let io = hyper_util::rt::TokioIo::new(Watched {
-        stream,
-        activity: activity.clone(),
-    });
-    let (header_timeout, idle) = (state.options.header_timeout, state.options.idle_timeout);
-    let service_activity = activity.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let state = state.clone();
-        let in_flight = InFlight::new(&service_activity);
-        async move {
-            let response = handle(&state, req).await;
-            // The request counts as in progress until its response body is gone.
-            Ok::<_, Infallible>(response.map(|body| {
-                BodyExt::boxed(body.map_frame(move |frame| {
-                    let _ = &in_flight;
-                    frame
-                }))
-            }))
-        }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-    let tick = (idle / 4).max(Duration::from_millis(50));
-    loop {
-        tokio::select! {
-            _ = &mut conn => return,
-            () = tokio::time::sleep(tick) => {
-                if activity.in_flight.load(Ordering::SeqCst) == 0 && activity.idle_for() >= idle {
-                    return;
-                }
-            }
-        }
+            async move { handle(&state, req).await }
+        };
+        http::serve(&listener, limits, "llm proxy", handler, shutdown).await;
     }
 }
 

@@ -2,9 +2,8 @@
 //! proxy variables, no redirect to another origin, timeouts), one request with its caps, and the masking
 //! of the client's credentials in whatever is recorded of the reply.
 
-use super::Options;
 use crate::model::{Reply, SseSplitter};
-use crate::Error;
+use crate::proxy_common::http::describe;
 use bytes::{Bytes, BytesMut};
 use hyper::header::HeaderValue;
 use hyper::StatusCode;
@@ -14,117 +13,6 @@ use tokio::sync::mpsc;
 
 /// How much of an upstream error body is kept (passed through to the client and recorded, masked).
 const MAX_ERROR_BODY: usize = 64 * 1024;
-
-/// The client every upstream request goes through: one per proxy, so connections (and their TLS
-/// sessions) are pooled and reused across calls.
-pub(crate) fn client(options: &Options) -> Result<reqwest::Client, Error> {
-    let tls = tls_config(options)?;
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .http1_only()
-        .connect_timeout(options.connect_timeout)
-        .read_timeout(options.read_timeout)
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .redirect(reqwest::redirect::Policy::custom(same_origin_only))
-        .build()
-        .map_err(|e| {
-            Error::Config(format!(
-                "cannot build the upstream HTTP client: {}",
-                chain(&e)
-            ))
-        })
-}
-
-/// Redirects are followed within the upstream's origin only: the request carries the client's
-/// credentials (`Authorization`, `x-api-key`...), which must never reach another host.
-fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
-    let Some(first) = attempt.previous().first() else {
-        return attempt.stop();
-    };
-    if attempt.previous().len() > 5 {
-        return attempt.error("more than 5 redirects");
-    }
-    if attempt.url().origin() == first.origin() {
-        return attempt.follow();
-    }
-    let to = attempt.url().origin().ascii_serialization();
-    attempt.error(format!(
-        "the upstream redirected to another origin ({to}); not followed, so that the client's \
-         credentials stay with the upstream"
-    ))
-}
-
-/// The TLS configuration: the platform's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` replace them, as for
-/// OpenSSL), the bundled Mozilla roots when the platform has none, and every CA of `--upstream-ca`.
-fn tls_config(options: &Options) -> Result<rustls::ClientConfig, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(native.certs);
-    if added == 0 {
-        if !native.errors.is_empty() {
-            tracing::warn!(
-                errors = ?native.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "no platform root certificate could be read; using the bundled roots"
-            );
-        }
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    for path in &options.upstream_ca {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::Config(format!(
-                "cannot read the upstream CA {}: {e}",
-                path.display()
-            ))
-        })?;
-        let mut found = 0;
-        use rustls::pki_types::pem::PemObject;
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| {
-                Error::Config(format!(
-                    "the upstream CA {} is not PEM: {e}",
-                    path.display()
-                ))
-            })?;
-            roots.add(cert).map_err(|e| {
-                Error::Config(format!(
-                    "the upstream CA {} holds a certificate that cannot be a root: {e}",
-                    path.display()
-                ))
-            })?;
-            found += 1;
-        }
-        if found == 0 {
-            return Err(Error::Config(format!(
-                "the upstream CA {} holds no PEM certificate",
-                path.display()
-            )));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// An error and its sources, one sentence: a certificate problem deep in the chain (`invalid peer
-/// certificate: UnknownIssuer`) is what the user must read.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
 
 /// The credentials a client sent, to be masked wherever they would be recorded.
 #[derive(Debug, Default, Clone)]
@@ -352,72 +240,6 @@ impl Upstream {
     }
 }
 
-/// A reqwest error, with what a user must act on named first. A certificate refused is told by the TLS
-/// error found under it, never by the words of the message (which holds the URL, whose host could say
-/// `expired`).
-fn describe(e: &reqwest::Error) -> String {
-    let text = chain(e);
-    let cause = if let Some(tls) = tls_error(e) {
-        Some(tls_cause(tls))
-    } else if e.is_redirect() {
-        None
-    } else if e.is_timeout() {
-        Some("the upstream did not answer in time")
-    } else if e.is_connect() {
-        Some("cannot connect to the upstream")
-    } else {
-        None
-    };
-    match cause {
-        Some(cause) => format!("{cause} ({text})"),
-        None => text,
-    }
-}
-
-/// The TLS error a request failed on, searched through the error's sources and the errors that I/O
-/// errors wrap (an I/O error's `source` skips the error it wraps).
-fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut next = Some(e);
-    while let Some(error) = next {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(inner) = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            if let Some(tls) = tls_error(inner) {
-                return Some(tls);
-            }
-        }
-        next = error.source();
-    }
-    None
-}
-
-/// What a TLS failure means to the user, and what to do about it.
-fn tls_cause(e: &rustls::Error) -> &'static str {
-    use rustls::CertificateError as C;
-    match e {
-        rustls::Error::InvalidCertificate(c) => match c {
-            C::UnknownIssuer => {
-                "the upstream's certificate is from an issuer this machine does not trust (unknown \
-                 issuer; trust its CA with --upstream-ca FILE or SSL_CERT_FILE)"
-            }
-            C::Expired | C::ExpiredContext { .. } => "the upstream's certificate has expired",
-            C::NotValidYet | C::NotValidYetContext { .. } => {
-                "the upstream's certificate is not valid yet (is this machine's clock right?)"
-            }
-            C::NotValidForName | C::NotValidForNameContext { .. } => {
-                "the upstream's certificate is not valid for its host name (wrong host)"
-            }
-            C::Revoked => "the upstream's certificate was revoked",
-            _ => "the upstream's certificate was refused",
-        },
-        _ => "the TLS handshake with the upstream failed",
-    }
-}
-
 /// Reads a reply's body up to `max` bytes (one byte more tells the caller it was larger).
 async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Bytes, String> {
     let mut out = BytesMut::new();
@@ -465,42 +287,6 @@ mod tests {
     }
 
     /// An error with a source, as a client library wraps the I/O error of a failed handshake.
-    #[derive(Debug)]
-    struct Wrapped(std::io::Error);
-
-    impl std::fmt::Display for Wrapped {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("error sending request for url (https://expired.example/v1)")
-        }
-    }
-
-    impl std::error::Error for Wrapped {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    #[test]
-    fn the_tls_error_is_found_under_the_io_error_that_wraps_it() {
-        let refused = |c: rustls::CertificateError| {
-            Wrapped(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                rustls::Error::InvalidCertificate(c),
-            ))
-        };
-        let e = refused(rustls::CertificateError::UnknownIssuer);
-        let tls = tls_error(&e).expect("found");
-        assert!(tls_cause(tls).contains("unknown issuer"));
-        let e = refused(rustls::CertificateError::NotValidForName);
-        assert!(tls_cause(tls_error(&e).unwrap()).contains("wrong host"));
-        // A host named `expired` in the URL of a failure that is not TLS does not make it one.
-        let e = Wrapped(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            "connection refused",
-        ));
-        assert!(tls_error(&e).is_none());
-    }
-
     #[test]
     fn short_values_are_not_masked() {
         let c = Credentials::from_headers(&headers(&[("x-api-key", "abc")]));

@@ -1,6 +1,7 @@
 //! The configuration of a session: [`Options`] (the command's flags), then the policy file's `[proxy]`
 //! table, then the environment; and ending a keyed run.
 
+use super::http_upstream::Remote;
 use super::{Options, Replay, DEFAULT_TIMEOUT, RECORDER};
 use crate::proxy_common::{env, store_spec, Recorder, MCP_SERVER_ID, MCP_SERVER_PROGRAM};
 use crate::store::{Mode, RunReader, TraceStore};
@@ -21,6 +22,8 @@ pub(super) struct Config {
     /// Sessions with a run key leave their run open for the next one.
     pub(super) keyed: bool,
     pub(super) run_key: Option<String>,
+    /// The remote server of `--url`, instead of a command.
+    pub(super) remote: Option<Arc<Remote>>,
 }
 
 /// Resolves `options` (flags, in the command), then the policy file, then the environment. `ending`: for
@@ -52,10 +55,42 @@ pub(super) fn configure(options: Options, ending: bool) -> Result<Config, Error>
         .clone()
         .or(file.run_key.clone())
         .or_else(|| env("FAILCORE_RUN_KEY"));
-    // The server proxied, known by its command line (kept as a hash: its arguments may hold secrets).
-    let server = (!args.command.is_empty()).then(|| {
+    if !args.command.is_empty() && args.url.is_some() {
+        return Err(Error::Config(
+            "give either --url or a server command after `--`, not both".into(),
+        ));
+    }
+    let timeout = args
+        .timeout_seconds
+        .or(file.timeout_seconds)
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Error::Config(format!("--timeout {s}: give a number of seconds > 0"))
+                })
+        })
+        .transpose()?
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let remote = match &args.url {
+        Some(url) => Some(Arc::new(Remote::new(
+            url,
+            &args.headers,
+            &args.upstream_ca,
+            timeout,
+        )?)),
+        None => None,
+    };
+    // The server proxied, known by its command line or its URL (kept as a hash: its arguments may hold
+    // secrets).
+    let identity: Vec<String> = match &remote {
+        Some(r) => vec!["url".into(), r.identity()],
+        None => args.command.clone(),
+    };
+    let server = (!identity.is_empty()).then(|| {
         let mut h = blake3::Hasher::new();
-        for part in &args.command {
+        for part in &identity {
             h.update(part.as_bytes());
             h.update(b"\0");
         }
@@ -74,10 +109,13 @@ pub(super) fn configure(options: Options, ending: bool) -> Result<Config, Error>
     };
     builder = builder.recorder(RECORDER);
     if let Some(id) = &server {
-        let program = std::path::Path::new(&args.command[0])
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let program = match &remote {
+            Some(r) => r.url.host_str().unwrap_or_default().to_owned(),
+            None => std::path::Path::new(&args.command[0])
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
         builder = builder
             .run_fact(MCP_SERVER_ID, json!(id))
             .run_fact(MCP_SERVER_PROGRAM, json!(program));
@@ -94,19 +132,6 @@ pub(super) fn configure(options: Options, ending: bool) -> Result<Config, Error>
         // attach a policy to a proxied tool by name.
         builder = builder.policy_file(path);
     }
-    let timeout = args
-        .timeout_seconds
-        .or(file.timeout_seconds)
-        .map(|s| {
-            Duration::try_from_secs_f64(s)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    Error::Config(format!("--timeout {s}: give a number of seconds > 0"))
-                })
-        })
-        .transpose()?
-        .unwrap_or(DEFAULT_TIMEOUT);
     if let Some(key) = &run_key {
         builder = builder.run_key(key.clone());
     }
@@ -120,9 +145,11 @@ pub(super) fn configure(options: Options, ending: bool) -> Result<Config, Error>
         builder = builder.redact_key_file(key);
     }
     let offline = matches!(source, Some((Mode::Offline, _)));
-    if args.command.is_empty() && !offline && !ending {
+    if args.command.is_empty() && remote.is_none() && !offline && !ending {
         return Err(Error::Config(
-            "no MCP server command after `--` (only --offline runs without one)".into(),
+            "no MCP server: give its command after `--`, or its --url (only --offline runs without \
+             one)"
+                .into(),
         ));
     }
     Ok(Config {
@@ -133,6 +160,7 @@ pub(super) fn configure(options: Options, ending: bool) -> Result<Config, Error>
         command: args.command,
         keyed: run_key.is_some(),
         run_key,
+        remote,
     })
 }
 

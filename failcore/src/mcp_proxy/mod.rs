@@ -1,6 +1,8 @@
-//! The MCP proxy (feature `mcp-proxy`): puts FailCore between any MCP client and any MCP server over
-//! stdio, without changing either. `failcore proxy [--policy failcore.toml] -- <server command...>` runs
-//! it; [`run`] is the same from a program.
+//! The MCP proxy (feature `mcp-proxy`): puts FailCore between any MCP client and any MCP server, without
+//! changing either. `failcore proxy [--policy failcore.toml] -- <server command...>` runs it over stdio;
+//! [`run`] is the same from a program. Either side may speak Streamable HTTP instead: [`listen`] serves
+//! clients at `http://ADDR/mcp` (`--listen`; `http_listen.rs`), and [`Options::url`] reaches a remote
+//! server instead of starting one (`--url`; `http_upstream.rs`).
 //!
 //! Every message passes through unchanged, except `tools/call` requests: each is a step of the run (a
 //! dynamic tool named after the server's tool), checked against the policy file, answered from the trace
@@ -42,6 +44,8 @@
 mod catalog;
 mod config;
 mod framing;
+mod http_listen;
+mod http_upstream;
 mod message;
 mod offline;
 mod relay;
@@ -124,6 +128,18 @@ pub struct Options {
     /// The MCP server to run: its program and arguments (not needed offline, when the run recorded the
     /// server's description).
     pub command: Vec<String>,
+    /// A remote MCP server's URL (Streamable HTTP), instead of a [`command`](Options::command).
+    pub url: Option<String>,
+    /// Headers sent with every request to the remote server (`Name`, `value`): credentials, never
+    /// recorded.
+    pub headers: Vec<(String, String)>,
+    /// PEM files of CAs trusted for the remote server, beside the platform's roots.
+    pub upstream_ca: Vec<PathBuf>,
+    /// With [`listen`]: the token every HTTP request must bring as `Authorization: Bearer <token>`.
+    pub listen_token: Option<String>,
+    /// With [`listen`]: host names accepted in `Host` and `Origin` beside the loopback names and the
+    /// listening address.
+    pub allowed_hosts: Vec<String>,
     diagnostics: Diagnostics,
 }
 
@@ -139,6 +155,14 @@ impl fmt::Debug for Options {
             .field("vault", &self.vault)
             .field("redact_key_file", &self.redact_key_file)
             .field("command", &self.command)
+            .field("url", &self.url)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("upstream_ca", &self.upstream_ca)
+            .field("listen_token", &self.listen_token.as_ref().map(|_| "…"))
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +175,36 @@ impl Options {
         S: Into<String>,
     {
         self.command = command.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Options for proxying the remote MCP server at `url` (Streamable HTTP).
+    pub fn remote(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Sends a header with every request to the remote server. See [`Options::headers`].
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Trusts the CAs in a PEM file for the remote server. See [`Options::upstream_ca`].
+    pub fn upstream_ca(mut self, pem: impl Into<PathBuf>) -> Self {
+        self.upstream_ca.push(pem.into());
+        self
+    }
+
+    /// See [`Options::listen_token`].
+    pub fn listen_token(mut self, token: impl Into<String>) -> Self {
+        self.listen_token = Some(token.into());
+        self
+    }
+
+    /// See [`Options::allowed_hosts`].
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.allowed_hosts.push(host.into());
         self
     }
 
@@ -230,10 +284,23 @@ impl Options {
 pub async fn run(options: Options) -> Result<ExitCode, Error> {
     let diagnostics = options.diagnostics.clone();
     match config::configure(options, false) {
-        Ok(config) => relay::serve(config, diagnostics).await,
+        Ok(config) => relay::serve(config, diagnostics, relay::ClientSide::stdio()).await,
         // The client still gets an answer that says why, instead of a closed connection.
         Err(e) => Ok(relay::refuse_everything(&e.to_string(), &diagnostics).await),
     }
+}
+
+/// Serves MCP clients over the Streamable HTTP transport at `http://<addr>/mcp` (see `http_listen`):
+/// each client session gets its own server (a child of [`Options::command`], or a session with the remote
+/// server of [`Options::url`]) and its own run, or continues the run of [`Options::run_key`]. Runs until a
+/// SIGTERM or SIGINT, which ends every session (their runs ended properly); the exit code is then 128 +
+/// the signal's number. `bound` is told the address listened on (useful with port 0).
+pub async fn listen(
+    options: Options,
+    addr: std::net::SocketAddr,
+    bound: impl FnOnce(std::net::SocketAddr),
+) -> Result<ExitCode, Error> {
+    http_listen::listen(options, addr, bound).await
 }
 
 /// Ends the open run of [`Options::run_key`] (writes its run_end) without starting a server or serving a

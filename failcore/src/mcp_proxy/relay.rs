@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
 /// When the proxy cannot start: every request is answered with the reason, and it exits 2 once the client
@@ -114,7 +114,33 @@ impl LazyRun {
     }
 }
 
-pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<ExitCode, Error> {
+/// The client's side of a session: where its messages come from (one a line) and where the answers go.
+pub(super) struct ClientSide {
+    pub(super) input: Box<dyn AsyncBufRead + Send + Unpin>,
+    pub(super) output: Box<dyn AsyncWrite + Send + Unpin>,
+    /// The process that started the proxy, watched to tell a client that died from one that closed.
+    pub(super) parent: Option<u32>,
+    /// Whether SIGTERM and SIGINT end this session (else whoever serves it ends it).
+    pub(super) signals: bool,
+}
+
+impl ClientSide {
+    /// This process's stdin and stdout.
+    pub(super) fn stdio() -> ClientSide {
+        ClientSide {
+            input: Box::new(BufReader::new(tokio::io::stdin())),
+            output: Box::new(tokio::io::stdout()),
+            parent: parent_id(),
+            signals: true,
+        }
+    }
+}
+
+pub(super) async fn serve(
+    config: Config,
+    diagnostics: Diagnostics,
+    client: ClientSide,
+) -> Result<ExitCode, Error> {
     let Config {
         builder,
         store,
@@ -122,12 +148,18 @@ pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<Ex
         timeout,
         command,
         keyed,
+        remote,
         ..
     } = config;
+    let ClientSide {
+        mut input,
+        output: mut out,
+        parent,
+        signals,
+    } = client;
     let (to_client, mut client_rx) = mpsc::unbounded_channel::<String>();
     let (close_client, mut closing) = oneshot::channel::<()>();
     let client_writer = tokio::spawn(async move {
-        let mut out = tokio::io::stdout();
         loop {
             let line = tokio::select! {
                 biased;
@@ -158,7 +190,7 @@ pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<Ex
         if let Some(tools) = d.get("tools").filter(|t| t.is_array()) {
             Catalog::learn_tools(&catalog, &json!({ "tools": tools }));
         }
-    } else if command.is_empty() {
+    } else if command.is_empty() && remote.is_none() {
         return Err(Error::Config(format!(
             "run {} has no recorded server description (it was recorded without one): start the \
              server, after `--`",
@@ -167,13 +199,22 @@ pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<Ex
     }
 
     let mut server = if offline_description.is_none() {
-        Some(start_server(
-            &command,
-            to_client.clone(),
-            catalog.clone(),
-            timeout,
-            diagnostics.clone(),
-        ))
+        Some(match &remote {
+            Some(remote) => super::http_upstream::connect(
+                remote.clone(),
+                to_client.clone(),
+                catalog.clone(),
+                timeout,
+                diagnostics.clone(),
+            ),
+            None => start_server(
+                &command,
+                to_client.clone(),
+                catalog.clone(),
+                timeout,
+                diagnostics.clone(),
+            ),
+        })
     } else {
         None
     };
@@ -185,18 +226,16 @@ pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<Ex
         upstream: upstream.clone(),
     });
 
-    let parent = parent_id();
-    let mut signals = Signals::new()?;
+    let mut signals = if signals { Some(Signals::new()?) } else { None };
     let mut calls = tokio::task::JoinSet::new();
     let in_flight = InFlight::default();
-    let mut input = BufReader::new(tokio::io::stdin());
     let mut buf = Vec::new();
     let mut gone = upstream.as_ref().map(|u| u.gone.clone());
     let mut signalled = None;
     let ended = loop {
         let frame = tokio::select! {
             frame = read_frame(&mut input, &mut buf) => frame,
-            sig = signals.recv() => { signalled = Some(sig); break Ended::Signal; }
+            sig = async { match signals.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => { signalled = Some(sig); break Ended::Signal; }
             // Reap finished calls as they end, so the set stays small.
             Some(_) = calls.join_next(), if !calls.is_empty() => continue,
             // The server is gone: pending requests were answered; later ones are answered at once.
@@ -241,7 +280,7 @@ pub(super) async fn serve(config: Config, diagnostics: Diagnostics) -> Result<Ex
     let drain = async { while calls.join_next().await.is_some() {} };
     let cut = tokio::select! {
         drained = tokio::time::timeout(CALLS_GRACE, drain) => drained.is_err(),
-        sig = signals.recv(), if signalled.is_none() => {
+        sig = async { match signals.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } }, if signalled.is_none() => {
             signalled = Some(sig);
             true
         }

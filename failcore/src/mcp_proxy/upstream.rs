@@ -206,7 +206,7 @@ impl Upstream {
     }
 
     /// Routes one message from the server: an answer to its waiter, anything else to the client.
-    fn route_from_server(&self, catalog: &SharedCatalog, line: Vec<u8>) {
+    pub(super) fn route_from_server(&self, catalog: &SharedCatalog, line: Vec<u8>) {
         let Ok(text) = String::from_utf8(line) else {
             self.diagnostics
                 .report("dropped a message from the MCP server that is not UTF-8");
@@ -291,6 +291,37 @@ pub(super) struct Server {
     kill: Option<oneshot::Sender<()>>,
 }
 
+impl Upstream {
+    /// A link to a server yet to be connected: the messages for the server come out of the receiver;
+    /// the sender tells why the server is gone, once it is.
+    pub(super) fn new(
+        to_client: mpsc::UnboundedSender<String>,
+        timeout: Duration,
+        diagnostics: Diagnostics,
+    ) -> (
+        Upstream,
+        mpsc::UnboundedReceiver<String>,
+        watch::Sender<Option<String>>,
+    ) {
+        let (gone_tx, gone) = watch::channel(None);
+        let (to_server, server_rx) = mpsc::unbounded_channel::<String>();
+        let upstream = Upstream {
+            to_server,
+            to_client,
+            pending: Arc::default(),
+            cancelled: Arc::default(),
+            gone,
+            timeout,
+            diagnostics,
+        };
+        (upstream, server_rx, gone_tx)
+    }
+
+    pub(super) fn diagnostics(&self) -> &Diagnostics {
+        &self.diagnostics
+    }
+}
+
 pub(super) fn start_server(
     command: &[String],
     to_client: mpsc::UnboundedSender<String>,
@@ -298,17 +329,7 @@ pub(super) fn start_server(
     timeout: Duration,
     diagnostics: Diagnostics,
 ) -> Server {
-    let (gone_tx, gone) = watch::channel(None);
-    let (to_server, mut server_rx) = mpsc::unbounded_channel::<String>();
-    let upstream = Upstream {
-        to_server,
-        to_client,
-        pending: Arc::default(),
-        cancelled: Arc::default(),
-        gone,
-        timeout,
-        diagnostics,
-    };
+    let (upstream, mut server_rx, gone_tx) = Upstream::new(to_client, timeout, diagnostics);
     let none = String::new();
     let (program, argv) = command.split_first().unwrap_or((&none, &[]));
     let spawned = tokio::process::Command::new(program)
@@ -460,6 +481,23 @@ fn signal_of(_: &std::process::ExitStatus) -> i32 {
 }
 
 impl Server {
+    /// A server reached by another transport than a child's stdio: `task` carries the messages, and
+    /// ends (after what is queued) once `close` fires; there is no process.
+    pub(super) fn remote(
+        upstream: Upstream,
+        task: tokio::task::JoinHandle<()>,
+        close: oneshot::Sender<()>,
+    ) -> Server {
+        Server {
+            upstream,
+            exited: None,
+            writer: task,
+            close: Some(close),
+            term: None,
+            kill: None,
+        }
+    }
+
     /// Closes the server's stdin and gives it [`GRACE`] to exit; then sends it SIGTERM and gives it
     /// [`GRACE`] more; then kills it (SIGKILL). Its exit code when it exited of itself.
     pub(super) async fn stop(mut self) -> Option<i32> {

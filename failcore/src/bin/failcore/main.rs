@@ -51,7 +51,8 @@ enum Command {
     Keygen(verify::KeygenArgs),
     #[command(flatten)]
     Transfer(transfer::Command),
-    /// Run an MCP server over stdio behind FailCore: each tools/call is policy-checked, replayed, traced.
+    /// Put FailCore between an MCP client and an MCP server (stdio or Streamable HTTP on either side):
+    /// each tools/call is policy-checked, replayed, traced.
     Proxy(proxy::Args),
     /// Serve the OpenAI Chat Completions and Anthropic Messages APIs locally; each model call is recorded,
     /// resumed, replayed offline.
