@@ -8,8 +8,8 @@
 use crate::fingerprint::{
     fingerprint_hash, fp_key, has_markers, write_canonical, write_output, CanonicalError, SOME_NULL,
 };
-use crate::policy::{CallView, PolicyRef, Refuse, Verdict};
-use crate::registry::{Effect, OutputContract, ParamRole, PolicySource, ToolDescriptor, ToolInfo};
+use crate::policy::{CallView, PolicyRef, Verdict};
+use crate::registry::{Effect, OutputContract, ParamRole, ToolDescriptor, ToolInfo};
 use crate::replay::{instance_key, scoped_key};
 use crate::secrets::{Masked, Scrubber, Seal};
 use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
@@ -709,40 +709,7 @@ fn blocked_error(tool: &ToolDescriptor, d: &Decision) -> Error {
 }
 
 fn tool_policy(session: &Session, tool: &'static ToolDescriptor) -> Option<PolicyRef> {
-    match tool.policy {
-        PolicySource::None => None,
-        PolicySource::Named(name) => Some(
-            session
-                .inner
-                .policies
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| {
-                    Arc::new(Refuse {
-                        name: name.to_owned(),
-                        rule: "policy.unknown",
-                        reason: format!("policy `{name}` is not defined in this session"),
-                    })
-                }),
-        ),
-        PolicySource::Expr(make) => Some(
-            tool.cache
-                .policy
-                .get_or_init(|| {
-                    catch_unwind(make).unwrap_or_else(|_| {
-                        Arc::new(Refuse {
-                            name: "<expr>".into(),
-                            rule: "policy.panic",
-                            reason: format!(
-                                "the policy expression of tool `{}` panicked",
-                                tool.name
-                            ),
-                        })
-                    })
-                })
-                .clone(),
-        ),
-    }
+    crate::policy::own_policy(&session.inner.policies, tool)
 }
 
 /// Runs the session's guards, then the tool's policy. The first denial wins; asks go to the approver.
@@ -767,17 +734,7 @@ async fn decide(
     let mut last_name = None;
     for policy in inner.guards.iter().chain(attached.iter()).chain(own.iter()) {
         let name = policy.name().to_owned();
-        let verdict = match catch_unwind(AssertUnwindSafe(|| policy.check(&view))) {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => Verdict::deny(
-                "policy.error",
-                format!("policy `{name}` failed to decide: {e}"),
-            ),
-            Err(_) => Verdict::deny(
-                "policy.panic",
-                format!("policy `{name}` panicked while deciding"),
-            ),
-        };
+        let verdict = crate::policy::verdict_of(policy.as_ref(), &view);
         match verdict {
             Verdict::Allow => {}
             Verdict::Deny { rule, reason } => {

@@ -495,10 +495,11 @@ impl SessionBuilder {
 
     /// Records `value` under `key` in the run_start's `versions` map, beside the failcore and format
     /// versions: what the run was made with (the proxied MCP server's description, say), for tools that
-    /// replay it later. `failcore` and `format` are reserved.
+    /// replay it later. `failcore`, `format` and `policy` (the digest of the session's policies) are
+    /// reserved.
     pub fn run_fact(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
         let key = key.into();
-        if key != "failcore" && key != "format" {
+        if key != "failcore" && key != "format" && key != crate::policy::POLICY_FACT {
             self.run_facts.push((key, value));
         }
         self
@@ -714,6 +715,15 @@ impl SessionBuilder {
         };
 
         let mut policies = PolicySet::builtin(self.sandbox_root.as_ref());
+        // What the digest of the policy set is taken of, besides the file: the names given in code.
+        let code_policies: Vec<String> = self.policies.iter().map(|(n, _)| n.clone()).collect();
+        let code_guards: Vec<String> = self.guards.iter().map(|g| g.name().to_owned()).collect();
+        let code_tools: Vec<(String, String)> = self
+            .tool_policies
+            .iter()
+            .map(|(t, p)| (t.clone(), p.name().to_owned()))
+            .collect();
+        let mut file_document = None;
         let mut guards = self.guards;
         let mut tool_policies: HashMap<String, PolicyRef> = HashMap::new();
         let mut file_refs = (Vec::new(), Vec::new());
@@ -729,6 +739,7 @@ impl SessionBuilder {
             }
             file_refs = (loaded.guards, loaded.tools);
             redact_paths = loaded.redact;
+            file_document = Some(loaded.document);
         }
         for (name, p) in self.policies {
             policies.insert(name, p);
@@ -817,6 +828,25 @@ impl SessionBuilder {
                 (*mode, Some(index), Some(report))
             }
         };
+        // Recorded absolute, so that `failcore policy check` finds them from any directory.
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let policy_file = self.policy_file.as_ref().map(absolute);
+        let sandbox_root = self.sandbox_root.as_ref().map(absolute);
+        let policy_fact = crate::policy::EffectiveSet {
+            file: policy_file.as_deref().zip(file_document.as_ref()),
+            sandbox_root: sandbox_root.as_deref(),
+            code_policies,
+            code_guards,
+            code_tools,
+        }
+        .fact(
+            replay
+                .as_ref()
+                .and_then(|r| crate::keyed::run_start_of(store.as_ref(), &r.source))
+                .and_then(|start| crate::policy::recorded_policy(&start))
+                .map(|p| p.digest)
+                .as_deref(),
+        );
 
         let (redact_key, key_file) =
             crate::secrets::resolve_key(self.redact_key, dir_store.then_some(&*dir))?;
@@ -862,7 +892,8 @@ impl SessionBuilder {
                             crate::keyed::RECORDER.to_owned(),
                             serde_json::Value::from(r),
                         )
-                    }));
+                    }))
+                    .chain([(crate::policy::POLICY_FACT.to_owned(), policy_fact)]);
                 journal.send(Body::RunStart(run_start(
                     &self.run_facts,
                     replay.as_ref(),

@@ -23,6 +23,9 @@ pub(crate) struct PolicyFile {
     /// `[redact.<tool>]`: `args = [...]`, `output = [...]`, JSON pointers redacted for one tool by its
     /// exact name.
     pub redact: HashMap<String, RedactPaths>,
+    /// The file's `policy`, `guard` and `tools` tables as parsed: what decides calls, for the digest of
+    /// the session's policy set.
+    pub document: Value,
 }
 
 /// Reads a policy file and builds its named policies. Composite policies may refer to each other and to the
@@ -93,11 +96,16 @@ pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<Poli
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(err("`tools` must be a table of `tool = \"policy\"`".into())),
     };
+    let document = ["policy", "guard", "tools"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_owned(), top.get(k)?.clone())))
+        .collect::<Map<String, Value>>();
     Ok(PolicyFile {
         policies: builder.built.into_iter().collect(),
         guards,
         tools,
         redact,
+        document: Value::Object(document),
     })
 }
 

@@ -11,6 +11,7 @@ mod compose;
 mod exec;
 mod file;
 mod fs;
+mod history;
 mod limits;
 mod net;
 
@@ -19,13 +20,16 @@ pub use exec::{ExecPolicy, Network, SandboxSpec};
 pub(crate) use file::load_policy_file;
 pub use file::{check_policy_file, proxy_settings, ProxySettings};
 pub use fs::FsPolicy;
+pub(crate) use history::EffectiveSet;
+pub use history::{recorded_policy, Candidate, RecordedPolicy, Reevaluation, Ruling, POLICY_FACT};
 pub use limits::Limits;
 pub use net::{check_ip, NetPolicy, Resolver, StaticResolver, SystemResolver, VettedUrl};
 
-use crate::registry::{ParamRole, ToolDescriptor, ToolInfo};
+use crate::registry::{ParamRole, PolicySource, ToolDescriptor, ToolInfo};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -257,5 +261,54 @@ impl PolicySet {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.named.keys().map(String::as_str)
+    }
+}
+
+/// The policy a tool declares (`policy = "name"` or `policy = <expr>`), resolved in `policies`. A name the
+/// set does not define refuses every call (rule `policy.unknown`); an expression that panics, too.
+pub(crate) fn own_policy(policies: &PolicySet, tool: &'static ToolDescriptor) -> Option<PolicyRef> {
+    match tool.policy {
+        PolicySource::None => None,
+        PolicySource::Named(name) => Some(policies.get(name).cloned().unwrap_or_else(|| {
+            Arc::new(Refuse {
+                name: name.to_owned(),
+                rule: "policy.unknown",
+                reason: format!("policy `{name}` is not defined in this session"),
+            })
+        })),
+        PolicySource::Expr(make) => Some(
+            tool.cache
+                .policy
+                .get_or_init(|| {
+                    catch_unwind(make).unwrap_or_else(|_| {
+                        Arc::new(Refuse {
+                            name: "<expr>".into(),
+                            rule: "policy.panic",
+                            reason: format!(
+                                "the policy expression of tool `{}` panicked",
+                                tool.name
+                            ),
+                        })
+                    })
+                })
+                .clone(),
+        ),
+    }
+}
+
+/// What `policy` decides on `view`, failing closed: an `Err` denies (rule `policy.error`), and so does a
+/// panic (`policy.panic`).
+pub(crate) fn verdict_of(policy: &dyn Policy, view: &CallView<'_>) -> Verdict {
+    let name = policy.name();
+    match catch_unwind(AssertUnwindSafe(|| policy.check(view))) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => Verdict::deny(
+            "policy.error",
+            format!("policy `{name}` failed to decide: {e}"),
+        ),
+        Err(_) => Verdict::deny(
+            "policy.panic",
+            format!("policy `{name}` panicked while deciding"),
+        ),
     }
 }

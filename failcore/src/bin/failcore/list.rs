@@ -132,7 +132,7 @@ impl RunState {
 
 /// A `--since` bound: a duration back from now (`90s`, `30m`, `2h`, `7d`) or a time (RFC 3339, or
 /// a date `YYYY-MM-DD` meaning its midnight UTC).
-fn parse_since(s: &str) -> std::result::Result<std::time::SystemTime, String> {
+pub fn parse_since(s: &str) -> std::result::Result<std::time::SystemTime, String> {
     let s = s.trim();
     let unit = |c: char| match c {
         's' => Some(1u64),

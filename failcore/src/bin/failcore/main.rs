@@ -4,6 +4,7 @@ pub(crate) mod common;
 pub(crate) mod diff;
 pub(crate) mod list;
 pub(crate) mod llm_proxy;
+pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod report;
 pub(crate) mod resume;
@@ -65,6 +66,12 @@ enum Command {
     Report(report::Args),
     /// Run a command with FAILCORE_RESUME set to a run, so it resumes from it.
     Resume(resume::Args),
+    /// Policies against the history: `policy check --policy FILE` lists the recorded calls a candidate
+    /// policy file would decide otherwise.
+    Policy {
+        #[command(subcommand)]
+        command: policy::Command,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,6 +104,7 @@ where
         Command::Diff(args) => diff::run(cli.store.as_deref(), args),
         Command::Report(args) => report::run(cli.store.as_deref(), args),
         Command::Resume(args) => resume::run(cli.store.as_deref(), args),
+        Command::Policy { command } => policy::run(cli.store.as_deref(), command),
     };
     match result {
         Ok(code) => code,

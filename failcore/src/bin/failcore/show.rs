@@ -118,14 +118,25 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                 if start.host == this_host() {
                     writer_pid.store(start.pid, Ordering::SeqCst);
                 }
+                let policy = failcore::policy::recorded_policy(&start);
+                let changed = policy
+                    .as_ref()
+                    .and_then(|p| Some((p.changed_from.as_deref()?, p.digest.as_str())));
                 if args.json {
-                    print_json(&serde_json::json!({
+                    let mut v = serde_json::json!({
                         "schema": schema("show"),
                         "type": "run", "run": run, "started": ts, "resumed_from": start.resumed_from,
                         "mode": start.mode, "program": start.program, "pid": start.pid,
                         "recorder": failcore::recorder_of(&start),
                         "run_key": failcore::run_key_of(&start),
-                    }));
+                    });
+                    if let (Some((from, to)), Some(map)) = (changed, v.as_object_mut()) {
+                        map.insert(
+                            "policy_changed".into(),
+                            serde_json::json!({"from": from, "to": to}),
+                        );
+                    }
+                    print_json(&v);
                 } else {
                     let started = format!(
                         "started {} by {} (pid {}), {}",
@@ -145,6 +156,15 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
                                 .unwrap_or_default()
                         );
                         println!("{}", out.fit(0, &by));
+                    }
+                    if let Some((from, to)) = changed {
+                        let line = format!(
+                            "policies changed since run {}: its policy set was {}, this run's is {}",
+                            safe(start.resumed_from.as_deref().unwrap_or("?")),
+                            short(from),
+                            short(to)
+                        );
+                        println!("{}", out.paint(term::WARN, &out.fit(0, &line)));
                     }
                     println!();
                     let header: Vec<Cell> = COLS
@@ -499,4 +519,9 @@ fn show_step(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first 12 hex digits of a digest, as the header shows it.
+fn short(digest: &str) -> String {
+    safe(digest.get(..12).unwrap_or(digest)).into_owned()
 }
