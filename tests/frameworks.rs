@@ -402,9 +402,6 @@ fn autogen_records_and_resumes_after_a_kill() {
 }
 
 #[test]
-#[ignore = "offline, the tool list the keyed MCP proxy serves from the trace has the schemas' `required` \
-            arrays in another order than the server sent, so AutoGen's first model request matches no \
-            recorded call (424)"]
 fn autogen_records_resumes_after_a_kill_and_replays_offline() {
     framework_records_resumes_after_a_kill_and_replays_offline(
         "autogen_records_resumes_after_a_kill_and_replays_offline",
