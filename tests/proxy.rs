@@ -1015,13 +1015,12 @@ fn sessions_with_a_run_key_record_resume_and_replay_as_one_run() {
         .iter()
         .all(|s| head(s) == ("add", "replayed")));
 
-    // The key's run ends on request: its run_end counts every session's calls.
-    let out = bare_proxy(
-        dir,
-        &["--run-key", "agent-1", "--offline", "last", "--end-run"],
-    )
-    .output()
-    .unwrap();
+    // The key's run ends on request: its run_end counts every session's calls. The key may come from the
+    // environment (or the policy file) rather than the flag, as every setting of the proxy may.
+    let out = bare_proxy(dir, &["--offline", "last", "--end-run"])
+        .env("FAILCORE_RUN_KEY", "agent-1")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

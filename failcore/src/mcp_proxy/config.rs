@@ -167,7 +167,11 @@ pub(super) fn configure(options: Options, ending: bool) -> Result<Config, Error>
 /// Writes the run_end of the key's open run.
 pub(super) async fn end_run(config: Config) -> Result<RunSummary, Error> {
     let Some(key) = config.run_key.clone() else {
-        return Err(Error::Config("ending a run needs its run key".into()));
+        return Err(Error::Config(
+            "ending a run needs its run key: --run-key, `run_key` in the policy file's [proxy] \
+             table, or FAILCORE_RUN_KEY"
+                .into(),
+        ));
     };
     let found = crate::find_run_by_key_of(config.store.as_ref(), &key, Some(RECORDER))?
         .ok_or_else(|| Error::Config(format!("no run has the run key {key:?}")))?;

@@ -76,8 +76,9 @@ pub struct Args {
     /// SSL_CERT_FILE and SSL_CERT_DIR replace). HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply.
     #[arg(long, value_name = "FILE", requires = "url")]
     upstream_ca: Vec<PathBuf>,
-    /// End the open run of --run-key (write its run_end) and exit; no server is started.
-    #[arg(long, requires = "run_key")]
+    /// End the open run of the run key (--run-key, `run_key` in the policy file's [proxy] table, or
+    /// FAILCORE_RUN_KEY): write its run_end and exit; no server is started.
+    #[arg(long)]
     end_run: bool,
     /// The MCP server to run, after `--`: its command and arguments (not needed with --offline).
     #[arg(last = true, value_name = "SERVER")]
