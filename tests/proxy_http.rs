@@ -497,3 +497,80 @@ fn a_remote_server_by_url_records_resumes_after_a_kill_and_replays_offline() {
     let statuses: Vec<&str> = all[2].0.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(statuses, ["replayed", "replayed"], "{all:?}");
 }
+
+/// Sends `head` and then `body_len` bytes of body (what the proxy lets through: it may answer and close
+/// before the body is all sent), then reads the answer; its status code.
+fn raw_request(port: u16, head: &str, body_len: usize) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 64 << 10];
+    let mut sent = 0;
+    while sent < body_len {
+        let n = chunk.len().min(body_len - sent);
+        if stream.write_all(&chunk[..n]).is_err() {
+            break; // answered and closed early: what the test wants to see
+        }
+        sent += n;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The MCP listener under hostile clients and a server that never answers: an oversized body is refused
+/// (413) without being held whole, a request smuggled with both `Content-Length` and
+/// `Transfer-Encoding` is refused (400), a hung server's request is answered with an error once the
+/// timeout passes, and after each the listener goes on serving other clients. Needs no outside server.
+#[test]
+fn the_listener_refuses_oversized_and_smuggled_requests_and_answers_for_a_hung_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("trace");
+    let echo = env!("CARGO_BIN_EXE_echo_mcp");
+    let proxy = Listening::start(&store, &["--", echo], &[]);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let serving = || {
+        let (status, body) = raw_post(proxy.port, &[("Host", &host)], INITIALIZE);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"result\""), "{body}");
+    };
+    serving();
+
+    // 17 MiB, over the 16 MiB a message may have.
+    let size = 17 << 20;
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {size}\r\n\r\n"
+    );
+    assert_eq!(raw_request(proxy.port, &head, size), 413);
+    serving();
+
+    // Smuggling: two lengths that two parsers could read differently.
+    let smuggled = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+         POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    assert_eq!(raw_request(proxy.port, &smuggled, 0), 400);
+    serving();
+    drop(proxy);
+
+    // A server that reads its input and never answers: the client gets an error, not a hang.
+    let hung = Listening::start(
+        &dir.path().join("hung-trace"),
+        &["--timeout", "2", "--", "sh", "-c", "cat > /dev/null"],
+        &[],
+    );
+    let host = format!("127.0.0.1:{}", hung.port);
+    let (status, body) = raw_post(hung.port, &[("Host", &host)], INITIALIZE);
+    assert!(
+        body.contains("\"error\"") && !body.contains("\"result\""),
+        "{status} {body}"
+    );
+}
