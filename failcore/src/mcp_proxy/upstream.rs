@@ -159,17 +159,21 @@ impl Upstream {
 
     /// Forwards a client request; its answer goes straight back to the client (or an error, in time).
     pub(super) fn forward_request(&self, id: Value, method: Option<String>, line: String) {
-        if let Some(why) = self.gone() {
-            let _ = self
-                .to_client
-                .send(rpc_error(&id, -32000, &format!("failcore proxy: {why}")).to_string());
-            return;
-        }
         let key = id.to_string();
         {
             let Ok(mut pending) = self.pending.lock() else {
                 return;
             };
+            // Checked under the lock of the requests in flight: the server's end is published before its
+            // requests are failed under this lock, so a request is either seen gone here or failed
+            // there, never left waiting for a server that is no more.
+            if let Some(why) = self.gone() {
+                drop(pending);
+                let _ = self
+                    .to_client
+                    .send(rpc_error(&id, -32000, &format!("failcore proxy: {why}")).to_string());
+                return;
+            }
             if pending.contains_key(&key) {
                 let answer = rpc_error(
                     &id,
