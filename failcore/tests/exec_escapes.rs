@@ -26,10 +26,13 @@ const HOST: &str = "FAILCORE_ESCAPE_HOST";
 const NOBODY: u32 = 65534;
 
 fn landlock() -> bool {
-    if exec::landlock_abi() > 0 {
+    let msg = if exec::landlock_abi() == 0 {
+        "this kernel has no Landlock: the sandbox escape tests cannot run here"
+    } else if find_python().is_none() {
+        "no system python3 in /usr/bin or /usr/local/bin: the hostile programs of these tests are Python"
+    } else {
         return true;
-    }
-    let msg = "this kernel has no Landlock: the sandbox escape tests cannot run here";
+    };
     if std::env::var("FAILCORE_REQUIRE_LANDLOCK").as_deref() == Ok("1") {
         panic!("{msg}, and FAILCORE_REQUIRE_LANDLOCK=1 requires them");
     }
@@ -43,13 +46,15 @@ fn root() -> bool {
 }
 
 /// The real Python interpreter, which every user can run.
+fn find_python() -> Option<String> {
+    ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|candidate| Path::new(candidate).exists())
+        .map(String::from)
+}
+
 fn python() -> String {
-    for candidate in ["/usr/bin/python3", "/usr/local/bin/python3"] {
-        if Path::new(candidate).exists() {
-            return candidate.into();
-        }
-    }
-    panic!("these tests need a system python3 in /usr/bin or /usr/local/bin");
+    find_python().expect("checked by landlock()")
 }
 
 /// This test binary, copied where `nobody` can run it (the build directory may not be reachable).
