@@ -372,6 +372,14 @@ fn handle(
             // The server is told; the proxy stops waiting for the request, its call (if it is one) is
             // recorded as cancelled, and the client gets no answer to it.
             let cancelled = cancelled_request(&line);
+            // The call is aborted before its wait for the server is dropped: woken by the dropped wait
+            // first, it would end as failed and answer the client.
+            let call = cancelled
+                .as_ref()
+                .and_then(|id| in_flight.lock().ok()?.remove(&id.to_string()));
+            if let Some(call) = call {
+                call.abort();
+            }
             if let Some(up) = upstream {
                 let _ = up
                     .to_server
@@ -379,10 +387,6 @@ fn handle(
                 if let Some(id) = &cancelled {
                     up.cancel(id);
                 }
-            }
-            let call = cancelled.and_then(|id| in_flight.lock().ok()?.remove(&id.to_string()));
-            if let Some(call) = call {
-                call.abort();
             }
         }
         FromClient::Forward(id, method) => {
