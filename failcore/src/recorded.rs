@@ -29,6 +29,7 @@
 
 use crate::{DynamicTool, Effect, Error};
 use serde_json::{json, Value};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const ORIGIN: &str = "failcore";
@@ -43,15 +44,51 @@ fn unix_nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Calls the built-in tool `name` with `arguments`: recorded live, served on resume and offline.
+/// The built-in tools, interned once each: a call in a loop takes no lock of the dynamic tool table.
+#[derive(Clone, Copy)]
+enum Builtin {
+    Now,
+    Random,
+    Uuid,
+    Sleep,
+}
+
+impl Builtin {
+    fn tool(self) -> Result<DynamicTool, Error> {
+        static TOOLS: [OnceLock<DynamicTool>; 4] = [const { OnceLock::new() }; 4];
+        let name = match self {
+            Builtin::Now => "failcore.now",
+            Builtin::Random => "failcore.random",
+            Builtin::Uuid => "failcore.uuid",
+            Builtin::Sleep => "failcore.sleep",
+        };
+        let slot = &TOOLS[self as usize];
+        if let Some(tool) = slot.get() {
+            return Ok(*tool);
+        }
+        let tool = DynamicTool::new(name, ORIGIN, Effect::Pure)?;
+        Ok(*slot.get_or_init(|| tool))
+    }
+}
+
+/// Calls a built-in tool with `arguments`: recorded live, served on resume and offline.
 async fn step(
-    name: &str,
+    builtin: Builtin,
     arguments: Value,
     body: impl FnOnce() -> Value + Send + 'static,
 ) -> Result<Value, Error> {
-    let tool = DynamicTool::new(name, ORIGIN, Effect::Pure)?;
-    tool.call(&arguments, Box::pin(async move { Ok(body()) }))
+    builtin
+        .tool()?
+        .call(&arguments, Box::pin(async move { Ok(body()) }))
         .await
+}
+
+/// What is left of a sleep whose deadline is `deadline`, at `now` (nothing once it has passed), never
+/// more than the sleep asked for.
+fn remaining(deadline: SystemTime, now: SystemTime, asked: Duration) -> Duration {
+    deadline
+        .duration_since(now)
+        .map_or(Duration::ZERO, |left| left.min(asked))
 }
 
 fn field(value: &Value, name: &str, tool: &str) -> Result<u64, Error> {
@@ -68,7 +105,7 @@ pub async fn now() -> Result<SystemTime, Error> {
         return Ok(SystemTime::now());
     }
     let out = step(
-        "failcore.now",
+        Builtin::Now,
         json!({}),
         || json!({ "unix_nanos": unix_nanos(SystemTime::now()) }),
     )
@@ -94,7 +131,7 @@ pub async fn random() -> Result<u64, Error> {
         return Ok(fresh_u64());
     }
     let out = step(
-        "failcore.random",
+        Builtin::Random,
         json!({}),
         || json!({ "value": fresh_u64() }),
     )
@@ -125,7 +162,7 @@ pub async fn uuid() -> Result<String, Error> {
         return Ok(format_uuid(fresh_u64(), fresh_u64()));
     }
     let out = step(
-        "failcore.uuid",
+        Builtin::Uuid,
         json!({}),
         || json!({ "uuid": format_uuid(fresh_u64(), fresh_u64()) }),
     )
@@ -145,15 +182,16 @@ pub async fn sleep(duration: Duration) -> Result<(), Error> {
         return Ok(());
     }
     let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-    let out = step("failcore.sleep", json!({ "ms": ms }), move || {
+    let out = step(Builtin::Sleep, json!({ "ms": ms }), move || {
         let deadline = SystemTime::now() + duration;
         json!({ "deadline_unix_nanos": unix_nanos(deadline) })
     })
     .await?;
     let deadline =
         UNIX_EPOCH + Duration::from_nanos(field(&out, "deadline_unix_nanos", "failcore.sleep")?);
-    if let Ok(remaining) = deadline.duration_since(SystemTime::now()) {
-        tokio::time::sleep(remaining.min(duration)).await;
+    let left = remaining(deadline, SystemTime::now(), duration);
+    if !left.is_zero() {
+        tokio::time::sleep(left).await;
     }
     Ok(())
 }
@@ -187,6 +225,23 @@ pub fn idempotency_key() -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sleep_waits_only_for_what_is_left_of_its_deadline() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_000);
+        let asked = Duration::from_secs(30);
+        assert_eq!(remaining(t + asked, t, asked), asked);
+        assert_eq!(
+            remaining(t + asked, t + Duration::from_secs(20), asked),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            remaining(t + asked, t + Duration::from_secs(31), asked),
+            Duration::ZERO
+        );
+        // A deadline further than asked (a clock set back) waits no longer than the sleep.
+        assert_eq!(remaining(t + Duration::from_secs(3_600), t, asked), asked);
+    }
 
     #[test]
     fn uuids_are_version_4_and_well_formed() {
