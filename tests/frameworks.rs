@@ -23,33 +23,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::failcore_bin;
+use support::{e2e, failcore_bin, E2e};
 
 const CONTENT: &str = "from the agent";
 const EDITED: &str = "edited after the crash";
-
-struct E2e {
-    server_js: String,
-    python: String,
-}
-
-fn e2e(test: &str) -> Option<E2e> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (var("FAILCORE_E2E_FS_SERVER"), var("FAILCORE_E2E_PYTHON")) {
-        (Some(server_js), Some(python)) => Some(E2e { server_js, python }),
-        _ => {
-            let why =
-                "set FAILCORE_E2E_FS_SERVER and FAILCORE_E2E_PYTHON (bash .ci/run installs the \
-                       pinned filesystem server and frameworks and sets them)";
-            assert!(
-                var("FAILCORE_REQUIRE_FRAMEWORKS").as_deref() != Some("1"),
-                "{test}: FAILCORE_REQUIRE_FRAMEWORKS=1 but {why}"
-            );
-            eprintln!("SKIPPED {test}: {why}");
-            None
-        }
-    }
-}
 
 /// `failcore llm-proxy`, its base URL; stopped when dropped.
 struct LlmProxy {
@@ -260,7 +237,7 @@ fn framework_records_resumes_after_a_kill_and_replays_offline(
     run_key: Option<&'static str>,
     offline: bool,
 ) {
-    let Some(e) = e2e(test) else {
+    let Some(e) = e2e(test, Some("FAILCORE_REQUIRE_FRAMEWORKS")) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use failcore::store::{JsonlStore, RunReader, TraceStore};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-use support::{example, failcore_bin, text, McpClient};
+use support::{e2e, example, failcore_bin, text, E2e, McpClient};
 
 /// The session policy file, as for any FailCore session: a guard for every call, and a policy attached to
 /// one proxied tool by name.
@@ -633,25 +633,6 @@ fn the_example_writes_where_its_policy_checks() {
 //   FAILCORE_E2E_FS_SERVER  the server's entry point (…/@modelcontextprotocol/server-filesystem/dist/index.js)
 //   FAILCORE_E2E_PYTHON     a python with `mcp`, `langchain-mcp-adapters` and `langgraph`
 
-struct E2e {
-    server_js: String,
-    python: String,
-}
-
-fn e2e(test: &str) -> Option<E2e> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (var("FAILCORE_E2E_FS_SERVER"), var("FAILCORE_E2E_PYTHON")) {
-        (Some(server_js), Some(python)) => Some(E2e { server_js, python }),
-        _ => {
-            eprintln!(
-                "SKIPPED {test}: set FAILCORE_E2E_FS_SERVER and FAILCORE_E2E_PYTHON (bash .ci/run \
-                 installs the pinned filesystem server and Python clients and sets them)"
-            );
-            None
-        }
-    }
-}
-
 /// Runs tests/e2e/mcp_clients.py in `mode` with `config`; its JSON result.
 fn python_client(e: &E2e, home: &Path, mode: &str, config: &Value) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
@@ -704,7 +685,7 @@ store = "traces"
 
 #[test]
 fn e2e_python_sdk_and_the_official_filesystem_server() {
-    let Some(e) = e2e("e2e_python_sdk_and_the_official_filesystem_server") else {
+    let Some(e) = e2e("e2e_python_sdk_and_the_official_filesystem_server", None) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -818,7 +799,7 @@ fn e2e_python_sdk_and_the_official_filesystem_server() {
 
 #[test]
 fn e2e_the_official_server_killed_and_bad_bytes() {
-    let Some(e) = e2e("e2e_the_official_server_killed_and_bad_bytes") else {
+    let Some(e) = e2e("e2e_the_official_server_killed_and_bad_bytes", None) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -864,7 +845,10 @@ fn e2e_the_official_server_killed_and_bad_bytes() {
 
 #[test]
 fn e2e_langgraph_agent_records_and_replays_offline_without_the_server() {
-    let Some(e) = e2e("e2e_langgraph_agent_records_and_replays_offline_without_the_server") else {
+    let Some(e) = e2e(
+        "e2e_langgraph_agent_records_and_replays_offline_without_the_server",
+        None,
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -1072,6 +1056,7 @@ fn two_sessions_of_one_run_key_take_turns() {
 fn e2e_langgraph_per_call_client_records_one_run_resumes_after_a_kill_and_replays_offline() {
     let Some(e) = e2e(
         "e2e_langgraph_per_call_client_records_one_run_resumes_after_a_kill_and_replays_offline",
+        None,
     ) else {
         return;
     };

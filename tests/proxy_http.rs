@@ -16,26 +16,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use support::{failcore_bin, McpClient};
-
-struct E2e {
-    server_js: String,
-    python: String,
-}
-
-fn e2e(test: &str) -> Option<E2e> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (var("FAILCORE_E2E_FS_SERVER"), var("FAILCORE_E2E_PYTHON")) {
-        (Some(server_js), Some(python)) => Some(E2e { server_js, python }),
-        _ => {
-            eprintln!(
-                "SKIPPED {test}: set FAILCORE_E2E_FS_SERVER and FAILCORE_E2E_PYTHON (bash .ci/run \
-                 installs the pinned filesystem server and the Python SDK and sets them)"
-            );
-            None
-        }
-    }
-}
+use support::{e2e, failcore_bin, E2e, McpClient};
 
 /// A data directory with a file, and a policy confining the server's paths to it.
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
@@ -227,7 +208,10 @@ fn runs(store: &Path) -> Vec<(Vec<(String, String)>, bool)> {
 
 #[test]
 fn the_python_sdk_over_http_through_the_proxy_to_the_filesystem_server() {
-    let Some(e) = e2e("the_python_sdk_over_http_through_the_proxy_to_the_filesystem_server") else {
+    let Some(e) = e2e(
+        "the_python_sdk_over_http_through_the_proxy_to_the_filesystem_server",
+        None,
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -329,7 +313,7 @@ fn the_python_sdk_over_http_through_the_proxy_to_the_filesystem_server() {
 
 #[test]
 fn a_listener_with_a_token_refuses_requests_without_it() {
-    let Some(e) = e2e("a_listener_with_a_token_refuses_requests_without_it") else {
+    let Some(e) = e2e("a_listener_with_a_token_refuses_requests_without_it", None) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -381,8 +365,10 @@ fn a_listener_with_a_token_refuses_requests_without_it() {
 /// token: here `failcore proxy --listen --listen-token-env` in front of the filesystem server.
 #[test]
 fn a_remote_server_by_url_records_resumes_after_a_kill_and_replays_offline() {
-    let Some(e) = e2e("a_remote_server_by_url_records_resumes_after_a_kill_and_replays_offline")
-    else {
+    let Some(e) = e2e(
+        "a_remote_server_by_url_records_resumes_after_a_kill_and_replays_offline",
+        None,
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

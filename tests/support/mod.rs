@@ -183,3 +183,34 @@ pub fn failcore_bin() -> PathBuf {
     assert!(status.success(), "building failcore failed");
     dir.join(format!("failcore{}", std::env::consts::EXE_SUFFIX))
 }
+
+/// The outside programs of the end-to-end tests: the official MCP filesystem server (npm) and a Python
+/// with the official SDKs and frameworks. `.ci/run` installs them (pinned) and sets
+/// `FAILCORE_E2E_FS_SERVER` (the server's entry point, …/server-filesystem/dist/index.js) and
+/// `FAILCORE_E2E_PYTHON`.
+pub struct E2e {
+    pub server_js: String,
+    pub python: String,
+}
+
+/// The end-to-end programs, or `None` after saying that `test` skipped; with `require` (a variable such
+/// as `FAILCORE_REQUIRE_FRAMEWORKS`) set to `1`, a missing program fails the test instead.
+pub fn e2e(test: &str, require: Option<&str>) -> Option<E2e> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (var("FAILCORE_E2E_FS_SERVER"), var("FAILCORE_E2E_PYTHON")) {
+        (Some(server_js), Some(python)) => Some(E2e { server_js, python }),
+        _ => {
+            let why =
+                "set FAILCORE_E2E_FS_SERVER and FAILCORE_E2E_PYTHON (bash .ci/run installs the \
+                       pinned filesystem server and the Python clients and sets them)";
+            if let Some(require) = require {
+                assert!(
+                    var(require).as_deref() != Some("1"),
+                    "{test}: {require}=1 but {why}"
+                );
+            }
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
