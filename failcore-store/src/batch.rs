@@ -235,6 +235,33 @@ pub(crate) struct BatchWriter {
 }
 
 impl BatchWriter {
+    /// A writer of `run` through `committer`, with a token of its own (what fences off other writers).
+    pub fn new(committer: Arc<Committer>, run: &str) -> BatchWriter {
+        BatchWriter {
+            committer,
+            run: Arc::from(run),
+            token: Arc::from(crate::sql::writer_token(run)),
+            next_pos: 0,
+            last_seq: None,
+            broken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Takes `run` over from any earlier writer (whose process may have died holding it), then scans it
+    /// as `verify` does and goes on after its last line. A SQL line is whole or absent: there is no torn
+    /// tail to drop. On an error the writer is dropped, which gives the run back.
+    pub fn reopen(
+        committer: Arc<Committer>,
+        run: &str,
+        lines: impl FnOnce() -> Result<Box<dyn crate::LineSource>, StoreError>,
+    ) -> Result<(BatchWriter, crate::Recovery), StoreError> {
+        let mut writer = BatchWriter::new(committer, run);
+        writer.take_over()?;
+        let recovery = crate::recover::scan(run, lines()?)?;
+        crate::sql::resume_at(&mut writer, &recovery);
+        Ok((writer, recovery))
+    }
+
     fn job(&self, kind: JobKind, done: Option<Done>) -> Job {
         Job {
             run: self.run.clone(),

@@ -19,14 +19,12 @@
 use crate::batch::{dup, BatchBackend, BatchWriter, Committer, Job, JobKind};
 use crate::claim::{Claim, ClaimHold, ClaimOptions, Renewer};
 use crate::sql::{
-    cross_check, fenced, now_ns, writer_token, Columns, Indexed, PAGE_BYTES, PAGE_LINES,
-    SCHEMA_VERSION,
+    cross_check, fenced, now_ns, Columns, Indexed, PAGE_BYTES, PAGE_LINES, SCHEMA_VERSION,
 };
 use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -347,37 +345,17 @@ impl TraceStore for SqliteStore {
 
     fn create(&self, run: &str) -> Result<Box<dyn RunWriter>, StoreError> {
         check_run_id(run)?;
-        let writer = BatchWriter {
-            committer: self.committer.clone(),
-            run: Arc::from(run),
-            token: Arc::from(writer_token(run)),
-            next_pos: 0,
-            last_seq: None,
-            broken: Arc::new(AtomicBool::new(false)),
-        };
+        let writer = BatchWriter::new(self.committer.clone(), run);
         writer.create(now_ns())?;
         Ok(Box::new(SqliteWriter(writer)))
     }
 
-    /// Reopens a run: this writer takes the run over (fencing off any earlier one, whose process may have
-    /// died holding it), then the run is scanned as by `verify`. A SQL line is whole or absent: there is
-    /// no torn tail to drop.
+    /// Reopens a run ([`BatchWriter::reopen`]).
     fn open_append(&self, run: &str) -> Result<(Box<dyn RunWriter>, crate::Recovery), StoreError> {
         check_run_id(run)?;
-        let writer = BatchWriter {
-            committer: self.committer.clone(),
-            run: Arc::from(run),
-            token: Arc::from(writer_token(run)),
-            next_pos: 0,
-            last_seq: None,
-            broken: Arc::new(AtomicBool::new(false)),
-        };
-        writer.take_over()?;
-        // From here the run is this writer's: dropping it on an error gives the run back.
-        let mut writer = SqliteWriter(writer);
-        let recovery = crate::recover::scan(run, self.lines(run)?)?;
-        crate::sql::resume_at(&mut writer.0, &recovery);
-        Ok((Box::new(writer), recovery))
+        let (writer, recovery) =
+            BatchWriter::reopen(self.committer.clone(), run, || self.lines(run))?;
+        Ok((Box::new(SqliteWriter(writer)), recovery))
     }
 
     fn claim(&self, run: &str, options: &ClaimOptions) -> Result<Claim, StoreError> {
