@@ -15,6 +15,7 @@ fn fields() -> Vec<u8> {
         step: 7,
         status: Status::Ok,
         output: Some(serde_json::json!({"path": "/tmp/report.txt", "bytes": 4096})),
+        output_blob: None,
         error: None,
         latency_ns: 1_234_567,
         replayed_from: None,

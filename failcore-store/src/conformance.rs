@@ -4,8 +4,8 @@
 //! which makes one test per case. Each case starts from a fresh, empty store.
 
 use crate::{
-    verify, Body, Chunk, Durability, Journal, Line, Mode, RunReader, RunStart, RunStatus,
-    StoreError, TraceStore,
+    verify, BlobHash, BlobRef, Body, Chunk, Durability, Journal, Line, Mode, RunReader, RunStart,
+    RunStatus, StoreError, TraceStore,
 };
 use std::sync::Arc;
 
@@ -22,6 +22,12 @@ pub trait Backend {
     /// does), so that the current writer's next commit must fail. Returns `false` where a backend has no
     /// such fencing token.
     fn fence(&self, store: &Arc<dyn TraceStore>, run: &str) -> bool;
+    /// Replaces the stored payload `hash` with `bytes` behind the store's back (a disk or an operator
+    /// changing it). Returns `false` where a backend cannot be reached that way.
+    fn damage_blob(&self, store: &Arc<dyn TraceStore>, hash: &BlobHash, bytes: &[u8]) -> bool {
+        let _ = (store, hash, bytes);
+        false
+    }
 }
 
 /// Expands to one `#[test]` per conformance case, for the backend built by `$make`.
@@ -31,7 +37,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $make;
             append_and_load, ordering_across_batches, durability_ack, torn_write,
             failed_write_is_fatal, listing_and_resolve, concurrent_runs, large_payloads,
-            single_writer, journal_round_trip_verifies, unknown_runs, many_lines);
+            single_writer, journal_round_trip_verifies, unknown_runs, many_lines, blobs);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -242,6 +248,50 @@ pub fn large_payloads(b: &dyn Backend) {
     w.append(&lines).expect("append");
     w.sync().expect("sync");
     assert_eq!(load(b.reopen(&store).as_ref(), "run-large"), whole(&lines));
+}
+
+/// Payloads stored apart are kept once by content, read back through another handle, and refused when
+/// missing, cut short or changed.
+pub fn blobs(b: &dyn Backend) {
+    let store = b.fresh();
+    let payload: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let blob = store.put_blob(&payload).expect("put");
+    assert_eq!(blob, BlobRef::of(&payload));
+    assert_eq!(
+        store.put_blob(&payload).expect("put again"),
+        blob,
+        "kept by content"
+    );
+    let other = b.reopen(&store);
+    assert_eq!(other.blob(&blob).expect("read back"), payload);
+    let empty = store.put_blob(b"").expect("an empty payload");
+    assert_eq!(other.blob(&empty).expect("read back"), b"");
+
+    let unknown = BlobRef::of(b"never stored");
+    let err = other.blob(&unknown).expect_err("unknown payload");
+    assert!(matches!(err, StoreError::Blob { .. }), "{err}");
+    assert!(err.to_string().contains("does not hold it"), "{err}");
+    let longer = BlobRef {
+        len: blob.len + 1,
+        ..blob
+    };
+    let err = other
+        .blob(&longer)
+        .expect_err("a length other than the record's");
+    assert!(err.to_string().contains("where its record says"), "{err}");
+
+    let mut changed = payload.clone();
+    changed[1 << 20] ^= 1;
+    if b.damage_blob(&store, &blob.blake3, &changed) {
+        let err = other.blob(&blob).expect_err("a changed payload");
+        assert!(err.to_string().contains("was changed"), "{err}");
+        assert!(b.damage_blob(&store, &blob.blake3, &payload[..1000]));
+        let err = other.blob(&blob).expect_err("a payload cut short");
+        assert!(
+            err.to_string().contains("1000 bytes where its record says"),
+            "{err}"
+        );
+    }
 }
 
 /// A run has one writer: a second one is refused while the first goes on unharmed, also through another

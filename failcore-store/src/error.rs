@@ -86,6 +86,16 @@ pub enum StoreError {
         message: String,
         hint: Option<String>,
     },
+    /// A payload stored apart from its record (see [`crate::blob`]) could not be read back as recorded.
+    #[error("{store}: the payload {blob} that a record names cannot be served: {reason}")]
+    Blob {
+        store: String,
+        blob: crate::BlobHash,
+        reason: String,
+    },
+    /// The store keeps no payloads apart from their records: large outputs are written inline.
+    #[error("{store} keeps no payloads apart from their records")]
+    NoBlobs { store: String },
     /// The backend refused the operation for another reason.
     #[error("{0}")]
     Backend(String),

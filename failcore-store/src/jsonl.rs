@@ -71,6 +71,12 @@ impl JsonlStore {
         }
     }
 
+    /// The file that holds the payload `hash` names: `<dir>/blobs/<first two hex digits>/<hash>`.
+    pub fn blob_path(&self, hash: &crate::BlobHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.dir.join("blobs").join(&hex[..2]).join(hex)
+    }
+
     /// The file that holds `run`.
     pub fn run_path(&self, run: &str) -> PathBuf {
         self.dir.join("runs").join(format!("{run}.jsonl"))
@@ -374,6 +380,60 @@ impl TraceStore for JsonlStore {
         wait: Option<std::time::Duration>,
     ) -> Result<crate::KeyLock, StoreError> {
         crate::key_lock::file_lock(&self.dir.join("keys"), key, holder, wait)
+    }
+
+    fn put_blob(&self, bytes: &[u8]) -> Result<crate::BlobRef, StoreError> {
+        crate::BlobRef::check_len(bytes.len() as u64, &self.location())?;
+        let blob = crate::BlobRef::of(bytes);
+        let path = self.blob_path(&blob.blake3);
+        // Held already: payloads are named by their content, and a file only ever appears whole (below).
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == blob.len) {
+            return Ok(blob);
+        }
+        let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
+        self.create_dirs(&dir)?;
+        let name = path.display().to_string();
+        // Written whole under a temporary name, synced, then renamed into place and its directory synced:
+        // a crash leaves either no payload or all of it, never a torn one under its name.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{}.{}.{n}.tmp", blob.blake3, std::process::id()));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::io(name, e));
+        }
+        sync_dir(&dir)?;
+        Ok(blob)
+    }
+
+    fn blob(&self, blob: &crate::BlobRef) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(&blob.blake3);
+        let location = self.location();
+        let mut file = match open_regular(OpenOptions::new().read(true), &path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(blob.missing(&location))
+            }
+            Err(e) => return Err(StoreError::io(path.display().to_string(), e)),
+        };
+        // Read no more than the record says (and one byte to tell a longer file): a hostile file cannot
+        // make the reader buffer more than the payload it names.
+        crate::BlobRef::check_len(blob.len, &location)?;
+        let mut bytes = Vec::with_capacity(blob.len as usize);
+        (&mut file)
+            .take(blob.len + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io(path.display().to_string(), e))?;
+        blob.check(&location, bytes)
     }
 
     fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError> {

@@ -27,6 +27,7 @@
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod batch;
+pub mod blob;
 mod chain;
 pub mod claim;
 #[cfg(feature = "conformance")]
@@ -54,6 +55,7 @@ mod store;
 pub mod time;
 mod verify;
 
+pub use blob::{BlobHash, BlobRef, MAX_BLOB_BYTES};
 pub use chain::{check_seal, genesis_hash, line_hash, seal_line};
 pub use claim::{Claim, ClaimOptions};
 pub use diff::{describe_changes, field_diff, Divergence, FieldChange};

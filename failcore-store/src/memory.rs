@@ -2,7 +2,7 @@
 
 use crate::store::check_run_id;
 use crate::{Chunk, Line, LineSource, RunWriter, StoreError, TraceStore};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -15,6 +15,7 @@ struct RunSlot {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     runs: Arc<Mutex<BTreeMap<String, RunSlot>>>,
+    blobs: Arc<Mutex<HashMap<crate::BlobHash, Arc<[u8]>>>>,
 }
 
 impl std::fmt::Debug for RunSlot {
@@ -93,6 +94,27 @@ impl LineSource for MemoryLines {
 impl TraceStore for MemoryStore {
     fn location(&self) -> String {
         "memory".into()
+    }
+
+    fn put_blob(&self, bytes: &[u8]) -> Result<crate::BlobRef, StoreError> {
+        crate::BlobRef::check_len(bytes.len() as u64, "memory")?;
+        let blob = crate::BlobRef::of(bytes);
+        let mut blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        blobs.entry(blob.blake3).or_insert_with(|| bytes.into());
+        Ok(blob)
+    }
+
+    fn blob(&self, blob: &crate::BlobRef) -> Result<Vec<u8>, StoreError> {
+        let held = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&blob.blake3)
+            .cloned();
+        match held {
+            Some(bytes) => blob.check("memory", bytes.to_vec()),
+            None => Err(blob.missing("memory")),
+        }
     }
 
     fn claim(&self, run: &str, options: &crate::ClaimOptions) -> Result<crate::Claim, StoreError> {

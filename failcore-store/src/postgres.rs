@@ -83,7 +83,22 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// The payloads stored apart from their records, by hash (see [`crate::blob`]); created on first use.
+const BLOBS_TABLE: &str = "CREATE TABLE IF NOT EXISTS failcore_blobs (
+    hash TEXT PRIMARY KEY,
+    data BYTEA NOT NULL
+)";
+
+/// Creates the payloads' table if it is missing, once across workers starting together.
+fn create_blobs_table(c: &mut Client) -> Result<(), postgres::Error> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(BLOBS_TABLE)?;
+    tx.commit()
+}
+
 /// Runs `f` where blocking on the client's own runtime is allowed: off any tokio runtime.
+
 fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if tokio::runtime::Handle::try_current().is_ok() {
         std::thread::scope(|s| match s.spawn(f).join() {
@@ -795,6 +810,44 @@ impl TraceStore for PgStore {
             let rows = c.query("SELECT run FROM failcore_runs ORDER BY run", &[])?;
             Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
         })
+    }
+
+    fn put_blob(&self, bytes: &[u8]) -> Result<crate::BlobRef, StoreError> {
+        crate::BlobRef::check_len(bytes.len() as u64, &self.location())?;
+        let blob = crate::BlobRef::of(bytes);
+        let hex = blob.blake3.to_hex();
+        // Committed (synchronously, as every commit of this store) before the record that names it.
+        self.inner.with_conn(|c| {
+            create_blobs_table(c)?;
+            c.execute(
+                "INSERT INTO failcore_blobs (hash, data) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+                &[&hex, &bytes],
+            )
+        })?;
+        Ok(blob)
+    }
+
+    fn blob(&self, blob: &crate::BlobRef) -> Result<Vec<u8>, StoreError> {
+        let hex = blob.blake3.to_hex();
+        let expected = blob.len as i64;
+        // Read only when its length is the record's: a longer row is refused without being fetched.
+        let row = self.inner.with_conn(|c| {
+            create_blobs_table(c)?;
+            c.query_opt(
+                "SELECT length(data)::bigint,
+                        CASE WHEN length(data) = $2::bigint THEN data END
+                 FROM failcore_blobs WHERE hash = $1",
+                &[&hex, &expected],
+            )
+        })?;
+        let location = self.location();
+        let Some(row) = row else {
+            return Err(blob.missing(&location));
+        };
+        match row.get::<_, Option<Vec<u8>>>(1) {
+            Some(bytes) => blob.check(&location, bytes),
+            None => Err(blob.wrong_len(&location, row.get::<_, i64>(0) as u64)),
+        }
     }
 
     fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError> {

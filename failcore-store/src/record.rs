@@ -347,6 +347,10 @@ pub struct StepEnd {
         skip_serializing_if = "Option::is_none"
     )]
     pub output: Option<Value>,
+    /// An output larger than the session's blob threshold, stored apart by content (see [`crate::blob`]):
+    /// its hash and length, in place of `output`. Read it with [`crate::TraceStore::blob`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_blob: Option<crate::BlobRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Wall time of the body (0 for steps that did not execute).

@@ -167,6 +167,23 @@ pub trait TraceStore: Send + Sync + fmt::Debug {
     /// The lines of one run.
     fn lines(&self, run: &str) -> Result<Box<dyn LineSource>, StoreError>;
 
+    /// Stores a payload apart from the records, once per store by content (see [`crate::blob`]), and
+    /// returns the reference a record names it by. It is durable when this returns, so a record written
+    /// after it never names a payload a crash lost. A payload already held is not written again. Stores
+    /// that keep no payloads apart answer [`StoreError::NoBlobs`] (the default), and the writer inlines.
+    fn put_blob(&self, bytes: &[u8]) -> Result<crate::BlobRef, StoreError> {
+        let _ = bytes;
+        Err(StoreError::NoBlobs {
+            store: self.location(),
+        })
+    }
+
+    /// The payload `blob` names, checked against its hash and length ([`crate::BlobRef::check`]): a
+    /// payload that is missing, cut short or changed is an error, never returned.
+    fn blob(&self, blob: &crate::BlobRef) -> Result<Vec<u8>, StoreError> {
+        Err(blob.missing(&self.location()))
+    }
+
     /// Resolves `last` to the newest run, and checks that any other id exists.
     fn resolve(&self, run_or_last: &str) -> Result<String, StoreError> {
         let runs = self.runs()?;

@@ -47,6 +47,8 @@ pub enum FaultKind {
     Head,
     /// A SQL store's indexed column disagrees with the record's bytes.
     Column,
+    /// An output stored apart from its record is missing, cut short or changed.
+    Blob,
 }
 
 impl FaultKind {
@@ -69,6 +71,7 @@ impl FaultKind {
             FaultKind::Truncated => "truncated",
             FaultKind::Head => "head",
             FaultKind::Column => "column",
+            FaultKind::Blob => "blob",
         }
     }
 }
@@ -84,6 +87,9 @@ pub struct VerifyOptions {
     pub head: Option<String>,
     /// The public key the run's checkpoints must be signed with.
     pub key: Option<PublicKey>,
+    /// The store that holds the run's outputs stored apart (see [`crate::blob`]): each one a record names
+    /// is read back and checked against its hash. `None`: only the records are checked.
+    pub blobs: Option<std::sync::Arc<dyn crate::TraceStore>>,
 }
 
 /// The last checkpoint of a run.
@@ -165,6 +171,19 @@ pub fn verify_run(store: &dyn TraceStore, run: &str) -> Result<VerifyReport, Sto
 }
 
 /// [`verify`], with the expectations of `options`.
+/// The fault of a record whose output stored apart cannot be read back as recorded, when a store to read
+/// it from is given.
+fn check_blob(options: &VerifyOptions, rec: &crate::TraceRecord) -> Option<Fault> {
+    let blob = rec.record.body.end()?.output_blob.as_ref()?;
+    let store = options.blobs.as_ref()?;
+    let e = store.blob(blob).err()?;
+    Some(Fault {
+        kind: FaultKind::Blob,
+        line: Some(rec.line),
+        message: e.to_string(),
+    })
+}
+
 pub fn verify_with(mut reader: RunReader, options: &VerifyOptions) -> VerifyReport {
     let mut report = VerifyReport {
         source: reader.name().to_owned(),
@@ -188,6 +207,7 @@ pub fn verify_with(mut reader: RunReader, options: &VerifyOptions) -> VerifyRepo
                 let result = check
                     .record(&rec.bytes, &View::of(&rec.record), rec.line)
                     .err();
+                let result = result.or_else(|| check_blob(options, &rec));
                 if result.is_none() {
                     if let Body::RunEnd(end) = &rec.record.body {
                         seal.clone_from(&end.seal);

@@ -30,7 +30,7 @@ mod memory {
 #[cfg(feature = "jsonl")]
 mod jsonl {
     use failcore_store::conformance::Backend;
-    use failcore_store::{JsonlStore, TraceStore};
+    use failcore_store::{BlobHash, JsonlStore, TraceStore};
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
@@ -62,6 +62,11 @@ mod jsonl {
         fn fence(&self, _: &Arc<dyn TraceStore>, _: &str) -> bool {
             false
         }
+        fn damage_blob(&self, store: &Arc<dyn TraceStore>, hash: &BlobHash, bytes: &[u8]) -> bool {
+            let dir = store.location().trim_start_matches("jsonl:").to_owned();
+            std::fs::write(JsonlStore::new(dir).blob_path(hash), bytes).expect("damage");
+            true
+        }
     }
     failcore_store::conformance_tests!(Some(Jsonl::default()));
 }
@@ -69,7 +74,7 @@ mod jsonl {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use failcore_store::conformance::Backend;
-    use failcore_store::{SqliteStore, TraceStore};
+    use failcore_store::{BlobHash, SqliteStore, TraceStore};
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
 
@@ -106,6 +111,19 @@ mod sqlite {
             assert_eq!(n, 1);
             true
         }
+        fn damage_blob(&self, store: &Arc<dyn TraceStore>, hash: &BlobHash, bytes: &[u8]) -> bool {
+            let conn = rusqlite::Connection::open(path_of(store)).expect("open");
+            conn.busy_timeout(std::time::Duration::from_secs(30))
+                .expect("busy timeout");
+            let n = conn
+                .execute(
+                    "UPDATE failcore_blobs SET data = ?2 WHERE hash = ?1",
+                    rusqlite::params![hash.to_hex(), bytes],
+                )
+                .expect("damage");
+            assert_eq!(n, 1);
+            true
+        }
     }
     failcore_store::conformance_tests!(Some(Sqlite::default()));
 
@@ -138,7 +156,7 @@ mod sqlite {
 #[cfg(feature = "postgres")]
 mod postgres {
     use failcore_store::conformance::Backend;
-    use failcore_store::{PgStore, TraceStore};
+    use failcore_store::{BlobHash, PgStore, TraceStore};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -230,6 +248,18 @@ mod postgres {
             assert_eq!(n, 1);
             true
         }
+        fn damage_blob(&self, store: &Arc<dyn TraceStore>, hash: &BlobHash, bytes: &[u8]) -> bool {
+            let schema = schema_of(store);
+            let mut c = postgres::Client::connect(&self.url, postgres::NoTls).expect("connect");
+            let n = c
+                .execute(
+                    &format!("UPDATE \"{schema}\".failcore_blobs SET data = $2 WHERE hash = $1"),
+                    &[&hash.to_hex(), &bytes],
+                )
+                .expect("damage");
+            assert_eq!(n, 1);
+            true
+        }
     }
 
     macro_rules! pg_cases {
@@ -256,7 +286,8 @@ mod postgres {
         single_writer,
         journal_round_trip_verifies,
         unknown_runs,
-        many_lines
+        many_lines,
+        blobs
     );
 
     #[tokio::test]

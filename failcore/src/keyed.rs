@@ -252,6 +252,7 @@ pub(crate) fn reopen(
             step,
             status: Status::Cancelled,
             output: None,
+            output_blob: None,
             error: Some(
                 "the session that made this call ended before the call did (run continued by a \
                  later session)"

@@ -99,7 +99,7 @@ pub use registry::{
 pub use replay::{InFlightStep, ResumeReport};
 pub use session::{
     carry, current, default_session, finish, replay_strictly, spawn, ApprovalRequest, Approver,
-    Carried, InFlight, RunSummary, Session, SessionBuilder,
+    Carried, InFlight, RunSummary, Session, SessionBuilder, DEFAULT_BLOB_THRESHOLD,
 };
 
 /// Trace format and stores (re-exported from `failcore-store`).

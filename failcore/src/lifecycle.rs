@@ -10,11 +10,11 @@ use crate::fingerprint::{
 };
 use crate::policy::{CallView, PolicyRef, Verdict};
 use crate::registry::{Effect, OutputContract, ParamRole, ToolDescriptor, ToolInfo};
-use crate::replay::{instance_key, scoped_key};
+use crate::replay::{instance_key, scoped_key, Recorded};
 use crate::secrets::{Masked, Scrubber, Seal};
 use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
 use crate::Error;
-use failcore_store::{Decision, DecisionOutcome, Drift, Durability, Mode, Status};
+use failcore_store::{BlobRef, Decision, DecisionOutcome, Drift, Durability, Mode, Status};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -200,6 +200,8 @@ struct ReplayStep {
     /// The source step's cost, saved by serving it.
     cost: Option<f64>,
     output: Box<RawValue>,
+    /// The payload the output was read from, when it was stored apart: the served record names it again.
+    blob: Option<failcore_store::BlobRef>,
 }
 
 /// A call after [`enter`]: where it stands, and its telemetry span.
@@ -404,21 +406,37 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             }
             other => other,
         };
+        // A recorded output stored apart that cannot be read back as recorded: the call misses.
+        let mut blob_miss = None;
         if let Some(hit) = taken {
             let source_run = hit.run;
-            let output = if hit.redacted {
-                // Reading the vault waits: a call dropped meanwhile is recorded.
-                let mut unrecorded =
-                    Unrecorded::new(&session, (tool, step, up.as_deref()), &start_record);
-                unrecorded.under = Under::Decided(&decision);
-                let clear = inner.scrubber.unseal(hit.output.get().as_bytes()).await;
-                unrecorded.disarm();
-                clear
-                    .and_then(|clear| String::from_utf8(clear).ok())
-                    .and_then(|clear| RawValue::from_string(clear).ok())
-            } else {
-                Some(hit.output)
+            let (recorded, blob) = match hit.output {
+                Recorded::Inline(raw) => (Some(raw), None),
+                Recorded::Blob(blob) => match read_blob(inner.store.as_ref(), &blob) {
+                    Ok(raw) => (Some(raw), Some(blob)),
+                    Err(why) => {
+                        tracing::warn!(tool = tool.name, "{why}");
+                        blob_miss = Some(why);
+                        (None, None)
+                    }
+                },
             };
+            let output = match recorded {
+                Some(recorded) if hit.redacted => {
+                    // Reading the vault waits: a call dropped meanwhile is recorded.
+                    let mut unrecorded =
+                        Unrecorded::new(&session, (tool, step, up.as_deref()), &start_record);
+                    unrecorded.under = Under::Decided(&decision);
+                    let clear = inner.scrubber.unseal(recorded.get().as_bytes()).await;
+                    unrecorded.disarm();
+                    clear
+                        .and_then(|clear| String::from_utf8(clear).ok())
+                        .and_then(|clear| RawValue::from_string(clear).ok())
+                }
+                other => other,
+            };
+            // The payload a served record names again: the one read, unless the vault gave the clear value.
+            let blob = blob.filter(|_| !hit.redacted);
             match output {
                 Some(output) => {
                     // Written with its outcome, as one record, once the output is decoded.
@@ -435,9 +453,10 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                         saved_ns: hit.saved_ns,
                         cost: hit.cost,
                         output,
+                        blob,
                     }));
                 }
-                None => sealed_miss = true,
+                None => sealed_miss = blob_miss.is_none(),
             }
         }
         let divergence = index.divergence(tool.name, position, args.recorded());
@@ -460,7 +479,10 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                     )
                 })
                 .unwrap_or_default();
-            let detail = format!("{order_miss}{detail}");
+            let detail = match &blob_miss {
+                Some(why) => format!("; {why}{order_miss}{detail}"),
+                None => format!("{order_miss}{detail}"),
+            };
             let detail = if sealed_miss {
                 let why = if inner.scrubber.has_vault() {
                     "the vault does not hold it (or it does not open with this key)"
@@ -679,7 +701,7 @@ async fn not_run(
     err: Error,
 ) -> Error {
     let (end, _) = encode_end(
-        (&session.inner.scrubber, tool),
+        (&session.inner, tool),
         step,
         status,
         None,
@@ -831,7 +853,7 @@ impl StepGuard {
         self.done = true;
         self.session.inner.count(status);
         let (end, seal) = encode_end(
-            (&self.session.inner.scrubber, self.tool),
+            (&self.session.inner, self.tool),
             self.step,
             status,
             output,
@@ -899,7 +921,7 @@ impl StepGuard {
         self.done = true;
         self.session.inner.count(Status::Ok);
         let (end, seal) = encode_end(
-            (&self.session.inner.scrubber, self.tool),
+            (&self.session.inner, self.tool),
             self.step,
             Status::Ok,
             Some(output),
@@ -1097,13 +1119,13 @@ impl ReplayStep {
             .as_ref()
             .map_or("", |r| r.run_name(self.source_run));
         let (end, seal) = encode_end(
-            (&inner.scrubber, self.tool),
+            (inner, self.tool),
             self.step,
             Status::Replayed,
             Some(self.output.get().as_bytes()),
             None,
             (0, self.cost),
-            Some((source, self.source_seq, self.saved_ns)),
+            Some((source, self.source_seq, self.saved_ns, self.blob)),
             &[],
         );
         if let Some(seal) = seal {
@@ -1143,7 +1165,7 @@ impl ReplayStep {
         };
         inner.count(Status::Failed);
         let (end, _) = encode_end(
-            (&inner.scrubber, self.tool),
+            (inner, self.tool),
             self.step,
             Status::Failed,
             None,
@@ -1188,7 +1210,7 @@ fn cancelled(
 ) -> Vec<u8> {
     inner.count(Status::Cancelled);
     encode_end(
-        (&inner.scrubber, tool),
+        (inner, tool),
         step,
         Status::Cancelled,
         None,
@@ -1306,6 +1328,50 @@ fn with_divergence(mut start: Vec<u8>, divergence: Option<&failcore_store::Diver
     start
 }
 
+/// Stores an output longer than the session's blob threshold apart from its record, and returns the
+/// reference the record names it by; `None` writes it inline (short enough, or a store that keeps no
+/// payloads apart; a store that fails to keep it is warned of, and the output is kept inline, never lost).
+fn store_apart(
+    inner: &crate::session::Inner,
+    tool: &ToolDescriptor,
+    output: &[u8],
+) -> Option<BlobRef> {
+    if output.len() <= inner.blob_threshold {
+        return None;
+    }
+    match inner.store.put_blob(output) {
+        Ok(blob) => Some(blob),
+        Err(failcore_store::StoreError::NoBlobs { .. }) => None,
+        Err(e) => {
+            tracing::warn!(
+                tool = tool.name,
+                "an output of {} bytes is written inline: storing it apart failed: {e}",
+                output.len()
+            );
+            None
+        }
+    }
+}
+
+/// Reads a recorded output stored apart, checked against its hash, as the raw JSON to serve; or why not.
+fn read_blob(
+    store: &dyn failcore_store::TraceStore,
+    blob: &BlobRef,
+) -> Result<Box<RawValue>, String> {
+    let bytes = store
+        .blob(blob)
+        .map_err(|e| format!("its recorded output cannot be read back: {e}"))?;
+    String::from_utf8(bytes)
+        .ok()
+        .and_then(|text| RawValue::from_string(text).ok())
+        .ok_or_else(|| {
+            format!(
+                "its recorded output {} is not JSON text, though its hash matches",
+                blob.blake3
+            )
+        })
+}
+
 /// Marks an encoded step_end whose output does not read back as the value written (never served).
 fn inexact(mut end: Vec<u8>) -> Vec<u8> {
     if end.last() == Some(&b'}') {
@@ -1319,15 +1385,16 @@ fn inexact(mut end: Vec<u8>) -> Vec<u8> {
 /// keeps a redacted output's clear value (when the session has a vault).
 #[allow(clippy::too_many_arguments)]
 fn encode_end(
-    (scrubber, tool): (&Scrubber, &'static ToolDescriptor),
+    (inner, tool): (&crate::session::Inner, &'static ToolDescriptor),
     step: u64,
     status: Status,
     output: Option<&[u8]>,
     error: Option<&str>,
     (latency_ns, cost): (u64, Option<f64>),
-    replayed_from: Option<(&str, u64, u64)>,
+    replayed_from: Option<(&str, u64, u64, Option<BlobRef>)>,
     drift: &[Drift],
 ) -> (Vec<u8>, Option<Seal>) {
+    let scrubber = &inner.scrubber;
     let (scrubbed_output, seal) = match output.and_then(|o| scrubber.output(tool, o)) {
         Some((s, seal)) => (Some(s), seal),
         None => (None, None),
@@ -1355,8 +1422,20 @@ fn encode_end(
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b'"');
     if let Some(o) = output {
-        out.extend_from_slice(b",\"output\":");
-        out.extend_from_slice(o);
+        // A replayed output read from a payload names that payload again (unless scrubbing changed it).
+        let known = replayed_from
+            .and_then(|(.., blob)| blob)
+            .filter(|_| scrubbed_output.is_none());
+        match known.or_else(|| store_apart(inner, tool, o)) {
+            Some(blob) => {
+                out.extend_from_slice(b",\"output_blob\":");
+                blob.encode(&mut out);
+            }
+            None => {
+                out.extend_from_slice(b",\"output\":");
+                out.extend_from_slice(o);
+            }
+        }
     }
     if let Some(e) = error {
         out.extend_from_slice(b",\"error\":");
@@ -1364,7 +1443,7 @@ fn encode_end(
     }
     out.extend_from_slice(b",\"latency_ns\":");
     push_u64(&mut out, latency_ns);
-    if let Some((run, seq, saved)) = replayed_from {
+    if let Some((run, seq, saved, _)) = replayed_from {
         out.extend_from_slice(b",\"replayed_from\":{\"run\":\"");
         out.extend_from_slice(run.as_bytes());
         out.extend_from_slice(b"\",\"seq\":");

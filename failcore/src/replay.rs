@@ -54,7 +54,7 @@ pub(crate) struct Hit {
     /// Index of the run that holds the record in [`ReplayIndex::runs`].
     pub run: u16,
     pub seq: u64,
-    pub output: Box<RawValue>,
+    pub output: Recorded,
     pub saved_ns: u64,
     /// The cost the source step reported, saved by serving it.
     pub cost: Option<f64>,
@@ -62,6 +62,13 @@ pub(crate) struct Hit {
     pub redacted: bool,
     /// The tool, for a strict replay's report of what was never reached.
     tool: Box<str>,
+}
+
+/// A recorded output: inline, or stored apart and read from the store only when it is served (so that the
+/// index of a run with large outputs holds a few bytes per output, not the outputs).
+pub(crate) enum Recorded {
+    Inline(Box<RawValue>),
+    Blob(failcore_store::BlobRef),
 }
 
 /// A step that had started and not ended when the resumed run stopped.
@@ -129,6 +136,8 @@ struct Lean<'a> {
     status: Option<&'a str>,
     #[serde(default, borrow)]
     output: Option<&'a RawValue>,
+    #[serde(default)]
+    output_blob: Option<failcore_store::BlobRef>,
     #[serde(default, borrow)]
     args: Option<&'a RawValue>,
     #[serde(default)]
@@ -160,6 +169,8 @@ struct LeanEnd<'a> {
     #[serde(default, borrow)]
     output: Option<&'a RawValue>,
     #[serde(default)]
+    output_blob: Option<failcore_store::BlobRef>,
+    #[serde(default)]
     latency_ns: Option<u64>,
     #[serde(default)]
     saved_ns: Option<u64>,
@@ -179,6 +190,7 @@ impl<'a> Lean<'a> {
         LeanEnd {
             status: self.status,
             output: self.output,
+            output_blob: self.output_blob,
             latency_ns: self.latency_ns,
             saved_ns: self.saved_ns,
             cost: self.cost,
@@ -658,10 +670,20 @@ fn ended(
     if !matches!(rec.status, Some("ok" | "replayed")) || rec.exact == Some(false) {
         return Ok(());
     }
-    let output = match rec.output {
-        Some(raw) => raw.to_owned(),
-        None => serde_json::value::to_raw_value(&serde_json::Value::Null)
-            .map_err(|e| Error::Config(e.to_string()))?,
+    let output = match (rec.output, rec.output_blob) {
+        (None, Some(blob)) => Recorded::Blob(blob),
+        (Some(raw), None) => Recorded::Inline(raw.to_owned()),
+        (None, None) => Recorded::Inline(
+            serde_json::value::to_raw_value(&serde_json::Value::Null)
+                .map_err(|e| Error::Config(e.to_string()))?,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(Error::Corrupt {
+                file: run.to_owned(),
+                line: seq + 1,
+                reason: "a step's outcome has both `output` and `output_blob`".into(),
+            })
+        }
     };
     let latency = rec.latency_ns.unwrap_or(0);
     let saved_ns = rec.saved_ns.unwrap_or(latency).max(latency);

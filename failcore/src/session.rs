@@ -131,6 +131,9 @@ pub(crate) struct Inner {
     pub on_in_flight: InFlight,
     /// Masks secrets and redacted values before anything is recorded.
     pub scrubber: crate::secrets::Scrubber,
+    /// Outputs longer than this many bytes are stored apart from their records, by content
+    /// ([`SessionBuilder::blob_threshold`]); `usize::MAX`: never.
+    pub blob_threshold: usize,
     /// What the run's executed calls have spent, and the costs of bodies still running.
     pub ledger: crate::cost::Ledger,
     next_step: AtomicU64,
@@ -282,6 +285,17 @@ impl Session {
                 *slot = Some(std::time::Duration::from_secs_f64(secs));
             }
         }
+        if let Some(v) = var("FAILCORE_BLOB_THRESHOLD") {
+            let bytes = match v.as_str() {
+                "off" => None,
+                n => Some(n.parse::<usize>().map_err(|_| {
+                    Error::Config(format!(
+                        "FAILCORE_BLOB_THRESHOLD: expected a number of bytes or `off`, got {v:?}"
+                    ))
+                })?),
+            };
+            b = b.blob_threshold(bytes);
+        }
         if let Some(dir) = var("FAILCORE_VAULT") {
             b = if dir == "off" {
                 b.no_vault()
@@ -431,6 +445,9 @@ enum VaultChoice {
     Off,
 }
 
+/// The output length above which a session stores an output apart from its record (256 KiB).
+pub const DEFAULT_BLOB_THRESHOLD: usize = 256 << 10;
+
 /// Configures and opens a [`Session`].
 #[derive(Default)]
 #[must_use]
@@ -464,6 +481,7 @@ pub struct SessionBuilder {
     run_key_wait: Option<std::time::Duration>,
     /// What records the run, when not the application itself (see [`SessionBuilder::recorder`]).
     recorder: Option<String>,
+    blob_threshold: Option<usize>,
 }
 
 impl SessionBuilder {
@@ -532,6 +550,16 @@ impl SessionBuilder {
     /// The durability of every record (default `flushed`).
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
+        self
+    }
+
+    /// Outputs whose JSON is longer than `bytes` (default [`DEFAULT_BLOB_THRESHOLD`], 256 KiB; also
+    /// `FAILCORE_BLOB_THRESHOLD`, in bytes, or `off`) are stored apart from their records, once per store by
+    /// content: the record keeps their BLAKE3 hash and length, which the chain covers, and a resume reads
+    /// each one only when it serves it, so a run's size does not become a resume's memory. `None`: every
+    /// output is written inline. A store that keeps no payloads apart writes them inline too.
+    pub fn blob_threshold(mut self, bytes: Option<usize>) -> Self {
+        self.blob_threshold = Some(bytes.unwrap_or(usize::MAX));
         self
     }
 
@@ -937,6 +965,7 @@ impl SessionBuilder {
                 strict: self.strict,
                 on_in_flight: self.on_in_flight,
                 scrubber,
+                blob_threshold: self.blob_threshold.unwrap_or(DEFAULT_BLOB_THRESHOLD),
                 ledger: Default::default(),
                 next_step: AtomicU64::new(prior.as_ref().map_or(0, |p| p.next_step)),
                 counts,

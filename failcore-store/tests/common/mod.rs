@@ -38,6 +38,7 @@ pub fn step_end(step: u64) -> Body {
         step,
         status: Status::Ok,
         output: Some(serde_json::json!(step + 1)),
+        output_blob: None,
         error: None,
         latency_ns: 1000,
         replayed_from: None,

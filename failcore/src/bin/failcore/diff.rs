@@ -53,7 +53,14 @@ impl Side {
         *pos += 1;
         let status = s.status_name();
         let (output, error) = match s.end {
-            Some(e) => (e.output, e.error),
+            // An output stored apart is compared by its hash: the same hash, the same output.
+            Some(e) => match (e.output, e.output_blob) {
+                (None, Some(b)) => (
+                    Some(serde_json::json!({"stored_apart": b.blake3, "len": b.len})),
+                    e.error,
+                ),
+                (output, _) => (output, e.error),
+            },
             None => (None, None),
         };
         Lite {

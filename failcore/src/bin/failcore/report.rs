@@ -654,6 +654,13 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             if let Some(o) = &e.output {
                 body.push_str(&pre("output", o));
             }
+            if let Some(b) = &e.output_blob {
+                let _ = write!(
+                    body,
+                    "<div class=\"note\">output: {} bytes, stored apart as <code>{}</code></div>",
+                    b.len, b.blake3
+                );
+            }
             if let Some(err) = &e.error {
                 let _ = write!(body, "<div class=\"note\">error: {}</div>", esc_text(err));
                 summary.push(esc_text(err));

@@ -63,6 +63,7 @@ impl Step {
             "args": self.args,
             "decision": self.decision,
             "output": end.and_then(|e| e.output.clone()),
+            "output_blob": end.and_then(|e| e.output_blob),
             "error": end.and_then(|e| e.error.clone()),
             "replayed_from": end.and_then(|e| e.replayed_from.clone()),
             "saved_ns": end.and_then(|e| e.saved_ns),

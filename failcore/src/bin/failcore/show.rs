@@ -457,6 +457,12 @@ fn show_step(
             if let Some(o) = &e.output {
                 println!("  output\n    {}", pretty(o));
             }
+            if let Some(b) = &e.output_blob {
+                field(
+                    "output",
+                    &format!("{} bytes, stored apart as {}", b.len, b.blake3),
+                );
+            }
             if let Some(err) = &e.error {
                 field("error", &out.paint(term::BAD, err));
             }

@@ -8,7 +8,7 @@
 
 use crate::common::{open_existing, open_store, print_json, resolve, schema, Result};
 use crate::term::safe;
-use failcore::store::{Chunk, Line, TraceStore};
+use failcore::store::{BlobRef, Chunk, Line, TraceStore};
 use failcore::Error;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -145,6 +145,8 @@ fn progress(runs: u64) -> ProgressBar {
 
 /// What copying one run did.
 pub struct CopyReport {
+    /// Outputs stored apart that were copied with the records naming them.
+    pub blobs: u64,
     pub lines: u64,
     pub bytes: u64,
     pub torn_bytes: usize,
@@ -160,6 +162,7 @@ pub fn copy_run(
     let mut source = from.lines(run)?;
     let mut writer = to.create(run)?;
     let mut report = CopyReport {
+        blobs: 0,
         lines: 0,
         bytes: 0,
         torn_bytes: 0,
@@ -169,6 +172,12 @@ pub fn copy_run(
     while let Some(chunk) = source.next_chunk()? {
         match chunk {
             Chunk::Line(bytes) => {
+                // The outputs it names that are stored apart go first: a copied record never names a
+                // payload its new store lacks.
+                if let Some(blob) = blob_of(&bytes) {
+                    to.put_blob(&from.blob(&blob)?)?;
+                    report.blobs += 1;
+                }
                 batch_bytes += bytes.len();
                 let seq = seq_of(&bytes).unwrap_or(report.lines);
                 batch.push(Line { seq, bytes });
@@ -188,6 +197,25 @@ pub fn copy_run(
     report.bytes += batch_bytes as u64;
     writer.sync()?;
     Ok(report)
+}
+
+/// The output stored apart that a line's outcome names (a `step_end`'s, or a `call`'s `end`), if any.
+fn blob_of(bytes: &[u8]) -> Option<BlobRef> {
+    #[derive(serde::Deserialize)]
+    struct End {
+        output_blob: Option<BlobRef>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Outcome {
+        output_blob: Option<BlobRef>,
+        end: Option<End>,
+    }
+    // Most lines name none: only a line that mentions the field is decoded.
+    if !bytes.windows(13).any(|w| w == b"\"output_blob\"") {
+        return None;
+    }
+    let o = serde_json::from_slice::<Outcome>(bytes).ok()?;
+    o.output_blob.or(o.end.and_then(|e| e.output_blob))
 }
 
 /// The `seq` a line declares, if it parses.

@@ -3,9 +3,12 @@
 use crate::common::{open_existing, resolve, schema, Result};
 use crate::term::{self, safe, Out};
 use failcore::store::seal::PublicKey;
-use failcore::store::{verify_with, Fault, FaultKind, RunReader, VerifyOptions, VerifyReport};
+use failcore::store::{
+    verify_with, Fault, FaultKind, JsonlStore, RunReader, TraceStore, VerifyOptions, VerifyReport,
+};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,20 +31,31 @@ pub struct Args {
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let path = Path::new(&args.target);
-    let (reader, expected) = if args.target.ends_with(".jsonl") || path.is_file() {
+    let (reader, expected, blobs) = if args.target.ends_with(".jsonl") || path.is_file() {
+        // A file in a store's `runs/` directory: its outputs stored apart are in that store's `blobs/`.
+        let store = run_of_file(path)
+            .and(path.parent())
+            .and_then(Path::parent)
+            .map(|dir| Arc::new(JsonlStore::new(dir)) as Arc<dyn TraceStore>);
         (
             RunReader::new(failcore::store::open_file(path)?),
             run_of_file(path),
+            store,
         )
     } else {
         let store = open_existing(store)?;
         let run = resolve(store.as_ref(), &args.target)?;
-        (RunReader::open(store.as_ref(), &run)?, Some(run))
+        (
+            RunReader::open(store.as_ref(), &run)?,
+            Some(run),
+            Some(store),
+        )
     };
     let options = VerifyOptions {
         run: args.run.or(expected),
         head: args.expect_head,
         key: args.key.as_deref().map(PublicKey::parse).transpose()?,
+        blobs,
     };
     let report = verify_with(reader, &options);
     if args.json {
