@@ -29,6 +29,7 @@ import math
 import os
 import pathlib
 import threading
+import typing
 
 from . import _native
 from ._errors import Blocked, FailcoreError, OutsideSession, ReplayMiss
@@ -275,12 +276,25 @@ def tool(
             wrapper = _async_tool(meta)
         else:
             wrapper = _sync_tool(meta)
+        wrapper.__annotations__ = _resolved_annotations(fn)
         wrapper.failcore_tool = meta.native
         return wrapper
 
     if fn is not None:
         return decorate(fn)
     return decorate
+
+
+def _resolved_annotations(fn):
+    """The function's annotations with names resolved in its own module: frameworks read the wrapper's
+    (CrewAI, LangChain, AutoGen, the OpenAI Agents SDK, Pydantic AI build the model's JSON schema from
+    them), and some resolve string annotations (``from __future__ import annotations``) in the globals of
+    the function they are given, which for the wrapper would be this module's."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # a name not defined yet (or not at module level): left as written
+        return fn.__annotations__
+    return {name: hints.get(name, annotation) for name, annotation in fn.__annotations__.items()}
 
 
 def _sync_tool(meta):
