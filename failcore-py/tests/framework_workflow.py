@@ -40,7 +40,9 @@ Args:
 def note_tools(effects: Path, kill_at: int):
     """The tool as a plain function and as an ``async def``, both undecorated."""
 
-    def write_note(step: int, text: str, tags: Optional[list[str]] = None, folder: Path = Path("notes")) -> str:
+    def write_note(
+        step: int, text: str, tags: Optional[list[str]] = None, folder: Path = Path("notes")
+    ) -> str:
         (effects / ("step-%02d-%s" % (step, uuid.uuid4().hex))).write_text(text)
         if step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -175,7 +177,9 @@ def openai_agents(plain, asynchronous):
         return {"name": t.name, "description": t.description, "parameters": t.params_json_schema}
 
     def run(fn):
-        agent = Agent(name="notes", instructions="Write the notes.", tools=[function_tool(fn)], model=Scripted())
+        agent = Agent(
+            name="notes", instructions="Write the notes.", tools=[function_tool(fn)], model=Scripted()
+        )
         Runner.run_sync(agent, "Write five notes.", max_turns=STEPS + 2)
         return Scripted.results
 
