@@ -10,7 +10,7 @@ the trace, not executed: counted by the files their bodies write), then replayed
 
 A framework that is not importable skips, saying so, unless ``FAILCORE_REQUIRE_FRAMEWORKS=1`` (then it
 fails). CrewAI pins an ``openai`` older than the OpenAI Agents SDK's, so it cannot share their
-environment: ``FAILCORE_PY_CREWAI_PYTHON`` names an interpreter that has CrewAI, and the installed
+environment: ``FAILCORE_E2E_CREWAI_PYTHON`` names an interpreter that has CrewAI, and the installed
 ``failcore`` package is given to it on ``PYTHONPATH`` (``.ci/run`` makes that environment).
 """
 
@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -46,20 +45,21 @@ def skip_or_fail(framework, why):
     pytest.skip("SKIPPED %s: %s" % (framework, why))
 
 
-def interpreter(framework):
+def interpreter(framework, tmp_path):
     """The Python that runs the framework's workflow, and what its environment needs added."""
     if framework == "crewai":
-        python = os.environ.get("FAILCORE_PY_CREWAI_PYTHON")
+        python = os.environ.get("FAILCORE_E2E_CREWAI_PYTHON")
         if not python:
             skip_or_fail(
                 framework,
-                "set FAILCORE_PY_CREWAI_PYTHON to a Python with crewai (CrewAI requires openai<3, the "
+                "set FAILCORE_E2E_CREWAI_PYTHON to a Python with crewai (CrewAI requires openai<3, the "
                 "OpenAI Agents SDK openai>=3: they cannot share one environment; bash .ci/run makes it)",
             )
         # Only the installed failcore package, not the rest of this environment, is added to its path.
-        shelf = tempfile.mkdtemp(prefix="failcore-pkg-")
+        shelf = tmp_path / "shelf"
+        shelf.mkdir()
         os.symlink(os.path.dirname(failcore.__file__), os.path.join(shelf, "failcore"))
-        extra = {"PYTHONPATH": shelf, "CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true"}
+        extra = {"PYTHONPATH": str(shelf), "CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true"}
     else:
         python, extra = sys.executable, {}
     probe = subprocess.run(
@@ -102,8 +102,8 @@ def writer(result):
 
 
 @pytest.mark.parametrize("framework", sorted(MODULES))
-def test_the_framework_derives_the_same_schema_from_the_decorated_function(framework):
-    python, extra = interpreter(framework)
+def test_the_framework_derives_the_same_schema_from_the_decorated_function(framework, tmp_path):
+    python, extra = interpreter(framework, tmp_path)
     p = workflow(python, extra, framework, "schema")
     assert p.returncode == 0, p.stderr
     schemas = json.loads(p.stdout.splitlines()[-1])
@@ -120,7 +120,7 @@ def test_the_framework_derives_the_same_schema_from_the_decorated_function(frame
 
 @pytest.mark.parametrize("framework", sorted(MODULES))
 def test_a_workflow_through_the_framework_resumes_after_sigkill_and_replays_offline(framework, tmp_path):
-    python, extra = interpreter(framework)
+    python, extra = interpreter(framework, tmp_path)
     store = tmp_path / ".failcore"
     effects = tmp_path / "effects"
     effects.mkdir()

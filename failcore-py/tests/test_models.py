@@ -16,7 +16,8 @@ except ImportError:
     if os.environ.get("FAILCORE_REQUIRE_FRAMEWORKS") == "1":
         raise
     pytest.skip(
-        "SKIPPED: pydantic is not installed (.ci/run installs it with the frameworks)", allow_module_level=True
+        "SKIPPED: pydantic is not installed (.ci/run installs it with the frameworks)",
+        allow_module_level=True,
     )
 
 
