@@ -23,7 +23,7 @@ import sys
 import pytest
 
 import failcore
-from conftest import clean_env, cli, show
+from conftest import clean_env, cli, executions, show
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKFLOW = os.path.join(HERE, "framework_workflow.py")
@@ -86,14 +86,6 @@ def workflow(python, extra, framework, *args, **env):
         env=clean_env(**extra, **env),
         timeout=300,
     )
-
-
-def executions(effects):
-    counts = {}
-    for name in os.listdir(effects):
-        n = int(name.split("-")[1])
-        counts[n] = counts.get(n, 0) + 1
-    return counts
 
 
 def writer(result):

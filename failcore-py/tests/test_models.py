@@ -8,7 +8,7 @@ import os
 import pytest
 
 import failcore
-from conftest import show
+from conftest import refused_output_is_recorded_failed, show
 
 try:
     import pydantic
@@ -131,17 +131,7 @@ def test_a_model_output_that_would_not_come_back_equal_is_refused_and_recorded_f
         ran.append(1)
         return make()
 
-    tool = failcore.tool(name="make")(body)
-    with failcore.session(dir=store) as s:
-        with pytest.raises(TypeError, match="output") as e:
-            tool()
-        run = s.run_id
-    assert what in str(e.value)
-    _, steps, _ = show(store, run)
-    assert steps[0]["status"] == "failed"
-    with failcore.session(dir=store, offline="last"):
-        with pytest.raises(failcore.ReplayMiss):
-            tool()
+    refused_output_is_recorded_failed(store, failcore.tool(name="make")(body), what)
     assert ran == [1]
 
 
