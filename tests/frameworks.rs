@@ -231,15 +231,39 @@ impl Fixture {
     }
 }
 
+/// The Python of a framework that cannot share the e2e venv (`var` names it), or `None` after saying that
+/// `test` skipped (failing instead when FAILCORE_REQUIRE_FRAMEWORKS=1).
+fn own_python(test: &str, var: &str) -> Option<String> {
+    if let Some(python) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        return Some(python);
+    }
+    let why = format!(
+        "set {var} (bash .ci/run installs the pinned framework in a venv of its own and sets it)"
+    );
+    assert!(
+        std::env::var("FAILCORE_REQUIRE_FRAMEWORKS").as_deref() != Ok("1"),
+        "{test}: FAILCORE_REQUIRE_FRAMEWORKS=1 but {why}"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+    None
+}
+
 fn framework_records_resumes_after_a_kill_and_replays_offline(
     test: &str,
     framework: &str,
+    python_var: Option<&str>,
     run_key: Option<&'static str>,
     offline: bool,
 ) {
-    let Some(e) = e2e(test, Some("FAILCORE_REQUIRE_FRAMEWORKS")) else {
+    let Some(mut e) = e2e(test, Some("FAILCORE_REQUIRE_FRAMEWORKS")) else {
         return;
     };
+    if let Some(var) = python_var {
+        let Some(python) = own_python(test, var) else {
+            return;
+        };
+        e.python = python;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = std::fs::canonicalize(tmp.path()).unwrap();
     let f = Fixture::new(e, &dir, run_key);
@@ -353,6 +377,7 @@ fn openai_agents_sdk_records_resumes_after_a_kill_and_replays_offline() {
         "openai_agents_sdk_records_resumes_after_a_kill_and_replays_offline",
         "openai_agents",
         None,
+        None,
         true,
     );
 }
@@ -362,6 +387,7 @@ fn pydantic_ai_records_resumes_after_a_kill_and_replays_offline() {
     framework_records_resumes_after_a_kill_and_replays_offline(
         "pydantic_ai_records_resumes_after_a_kill_and_replays_offline",
         "pydantic_ai",
+        None,
         None,
         true,
     );
@@ -373,6 +399,7 @@ fn autogen_records_and_resumes_after_a_kill() {
     framework_records_resumes_after_a_kill_and_replays_offline(
         "autogen_records_and_resumes_after_a_kill",
         "autogen",
+        None,
         Some("autogen-agent"),
         false,
     );
@@ -383,7 +410,22 @@ fn autogen_records_resumes_after_a_kill_and_replays_offline() {
     framework_records_resumes_after_a_kill_and_replays_offline(
         "autogen_records_resumes_after_a_kill_and_replays_offline",
         "autogen",
+        None,
         Some("autogen-agent"),
+        true,
+    );
+}
+
+#[test]
+fn crewai_records_resumes_after_a_kill_and_replays_offline() {
+    // CrewAI requires openai<3 (the other frameworks openai>=3): a venv of its own. It names each MCP tool
+    // after the server's whole command line, so the mode goes in the server's env, and opens a session per
+    // tool call: the run key makes the sessions one run.
+    framework_records_resumes_after_a_kill_and_replays_offline(
+        "crewai_records_resumes_after_a_kill_and_replays_offline",
+        "crewai",
+        Some("FAILCORE_E2E_CREWAI_PYTHON"),
+        Some("crewai-agent"),
         true,
     );
 }

@@ -55,6 +55,32 @@ def store(tmp_path, monkeypatch):
     return d
 
 
+def executions(effects):
+    """How many times each step's body ran: each execution leaves a file `step-NN-<unique>` in `effects`."""
+    counts = {}
+    for name in os.listdir(effects):
+        n = int(name.split("-")[1])
+        counts[n] = counts.get(n, 0) + 1
+    return counts
+
+
+def refused_output_is_recorded_failed(store, tool, what):
+    """Calls `tool` (no arguments) in a session: its output is refused with a TypeError naming `what`, and
+    the call is recorded as failed, so offline there is nothing to serve. Returns the refusal's text."""
+    import failcore
+
+    with failcore.session(dir=store) as s:
+        with pytest.raises(TypeError, match="output") as e:
+            tool()
+    assert what in str(e.value)
+    _, steps, _ = show(store, s.run_id)
+    assert steps[0]["status"] == "failed"
+    with failcore.session(dir=store, offline="last"):
+        with pytest.raises(failcore.ReplayMiss):
+            tool()
+    return str(e.value)
+
+
 def run_script(source, env, timeout=120):
     """Runs a Python program (text) in a fresh interpreter; returns the completed process."""
     return subprocess.run(

@@ -3,7 +3,7 @@ import json
 import pytest
 
 import failcore
-from conftest import cli, show
+from conftest import cli, refused_output_is_recorded_failed, show
 
 
 def test_a_call_is_recorded_and_shown_by_the_command(store):
@@ -147,25 +147,91 @@ def test_a_dataclass_argument_is_refused(store):
             t(Point(1))
 
 
-def test_an_output_that_would_not_round_trip_is_refused_and_recorded_failed(store):
+def _unfit_values():
+    """Values JSON would not give back as they are, and what the refusal names."""
+    import dataclasses
+    import datetime
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    values = [
+        ((1, 2), "tuple"),
+        ({1, 2}, "set"),
+        (frozenset([1]), "frozenset"),
+        (b"x", "bytes"),
+        (datetime.datetime(2024, 1, 1), "datetime.datetime"),
+        (datetime.date(2024, 1, 1), "datetime.date"),
+        (Point(1), "Point"),
+        ({"nested": [1, (2,)]}, "tuple"),
+    ]
+    try:
+        import pydantic
+    except ImportError:
+        return values
+
+    class Model(pydantic.BaseModel):
+        x: int
+
+    return values + [(Model(x=1), "Model")]
+
+
+UNFIT = _unfit_values()
+
+
+@pytest.mark.parametrize("value, what", UNFIT, ids=[w for _, w in UNFIT])
+def test_an_unfit_argument_of_each_type_is_refused_before_the_body(store, value, what):
     ran = []
 
     @failcore.tool
-    def pair():
-        ran.append(1)
-        return (1, 2)
+    def t(p):
+        ran.append(p)
 
     with failcore.session(dir=store) as s:
-        with pytest.raises(TypeError, match="output.*tuple"):
-            pair()
-        run = s.run_id
-    _, steps, _ = show(store, run)
-    assert steps[0]["status"] == "failed"
+        with pytest.raises(TypeError, match="`p` cannot be recorded") as e:
+            t(value)
+    assert what in str(e.value)
+    assert ran == []
+    # Refused before the lifecycle: nothing was recorded.
+    assert s.summary["counts"].get("ok", 0) == 0 and s.summary["counts"].get("failed", 0) == 0
+
+
+@pytest.mark.parametrize("value, what", UNFIT, ids=[w for _, w in UNFIT])
+def test_an_unfit_output_of_each_type_is_refused_and_recorded_failed(store, value, what):
+    ran = []
+
+    @failcore.tool
+    def make():
+        ran.append(1)
+        return value
+
+    refused_output_is_recorded_failed(store, make, what)
+    assert ran == [1]
     # Never served as something else: resuming runs it again.
     with failcore.session(dir=store, resume="last"):
         with pytest.raises(TypeError):
-            pair()
+            make()
     assert ran == [1, 1]
+
+
+@pytest.mark.parametrize("value, what", UNFIT[:4], ids=[w for _, w in UNFIT[:4]])
+def test_an_unfit_output_of_an_async_tool_is_recorded_failed(store, value, what):
+    import asyncio
+
+    @failcore.tool
+    async def make():
+        return value
+
+    async def main():
+        async with failcore.session(dir=store) as s:
+            with pytest.raises(TypeError, match="output.*" + what):
+                await make()
+        return s
+
+    s = asyncio.run(main())
+    _, steps, _ = show(store, s.run_id)
+    assert steps[0]["status"] == "failed"
 
 
 def test_skip_leaves_a_parameter_out_of_the_fingerprint(store):

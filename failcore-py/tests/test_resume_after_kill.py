@@ -4,7 +4,7 @@ import json
 import os
 import signal
 
-from conftest import cli, clean_env, run_script, show
+from conftest import cli, clean_env, executions, run_script, show
 
 WORKFLOW = r'''
 import os, signal, sys, uuid
@@ -24,14 +24,6 @@ def step(n: int):
 
 print(" ".join(str(step(n)["pid"]) for n in range(1, 11)))
 '''
-
-
-def executions(effects):
-    counts = {}
-    for name in os.listdir(effects):
-        n = int(name.split("-")[1])
-        counts[n] = counts.get(n, 0) + 1
-    return counts
 
 
 def test_a_killed_workflow_resumes_with_completed_calls_served(tmp_path):

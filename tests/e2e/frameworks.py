@@ -3,6 +3,7 @@
     python frameworks.py openai_agents <json config>
     python frameworks.py pydantic_ai <json config>
     python frameworks.py autogen <json config>
+    python frameworks.py crewai <json config>
 
 Each agent's model is the framework's OpenAI client with its `base_url` at `failcore llm-proxy`, and its MCP
 tools come from `failcore proxy` in front of the official filesystem server. The config gives `base_url`,
@@ -98,7 +99,35 @@ async def autogen(cfg):
     return {"final": result.messages[-1].content, "tool_results": outputs}
 
 
+async def crewai(cfg):
+    import os
+
+    # No telemetry or trace upload.
+    os.environ.update(
+        CREWAI_DISABLE_TELEMETRY="true", CREWAI_TRACING_ENABLED="false", OTEL_SDK_DISABLED="true"
+    )
+    from crewai import LLM, Agent, Crew, Task
+    from crewai.mcp import MCPServerStdio
+
+    llm = LLM(model=cfg["model"], base_url=cfg["base_url"], api_key="unused", custom_openai=True)
+    # CrewAI names each tool after the whole command line and opens a session per tool call: the mode goes
+    # in `env` (never `args`), and the run key in the policy file's [proxy] table.
+    fs = MCPServerStdio(command=cfg["command"], args=cfg["args"], env=cfg["env"])
+    agent = Agent(role="files", goal="Work on the files.", backstory="A careful clerk.", llm=llm, mcps=[fs])
+    task = Task(description=cfg["prompt"], expected_output="What was done.", agent=agent)
+    result = await asyncio.to_thread(Crew(agents=[agent], tasks=[task]).kickoff)
+    outputs = [
+        str(m["content"])
+        for out in result.tasks_output
+        for m in (out.messages or [])
+        if m.get("role") == "tool"
+    ]
+    return {"final": result.raw, "tool_results": outputs}
+
+
 if __name__ == "__main__":
     mode, cfg = sys.argv[1], json.loads(sys.argv[2])
-    run = {"openai_agents": openai_agents, "pydantic_ai": pydantic_ai, "autogen": autogen}[mode]
+    run = {"openai_agents": openai_agents, "pydantic_ai": pydantic_ai, "autogen": autogen, "crewai": crewai}[
+        mode
+    ]
     print(json.dumps(asyncio.run(run(cfg))))

@@ -335,30 +335,46 @@ enum Step {
 
 impl FileScript {
     fn step(&self, request: &Value, results: &[String]) -> Step {
-        // The tools offered, in either API's shape: a framework may prefix or rename them.
-        let offered: Vec<String> = request["tools"]
+        // The tools offered (name, description), in either API's shape: a framework may prefix or rename
+        // them, even beyond recognition (CrewAI cuts a long name and ends it with a hash): a tool is found
+        // by the end of its name, else by the start of its description, as the filesystem server words it.
+        let offered: Vec<(String, String)> = request["tools"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|t| t["function"]["name"].as_str().or(t["name"].as_str()))
-            .map(str::to_owned)
+            .filter_map(|t| {
+                let f = if t["function"].is_object() {
+                    &t["function"]
+                } else {
+                    t
+                };
+                let name = f["name"].as_str()?.to_owned();
+                Some((
+                    name,
+                    f["description"].as_str().unwrap_or_default().to_owned(),
+                ))
+            })
             .collect();
-        let tool = |suffix: &str| {
+        let tool = |suffix: &str, described: &str| {
             offered
                 .iter()
-                .find(|n| n.ends_with(suffix))
-                .cloned()
+                .find(|(n, _)| n.ends_with(suffix))
+                .or_else(|| offered.iter().find(|(_, d)| d.starts_with(described)))
+                .map(|(n, _)| n.clone())
                 .unwrap_or_else(|| suffix.to_owned())
         };
         match results.len() {
             0 => Step::Call(
                 "call_write".into(),
-                tool("write_file"),
+                tool("write_file", "Create a new file or completely overwrite"),
                 json!({"path": self.path, "content": self.content}),
             ),
             1 => Step::Call(
                 "call_read".into(),
-                tool("read_text_file"),
+                tool(
+                    "read_text_file",
+                    "Read the complete contents of a file from the file system",
+                ),
                 json!({"path": "/etc/passwd"}),
             ),
             _ => Step::Answer(format!("Done: {}.", results.join("; "))),

@@ -28,7 +28,9 @@ import json
 import math
 import os
 import pathlib
+import sys
 import threading
+import typing
 
 from . import _native
 from ._errors import Blocked, FailcoreError, OutsideSession, ReplayMiss
@@ -119,6 +121,11 @@ def _unfit(value, path, depth=0):
                 return why
         return None
     name = t.__qualname__ if t.__module__ == "builtins" else "%s.%s" % (t.__module__, t.__qualname__)
+    if _model_class(t) is not None:
+        return (
+            "%s is a %s, a pydantic model: it is recorded as its fields only where the parameter's (or "
+            "the return) annotation is exactly its class, so that it can be rebuilt" % (path, name)
+        )
     return (
         "%s is a %s, which JSON would not give back as it is (only dict with str keys, list, str, "
         "int, float, bool and None are recorded: convert it, e.g. a tuple to a list)" % (path, name)
@@ -130,7 +137,7 @@ def _dumps(value):
 
 
 class _Meta:
-    __slots__ = ("name", "fn", "signature", "skip", "paths", "native")
+    __slots__ = ("name", "fn", "signature", "skip", "paths", "models", "returns", "native")
 
 
 _PATH_TYPES = (pathlib.PurePath, os.PathLike, "Path", "PurePath", "PathLike", "pathlib.Path", "os.PathLike")
@@ -156,6 +163,9 @@ def _arguments(meta, args, kwargs):
             value = os.fspath(value)  # a path argument is its text, for the fingerprint and the policy
             if type(value) is not str:
                 raise TypeError("%s: argument `%s` is a bytes path: pass a str path" % (meta.name, name))
+        model = meta.models.get(name)
+        if model is not None and type(value) is model:
+            value = value.model_dump()  # the annotation says the class: its fields are the value
         why = _unfit(value, name)
         if why:
             raise TypeError(
@@ -166,11 +176,47 @@ def _arguments(meta, args, kwargs):
     return _dumps(out)
 
 
+def _model_class(annotation):
+    """The pydantic model class an annotation names, or None (pydantic is not imported for this)."""
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None or not isinstance(annotation, type) or annotation is pydantic.BaseModel:
+        return None
+    return annotation if issubclass(annotation, pydantic.BaseModel) else None
+
+
 def _output(meta, value):
+    if meta.returns is not None and value is not None:
+        if type(value) is not meta.returns:
+            raise TypeError(
+                "%s: the output cannot be recorded: it is a %s, and the return annotation says %s (the "
+                "class a recorded output is rebuilt as): return a %s or None"
+                % (meta.name, type(value).__qualname__, meta.returns.__qualname__, meta.returns.__qualname__)
+            )
+        # Recorded as its fields, given back as the annotated class rebuilt from them: only when that
+        # gives back an equal model.
+        fields = value.model_dump()
+        why = _unfit(fields, "the output's fields")
+        if why:
+            raise TypeError("%s: the output cannot be recorded: %s" % (meta.name, why))
+        text = _dumps(fields)
+        if meta.returns.model_validate(json.loads(text)) != value:
+            raise TypeError(
+                "%s: the output cannot be recorded: a %s rebuilt from its fields (model_dump, then "
+                "model_validate) is not equal to it" % (meta.name, meta.returns.__qualname__)
+            )
+        return text
     why = _unfit(value, "the output")
     if why:
         raise TypeError("%s: the output cannot be recorded: %s" % (meta.name, why))
     return _dumps(value)
+
+
+def _load(meta, text):
+    """The call's result from its recorded output: JSON, or the annotated pydantic model rebuilt from it."""
+    value = json.loads(text)
+    if meta.returns is not None and type(value) is dict:
+        return meta.returns.model_validate(value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -215,8 +261,12 @@ def tool(
       annotated ``pathlib.Path`` or ``os.PathLike``; a path argument may be a ``str`` or a path object.
 
     Arguments are bound by name and must be JSON values that come back exactly (dict with str keys,
-    list, str, int, float, bool, None); anything else raises ``TypeError`` naming the parameter. So must
-    the return value, which is given back from the trace when the call is replayed.
+    list, str, int, float, bool, None); anything else raises ``TypeError`` naming the parameter, before
+    the body runs. So must the return value, which is given back from the trace when the call is
+    replayed; one that is not is recorded as a failure and raises ``TypeError``. A pydantic model is
+    recorded as its fields (``model_dump()``, themselves JSON values) where the parameter's or the
+    return annotation is exactly its class; a returned one is given back rebuilt with
+    ``model_validate``, and refused when that would not give back an equal model.
     """
     if isinstance(skip, str):
         skip = (skip,)
@@ -261,6 +311,13 @@ def tool(
         meta.signature = signature
         meta.skip = frozenset(skipped)
         meta.paths = frozenset(path_args)
+        annotations = _resolved_annotations(fn)
+        meta.models = {}
+        for p in params:
+            model = _model_class(annotations.get(p))
+            if model is not None:
+                meta.models[p] = model
+        meta.returns = _model_class(annotations.get("return"))
         meta.native = _native.Tool(
             meta.name,
             effect=effect,
@@ -275,12 +332,25 @@ def tool(
             wrapper = _async_tool(meta)
         else:
             wrapper = _sync_tool(meta)
+        wrapper.__annotations__ = annotations
         wrapper.failcore_tool = meta.native
         return wrapper
 
     if fn is not None:
         return decorate(fn)
     return decorate
+
+
+def _resolved_annotations(fn):
+    """The function's annotations with names resolved in its own module: frameworks read the wrapper's
+    (CrewAI, LangChain, AutoGen, the OpenAI Agents SDK, Pydantic AI build the model's JSON schema from
+    them), and some resolve string annotations (``from __future__ import annotations``) in the globals of
+    the function they are given, which for the wrapper would be this module's."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # a name not defined yet (or not at module level): left as written
+        return fn.__annotations__
+    return {name: hints.get(name, annotation) for name, annotation in fn.__annotations__.items()}
 
 
 def _sync_tool(meta):
@@ -300,7 +370,7 @@ def _sync_tool(meta):
                 if token is not None:
                     _scope.reset(token)
 
-        return json.loads(meta.native.call_sync(scope, arguments, body))
+        return _load(meta, meta.native.call_sync(scope, arguments, body))
 
     return call
 
@@ -309,13 +379,16 @@ async def _run_body(meta, args, kwargs):
     return _output(meta, await meta.fn(*args, **kwargs))
 
 
-def _settle(future, output, error):
+def _settle(meta, future, output, error):
     if future.done():
         return
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(json.loads(output))
+        try:
+            future.set_result(_load(meta, output))
+        except Exception as e:  # a recorded output the annotated model no longer accepts
+            future.set_exception(e)
 
 
 def _async_tool(meta):
@@ -343,7 +416,7 @@ def _async_tool(meta):
             loop.call_soon_threadsafe(begin)
 
         def settle(output, error):
-            loop.call_soon_threadsafe(_settle, result, output, error)
+            loop.call_soon_threadsafe(_settle, meta, result, output, error)
 
         handle = meta.native.call_async(scope, arguments, start, settle)
         try:
