@@ -24,6 +24,7 @@ fn fields() -> Vec<u8> {
         drift: Vec::new(),
         redacted: Vec::new(),
         exact: None,
+        recovered: None,
     })
     .encode_fields()
     .unwrap()

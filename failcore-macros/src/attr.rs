@@ -48,13 +48,19 @@ pub struct ToolArgs {
     pub redact_output: Vec<LitStr>,
     pub replay: Option<Choice>,
     pub output: Option<Choice>,
+    /// `recovery = "retry" | "block"`: what a resume does with a call that was in flight at a crash.
+    pub recovery: Option<Choice>,
+    /// `reconcile = path`: asks whether an in-flight call took effect before it runs again.
+    pub reconcile: Option<Path>,
     pub krate: Option<Path>,
 }
 
 pub const EFFECTS: &[&str] = &["pure", "read", "write", "network", "exec"];
 pub const REPLAYS: &[&str] = &["auto", "never"];
 pub const OUTPUTS: &[&str] = &["json", "text"];
-const ARGS: &str = "policy, name, version, effect, skip, redact, replay, output, crate";
+pub const RECOVERIES: &[&str] = &["retry", "block"];
+const ARGS: &str =
+    "policy, name, version, effect, skip, redact, replay, output, recovery, reconcile, crate";
 
 /// One `key = value` or `key(a, b)` item.
 enum Item {
@@ -159,6 +165,16 @@ impl ToolArgs {
                 ("output", Item::Value(_, e)) => {
                     args.output = choice(&e, "output", OUTPUTS, errors)
                 }
+                ("recovery", Item::Value(_, e)) => {
+                    args.recovery = choice(&e, "recovery", RECOVERIES, errors)
+                }
+                ("reconcile", Item::Value(_, e)) => match e {
+                    Expr::Path(p) => args.reconcile = Some(p.path),
+                    other => errors.push(syn::Error::new_spanned(
+                        other,
+                        "`reconcile` takes the path of an async function: `reconcile = did_it_land`",
+                    )),
+                },
                 ("crate", Item::Value(_, e)) => match e {
                     Expr::Path(p) => args.krate = Some(p.path),
                     Expr::Lit(ExprLit {
@@ -208,7 +224,15 @@ impl ToolArgs {
                 ),
                 (_, Item::List(..))
                     if [
-                        "policy", "name", "version", "effect", "replay", "output", "crate",
+                        "policy",
+                        "name",
+                        "version",
+                        "effect",
+                        "replay",
+                        "output",
+                        "recovery",
+                        "reconcile",
+                        "crate",
                     ]
                     .contains(&name.as_str()) =>
                 {
@@ -222,6 +246,12 @@ impl ToolArgs {
                     format!("unknown argument `{name}`: expected one of {ARGS}"),
                 ),
             }
+        }
+        if let (Some(_), Some(path)) = (&args.recovery, &args.reconcile) {
+            errors.push(syn::Error::new_spanned(
+                path,
+                "`reconcile` is a recovery of its own: give `recovery = ...` or `reconcile = ...`, not both",
+            ));
         }
         args
     }

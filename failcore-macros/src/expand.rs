@@ -412,6 +412,38 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
             }
         });
 
+    let recovery = format_ident!(
+        "{}",
+        match (
+            args.recovery.as_ref().map(|c| c.value.as_str()),
+            &args.reconcile
+        ) {
+            (_, Some(_)) => "Reconcile",
+            (Some("retry"), _) => "Retry",
+            (Some("block"), _) => "Block",
+            _ => "Session",
+        }
+    );
+    // Asked first when the call was in flight at a crash: `Some(output)` if the effect landed (served as
+    // the call's output), `None` if it did not (the body runs).
+    let reconcile = args.reconcile.as_ref().map(|path| {
+        let refs = params.iter().map(|prm| {
+            let ident = &prm.ident;
+            quote!(&#ident)
+        });
+        quote_spanned! {path.span()=>
+            if #p::reconciling() {
+                match #path(#(#refs),*).await? {
+                    ::core::option::Option::Some(landed) => {
+                        #p::reconciled(true);
+                        return ::core::result::Result::Ok(landed);
+                    }
+                    ::core::option::Option::None => #p::reconciled(false),
+                }
+            }
+        }
+    });
+
     let (invoke_fn, invoker) = invoker(&p, sig, params);
     let schema = schema(&p, sig, params);
 
@@ -431,6 +463,7 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
                 redact_output: &[#(#redact_output),*],
                 replay: #replay,
                 output: #p::OutputContract::#output,
+                recovery: #p::InFlightRecovery::#recovery,
                 invoker: #invoker,
                 schema: #schema,
                 file: ::core::file!(),
@@ -457,6 +490,7 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
                     let __failcore_fake_return: #ret = loop {};
                     return __failcore_fake_return;
                 }
+                #reconcile
                 #block
             })
             .await

@@ -376,6 +376,33 @@ pub struct StepEnd {
     /// field omitted) otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<bool>,
+    /// How a call that was in flight when an earlier run died was recovered by this one; omitted for
+    /// every other call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<Recovered>,
+}
+
+/// How a call in flight at a crash was recovered on resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recovered {
+    /// It ran again.
+    Retried,
+    /// Its tool's `reconcile` function said the effect had landed: its answer is the output, and the body
+    /// did not run again.
+    Reconciled,
+    /// Its tool's `reconcile` function said the effect had not landed: it ran again.
+    NotLanded,
+}
+
+impl Recovered {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recovered::Retried => "retried",
+            Recovered::Reconciled => "reconciled",
+            Recovered::NotLanded => "not_landed",
+        }
+    }
 }
 
 /// A field that is present, `null` included: `Some` of its value (a missing field is the `default`).

@@ -119,6 +119,7 @@ impl DynamicTool {
             redact_output: &[],
             replay: !spec.never_replay,
             output: OutputContract::Any,
+            recovery: crate::registry::InFlightRecovery::Session,
             invoker: Invoker::NotCallable("it is a dynamic tool: call it with DynamicTool::call"),
             schema: None,
             file: "",

@@ -265,6 +265,7 @@ pub(crate) fn reopen(
             drift: Vec::new(),
             redacted: Vec::new(),
             exact: None,
+            recovered: None,
         }));
         prior.counts.cancelled += 1;
     }

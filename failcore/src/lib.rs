@@ -94,7 +94,8 @@ pub use recorded::{idempotency_key, now, random, sleep, uuid};
 pub use tool_error::ToolError;
 
 pub use registry::{
-    call_json, expect_tools, tool as find_tool, tools, Effect, OutputContract, ToolInfo,
+    call_json, expect_tools, tool as find_tool, tools, Effect, InFlightRecovery, OutputContract,
+    ToolInfo,
 };
 pub use replay::{InFlightStep, ResumeReport};
 pub use session::{
@@ -198,11 +199,12 @@ pub(crate) fn jsonl_store(
 #[doc(hidden)]
 pub mod __private {
     pub use crate::lifecycle::{enter, run, serialize_args, Call, Entered, Prepared};
+    pub use crate::lifecycle::{reconciled, reconciling};
     pub use crate::policy::{IntoPolicy, PolicyRef};
     pub use crate::registry::{
-        encode_output, DescriptorCache, Effect, Invocation, InvokeLocal, InvokeSend, InvokeWrap,
-        Invoker, JsonArgs, OutputContract, Param, ParamRole, PolicySource, Registration,
-        ToolDescriptor,
+        encode_output, DescriptorCache, Effect, InFlightRecovery, Invocation, InvokeLocal,
+        InvokeSend, InvokeWrap, Invoker, JsonArgs, OutputContract, Param, ParamRole, PolicySource,
+        Registration, ToolDescriptor,
     };
     pub use erased_serde::Serialize as ErasedSerialize;
     pub use inventory;

@@ -9,12 +9,16 @@ use crate::fingerprint::{
     fingerprint_hash, fp_key, has_markers, write_canonical, write_output, CanonicalError, SOME_NULL,
 };
 use crate::policy::{CallView, PolicyRef, Verdict};
-use crate::registry::{Effect, OutputContract, ParamRole, ToolDescriptor, ToolInfo};
+use crate::registry::{
+    Effect, InFlightRecovery, OutputContract, ParamRole, ToolDescriptor, ToolInfo,
+};
 use crate::replay::{instance_key, scoped_key, Recorded};
 use crate::secrets::{Masked, Scrubber, Seal};
 use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
 use crate::Error;
-use failcore_store::{BlobRef, Decision, DecisionOutcome, Drift, Durability, Mode, Status};
+use failcore_store::{
+    BlobRef, Decision, DecisionOutcome, Drift, Durability, Mode, Recovered, Status,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -375,6 +379,8 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
 
     // execute: replay first
     let mut pending_divergence = None;
+    // A call in flight when the resumed run died: how it is recovered.
+    let mut recovering = None;
     if let (Some(index), true) = (&inner.replay, tool.replay) {
         let position = index.next_position(tool.name);
         // A recorded output with a masked part is never served as recorded: its clear value comes from
@@ -517,17 +523,29 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
             ));
         }
         pending_divergence = divergence;
-        if index.take_in_flight(key)
-            && inner.on_in_flight == InFlight::Block
-            && matches!(tool.effect, Effect::Write | Effect::Exec)
-        {
+        let session_blocks = inner.on_in_flight == InFlight::Block
+            && matches!(tool.effect, Effect::Write | Effect::Exec);
+        let recovery = match tool.recovery {
+            InFlightRecovery::Session if session_blocks => InFlightRecovery::Block,
+            InFlightRecovery::Session => InFlightRecovery::Retry,
+            declared => declared,
+        };
+        if index.take_in_flight(key) {
+            recovering = Some(Arc::new(Recovering::new(recovery)));
+        }
+        if recovering.is_some() && recovery == InFlightRecovery::Block {
+            let remedy = if tool.recovery == InFlightRecovery::Block {
+                "its tool declares recovery = \"block\""
+            } else {
+                "then resume with on_in_flight = rerun"
+            };
             decision = Decision {
                 outcome: DecisionOutcome::Deny,
                 policy: Some("resume".into()),
                 rule: Some("resume.in_flight".into()),
                 reason: Some(format!(
                     "this `{}` call was in flight when run {} died and may have taken effect; \
-                     check it by hand, then resume with on_in_flight = rerun",
+                     check it by hand ({remedy})",
                     tool.effect, index.source
                 )),
             };
@@ -566,8 +584,58 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
         identity: (key, occ),
         durability,
         intent,
+        recovering,
         done: false,
     }))
+}
+
+/// How a call that was in flight at a crash is being recovered, reported by its body (`reconcile`).
+pub(crate) struct Recovering {
+    recovery: InFlightRecovery,
+    /// 0: not asked yet; 1: the effect landed (the reconcile's answer is the output); 2: it did not.
+    reconciled: std::sync::atomic::AtomicU8,
+}
+
+impl Recovering {
+    fn new(recovery: InFlightRecovery) -> Recovering {
+        Recovering {
+            recovery,
+            reconciled: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// What the step's record says of it.
+    fn recovered(&self) -> Recovered {
+        match self.reconciled.load(std::sync::atomic::Ordering::Acquire) {
+            1 => Recovered::Reconciled,
+            2 => Recovered::NotLanded,
+            _ => Recovered::Retried,
+        }
+    }
+}
+
+/// Inside a tool body: whether the tool's `reconcile` function must be asked first (the call was in flight
+/// when the resumed run died, and has not been reconciled yet). Called by the code `#[failcore::tool]`
+/// generates.
+pub fn reconciling() -> bool {
+    crate::session::CONTEXT
+        .try_with(|ctx| {
+            ctx.recovering.as_ref().is_some_and(|r| {
+                r.recovery == InFlightRecovery::Reconcile
+                    && r.reconciled.load(std::sync::atomic::Ordering::Acquire) == 0
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Inside a tool body: the `reconcile` function's answer, recorded on the step.
+pub fn reconciled(landed: bool) {
+    let _ = crate::session::CONTEXT.try_with(|ctx| {
+        if let Some(r) = &ctx.recovering {
+            let v = if landed { 1 } else { 2 };
+            r.reconciled.store(v, std::sync::atomic::Ordering::Release);
+        }
+    });
 }
 
 /// A call that has taken its step but written no record yet, across a wait: if its future is dropped during
@@ -824,6 +892,8 @@ struct StepGuard {
     durability: Durability,
     /// A pure or read call's deferred intent (its `step_start` is written with its outcome).
     intent: Option<Arc<Intent>>,
+    /// Set when the call was in flight when the resumed run died.
+    recovering: Option<Arc<Recovering>>,
     done: bool,
 }
 
@@ -831,6 +901,10 @@ impl StepGuard {
     /// The record of this call's outcome `end` (an encoded `step_end`): the `step_end` itself, or, when the
     /// intent was deferred and no nested call wrote it, one `call` record holding both.
     fn outcome_record(&self, end: Vec<u8>) -> (&'static str, Vec<u8>) {
+        let end = match &self.recovering {
+            Some(r) => with_field(end, "recovered", r.recovered().as_str()),
+            None => end,
+        };
         let Some(intent) = &self.intent else {
             return ("step_end", end);
         };
@@ -1050,6 +1124,7 @@ where
                 parent: Some(guard.step),
                 scope: Some(guard.identity),
                 intent: guard.intent.clone(),
+                recovering: guard.recovering.clone(),
                 by_name: None,
             };
             let started = Instant::now();
@@ -1379,6 +1454,19 @@ fn inexact(mut end: Vec<u8>) -> Vec<u8> {
         end.extend_from_slice(b",\"exact\":false}");
     }
     end
+}
+
+/// Adds a string field to an encoded record (`value` is a plain word: no escaping needed).
+fn with_field(mut record: Vec<u8>, name: &str, value: &str) -> Vec<u8> {
+    if record.last() == Some(&b'}') {
+        record.pop();
+        record.extend_from_slice(b",\"");
+        record.extend_from_slice(name.as_bytes());
+        record.extend_from_slice(b"\":\"");
+        record.extend_from_slice(value.as_bytes());
+        record.extend_from_slice(b"\"}");
+    }
+    record
 }
 
 /// The encoded step_end, with its output and error scrubbed by the session's scrubber, and the seal that

@@ -10,6 +10,24 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// What a resume does with a call of this tool that was in flight (started, never ended) when its run
+/// died: `#[failcore::tool(recovery = "retry" | "block")]`, or `reconcile = f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum InFlightRecovery {
+    /// As the session says ([`crate::InFlight`]): run it again, or block a `write` or `exec` call.
+    #[default]
+    Session,
+    /// Run it again (at-least-once): the tool passes [`crate::idempotency_key`] to a provider that
+    /// deduplicates by it, or its effect is harmless to repeat.
+    Retry,
+    /// Refuse it on resume: it may have taken effect, and a person checks.
+    Block,
+    /// Ask the tool's `reconcile` function whether the effect landed (with the call's arguments, and the
+    /// same [`crate::idempotency_key`] the interrupted call had): its answer is served as the output if
+    /// it did, and the body runs if it did not.
+    Reconcile,
+}
+
 /// What a tool touches. Policies and replay use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Effect {
@@ -129,6 +147,8 @@ pub struct ToolDescriptor {
     pub redact_output: &'static [&'static str],
     pub replay: bool,
     pub output: OutputContract,
+    /// What a resume does with a call of it that was in flight at a crash.
+    pub recovery: InFlightRecovery,
     pub invoker: Invoker,
     /// The argument schema (feature `schema`, tools callable by name).
     pub schema: Option<fn() -> Value>,

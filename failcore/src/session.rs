@@ -32,6 +32,9 @@ pub(crate) struct Context {
     /// The deferred intent of the call this one is made from (a pure or read tool's), which must be
     /// written before any record of this call.
     pub intent: Option<Arc<crate::lifecycle::Intent>>,
+    /// Inside the body of a call being recovered after a crash: where its `reconcile` function's answer
+    /// is reported (see [`crate::lifecycle::reconciling`]).
+    pub recovering: Option<Arc<crate::lifecycle::Recovering>>,
     /// Set by a by-name call (`call_json`): where the lifecycle reports a FailCore error of that call,
     /// which the tool's own error type would otherwise reduce to text. Tool bodies run without it, so the
     /// calls they make report nothing to the outer by-name call.
@@ -351,6 +354,7 @@ impl Session {
                     parent: None,
                     scope: None,
                     intent: None,
+                    recovering: None,
                     by_name: None,
                 },
                 fut,
@@ -1056,6 +1060,7 @@ pub(crate) fn context() -> Result<Context, Error> {
         parent: None,
         scope: None,
         intent: None,
+        recovering: None,
         by_name: None,
     })
 }

@@ -47,6 +47,7 @@ pub fn step_end(step: u64) -> Body {
         drift: Vec::new(),
         redacted: Vec::new(),
         exact: None,
+        recovered: None,
     })
 }
 

@@ -227,6 +227,11 @@ fn steps_since(session: &Session, seen: &mut usize) -> Vec<String> {
     let mut rules = std::collections::HashMap::new();
     let mut lines = Vec::new();
     let first_new = *seen;
+    // The runs served from, newest first: the demo's runs are numbered from the oldest.
+    let ancestry = session
+        .resume_report()
+        .map(|r| r.ancestry.clone())
+        .unwrap_or_default();
     for (i, rec) in reader.filter_map(Result::ok).enumerate() {
         let body = rec.record.body;
         if let Some(s) = body.start() {
@@ -237,7 +242,11 @@ fn steps_since(session: &Session, seen: &mut usize) -> Vec<String> {
                 let mut line = match e.status {
                     Status::Ok => format!("executed   {:>6.1} ms", e.latency_ns as f64 / 1e6),
                     Status::Replayed => format!(
-                        "replayed   from run 1, without running (saved {:.1} ms)",
+                        "replayed   from run {}, without running (saved {:.1} ms)",
+                        e.replayed_from
+                            .as_ref()
+                            .and_then(|src| ancestry.iter().position(|r| *r == src.run))
+                            .map_or(1, |p| ancestry.len() - p),
                         e.saved_ns.unwrap_or(0) as f64 / 1e6
                     ),
                     Status::Blocked => {
@@ -376,6 +385,30 @@ fn demo(dir: &Path, root: &Path) -> Result<(), AgentError> {
         summary.counts.blocked,
         summary.saved_ns as f64 / 1e6
     );
+    say!();
+    say!("== Run 3: replays run 2 offline and strictly: nothing executes ==");
+    let replay = Session::builder()
+        .dir(dir)
+        .sandbox_root(root)
+        .offline(session.run_id())
+        .strict(true)
+        .open()?;
+    let before = EXECUTED.load(Ordering::SeqCst);
+    rt.block_on(replay.scope(workflow(&replay, root)))?;
+    // Strict: `finish` fails if a recorded success was never reached, or came out of order.
+    let replayed = rt.block_on(replay.finish())?;
+    let offline_executed = EXECUTED.load(Ordering::SeqCst) - before;
+    say!(
+        "Offline: {} calls served, {} executed; every recorded call reached, in its order",
+        replayed.counts.replayed,
+        offline_executed
+    );
+    if offline_executed != 0 {
+        return Err(AgentError(format!(
+            "the offline replay executed {offline_executed} calls"
+        )));
+    }
+    say!();
     let trace = dir.join("runs").join(format!("{}.jsonl", session.run_id()));
     say!("Trace: {}", printable(&trace.display().to_string()));
     say!(
@@ -392,6 +425,9 @@ fn demo(dir: &Path, root: &Path) -> Result<(), AgentError> {
             "replayed": summary.counts.replayed,
             "blocked": summary.counts.blocked,
             "saved_ns": summary.saved_ns,
+            "offline_run": replay.run_id(),
+            "offline_replayed": replayed.counts.replayed,
+            "offline_executed": offline_executed,
             "trace": trace.display().to_string(),
         });
         println!("{v}");

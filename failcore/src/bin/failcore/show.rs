@@ -349,6 +349,21 @@ fn cells(start_ts: &str, s: &Step, sources: &mut Sources, resumed_from: Option<&
             notes.push("INEXACT output: its JSON does not read back as the value returned; never served on resume".into());
             style = term::WARN;
         }
+        if let Some(r) = e.recovered {
+            notes.push(match r {
+                failcore::store::Recovered::Retried => {
+                    "RECOVERED: in flight when an earlier run died; ran again".to_owned()
+                }
+                failcore::store::Recovered::Reconciled => {
+                    "RECOVERED: in flight when an earlier run died; reconciled: it had landed, not run again"
+                        .to_owned()
+                }
+                failcore::store::Recovered::NotLanded => {
+                    "RECOVERED: in flight when an earlier run died; reconciled: it had not landed, ran again"
+                        .to_owned()
+                }
+            });
+        }
     } else {
         notes.push("started, never ended".into());
     }
