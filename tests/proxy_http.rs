@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use support::{e2e, failcore_bin, E2e, McpClient};
+use support::{e2e, failcore_bin, raw_post, E2e, McpClient, INITIALIZE};
 
 /// A data directory with a file, and a policy confining the server's paths to it.
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
@@ -152,33 +152,6 @@ fn http_client(e: &E2e, url: &str, headers: Value, calls: Value) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
-
-/// One raw HTTP/1.0 POST to the proxy (its body ends with the connection); its status code and body.
-fn raw_post(port: u16, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut request = "POST /mcp HTTP/1.0\r\nContent-Type: application/json\r\n\
-                       Accept: application/json, text/event-stream\r\n"
-        .to_owned();
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 
 /// Each run of `store`: its steps' `[tool, status]`, and whether it ended.
 fn runs(store: &Path) -> Vec<(Vec<(String, String)>, bool)> {
