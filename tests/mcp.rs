@@ -8,7 +8,7 @@ mod support;
 use failcore::store::{JsonlStore, RunReader, Status, TraceStore};
 use serde_json::{json, Value};
 use std::process::Command;
-use support::{e2e, example, raw_post, text, E2e, Listening, McpClient, INITIALIZE};
+use support::{e2e, example, python_http_client, raw_post, text, Listening, McpClient, INITIALIZE};
 
 fn server(dir: &std::path::Path, env: &[(&str, &str)]) -> McpClient {
     let mut cmd = Command::new(example("mcp_server"));
@@ -152,24 +152,6 @@ fn http_server(dir: &std::path::Path, env: &[(&str, &str)]) -> Listening {
     Listening::start(cmd)
 }
 
-/// The official Python SDK's client by URL (tests/e2e/mcp_clients.py `http`): its JSON result.
-fn python_http_client(e: &E2e, url: &str, headers: Value, calls: Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
-    let config = json!({"url": url, "headers": headers, "calls": calls});
-    let out = Command::new(&e.python)
-        .args([script, "http", &config.to_string()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
 #[test]
 fn the_python_sdk_over_http_lists_calls_and_is_refused_by_policy() {
     let test = "the_python_sdk_over_http_lists_calls_and_is_refused_by_policy";
@@ -226,8 +208,8 @@ fn the_python_sdk_over_http_lists_calls_and_is_refused_by_policy() {
     );
 
     // SIGTERM ends the server and its run, with every call of every client session in it.
-    let log = server.log();
-    assert!(server.terminate().success(), "{log}");
+    let stderr = server.stderr.clone();
+    assert_eq!(server.terminate(), Some(0), "{}", stderr.lock().unwrap());
     assert_eq!(
         steps(dir.path()),
         [

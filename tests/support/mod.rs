@@ -290,7 +290,8 @@ pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","p
 pub struct Listening {
     pub child: Child,
     pub url: String,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Its stderr after the URL, as it comes.
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Listening {
@@ -322,11 +323,15 @@ impl Listening {
                 rest.clear();
             }
         });
-        Listening { child, url, log }
+        Listening {
+            child,
+            url,
+            stderr: log,
+        }
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.stderr.lock().unwrap().clone()
     }
 
     /// The port of its URL.
@@ -339,11 +344,13 @@ impl Listening {
             .unwrap_or_else(|| panic!("no port in {}", self.url))
     }
 
-    /// SIGTERM, then its exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    /// SIGTERM, then its exit code (128 + the signal's number when a signal ended it).
+    pub fn terminate(mut self) -> Option<i32> {
         // SAFETY: kill(2) on the id of a child this test started and has not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        status.code().or(status.signal().map(|s| 128 + s))
     }
 }
 
@@ -352,4 +359,22 @@ impl Drop for Listening {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The official Python SDK's client by URL (tests/e2e/mcp_clients.py `http`): its JSON result.
+pub fn python_http_client(e: &E2e, url: &str, headers: Value, calls: Value) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
+    let config = json!({"url": url, "headers": headers, "calls": calls});
+    let out = Command::new(&e.python)
+        .args([script, "http", &config.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
