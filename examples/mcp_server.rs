@@ -7,6 +7,13 @@
 //!
 //! Point any MCP client at that command. `FAILCORE_OFFLINE=last` answers from the last run's trace
 //! without running any tool.
+//!
+//! Over Streamable HTTP instead, at `http://127.0.0.1:8765/mcp` (loopback only; with `MCP_TOKEN` set,
+//! clients must send `Authorization: Bearer <that token>`), until Ctrl-C:
+//!
+//! ```sh
+//! FAILCORE_SANDBOX=. cargo run --example mcp_server --features mcp -- --http 127.0.0.1:8765
+//! ```
 
 use std::path::PathBuf;
 
@@ -61,8 +68,28 @@ async fn greet(name: String, style: Option<String>) -> Result<String, ToolError>
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // stdout carries the protocol: anything else goes to stderr.
-    match failcore::mcp::serve_stdio().await {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let served = match args.as_slice() {
+        // stdout carries the protocol: anything else goes to stderr.
+        [] => failcore::mcp::serve_stdio().await,
+        [flag, addr] if flag == "--http" => match addr.parse() {
+            Ok(addr) => {
+                let mut server = failcore::mcp::HttpServer::new(addr)
+                    .on_bound(|a| eprintln!("mcp_server: listening on http://{a}/mcp"));
+                if let Ok(token) = std::env::var("MCP_TOKEN") {
+                    server = server.token(token);
+                }
+                server.serve().await
+            }
+            Err(e) => Err(failcore::Error::Config(format!(
+                "`{addr}` is not an address (host:port): {e}"
+            ))),
+        },
+        _ => Err(failcore::Error::Config(
+            "usage: mcp_server [--http HOST:PORT]".into(),
+        )),
+    };
+    match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp_server: {e}");

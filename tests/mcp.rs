@@ -1,12 +1,14 @@
 //! The MCP server example over real stdio: tools/list with the normalised schemas, tools/call through
-//! the lifecycle (policy, trace, offline replay).
+//! the lifecycle (policy, trace, offline replay); and over Streamable HTTP (`failcore::mcp::HttpServer`),
+//! reached by URL with the official Python SDK (`FAILCORE_E2E_PYTHON`, see tests/support), with its
+//! DNS-rebinding protection and its bearer token.
 
 mod support;
 
 use failcore::store::{JsonlStore, RunReader, Status, TraceStore};
 use serde_json::{json, Value};
 use std::process::Command;
-use support::{example, text, McpClient};
+use support::{e2e, example, python_http_client, raw_post, text, Listening, McpClient, INITIALIZE};
 
 fn server(dir: &std::path::Path, env: &[(&str, &str)]) -> McpClient {
     let mut cmd = Command::new(example("mcp_server"));
@@ -133,4 +135,119 @@ fn tools_list_and_call_over_stdio() {
         replayed,
         [json!(["write_note", "replayed"]), json!(["add", "failed"])]
     );
+}
+
+/// The example served over Streamable HTTP (`mcp_server --http 127.0.0.1:0`), in `dir`.
+fn http_server(dir: &std::path::Path, env: &[(&str, &str)]) -> Listening {
+    let mut cmd = Command::new(example("mcp_server"));
+    cmd.current_dir(dir)
+        .env_remove("FAILCORE_RESUME")
+        .env_remove("FAILCORE_OFFLINE")
+        .env_remove("FAILCORE_STORE")
+        .env_remove("MCP_TOKEN")
+        .env("FAILCORE_DIR", dir.join(".failcore"))
+        .env("FAILCORE_SANDBOX", dir)
+        .envs(env.iter().copied())
+        .args(["--http", "127.0.0.1:0"]);
+    Listening::start(cmd)
+}
+
+#[test]
+fn the_python_sdk_over_http_lists_calls_and_is_refused_by_policy() {
+    let test = "the_python_sdk_over_http_lists_calls_and_is_refused_by_policy";
+    let Some(e) = e2e(test, Some("FAILCORE_REQUIRE_FRAMEWORKS")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = http_server(dir.path(), &[]);
+
+    let out = python_http_client(
+        &e,
+        &server.url,
+        json!({}),
+        json!([
+            ["greet", {"name": "Ada", "style": "loud"}],
+            ["write_note", {"path": "note.txt", "text": "over http"}],
+            ["write_note", {"path": "../escaped.txt", "text": "nope"}],
+        ]),
+    );
+    assert!(out.get("error").is_none(), "{out}\n{}", server.log());
+    assert_eq!(out["tools"], json!(["add", "greet", "write_note"]), "{out}");
+    assert_eq!(out["calls"][0]["text"], "HELLO, ADA!", "{out}");
+    assert_eq!(out["calls"][1]["is_error"], false, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("note.txt")).unwrap(),
+        "over http"
+    );
+    // Refused by the fs policy before the body ran: a tool error naming the rule, nothing written.
+    assert_eq!(out["calls"][2]["is_error"], true, "{out}");
+    assert_eq!(out["calls"][2]["structured"]["rule"], "fs.escape", "{out}");
+    assert!(!dir.path().parent().unwrap().join("escaped.txt").exists());
+
+    // DNS rebinding: another Host, or another Origin, is refused before anything else.
+    let port = server.port();
+    let host = format!("127.0.0.1:{port}");
+    let (status, _) = raw_post(port, &[("Host", "evil.example")], INITIALIZE);
+    assert_eq!(status, 403);
+    let (status, _) = raw_post(
+        port,
+        &[("Host", &host), ("Origin", "http://evil.example:80")],
+        INITIALIZE,
+    );
+    assert_eq!(status, 403);
+    let (status, body) = raw_post(
+        port,
+        &[("Host", &host), ("Origin", &format!("http://{host}"))],
+        INITIALIZE,
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["result"]["serverInfo"]["name"], "failcore",
+        "{answer}"
+    );
+
+    // SIGTERM ends the server and its run, with every call of every client session in it.
+    let stderr = server.stderr.clone();
+    assert_eq!(server.terminate(), Some(0), "{}", stderr.lock().unwrap());
+    assert_eq!(
+        steps(dir.path()),
+        [
+            ("greet".to_owned(), Status::Ok),
+            ("write_note".to_owned(), Status::Ok),
+            ("write_note".to_owned(), Status::Blocked),
+        ]
+    );
+}
+
+#[test]
+fn the_http_server_with_a_token_refuses_clients_without_it() {
+    let test = "the_http_server_with_a_token_refuses_clients_without_it";
+    let Some(e) = e2e(test, Some("FAILCORE_REQUIRE_FRAMEWORKS")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = http_server(dir.path(), &[("MCP_TOKEN", "s3cret-token")]);
+    let port = server.port();
+    let host = format!("127.0.0.1:{port}");
+    let (status, _) = raw_post(port, &[("Host", &host)], INITIALIZE);
+    assert_eq!(status, 401);
+    let (status, _) = raw_post(
+        port,
+        &[("Host", &host), ("Authorization", "Bearer wrong")],
+        INITIALIZE,
+    );
+    assert_eq!(status, 401);
+
+    let refused = python_http_client(&e, &server.url, json!({}), json!([]));
+    assert!(refused.get("error").is_some(), "{refused}");
+    assert!(refused.get("tools").is_none(), "{refused}");
+    let out = python_http_client(
+        &e,
+        &server.url,
+        json!({"Authorization": "Bearer s3cret-token"}),
+        json!([["add", {"a": 2, "b": 3}]]),
+    );
+    assert!(out.get("error").is_none(), "{out}\n{}", server.log());
+    assert_eq!(out["calls"][0]["text"], "5", "{out}");
 }

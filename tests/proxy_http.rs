@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use support::{e2e, failcore_bin, E2e, McpClient};
+use std::process::{Command, Stdio};
+use support::{
+    e2e, failcore_bin, python_http_client, raw_post, E2e, Listening, McpClient, INITIALIZE,
+};
 
 /// A data directory with a file, and a policy confining the server's paths to it.
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
@@ -60,125 +61,20 @@ fn tool_calls_received(received: &Path) -> usize {
 }
 
 /// A `failcore proxy --listen 127.0.0.1:0` process, its URL read from its stderr.
-struct Listening {
-    child: Child,
-    url: String,
-    port: u16,
-    stderr: Arc<Mutex<String>>,
+fn listening(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Listening {
+    let mut cmd = Command::new(failcore_bin());
+    cmd.env_remove("FAILCORE_RESUME")
+        .env_remove("FAILCORE_OFFLINE")
+        .env_remove("FAILCORE_STORE")
+        .env_remove("FAILCORE_DIR")
+        .envs(env.iter().copied())
+        .arg("--store")
+        .arg(format!("jsonl:{}", store.display()))
+        .arg("proxy")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args);
+    Listening::start(cmd)
 }
-
-impl Listening {
-    fn start(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Listening {
-        let mut cmd = Command::new(failcore_bin());
-        cmd.env_remove("FAILCORE_RESUME")
-            .env_remove("FAILCORE_OFFLINE")
-            .env_remove("FAILCORE_STORE")
-            .env_remove("FAILCORE_DIR")
-            .envs(env.iter().copied())
-            .arg("--store")
-            .arg(format!("jsonl:{}", store.display()))
-            .arg("proxy")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let url = loop {
-            line.clear();
-            assert!(
-                lines.read_line(&mut line).unwrap() > 0,
-                "the proxy exited before listening"
-            );
-            if let Some(at) = line.find("http://") {
-                break line[at..].trim().to_owned();
-            }
-        };
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            while lines.read_line(&mut rest).unwrap_or(0) > 0 {
-                sink.lock().unwrap().push_str(&rest);
-                rest.clear();
-            }
-        });
-        let port = url
-            .trim_start_matches("http://127.0.0.1:")
-            .trim_end_matches("/mcp")
-            .parse()
-            .unwrap();
-        Listening {
-            child,
-            url,
-            port,
-            stderr,
-        }
-    }
-
-    /// SIGTERM, then its exit code.
-    fn terminate(mut self) -> Option<i32> {
-        // SAFETY: kill(2) on the id of a child this test started and has not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        status.code().or(status.signal().map(|s| 128 + s))
-    }
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The Python SDK's client over HTTP (tests/e2e/mcp_clients.py `http`); its JSON result.
-fn http_client(e: &E2e, url: &str, headers: Value, calls: Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
-    let config = json!({"url": url, "headers": headers, "calls": calls});
-    let out = Command::new(&e.python)
-        .args([script, "http", &config.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-/// One raw HTTP/1.0 POST to the proxy (its body ends with the connection); its status code and body.
-fn raw_post(port: u16, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut request = "POST /mcp HTTP/1.0\r\nContent-Type: application/json\r\n\
-                       Accept: application/json, text/event-stream\r\n"
-        .to_owned();
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 
 /// Each run of `store`: its steps' `[tool, status]`, and whether it ended.
 fn runs(store: &Path) -> Vec<(Vec<(String, String)>, bool)> {
@@ -222,9 +118,9 @@ fn the_python_sdk_over_http_through_the_proxy_to_the_filesystem_server() {
     let server = fs_server(&e, &data, &received);
     let mut args = vec!["--policy", policy.to_str().unwrap(), "--"];
     args.extend(server.iter().map(String::as_str));
-    let proxy = Listening::start(&store, &args, &[]);
+    let proxy = listening(&store, &args, &[]);
 
-    let out = http_client(
+    let out = python_http_client(
         &e,
         &proxy.url,
         json!({}),
@@ -257,18 +153,18 @@ fn the_python_sdk_over_http_through_the_proxy_to_the_filesystem_server() {
     assert_eq!(tool_calls_received(&received), 1, "{log}");
 
     // DNS rebinding: another Host, or another Origin, is refused before anything else.
-    let (status, _) = raw_post(proxy.port, &[("Host", "evil.example")], INITIALIZE);
+    let (status, _) = raw_post(proxy.port(), &[("Host", "evil.example")], INITIALIZE);
     assert_eq!(status, 403);
-    let host = format!("127.0.0.1:{}", proxy.port);
+    let host = format!("127.0.0.1:{}", proxy.port());
     let (status, _) = raw_post(
-        proxy.port,
+        proxy.port(),
         &[("Host", &host), ("Origin", "http://evil.example")],
         INITIALIZE,
     );
     assert_eq!(status, 403);
     // The same request from this host is served: a session id, and the server's answer.
     let (status, body) = raw_post(
-        proxy.port,
+        proxy.port(),
         &[("Host", &host), ("Origin", &format!("http://{host}"))],
         INITIALIZE,
     );
@@ -280,13 +176,13 @@ fn the_python_sdk_over_http_through_the_proxy_to_the_filesystem_server() {
     );
     // Without a session id, a request after initialize is refused.
     let (status, _) = raw_post(
-        proxy.port,
+        proxy.port(),
         &[("Host", &host)],
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
     );
     assert_eq!(status, 400);
     let (status, _) = raw_post(
-        proxy.port,
+        proxy.port(),
         &[("Host", &host), ("Mcp-Session-Id", "no-such-session")],
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
     );
@@ -324,13 +220,13 @@ fn a_listener_with_a_token_refuses_requests_without_it() {
     let mut args = vec!["--listen-token-env", "PROXY_TOKEN", "--"];
     args.extend(server.iter().map(String::as_str));
     let token = "proxy-token-0123456789";
-    let proxy = Listening::start(&dir.join("traces"), &args, &[("PROXY_TOKEN", token)]);
-    let host = format!("127.0.0.1:{}", proxy.port);
+    let proxy = listening(&dir.join("traces"), &args, &[("PROXY_TOKEN", token)]);
+    let host = format!("127.0.0.1:{}", proxy.port());
 
-    let (status, _) = raw_post(proxy.port, &[("Host", &host)], INITIALIZE);
+    let (status, _) = raw_post(proxy.port(), &[("Host", &host)], INITIALIZE);
     assert_eq!(status, 401);
     let (status, _) = raw_post(
-        proxy.port,
+        proxy.port(),
         &[
             ("Host", &host),
             ("Authorization", "Bearer wrong-token-0000"),
@@ -338,7 +234,7 @@ fn a_listener_with_a_token_refuses_requests_without_it() {
         INITIALIZE,
     );
     assert_eq!(status, 401);
-    let refused = http_client(
+    let refused = python_http_client(
         &e,
         &proxy.url,
         json!({}),
@@ -351,7 +247,7 @@ fn a_listener_with_a_token_refuses_requests_without_it() {
             .contains("401"),
         "{refused}"
     );
-    let served = http_client(
+    let served = python_http_client(
         &e,
         &proxy.url,
         json!({"Authorization": format!("Bearer {token}")}),
@@ -379,7 +275,7 @@ fn a_remote_server_by_url_records_resumes_after_a_kill_and_replays_offline() {
     let mut args = vec!["--listen-token-env", "REMOTE_TOKEN", "--"];
     args.extend(server.iter().map(String::as_str));
     let token = "remote-token-0123456789";
-    let remote = Listening::start(
+    let remote = listening(
         &dir.join("remote-traces"),
         &args,
         &[("REMOTE_TOKEN", token)],
@@ -519,10 +415,10 @@ fn the_listener_refuses_oversized_and_smuggled_requests_and_answers_for_a_hung_s
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("trace");
     let echo = env!("CARGO_BIN_EXE_echo_mcp");
-    let proxy = Listening::start(&store, &["--", echo], &[]);
-    let host = format!("127.0.0.1:{}", proxy.port);
+    let proxy = listening(&store, &["--", echo], &[]);
+    let host = format!("127.0.0.1:{}", proxy.port());
     let serving = || {
-        let (status, body) = raw_post(proxy.port, &[("Host", &host)], INITIALIZE);
+        let (status, body) = raw_post(proxy.port(), &[("Host", &host)], INITIALIZE);
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("\"result\""), "{body}");
     };
@@ -534,7 +430,7 @@ fn the_listener_refuses_oversized_and_smuggled_requests_and_answers_for_a_hung_s
         "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nContent-Length: {size}\r\n\r\n"
     );
-    assert_eq!(raw_request(proxy.port, &head, size), 413);
+    assert_eq!(raw_request(proxy.port(), &head, size), 413);
     serving();
 
     // Smuggling: two lengths that two parsers could read differently.
@@ -543,18 +439,18 @@ fn the_listener_refuses_oversized_and_smuggled_requests_and_answers_for_a_hung_s
          Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
          POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}"
     );
-    assert_eq!(raw_request(proxy.port, &smuggled, 0), 400);
+    assert_eq!(raw_request(proxy.port(), &smuggled, 0), 400);
     serving();
     drop(proxy);
 
     // A server that reads its input and never answers: the client gets an error, not a hang.
-    let hung = Listening::start(
+    let hung = listening(
         &dir.path().join("hung-trace"),
         &["--timeout", "2", "--", "sh", "-c", "cat > /dev/null"],
         &[],
     );
-    let host = format!("127.0.0.1:{}", hung.port);
-    let (status, body) = raw_post(hung.port, &[("Host", &host)], INITIALIZE);
+    let host = format!("127.0.0.1:{}", hung.port());
+    let (status, body) = raw_post(hung.port(), &[("Host", &host)], INITIALIZE);
     assert!(
         body.contains("\"error\"") && !body.contains("\"result\""),
         "{status} {body}"

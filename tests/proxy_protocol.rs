@@ -7,58 +7,20 @@
 //! The server is `test_mcp` (tests/support/test_mcp.rs), which writes its answers from fixed text and logs
 //! each line it sends and receives.
 
+mod support;
+
 use failcore::store::{JsonlStore, RunReader, TraceStore};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use support::users_failcore;
 
 /// How long any one answer may take before the test fails (a bound on "it came at all").
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// `failcore`, built as users build it: `cargo build --release -p failcore --features cli`, in its own
-/// target directory beside this test's. Built once per test run (the lock is this process's; cargo locks
-/// the directory against other runs).
-fn users_failcore() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // <target>/<profile>/deps/<test>
-        let target = exe
-            .ancestors()
-            .nth(3)
-            .expect("target directory")
-            .to_path_buf();
-        let dir = target.join("e2e-release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "failcore",
-                "--features",
-                "cli",
-            ])
-            .arg("--target-dir")
-            .arg(&dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build of failcore");
-        assert!(status.success(), "the release build of failcore failed");
-        let bin = dir
-            .join("release")
-            .join(format!("failcore{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} is missing", bin.display());
-        bin
-    })
-    .clone()
-}
 
 fn server() -> &'static str {
     env!("CARGO_BIN_EXE_test_mcp")

@@ -59,6 +59,10 @@ mod lifecycle;
 pub mod llm_proxy;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+#[cfg(any(feature = "mcp", feature = "mcp-proxy"))]
+mod mcp_framing;
+#[cfg(any(feature = "mcp", feature = "mcp-proxy"))]
+mod mcp_http;
 #[cfg(feature = "mcp-proxy")]
 pub mod mcp_proxy;
 pub mod model;
@@ -66,7 +70,7 @@ pub mod net;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod policy;
-#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy", feature = "mcp"))]
 pub mod proxy_common;
 mod recorded;
 mod registry;

@@ -12,7 +12,21 @@
 //! failcore::mcp::serve_stdio().await
 //! # }
 //! ```
+//!
+//! Over the Streamable HTTP transport instead, at `http://ADDR/mcp` ([`serve_http`], [`HttpServer`]), with
+//! the protections of `failcore proxy --listen` (the same listener): loopback unless told otherwise,
+//! `Host` and `Origin` checked against DNS rebinding, an optional bearer token, bounded bodies and
+//! connections, header and body time limits. Every client session is served by its own MCP session; all
+//! of their calls go into one run, finished when the server stops (SIGTERM or SIGINT).
+//!
+//! ```no_run
+//! # async fn main_() -> Result<(), failcore::Error> {
+//! failcore::mcp::serve_http("127.0.0.1:8765".parse().unwrap()).await
+//! # }
+//! ```
 
+use crate::mcp_http::{Guard, Opened, Sessions};
+use crate::proxy_common::Signals;
 use crate::registry::ToolInfo;
 use crate::{Error, Session};
 use rmcp::model::{
@@ -23,7 +37,10 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::{BufReader, DuplexStream};
+use tokio::net::TcpListener;
 
 /// The rmcp version this adapter is built and tested against.
 pub const RMCP_VERSION: &str = "3.11.0";
@@ -204,4 +221,165 @@ async fn serve(server: McpServer) -> Result<(), Error> {
         .await
         .map_err(|e| Error::Config(format!("the MCP server stopped abnormally: {e}")))?;
     Ok(())
+}
+
+/// Serves every registered tool over MCP Streamable HTTP at `http://<addr>/mcp`, in the process default
+/// session (configured from the environment), until SIGTERM or SIGINT; then finishes the run. See
+/// [`HttpServer`] for a token, more allowed host names, or a session of your own.
+pub async fn serve_http(addr: SocketAddr) -> Result<(), Error> {
+    HttpServer::new(addr).serve().await
+}
+
+/// Serves every registered tool over MCP Streamable HTTP at `http://<addr>/mcp`, each call in `session`,
+/// until SIGTERM or SIGINT; then finishes the session's run.
+pub async fn serve_http_in(session: Session, addr: SocketAddr) -> Result<(), Error> {
+    HttpServer::new(addr).session(session).serve().await
+}
+
+/// FailCore's MCP server over Streamable HTTP, configured: the address, the session, who may connect.
+///
+/// ```no_run
+/// # async fn main_() -> Result<(), failcore::Error> {
+/// let token = std::env::var("MCP_TOKEN").expect("a token");
+/// failcore::mcp::HttpServer::new("127.0.0.1:0".parse().unwrap())
+///     .token(token)
+///     .on_bound(|addr| eprintln!("listening on http://{addr}/mcp"))
+///     .serve()
+///     .await
+/// # }
+/// ```
+pub struct HttpServer {
+    addr: SocketAddr,
+    server: McpServer,
+    session: Option<Session>,
+    guard: Guard,
+    bound: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
+    shutdown: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl HttpServer {
+    /// Listens on `addr` (a loopback address unless the host names clients use are allowed with
+    /// [`allow_host`](Self::allow_host)).
+    pub fn new(addr: SocketAddr) -> Self {
+        HttpServer {
+            addr,
+            server: McpServer::new(),
+            session: None,
+            guard: Guard::default(),
+            bound: None,
+            shutdown: None,
+        }
+    }
+
+    /// Runs every call in `session` (finished when the server stops), instead of the process default.
+    pub fn session(mut self, session: Session) -> Self {
+        self.server = self.server.session(session.clone());
+        self.session = Some(session);
+        self
+    }
+
+    /// Serves this handler (its name and version, say) instead of [`McpServer::new`]'s. Its session, when
+    /// it has one, is not finished by the server: use [`session`](Self::session) for that.
+    pub fn handler(mut self, server: McpServer) -> Self {
+        self.server = match &self.session {
+            Some(s) => server.session(s.clone()),
+            None => server,
+        };
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every request (`401` otherwise).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.guard.token = Some(token.into());
+        self
+    }
+
+    /// Accepts `host` in `Host` and `Origin` besides the loopback names and the listening address (for a
+    /// server reached through a name, a proxy or a tunnel).
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.guard.allowed_hosts.push(host.into());
+        self
+    }
+
+    /// Told the address listened on once bound (useful with port 0).
+    pub fn on_bound(mut self, bound: impl FnOnce(SocketAddr) + Send + 'static) -> Self {
+        self.bound = Some(Box::new(bound));
+        self
+    }
+
+    /// Stops when `shutdown` completes instead of at SIGTERM or SIGINT.
+    pub fn shutdown(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        self.shutdown = Some(Box::pin(shutdown));
+        self
+    }
+
+    /// Serves until the shutdown (by default SIGTERM or SIGINT), ends every client session, then
+    /// finishes the run.
+    pub async fn serve(self) -> Result<(), Error> {
+        let session = self.session.clone();
+        let result = self.listen().await;
+        // The run ends here either way: the session's, else the process default's.
+        let finished = match session {
+            Some(s) => s.finish().await.map(|_| ()),
+            None => crate::finish().await.map(|_| ()),
+        };
+        result.and(finished)
+    }
+
+    async fn listen(self) -> Result<(), Error> {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", self.addr)))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("no local address: {e}")))?;
+        let shutdown = match self.shutdown {
+            Some(s) => s,
+            None => {
+                let mut signals = Signals::new()?;
+                Box::pin(async move {
+                    signals.recv().await;
+                })
+            }
+        };
+        if let Some(bound) = self.bound {
+            bound(local);
+        }
+        let sessions = Arc::new(HttpSessions {
+            server: self.server,
+        });
+        crate::mcp_http::serve(&listener, self.guard, sessions, "mcp server", shutdown).await
+    }
+}
+
+/// Each HTTP client session an MCP session of its own with the handler (over the listener's line streams).
+struct HttpSessions {
+    server: McpServer,
+}
+
+impl Sessions for HttpSessions {
+    fn open(&self, input: BufReader<DuplexStream>, output: DuplexStream) -> Result<Opened, String> {
+        let server = self.server.clone();
+        let task = tokio::spawn(async move {
+            match server.serve((input, output)).await {
+                Ok(running) => {
+                    let _ = running.waiting().await;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "failcore::mcp", "an HTTP client session did not initialize: {e}")
+                }
+            }
+        });
+        Ok(Opened {
+            task,
+            authorization: None,
+        })
+    }
+
+    fn report(&self, line: &str) {
+        tracing::warn!(target: "failcore::mcp", "{line}");
+    }
 }

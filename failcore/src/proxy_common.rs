@@ -1,4 +1,5 @@
-//! What the two proxies share (features `llm-proxy` and `mcp-proxy`): where their runs go, which earlier
+//! What the two proxies share (features `llm-proxy` and `mcp-proxy`; with `mcp`, the HTTP listener and the
+//! signals serve FailCore's own MCP server too): where their runs go, which earlier
 //! run `--resume` and `--offline` name, how they end on a signal, and how they notice that the process that
 //! started them has died.
 //!

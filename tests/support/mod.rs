@@ -2,10 +2,12 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The path of an example binary of this package, built on demand.
@@ -184,6 +186,46 @@ pub fn failcore_bin() -> PathBuf {
     dir.join(format!("failcore{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// `failcore`, built as users build it: `cargo build --release -p failcore --features cli`, in its own
+/// target directory beside this test's. Built once per test run (the lock is this process's; cargo locks
+/// the directory against other runs).
+pub fn users_failcore() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // <target>/<profile>/deps/<test>
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("target directory")
+            .to_path_buf();
+        let dir = target.join("e2e-release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "failcore",
+                "--features",
+                "cli",
+            ])
+            .arg("--target-dir")
+            .arg(&dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build of failcore");
+        assert!(status.success(), "the release build of failcore failed");
+        let bin = dir
+            .join("release")
+            .join(format!("failcore{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} is missing", bin.display());
+        bin
+    })
+    .clone()
+}
+
 /// The outside programs of the end-to-end tests: the official MCP filesystem server (npm) and a Python
 /// with the official SDKs and frameworks. `.ci/run` installs them (pinned) and sets
 /// `FAILCORE_E2E_FS_SERVER` (the server's entry point, …/server-filesystem/dist/index.js) and
@@ -213,4 +255,126 @@ pub fn e2e(test: &str, require: Option<&str>) -> Option<E2e> {
             None
         }
     }
+}
+
+/// One raw HTTP/1.0 POST to `/mcp` on 127.0.0.1:`port` (its body ends with the connection); its status code and body.
+pub fn raw_post(port: u16, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut request = "POST /mcp HTTP/1.0\r\nContent-Type: application/json\r\n\
+                       Accept: application/json, text/event-stream\r\n"
+        .to_owned();
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// An `initialize` request, as a client sends it first.
+pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+
+/// A process listening on loopback, its URL read from the first `http://` on its stderr, the rest of
+/// its stderr kept for the report.
+pub struct Listening {
+    pub child: Child,
+    pub url: String,
+    /// Its stderr after the URL, as it comes.
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Listening {
+    pub fn start(mut cmd: Command) -> Listening {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the server starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            assert!(
+                lines.read_line(&mut line).unwrap() > 0,
+                "the server exited before listening"
+            );
+            if let Some(at) = line.find("http://") {
+                break line[at..].trim().to_owned();
+            }
+        };
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            while lines.read_line(&mut rest).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&rest);
+                rest.clear();
+            }
+        });
+        Listening {
+            child,
+            url,
+            stderr: log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The port of its URL.
+    pub fn port(&self) -> u16 {
+        let authority = self.url.trim_start_matches("http://");
+        let authority = authority.split('/').next().unwrap_or_default();
+        authority
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {}", self.url))
+    }
+
+    /// SIGTERM, then its exit code (128 + the signal's number when a signal ended it).
+    pub fn terminate(mut self) -> Option<i32> {
+        // SAFETY: kill(2) on the id of a child this test started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        status.code().or(status.signal().map(|s| 128 + s))
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The official Python SDK's client by URL (tests/e2e/mcp_clients.py `http`): its JSON result.
+pub fn python_http_client(e: &E2e, url: &str, headers: Value, calls: Value) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
+    let config = json!({"url": url, "headers": headers, "calls": calls});
+    let out = Command::new(&e.python)
+        .args([script, "http", &config.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }

@@ -43,7 +43,7 @@
 
 mod catalog;
 mod config;
-mod framing;
+use crate::mcp_framing as framing;
 mod http_listen;
 mod http_upstream;
 mod message;

@@ -4,6 +4,7 @@
 //! `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`; no redirect to another origin; errors that name their
 //! cause). The LLM proxy and the MCP proxy's Streamable HTTP transport both use them.
 
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
 use crate::Error;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt};
@@ -11,7 +12,6 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::convert::Infallible;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,9 +33,10 @@ pub(crate) struct Limits {
 }
 
 /// How the upstream client is built.
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
 pub(crate) struct ClientOptions<'a> {
     /// PEM files of CAs trusted beside the platform's roots.
-    pub(crate) upstream_ca: &'a [PathBuf],
+    pub(crate) upstream_ca: &'a [std::path::PathBuf],
     pub(crate) connect_timeout: Duration,
     pub(crate) read_timeout: Duration,
 }
@@ -250,6 +251,7 @@ pub(crate) fn default_max_connections() -> usize {
 
 /// The client every upstream request goes through: one per proxy, so connections (and their TLS
 /// sessions) are pooled and reused across calls.
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
 pub(crate) fn client(options: &ClientOptions<'_>) -> Result<reqwest::Client, Error> {
     let tls = tls_config(options.upstream_ca)?;
     reqwest::Client::builder()
@@ -270,6 +272,7 @@ pub(crate) fn client(options: &ClientOptions<'_>) -> Result<reqwest::Client, Err
 
 /// Redirects are followed within the upstream's origin only: the request carries the client's
 /// credentials (`Authorization`, `x-api-key`...), which must never reach another host.
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
 fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
     let Some(first) = attempt.previous().first() else {
         return attempt.stop();
@@ -289,7 +292,8 @@ fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirec
 
 /// The TLS configuration: the platform's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` replace them, as for
 /// OpenSSL), the bundled Mozilla roots when the platform has none, and every CA of `--upstream-ca`.
-fn tls_config(upstream_ca: &[PathBuf]) -> Result<rustls::ClientConfig, Error> {
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
+fn tls_config(upstream_ca: &[std::path::PathBuf]) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _) = roots.add_parsable_certificates(native.certs);
@@ -345,6 +349,7 @@ fn tls_config(upstream_ca: &[PathBuf]) -> Result<rustls::ClientConfig, Error> {
 
 /// An error and its sources, one sentence: a certificate problem deep in the chain (`invalid peer
 /// certificate: UnknownIssuer`) is what the user must read.
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -362,6 +367,7 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 /// A reqwest error, with what a user must act on named first. A certificate refused is told by the TLS
 /// error found under it, never by the words of the message (which holds the URL, whose host could say
 /// `expired`).
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
 pub(crate) fn describe(e: &reqwest::Error) -> String {
     let text = chain(e);
     let cause = if let Some(tls) = tls_error(e) {
@@ -383,6 +389,7 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
 
 /// The TLS error a request failed on, searched through the error's sources and the errors that I/O
 /// errors wrap (an I/O error's `source` skips the error it wraps).
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
 fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut next = Some(e);
     while let Some(error) = next {
@@ -403,6 +410,7 @@ fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls:
 }
 
 /// What a TLS failure means to the user, and what to do about it.
+#[cfg(any(feature = "llm-proxy", feature = "mcp-proxy"))]
 fn tls_cause(e: &rustls::Error) -> &'static str {
     use rustls::CertificateError as C;
     match e {
@@ -425,7 +433,7 @@ fn tls_cause(e: &rustls::Error) -> &'static str {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "llm-proxy", feature = "mcp-proxy")))]
 mod tests {
     use super::*;
 

@@ -1,12 +1,13 @@
-//! The framing of stdio MCP: one JSON-RPC message a line, each way, bounded in length.
+//! The framing of stdio MCP (and of the servers behind the Streamable HTTP listener): one JSON-RPC message
+//! a line, each way, bounded in length.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 /// The longest line accepted from either side; a longer one is refused and skipped.
-pub(super) const MAX_LINE: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
 
 /// One line from a peer.
-pub(super) enum Frame {
+pub(crate) enum Frame {
     Line(Vec<u8>),
     /// A line longer than [`MAX_LINE`] (skipped up to its end); its length so far.
     TooLong(usize),
@@ -15,7 +16,7 @@ pub(super) enum Frame {
 }
 
 /// Reads one line of at most [`MAX_LINE`] bytes, without buffering more than that.
-pub(super) async fn read_frame<R: AsyncBufRead + Unpin>(input: &mut R, buf: &mut Vec<u8>) -> Frame {
+pub(crate) async fn read_frame<R: AsyncBufRead + Unpin>(input: &mut R, buf: &mut Vec<u8>) -> Frame {
     buf.clear();
     let mut too_long = 0usize;
     loop {
