@@ -456,3 +456,127 @@ fn the_listener_refuses_oversized_and_smuggled_requests_and_answers_for_a_hung_s
         "{status} {body}"
     );
 }
+
+/// The CPU time (user and system) a process has used.
+#[cfg(target_os = "linux")]
+fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    std::time::Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// Reads until the peer closes the connection (or 30 s pass, which fails the test).
+fn until_closed(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut out = Vec::new();
+    stream
+        .read_to_end(&mut out)
+        .expect("the listener closed the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The listener under slow and idle clients, with few file descriptors: idle connections past its limit
+/// neither spin its accept loop nor stop it for good (it serves again once the header timeout frees
+/// them); a client that stalls its headers is disconnected, and one that stalls its body gets a 408,
+/// each after its timeout; none of them reaches the server or the trace.
+#[cfg(target_os = "linux")]
+#[test]
+fn slow_and_idle_clients_neither_hold_the_listener_nor_spin_it() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("trace");
+    let mut cmd = Command::new(failcore_bin());
+    cmd.env_remove("FAILCORE_RESUME")
+        .env_remove("FAILCORE_OFFLINE")
+        .env_remove("FAILCORE_STORE")
+        .env_remove("FAILCORE_DIR")
+        .arg("--store")
+        .arg(format!("jsonl:{}", store.display()))
+        .args(["proxy", "--listen", "127.0.0.1:0"])
+        .args([
+            "--header-timeout",
+            "2",
+            "--body-timeout",
+            "2",
+            "--idle-timeout",
+            "2",
+        ])
+        .args(["--", env!("CARGO_BIN_EXE_echo_mcp")]);
+    // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let proxy = Listening::start(cmd);
+    let port = proxy.port();
+    let pid = proxy.child.id();
+    let host = format!("127.0.0.1:{port}");
+
+    // More idle connections than 64 descriptors allow.
+    let idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = cpu_time(pid);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let used = cpu_time(pid) - before;
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(
+        open < 60,
+        "{open} descriptors open: the limit is not derived from them"
+    );
+    assert!(
+        used < std::time::Duration::from_millis(500),
+        "the listener used {used:?} of CPU in 2 s while saturated"
+    );
+    // Served again once the header timeout has freed the idle connections ahead of this one.
+    let (status, body) = raw_post(port, &[("Host", &host)], INITIALIZE);
+    assert_eq!(status, 200, "{body}");
+    drop(idle);
+
+    // A client that sends half its headers and stalls is disconnected, answered nothing.
+    let mut stalled_head = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled_head
+        .write_all(format!("POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Le").as_bytes())
+        .unwrap();
+    // One that sends its headers and part of its body gets a 408.
+    let mut stalled_body = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled_body
+        .write_all(
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+                 Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{}",
+                INITIALIZE.len(),
+                &INITIALIZE[..20]
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(until_closed(&mut stalled_head), "");
+    let answered = until_closed(&mut stalled_body);
+    assert!(answered.starts_with("HTTP/1.1 408"), "{answered}");
+    assert!(answered.contains("took too long"), "{answered}");
+
+    // Still serving; and the trace holds only what was served (initialize is no step).
+    let (status, _) = raw_post(port, &[("Host", &host)], INITIALIZE);
+    assert_eq!(status, 200);
+    drop(proxy);
+    assert!(runs(&store).iter().all(|(steps, _)| steps.is_empty()));
+}

@@ -301,6 +301,13 @@ impl HttpServer {
         self
     }
 
+    /// Bounds the connections served at once and how long a client may take (see
+    /// [`ListenLimits`](crate::proxy_common::ListenLimits) for the defaults).
+    pub fn limits(mut self, limits: crate::proxy_common::ListenLimits) -> Self {
+        self.guard.limits = limits;
+        self
+    }
+
     /// Told the address listened on once bound (useful with port 0).
     pub fn on_bound(mut self, bound: impl FnOnce(SocketAddr) + Send + 'static) -> Self {
         self.bound = Some(Box::new(bound));

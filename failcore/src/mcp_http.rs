@@ -42,8 +42,6 @@ const PATH: &str = "/mcp";
 const MAX_SESSIONS: usize = 64;
 /// A session with no request for this long is ended.
 const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
-/// How long a client may take to send a request's body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a session's server has to end when the session is closed (`DELETE`, shutdown).
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
@@ -73,6 +71,8 @@ pub(crate) struct Guard {
     pub(crate) token: Option<String>,
     /// Host names accepted in `Host` and `Origin` beside the loopback names and the listening address.
     pub(crate) allowed_hosts: Vec<String>,
+    /// Connections at once, and how long a client may take.
+    pub(crate) limits: crate::proxy_common::ListenLimits,
 }
 
 /// Serves the transport on `listener` until `shutdown` completes; then ends every open session (each
@@ -100,13 +100,10 @@ pub(crate) async fn serve(
         backend: sessions,
         token,
         hosts,
+        body_timeout: guard.limits.body_timeout,
         sessions: Mutex::default(),
     });
-    let limits = http::Limits {
-        max_connections: http::default_max_connections(),
-        header_timeout: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(120),
-    };
+    let limits = guard.limits.http();
     let sweeper = tokio::spawn({
         let state = state.clone();
         async move {
@@ -151,6 +148,7 @@ struct Listener {
     backend: Arc<dyn Sessions>,
     token: Option<blake3::Hash>,
     hosts: Vec<String>,
+    body_timeout: Duration,
     sessions: Mutex<HashMap<String, Arc<HttpSession>>>,
 }
 
@@ -379,7 +377,7 @@ impl Listener {
             None
         };
         let limited = http_body_util::Limited::new(req.into_body(), MAX_LINE);
-        let body = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        let body = match tokio::time::timeout(self.body_timeout, limited.collect()).await {
             Ok(Ok(b)) => b.to_bytes(),
             Ok(Err(e)) => {
                 return text(

@@ -21,6 +21,49 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// The bounds of a listener for clients (the MCP proxy's `--listen`, FailCore's MCP server over HTTP): how
+/// many connections it serves at once and how long a client may take, so that slow or idle clients cannot
+/// exhaust it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenLimits {
+    /// Client connections served at once; more wait in the kernel's backlog. `None`: half the
+    /// open-file limit, within 16 to 4096.
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers (and a kept-alive connection may wait for
+    /// its next request) before it is disconnected (30 s).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body; then it gets a 408 (60 s).
+    pub body_timeout: Duration,
+    /// How long a connection with no request in progress stays open with nothing sent or received
+    /// (120 s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for ListenLimits {
+    fn default() -> Self {
+        ListenLimits {
+            max_connections: None,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ListenLimits {
+    /// The accept loop's limits.
+    pub(crate) fn http(&self) -> http::Limits {
+        http::Limits {
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(http::default_max_connections)
+                .max(1),
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+}
+
 /// The recorder name (`versions.recorder`) of the LLM proxy's runs.
 pub const LLM_PROXY_RECORDER: &str = "llm-proxy";
 /// The recorder name (`versions.recorder`) of the MCP proxy's runs.

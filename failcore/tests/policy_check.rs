@@ -43,14 +43,16 @@ fn json_of(out: &Output) -> Value {
     })
 }
 
-/// Runs the sample with its store in `dir/store`: (the crashed run, the run that resumed it).
-fn sample(dir: &Path) -> (String, String) {
+/// Runs the sample with its store in `dir/store`: (the crashed run, the run that resumed it, the
+/// offline replay of the second).
+fn sample(dir: &Path) -> (String, String, String) {
     let out = failcore(dir, &["sample", "--json"], &[("FAILCORE_DIR", "store")]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let v = json_of(&out);
     (
         v["first_run"].as_str().expect("first run").to_owned(),
         v["run"].as_str().expect("run").to_owned(),
+        v["offline_run"].as_str().expect("offline run").to_owned(),
     )
 }
 
@@ -102,10 +104,10 @@ fn changes(v: &Value) -> BTreeSet<(String, u64, String, String, String, String, 
 #[test]
 fn a_stricter_policy_lists_exactly_the_calls_it_would_refuse() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, second) = sample(dir.path());
+    let (first, second, third) = sample(dir.path());
     std::fs::write(dir.path().join("stricter.toml"), STRICTER).expect("write");
 
-    // Default runs: the store's runs of the last 7 days, here the sample's two.
+    // Default runs: the store's runs of the last 7 days, here the sample's three.
     let out = failcore(
         dir.path(),
         &[
@@ -122,10 +124,13 @@ fn a_stricter_policy_lists_exactly_the_calls_it_would_refuse() {
     assert_eq!(code(&out), 1, "{}", String::from_utf8_lossy(&out.stderr));
     let v = json_of(&out);
     assert_eq!(v["schema"], "failcore.policy-check/1");
-    assert_eq!(v["runs"], json!([first.clone(), second.clone()]));
+    assert_eq!(
+        v["runs"],
+        json!([first.clone(), second.clone(), third.clone()])
+    );
     // Run 1 made ten calls (two at step 5: the refused write and the allowed one) and died in step 9;
-    // run 2 made eleven.
-    assert_eq!(v["calls"], 21);
+    // run 2 made eleven, and so did run 3, its offline replay (the calls it served were decided again).
+    assert_eq!(v["calls"], 32);
     let row = |run: &str, step: u64, tool: &str, policy: &str, rule: &str| {
         (
             run.to_owned(),
@@ -140,12 +145,13 @@ fn a_stricter_policy_lists_exactly_the_calls_it_would_refuse() {
     // Steps are numbered from 0: the sample's writes are steps 5 and 8 (step 4 is the write the sandbox
     // refused, refused again), publish 9, and notify 10 (reached by run 2 only).
     let mut expected = BTreeSet::new();
-    for run in [&first, &second] {
+    for run in [&first, &second, &third] {
         expected.insert(row(run, 5, "write_file", "fs_safe", "fs.read_only"));
         expected.insert(row(run, 8, "write_file", "fs_safe", "fs.read_only"));
         expected.insert(row(run, 9, "publish", "no_outbound", "deny_tools"));
     }
     expected.insert(row(&second, 10, "notify", "no_outbound", "deny_tools"));
+    expected.insert(row(&third, 10, "notify", "no_outbound", "deny_tools"));
     assert_eq!(changes(&v), expected);
     assert_eq!(v["unknown_redacted"], json!([]));
 
@@ -187,7 +193,7 @@ fn a_stricter_policy_lists_exactly_the_calls_it_would_refuse() {
 #[test]
 fn the_policy_as_recorded_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, second) = sample(dir.path());
+    let (first, second, _) = sample(dir.path());
     std::fs::write(dir.path().join("same.toml"), SAME).expect("write");
     let out = failcore(
         dir.path(),

@@ -40,7 +40,8 @@ fn run_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// Round trip of the sample's runs (a crashed one and its resumption) through a second store.
+/// Round trip of the sample's runs (a crashed one, its resumption, and the offline replay of that) through a
+/// second store.
 fn round_trip(middle: &str) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
@@ -53,13 +54,13 @@ fn round_trip(middle: &str) {
         .expect("sample");
     ok(&sample);
     let before = run_files(&dir.join("a"));
-    assert_eq!(before.len(), 2);
+    assert_eq!(before.len(), 3);
 
     let out = ok(&failcore(
         dir,
         &["--store", "jsonl:a", "export", "--to", middle],
     ));
-    assert!(out.contains("copied 2 runs"), "{out}");
+    assert!(out.contains("copied 3 runs"), "{out}");
     // Every run verifies in the middle store exactly as it does in the original.
     for (name, _) in &before {
         let run = name.trim_end_matches(".jsonl");
@@ -95,7 +96,7 @@ fn round_trip(middle: &str) {
             "--skip-existing",
         ],
     ));
-    assert!(skipped.contains("2 already there"), "{skipped}");
+    assert!(skipped.contains("3 already there"), "{skipped}");
 }
 
 #[test]
@@ -137,4 +138,67 @@ fn unknown_runs_and_stores_are_clear_errors() {
     let out = failcore(tmp.path(), &["import", "--from", "mysql://h/db"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown store"));
+}
+
+#[failcore::tool(effect = "read")]
+async fn big_page(n: u32) -> Result<String, failcore::Error> {
+    Ok(format!("page {n} ").repeat(100_000))
+}
+
+/// A run whose outputs are stored apart travels with them: the copy verifies (which reads each payload
+/// back against its hash) in a store that never saw them, and a copy without them does not.
+#[tokio::test]
+async fn outputs_stored_apart_are_copied_with_their_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let session = failcore::Session::builder()
+        .dir(dir.join("a"))
+        .open()
+        .expect("session");
+    session
+        .scope(async {
+            big_page(1).await.expect("call");
+            big_page(2).await.expect("call");
+        })
+        .await;
+    session.finish().await.expect("finish");
+    let run = session.run_id().to_owned();
+    // Payloads live in `blobs/<two hex digits>/<hash>`.
+    let payloads = |store: &str| {
+        std::fs::read_dir(dir.join(store).join("blobs"))
+            .map(|prefixes| {
+                prefixes
+                    .filter_map(Result::ok)
+                    .filter_map(|p| std::fs::read_dir(p.path()).ok())
+                    .map(|d| d.count())
+                    .sum::<usize>()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        payloads("a"),
+        2,
+        "two outputs over the threshold, stored apart"
+    );
+
+    let out = ok(&failcore(
+        dir,
+        &["--store", "jsonl:a", "export", "--to", "jsonl:b"],
+    ));
+    assert!(out.contains("copied 1 run"), "{out}");
+    assert!(ok(&failcore(dir, &["--store", "jsonl:b", "verify", &run])).contains("chain intact"));
+    assert_eq!(payloads("b"), 2);
+
+    // The same records without their payloads: verify says which record names a missing one.
+    std::fs::create_dir_all(dir.join("c").join("runs")).expect("mkdir");
+    let file = format!("{run}.jsonl");
+    std::fs::copy(
+        dir.join("a").join("runs").join(&file),
+        dir.join("c").join("runs").join(&file),
+    )
+    .expect("copy");
+    let bare = failcore(dir, &["--store", "jsonl:c", "verify", &run]);
+    assert_eq!(bare.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bare.stdout);
+    assert!(text.contains("does not hold it"), "{text}");
 }

@@ -85,6 +85,7 @@ pub(super) async fn listen(
     let guard = Guard {
         token: options.listen_token.clone(),
         allowed_hosts: options.allowed_hosts.clone(),
+        limits: options.listen_limits,
     };
     let sessions = Arc::new(ProxySessions {
         options,

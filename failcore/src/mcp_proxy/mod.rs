@@ -140,6 +140,8 @@ pub struct Options {
     /// With [`listen`]: host names accepted in `Host` and `Origin` beside the loopback names and the
     /// listening address.
     pub allowed_hosts: Vec<String>,
+    /// With [`listen`]: connections at once, and how long a client may take.
+    pub listen_limits: crate::proxy_common::ListenLimits,
     diagnostics: Diagnostics,
 }
 
@@ -163,6 +165,7 @@ impl fmt::Debug for Options {
             .field("upstream_ca", &self.upstream_ca)
             .field("listen_token", &self.listen_token.as_ref().map(|_| "…"))
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("listen_limits", &self.listen_limits)
             .finish_non_exhaustive()
     }
 }

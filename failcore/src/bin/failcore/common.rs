@@ -138,3 +138,36 @@ pub fn quiet_on_closed_pipe() {
 
 /// How a recorder is named in messages.
 pub use failcore::proxy_common::recorder_label;
+
+/// The bounds of a proxy's listener (`--max-connections`, `--header-timeout`, `--body-timeout`,
+/// `--idle-timeout`), for `llm-proxy` and `proxy --listen`.
+#[derive(clap::Args, Debug)]
+pub struct ListenArgs {
+    /// Client connections served at once; more wait in the kernel's backlog (default: half the
+    /// open-file limit, within 16 to 4096).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's headers (also how long a kept-alive connection
+    /// may wait for its next request) before it is disconnected.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a client may take to send a request's body; then it gets a 408 and is disconnected.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout: u64,
+    /// Seconds a client connection with no request in progress stays open with nothing sent or
+    /// received.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+}
+
+impl ListenArgs {
+    pub fn limits(&self) -> failcore::proxy_common::ListenLimits {
+        let seconds = std::time::Duration::from_secs;
+        failcore::proxy_common::ListenLimits {
+            max_connections: self.max_connections,
+            header_timeout: seconds(self.header_timeout),
+            body_timeout: seconds(self.body_timeout),
+            idle_timeout: seconds(self.idle_timeout),
+        }
+    }
+}

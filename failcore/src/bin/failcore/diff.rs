@@ -92,6 +92,9 @@ struct Printer {
     out: Out,
     tally: Tally,
     run_of_same: u64,
+    /// The earliest difference (by step of run a, or of run b for a step only in b): what a replay that
+    /// must do exactly what a recording did meets first.
+    first: Option<(u64, String)>,
 }
 
 impl Printer {
@@ -135,8 +138,29 @@ impl Printer {
         }
     }
 
+    /// Keeps `what` if it comes before the earliest difference seen so far.
+    fn note_first(&mut self, step: u64, what: impl FnOnce() -> String) {
+        if self.first.as_ref().is_none_or(|(s, _)| step < *s) {
+            self.first = Some((step, what()));
+        }
+    }
+
     fn changed(&mut self, kind: &str, a: &Lite, b: &Lite, changes: &[FieldChange]) {
         self.flush_same();
+        self.note_first(a.step, || {
+            let what = if kind == "output_changed" {
+                "output changed"
+            } else {
+                "argument drift"
+            };
+            format!(
+                "step {} of a, {} of b: {} {what}: {}",
+                a.step,
+                b.step,
+                a.tool,
+                describe_changes(changes)
+            )
+        });
         if kind == "output_changed" {
             self.tally.output_changed += 1;
         } else {
@@ -182,6 +206,9 @@ impl Printer {
 
     fn only(&mut self, side: &str, l: &Lite) {
         self.flush_same();
+        self.note_first(l.step, || {
+            format!("step {} of {side}: {} only in {side}", l.step, l.tool)
+        });
         if side == "a" {
             self.tally.only_a += 1;
         } else {
@@ -248,6 +275,7 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         out: Out::stdout(),
         tally: Tally::default(),
         run_of_same: 0,
+        first: None,
     };
     if !args.json {
         println!("a = {}\nb = {}", p.out.fit(4, &ra), p.out.fit(4, &rb));
@@ -354,7 +382,8 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
         p.json(
             serde_json::json!({"kind": "summary", "a": ra, "b": rb, "same": t.same,
             "output_changed": t.output_changed, "argument_drift": t.arg_drift,
-            "only_in_a": t.only_a, "only_in_b": t.only_b, "differ": differ, "problems": problems_seen}),
+            "only_in_a": t.only_a, "only_in_b": t.only_b, "differ": differ,
+            "first_divergence": p.first.as_ref().map(|(_, what)| what), "problems": problems_seen}),
         );
     } else {
         let summary = format!(
@@ -362,6 +391,12 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
             t.same, t.output_changed, t.arg_drift, t.only_a, t.only_b
         );
         println!("{}", p.out.fit(0, &summary));
+        if let Some((_, what)) = &p.first {
+            println!(
+                "{}",
+                p.out.fit(0, &safe(&format!("first divergence: {what}")))
+            );
+        }
         for msg in &problems_seen {
             println!("{}", p.out.paint(term::BAD, &p.out.fit(0, msg)));
         }

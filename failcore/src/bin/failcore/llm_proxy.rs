@@ -49,21 +49,8 @@ pub struct Args {
     /// one fails the call (502, or an error event ending a stream), recorded as failed.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
     max_reply_bytes: usize,
-    /// Client connections served at once; more wait in the kernel's backlog (default: half the
-    /// open-file limit, within 16 to 4096).
-    #[arg(long, value_name = "N")]
-    max_connections: Option<usize>,
-    /// Seconds a client may take to send a request's headers (also how long a kept-alive connection
-    /// may wait for its next request) before it is disconnected.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    header_timeout: u64,
-    /// Seconds a client may take to send a request's body; then it gets a 408 and is disconnected.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    body_timeout: u64,
-    /// Seconds a client connection with no request in progress stays open with nothing sent or
-    /// received.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
-    idle_timeout: u64,
+    #[command(flatten)]
+    limits: crate::common::ListenArgs,
     /// Seconds connecting to the upstream may take (TCP, an HTTPS proxy, TLS); then the call fails (502).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout: u64,
@@ -75,14 +62,15 @@ pub struct Args {
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let seconds = std::time::Duration::from_secs;
+    let limits = args.limits.limits();
     let mut options = Options::default()
         .max_reply_bytes(args.max_reply_bytes)
-        .header_timeout(seconds(args.header_timeout))
-        .body_timeout(seconds(args.body_timeout))
-        .idle_timeout(seconds(args.idle_timeout))
+        .header_timeout(limits.header_timeout)
+        .body_timeout(limits.body_timeout)
+        .idle_timeout(limits.idle_timeout)
         .connect_timeout(seconds(args.connect_timeout))
         .read_timeout(seconds(args.read_timeout));
-    if let Some(n) = args.max_connections {
+    if let Some(n) = limits.max_connections {
         options = options.max_connections(n);
     }
     let models = match &args.models {

@@ -61,6 +61,9 @@ pub struct Args {
     /// With --listen: a host name also accepted in `Host` and `Origin` (repeatable).
     #[arg(long, value_name = "HOST", requires = "listen")]
     allow_host: Vec<String>,
+    /// With --listen: connections at once and how long a client may take.
+    #[command(flatten)]
+    limits: crate::common::ListenArgs,
     /// A remote MCP server (Streamable HTTP) instead of a command after `--`. With --listen and no
     /// --listen-token-env, the client's `Authorization` is passed on to it (never recorded).
     #[arg(long, value_name = "URL")]
@@ -128,6 +131,7 @@ fn options(store: Option<&str>, args: Args) -> Result<Options> {
     options.url = args.url;
     options.upstream_ca = args.upstream_ca;
     options.allowed_hosts = args.allow_host;
+    options.listen_limits = args.limits.limits();
     for header in &args.header {
         let Some((name, value)) = header.split_once(':') else {
             return Err(Error::Config(format!(
