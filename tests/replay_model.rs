@@ -1,5 +1,6 @@
 //! A model-based test of replay. Random programs (sequential, concurrent, nested, repeated and changed
-//! calls, failures, panics, cancellations) run in real child processes that are SIGKILLed at random points,
+//! calls, failures, panics, cancellations, and calls whose arguments come from the clock, a random number
+//! or a UUID, drawn through `failcore::now`, `random` and `uuid`) run in real child processes that are SIGKILLed at random points,
 //! resumed in chains, and replayed offline. A simple model, which knows nothing of fingerprints or traces,
 //! says for each call whether it must be served (and with which value) or must run; the children's own
 //! logs say what happened.
@@ -26,6 +27,20 @@ enum Op {
     Concurrent(Vec<(u8, u8)>),
     /// A call dropped while its body waits.
     Cancel(u8),
+    /// A value drawn from `DRAWN[kind]` (the clock, a random number, a UUID), then a top-level call of
+    /// `m_tool(t, a)` whose `a` is derived from it: served on resume only if the value is.
+    Drawn(usize, u8),
+}
+
+/// What `Op::Drawn` draws from, by kind.
+const DRAWN: [&str; 3] = ["now", "random", "uuid"];
+
+/// The argument a drawn value gives the call that follows it.
+fn derived(value: &str) -> u8 {
+    (value
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % 3) as u8
 }
 
 /// xorshift64*: the same stream in the parent and in the children.
@@ -56,7 +71,7 @@ fn program(seed: u64, variant: u64) -> Vec<Op> {
     let n = 3 + rng.below(8);
     let mut ops = Vec::new();
     for _ in 0..n {
-        ops.push(match rng.below(10) {
+        ops.push(match rng.below(12) {
             0..=4 => {
                 let (t, a) = pair(&mut rng);
                 Op::Call(t, a)
@@ -75,7 +90,8 @@ fn program(seed: u64, variant: u64) -> Vec<Op> {
                 }
                 Op::Concurrent(group)
             }
-            _ => Op::Cancel(rng.below(2) as u8),
+            9 => Op::Cancel(rng.below(2) as u8),
+            _ => Op::Drawn(rng.below(3) as usize, rng.below(3) as u8),
         });
     }
     if variant > 0 {
@@ -261,6 +277,32 @@ async fn run_program(ops: Vec<Op>) {
                     h.await.unwrap();
                 }
             }
+            Op::Drawn(kind, t) => {
+                let name = DRAWN[kind];
+                let tag = format!("{name}@{}", occ.next(name));
+                let value = match kind {
+                    0 => failcore::now().await.map(|t| {
+                        t.duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_nanos()
+                            .to_string()
+                    }),
+                    1 => failcore::random().await.map(|r| r.to_string()),
+                    _ => failcore::uuid().await,
+                };
+                let Ok(value) = value else {
+                    log(&format!("val {tag} miss"));
+                    continue;
+                };
+                log(&format!("val {tag} {value}"));
+                let a = derived(&value);
+                let key = key_of(None, t, a);
+                let tag = format!("{key}@{}", occ.next(&key));
+                match failcore::spawn(m_tool(t, a, tag.clone(), TOP)).await {
+                    Ok(v) => log(&format!("ret {tag} {}", show(&v))),
+                    Err(_) => log(&format!("ret {tag} panic")),
+                }
+            }
             Op::Cancel(a) => {
                 // Dropped while its body waits (offline: a miss at once). Never a success.
                 let r = tokio::time::timeout(std::time::Duration::from_millis(2), m_slow(a)).await;
@@ -325,6 +367,8 @@ struct ChildLog {
     run: String,
     execs: HashMap<String, VecDeque<String>>,
     rets: HashMap<String, VecDeque<String>>,
+    /// Values drawn (`now`, `random`, `uuid`), or `miss` offline.
+    vals: HashMap<String, VecDeque<String>>,
     done: bool,
 }
 
@@ -346,6 +390,10 @@ fn read_log(path: &Path) -> ChildLog {
             (Some("ret"), Some(tag), Some(v)) => {
                 let key = tag.rsplit_once('@').unwrap().0.to_owned();
                 log.rets.entry(key).or_default().push_back(v.to_owned());
+            }
+            (Some("val"), Some(tag), Some(v)) => {
+                let key = tag.rsplit_once('@').unwrap().0.to_owned();
+                log.vals.entry(key).or_default().push_back(v.to_owned());
             }
             _ => panic!("unreadable child log line {line:?}"),
         }
@@ -451,6 +499,31 @@ impl Sim<'_> {
                     }
                 }
                 Op::Cancel(_) => {}
+                Op::Drawn(kind, t) => {
+                    let name = DRAWN[*kind];
+                    let tag = format!("{name}@{}", self.occ.next(name));
+                    self.calls += 1;
+                    let logged = self.log.vals.get_mut(name).and_then(VecDeque::pop_front);
+                    let value =
+                        if let Some(v) = self.avail.get_mut(name).and_then(VecDeque::pop_front) {
+                            assert_eq!(logged.as_deref(), Some(v.as_str()), "{tag}: served");
+                            v
+                        } else if self.offline {
+                            assert_eq!(logged.as_deref(), Some("miss"), "{tag}: offline miss");
+                            continue;
+                        } else {
+                            logged.unwrap_or_else(|| panic!("{tag}: no value drawn"))
+                        };
+                    // Drawn or served, it is recorded in this run: the next run is served it.
+                    self.recorded
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push_back(value.clone());
+                    let a = derived(&value);
+                    if self.call(&key_of(None, *t, a), true, true).is_none() {
+                        return;
+                    }
+                }
                 Op::Nested(a, inner) => {
                     let key = outer_key(*a, inner);
                     let tag = format!("{key}@{}", self.occ.next(&key));
@@ -601,6 +674,12 @@ fn check_program(seed: u64, totals: &Mutex<Totals>) {
         // Every call the program made is accounted for, and nothing ran that the model did not run.
         let left_execs: usize = sim.log.execs.values().map(VecDeque::len).sum();
         let left_rets: usize = sim.log.rets.values().map(VecDeque::len).sum();
+        let left_vals: usize = sim.log.vals.values().map(VecDeque::len).sum();
+        assert_eq!(
+            left_vals, 0,
+            "{ctx}: values drawn that the model did not expect: {:?}",
+            sim.log.vals
+        );
         assert_eq!(
             left_execs, 0,
             "{ctx}: executions the model did not expect: {:?}",
