@@ -263,3 +263,16 @@ async fn concurrent_nested_calls_write_their_callers_intent_once_and_first() {
     let report = verify(RunReader::open(store.as_ref(), s.run_id()).unwrap());
     assert!(report.is_ok(), "{:?}", report.fault);
 }
+
+/// A tool's future holds its arguments, not its body's future: a call three levels deep is no larger a
+/// future than a leaf call (in a build without optimizations each level's future is copied on the stack,
+/// and nested futures of 60 KiB overflowed a 2 MiB thread at three levels).
+#[test]
+fn nested_calls_do_not_grow_their_callers_futures() {
+    let leaf = std::mem::size_of_val(&or_add(1, 2));
+    let deep = std::mem::size_of_val(&or_read_deep(1));
+    assert!(
+        deep <= leaf + 256,
+        "leaf {leaf} bytes, three levels {deep} bytes"
+    );
+}

@@ -476,7 +476,7 @@ fn generate(func: &ItemFn, args: &ToolArgs, params: &[Param]) -> TokenStream {
 
             let __failcore_args = #p::serialize_args(&__FAILCORE_TOOL, &[#(#serialized),*]);
             let __failcore_call = #p::enter(&__FAILCORE_TOOL, __failcore_args).await;
-            #p::run(__failcore_call, async move {
+            #p::run(__failcore_call, move || async move {
                 #[allow(
                     unknown_lints,
                     unreachable_code,

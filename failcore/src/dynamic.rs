@@ -141,7 +141,7 @@ impl DynamicTool {
         let tool = self.0;
         let prepared = crate::lifecycle::prepare_value(tool, arguments);
         let entered = crate::lifecycle::enter(tool, prepared).await;
-        crate::lifecycle::run(entered, async move {
+        crate::lifecycle::run(entered, move || async move {
             body.await.map_err(|message| Error::Tool {
                 tool: tool.name.to_owned(),
                 message,
@@ -163,7 +163,7 @@ impl DynamicTool {
         let tool = self.0;
         let prepared = crate::lifecycle::prepare_value(tool, arguments);
         let entered = crate::lifecycle::enter(tool, prepared).await;
-        crate::lifecycle::run(entered, async move {
+        crate::lifecycle::run(entered, move || async move {
             body.await.map_err(|message| Error::Tool {
                 tool: tool.name.to_owned(),
                 message,

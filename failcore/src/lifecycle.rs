@@ -1065,9 +1065,13 @@ fn preview(s: &str) -> String {
     p
 }
 
-/// Runs a call entered with [`enter`]: decodes a replayed output, or runs the body and commits its outcome.
-pub async fn run<T, E, F>(call: Call, body: F) -> Result<T, E>
+/// Runs a call entered with [`enter`]: decodes a replayed output, or makes the body (`body()`) and runs it
+/// and commits its outcome. The body is made only when it runs, and boxed: a tool's future holds its
+/// arguments, not its body's future, so calls nested in calls do not grow each other's futures (which in
+/// a build without optimizations are copied on the stack at each level).
+pub async fn run<T, E, B, F>(call: Call, body: B) -> Result<T, E>
 where
+    B: FnOnce() -> F,
     F: Future<Output = Result<T, E>>,
     T: Serialize + DeserializeOwned,
     E: Display + From<Error>,
@@ -1089,13 +1093,14 @@ fn traced(span: &tracing::Span, slot: &Slot, e: Error) -> Error {
     e
 }
 
-async fn run_untraced<T, E, F>(
+async fn run_untraced<T, E, B, F>(
     entered: Entered,
-    body: F,
+    body: B,
     span: &tracing::Span,
     slot: &Slot,
 ) -> Result<T, E>
 where
+    B: FnOnce() -> F,
     F: Future<Output = Result<T, E>>,
     T: Serialize + DeserializeOwned,
     E: Display + From<Error>,
@@ -1128,7 +1133,7 @@ where
                 by_name: None,
             };
             let started = Instant::now();
-            let outcome = CatchUnwind(in_context(ctx, body)).await;
+            let outcome = CatchUnwind(in_context(ctx, Box::pin(body()))).await;
             let latency = started.elapsed().as_nanos() as u64;
             match outcome {
                 Ok(Ok(value)) => {
