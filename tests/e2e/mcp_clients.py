@@ -5,6 +5,10 @@
                                                    with a scripted chat model
     python mcp_clients.py http <json config>       the official MCP Python SDK over Streamable HTTP
                                                    (`url`, `headers`), one held session
+    python mcp_clients.py tasks <json config>      the official MCP Python SDK calling `tool` as a task
+                                                   (SEP-1686), polling it to its end and fetching its
+                                                   result; or cancelling it (`cancel`); or only asking
+                                                   about the task `task_id` (no call)
 
 The config names the server command (`command`, `args`) and what to do; the result is one JSON object on
 stdout.
@@ -63,6 +67,34 @@ async def http(cfg):
     return out
 
 
+async def tasks(cfg):
+    from mcp.types import CallToolResult
+
+    params = StdioServerParameters(command=cfg["command"], args=cfg["args"])
+    out = {}
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            tasks = session.experimental
+            task_id = cfg.get("task_id")
+            if task_id is None:
+                created = await tasks.call_tool_as_task(cfg["tool"], cfg["arguments"])
+                task_id = created.task.taskId
+                out["created"] = created.task.status
+            out["task_id"] = task_id
+            if cfg.get("cancel"):
+                cancelled = await tasks.cancel_task(task_id)
+                out["cancelled"] = cancelled.status
+                return out
+            statuses = []
+            async for state in tasks.poll_task(task_id):
+                statuses.append(state.status)
+            out["statuses"] = statuses
+            out["result"] = result_of(await tasks.get_task_result(task_id, CallToolResult))
+            out["listed"] = sorted(t.taskId for t in (await tasks.list_tasks()).tasks)
+    return out
+
+
 async def langchain(cfg):
     from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
     from langchain_core.messages import AIMessage
@@ -118,5 +150,5 @@ async def langchain(cfg):
 
 if __name__ == "__main__":
     mode, cfg = sys.argv[1], json.loads(sys.argv[2])
-    result = asyncio.run({"sdk": sdk, "http": http, "langchain": langchain}[mode](cfg))
+    result = asyncio.run({"sdk": sdk, "http": http, "tasks": tasks, "langchain": langchain}[mode](cfg))
     print(json.dumps(result))

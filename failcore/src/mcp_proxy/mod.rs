@@ -49,6 +49,7 @@ mod http_upstream;
 mod message;
 mod offline;
 mod relay;
+mod tasks;
 mod upstream;
 
 use crate::{Durability, Error, RunSummary};
