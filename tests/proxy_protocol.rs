@@ -5,10 +5,15 @@
 //! shutdown end calls in flight as cancelled, and an `input_required` result is never served as final.
 //!
 //! The server is `test_mcp` (tests/support/test_mcp.rs), which writes its answers from fixed text and logs
-//! each line it sends and receives.
+//! each line it sends and receives; for tasks (SEP-1686), the official "everything" server, driven by the
+//! official Python SDK's client (both pinned, found through `FAILCORE_E2E_EVERYTHING_SERVER` and
+//! `FAILCORE_E2E_PYTHON`, which `.ci/run` sets).
+
+mod support;
 
 use failcore::store::{JsonlStore, RunReader, TraceStore};
 use serde_json::value::RawValue;
+use support::{everything, E2e};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -559,36 +564,223 @@ fn an_input_required_result_is_never_served_as_the_answer_and_retries_differ_by_
     );
 }
 
+/// The `_meta` a client of the 2026-07-28 revision puts on every request.
+fn meta_2026() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
 #[test]
-fn a_session_that_starts_with_server_discover_replays_offline() {
+fn a_session_of_the_2026_revision_is_recorded_and_replayed_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut live = Session::start(dir, &[], plain_server(), &server_env(dir));
-    let discover = live.request(
-        json!(1),
-        "server/discover",
-        json!({"_meta": {"protocolVersion": "2026-07-28"}}),
-    );
+    let mut live = Session::start(dir, &["--timeout", "0.5"], plain_server(), &server_env(dir));
+    let discover = live.request(json!(1), "server/discover", json!({"_meta": meta_2026()}));
     assert_eq!(discover, lines_of(&dir.join("sent.log"))[0]);
+    // A subscription stream: relayed, acknowledged by the server, and never timed out by the proxy.
+    live.send(&json!({"jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen", "params": {"notifications": {"toolsListChanged": true}, "_meta": meta_2026()}}).to_string());
+    let ack = live.recv();
+    assert!(
+        ack.contains("notifications/subscriptions/acknowledged"),
+        "{ack}"
+    );
     let numbers = live.request(
         json!(2),
         "tools/call",
-        json!({"name": "numbers", "arguments": {}, "_meta": {"protocolVersion": "2026-07-28"}}),
+        json!({"name": "numbers", "arguments": {}, "_meta": meta_2026()}),
     );
-    assert!(live.close().1.success());
+    assert!(numbers.contains("structuredContent"), "{numbers}");
+    // The proxy's own tools/list (to record the server's description) says the revision, as required.
+    let own = lines_of(&dir.join("received.log"))
+        .into_iter()
+        .find(|l| l.contains("failcore-proxy-list-0"))
+        .expect("the proxy's own tools/list");
+    let own: Value = serde_json::from_str(&own).unwrap();
+    assert_eq!(own["params"]["_meta"], meta_2026(), "{own}");
+    // A request that waits longer than the timeout is answered with an error; the subscription, open
+    // since before it, is not.
+    live.send(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 3}, "_meta": meta_2026()}}).to_string());
+    let timed_out = live.recv();
+    assert!(timed_out.contains(r#""id":3"#), "{timed_out}");
+    let (rest, status) = live.close();
+    assert!(status.success(), "{status}");
+    assert!(
+        rest.iter().all(|l| !l.contains(r#""id":"listen""#)),
+        "{rest:?}"
+    );
+    // The run recorded the server's description, its tools included.
+    let store = JsonlStore::new(dir.join("trace"));
+    let run = store.resolve("last").unwrap();
+    let first = RunReader::open(&store, &run).unwrap().next().unwrap().unwrap();
+    let failcore::store::Body::RunStart(start) = first.record.body else {
+        panic!("no run_start")
+    };
+    let tools = &start.versions["mcp_server"]["tools"];
+    assert_eq!(tools.as_array().map(Vec::len), Some(3), "{tools}");
 
     let mut offline = Session::start(dir, &["--offline", "last"], None, &[]);
-    let again = offline.request(
-        json!("d"),
-        "server/discover",
-        json!({"_meta": {"protocolVersion": "2026-07-28"}}),
-    );
+    let again = offline.request(json!("d"), "server/discover", json!({"_meta": meta_2026()}));
     assert_eq!(raw_result(&again), raw_result(&discover));
+    let list = offline.request(json!("l"), "tools/list", json!({"_meta": meta_2026()}));
+    let listed: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(listed["result"]["tools"], *tools, "{list}");
     let numbers_off = offline.request(
         json!(3),
         "tools/call",
-        json!({"name": "numbers", "arguments": {}, "_meta": {"protocolVersion": "2026-07-28"}}),
+        json!({"name": "numbers", "arguments": {}, "_meta": meta_2026()}),
     );
     assert_eq!(raw_result(&numbers_off), raw_result(&numbers));
+    offline.send(&json!({"jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen", "params": {"notifications": {}, "_meta": meta_2026()}}).to_string());
+    let ack = offline.recv();
+    assert!(
+        ack.contains("notifications/subscriptions/acknowledged"),
+        "{ack}"
+    );
     assert!(offline.close().1.success());
+}
+
+/// A message line that answers request `id` (notifications in between skipped).
+fn answer_to(session: &mut Session, id: &Value) -> Value {
+    loop {
+        let line = session.recv();
+        let message: Value = serde_json::from_str(&line).unwrap();
+        if message.get("method").is_none() && message["id"] == *id {
+            return message;
+        }
+    }
+}
+
+/// Runs tests/e2e/mcp_clients.py `tasks` against `failcore <proxy args>`; its JSON result.
+fn sdk_tasks(e: &E2e, dir: &Path, proxy: &[&str], ask: Value) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
+    let mut args = vec![
+        "--store".to_owned(),
+        format!("jsonl:{}", dir.join("trace").display()),
+        "proxy".to_owned(),
+    ];
+    args.extend(proxy.iter().map(|a| a.to_string()));
+    let mut config = json!({"command": users_failcore(), "args": args});
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(ask.as_object().unwrap().clone());
+    let out = Command::new(&e.python)
+        .args([script, "tasks", &config.to_string()])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the SDK client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task() {
+    let Some(e) = everything(
+        "a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task",
+        Some("FAILCORE_REQUIRE_FRAMEWORKS"),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = vec!["node".to_owned(), e.server_js.clone(), "stdio".to_owned()];
+    let research = json!({"name": "simulate-research-query", "arguments": {"topic": "tasks"}, "task": {"ttl": 60000}});
+
+    // Recorded: the client gets the receipt at once, follows the task itself; the step is the result.
+    let mut live = Session::start(dir, &[], Some(server.clone()), &[]);
+    live.request(
+        json!(0),
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}),
+    );
+    live.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
+    live.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": research}).to_string());
+    let receipt = answer_to(&mut live, &json!(1));
+    assert_eq!(receipt["result"]["task"]["status"], "working", "{receipt}");
+    let task_id = receipt["result"]["task"]["taskId"].as_str().unwrap().to_owned();
+    let mut n = 2;
+    loop {
+        live.send(&json!({"jsonrpc": "2.0", "id": n, "method": "tasks/get", "params": {"taskId": task_id}}).to_string());
+        let state = answer_to(&mut live, &json!(n));
+        n += 1;
+        if state["result"]["status"] == "completed" {
+            break;
+        }
+        assert_eq!(state["result"]["status"], "working", "{state}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    live.send(&json!({"jsonrpc": "2.0", "id": n, "method": "tasks/result", "params": {"taskId": task_id}}).to_string());
+    let result = answer_to(&mut live, &json!(n));
+    let report = result["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+    assert!(report.starts_with("# Research Report: tasks"), "{result}");
+    // The step is written once the proxy has followed the task to its end; then the proxy is killed.
+    let started = Instant::now();
+    while trace(dir).0.is_empty() {
+        assert!(started.elapsed() < PATIENCE, "the task was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    live.child.kill().unwrap();
+    live.child.wait().unwrap();
+    let (steps, last) = trace(dir);
+    assert_eq!(pairs(&steps), [("simulate-research-query", "ok")]);
+    assert_ne!(last, "run_end", "killed: the run has no end");
+    let store = JsonlStore::new(dir.join("trace"));
+    let run = store.resolve("last").unwrap();
+    let output = RunReader::open(&store, &run)
+        .unwrap()
+        .filter_map(|r| r.unwrap().record.body.end().and_then(|e| e.output.clone()))
+        .next()
+        .expect("the step's output");
+    let output = output.to_string();
+    assert!(output.contains("Research Report: tasks"), "{output}");
+    assert!(!output.contains("\"working\""), "the receipt was recorded: {output}");
+
+    // Resumed, through the official SDK client: the task is served completed, with the recorded task id
+    // and result; the server never runs it again (a run would be a new task, working).
+    let resumed = sdk_tasks(
+        &e,
+        dir,
+        &["--resume", "last", "--", "node", &e.server_js, "stdio"],
+        json!({"tool": "simulate-research-query", "arguments": {"topic": "tasks"}}),
+    );
+    assert_eq!(resumed["created"], "completed", "{resumed}");
+    assert_eq!(resumed["task_id"], task_id.as_str(), "{resumed}");
+    assert_eq!(resumed["statuses"], json!(["completed"]), "{resumed}");
+    assert_eq!(resumed["result"]["text"], report.as_str());
+    assert_eq!(pairs(&trace(dir).0), [("simulate-research-query", "replayed")]);
+
+    // Offline, no server: the same, and tasks/list names the served task.
+    let offline = sdk_tasks(
+        &e,
+        dir,
+        &["--offline", "last"],
+        json!({"tool": "simulate-research-query", "arguments": {"topic": "tasks"}}),
+    );
+    assert_eq!(offline["created"], "completed", "{offline}");
+    assert_eq!(offline["task_id"], task_id.as_str(), "{offline}");
+    assert_eq!(offline["result"]["text"], report.as_str());
+    assert_eq!(offline["listed"], json!([task_id]), "{offline}");
+
+    // Live, a task cancelled by the client: the server is asked, and the step is recorded as cancelled.
+    let cancelled = sdk_tasks(
+        &e,
+        dir,
+        &["--", "node", &e.server_js, "stdio"],
+        json!({"tool": "simulate-research-query", "arguments": {"topic": "stop"}, "cancel": true}),
+    );
+    assert_eq!(cancelled["created"], "working", "{cancelled}");
+    assert_eq!(cancelled["cancelled"], "cancelled", "{cancelled}");
+    assert_eq!(
+        pairs(&trace(dir).0),
+        [("simulate-research-query", "cancelled")]
+    );
 }

@@ -196,13 +196,24 @@ pub struct E2e {
 /// The end-to-end programs, or `None` after saying that `test` skipped; with `require` (a variable such
 /// as `FAILCORE_REQUIRE_FRAMEWORKS`) set to `1`, a missing program fails the test instead.
 pub fn e2e(test: &str, require: Option<&str>) -> Option<E2e> {
+    programs(test, require, "FAILCORE_E2E_FS_SERVER", "filesystem")
+}
+
+/// As [`e2e`], with the official "everything" server (`FAILCORE_E2E_EVERYTHING_SERVER`, its
+/// …/server-everything/dist/index.js) as `server_js`.
+pub fn everything(test: &str, require: Option<&str>) -> Option<E2e> {
+    programs(test, require, "FAILCORE_E2E_EVERYTHING_SERVER", "everything")
+}
+
+fn programs(test: &str, require: Option<&str>, server_var: &str, server: &str) -> Option<E2e> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (var("FAILCORE_E2E_FS_SERVER"), var("FAILCORE_E2E_PYTHON")) {
+    match (var(server_var), var("FAILCORE_E2E_PYTHON")) {
         (Some(server_js), Some(python)) => Some(E2e { server_js, python }),
         _ => {
-            let why =
-                "set FAILCORE_E2E_FS_SERVER and FAILCORE_E2E_PYTHON (bash .ci/run installs the \
-                       pinned filesystem server and the Python clients and sets them)";
+            let why = format!(
+                "set {server_var} and FAILCORE_E2E_PYTHON (bash .ci/run installs the pinned {server} \
+                 server and the Python clients and sets them)"
+            );
             if let Some(require) = require {
                 assert!(
                     var(require).as_deref() != Some("1"),

@@ -5,6 +5,9 @@
 //! (answers after `seconds`, from a thread: the server keeps reading meanwhile), `ask` (asks for input
 //! with an `input_required` result until it is retried with `inputResponses`), and `tool_1`...`tool_N`
 //! (N = `TEST_MCP_TOOLS`, default 0). `tools/list` gives pages of `TEST_MCP_PAGE` tools (default: all).
+//! A session that starts with `server/discover` is one of the 2026-07-28 revision: every later request
+//! without the protocol version in its `_meta` is refused (-32602), as that revision says, and
+//! `subscriptions/listen` is acknowledged and left open.
 //!
 //! Files named by the environment, when set: `TEST_MCP_SENT` gets each line written, `TEST_MCP_LOG` each
 //! line received, `TEST_MCP_PID` the process id. `TEST_MCP_LINGER=1` keeps running after the input ends. (A server that ignores SIGTERM: start it from a shell that
@@ -91,6 +94,7 @@ fn main() {
     }
     let out: Out = Arc::new(Mutex::new(std::io::stdout()));
     let stdin = std::io::stdin();
+    let mut discovered = false;
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         append("TEST_MCP_LOG", &line);
@@ -100,9 +104,24 @@ fn main() {
         let Some(id) = msg.get("id").cloned() else {
             continue; // a notification
         };
-        let answer = match msg.get("method").and_then(Value::as_str) {
+        let method = msg.get("method").and_then(Value::as_str);
+        discovered |= method == Some("server/discover");
+        let version = msg.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion");
+        if discovered && version.is_none() && method.is_some() {
+            send(
+                &out,
+                &format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32602,"message":"_meta must name the protocol version"}}}}"#
+                ),
+            );
+            continue;
+        }
+        let answer = match method {
             Some("initialize") => result(&id, INITIALIZE),
             Some("server/discover") => result(&id, DISCOVER),
+            Some("subscriptions/listen") => format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{{"notifications":{{}},"_meta":{{"io.modelcontextprotocol/subscriptionId":{id}}}}}}}"#
+            ),
             Some("tools/list") => result(
                 &id,
                 &list_page(msg.pointer("/params/cursor").and_then(Value::as_str)),
