@@ -13,7 +13,6 @@ mod support;
 
 use failcore::store::{JsonlStore, RunReader, TraceStore};
 use serde_json::value::RawValue;
-use support::{everything, E2e};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +20,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use support::{everything, E2e};
 
 /// How long any one answer may take before the test fails (a bound on "it came at all").
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -600,6 +600,30 @@ fn a_session_of_the_2026_revision_is_recorded_and_replayed_offline() {
         .expect("the proxy's own tools/list");
     let own: Value = serde_json::from_str(&own).unwrap();
     assert_eq!(own["params"]["_meta"], meta_2026(), "{own}");
+    // A task of the tasks extension: the client gets the receipt; the step is the task's result, which
+    // the proxy polled for itself (with the revision's `_meta`).
+    let job = live.request(
+        json!(4),
+        "tools/call",
+        json!({"name": "job", "arguments": {}, "_meta": meta_2026()}),
+    );
+    assert!(job.contains(r#""resultType":"task""#), "{job}");
+    let started = Instant::now();
+    while trace(dir).0.len() < 2 {
+        assert!(started.elapsed() < PATIENCE, "the task was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pairs(&trace(dir).0), [("numbers", "ok"), ("job", "ok")]);
+    let polls: Vec<Value> = lines_of(&dir.join("received.log"))
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|m| m["method"] == "tasks/get")
+        .collect();
+    assert!(!polls.is_empty());
+    assert!(
+        polls.iter().all(|p| p["params"]["_meta"] == meta_2026()),
+        "{polls:?}"
+    );
     // A request that waits longer than the timeout is answered with an error; the subscription, open
     // since before it, is not.
     live.send(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 3}, "_meta": meta_2026()}}).to_string());
@@ -614,7 +638,11 @@ fn a_session_of_the_2026_revision_is_recorded_and_replayed_offline() {
     // The run recorded the server's description, its tools included.
     let store = JsonlStore::new(dir.join("trace"));
     let run = store.resolve("last").unwrap();
-    let first = RunReader::open(&store, &run).unwrap().next().unwrap().unwrap();
+    let first = RunReader::open(&store, &run)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     let failcore::store::Body::RunStart(start) = first.record.body else {
         panic!("no run_start")
     };
@@ -633,6 +661,16 @@ fn a_session_of_the_2026_revision_is_recorded_and_replayed_offline() {
         json!({"name": "numbers", "arguments": {}, "_meta": meta_2026()}),
     );
     assert_eq!(raw_result(&numbers_off), raw_result(&numbers));
+    // The task's result itself, as the server sent it within the task.
+    let job_off = offline.request(
+        json!(5),
+        "tools/call",
+        json!({"name": "job", "arguments": {}, "_meta": meta_2026()}),
+    );
+    assert_eq!(
+        raw_result(&job_off),
+        r#"{"content":[{"type":"text","text":"job done"}],"structuredContent":{"big":123456789012345678901234567890}}"#
+    );
     offline.send(&json!({"jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen", "params": {"notifications": {}, "_meta": meta_2026()}}).to_string());
     let ack = offline.recv();
     assert!(
@@ -703,10 +741,15 @@ fn a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task() {
         json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}),
     );
     live.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
-    live.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": research}).to_string());
+    live.send(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": research}).to_string(),
+    );
     let receipt = answer_to(&mut live, &json!(1));
     assert_eq!(receipt["result"]["task"]["status"], "working", "{receipt}");
-    let task_id = receipt["result"]["task"]["taskId"].as_str().unwrap().to_owned();
+    let task_id = receipt["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut n = 2;
     loop {
         live.send(&json!({"jsonrpc": "2.0", "id": n, "method": "tasks/get", "params": {"taskId": task_id}}).to_string());
@@ -720,7 +763,10 @@ fn a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task() {
     }
     live.send(&json!({"jsonrpc": "2.0", "id": n, "method": "tasks/result", "params": {"taskId": task_id}}).to_string());
     let result = answer_to(&mut live, &json!(n));
-    let report = result["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+    let report = result["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(report.starts_with("# Research Report: tasks"), "{result}");
     // The step is written once the proxy has followed the task to its end; then the proxy is killed.
     let started = Instant::now();
@@ -742,7 +788,10 @@ fn a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task() {
         .expect("the step's output");
     let output = output.to_string();
     assert!(output.contains("Research Report: tasks"), "{output}");
-    assert!(!output.contains("\"working\""), "the receipt was recorded: {output}");
+    assert!(
+        !output.contains("\"working\""),
+        "the receipt was recorded: {output}"
+    );
 
     // Resumed, through the official SDK client: the task is served completed, with the recorded task id
     // and result; the server never runs it again (a run would be a new task, working).
@@ -756,7 +805,10 @@ fn a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task() {
     assert_eq!(resumed["task_id"], task_id.as_str(), "{resumed}");
     assert_eq!(resumed["statuses"], json!(["completed"]), "{resumed}");
     assert_eq!(resumed["result"]["text"], report.as_str());
-    assert_eq!(pairs(&trace(dir).0), [("simulate-research-query", "replayed")]);
+    assert_eq!(
+        pairs(&trace(dir).0),
+        [("simulate-research-query", "replayed")]
+    );
 
     // Offline, no server: the same, and tasks/list names the served task.
     let offline = sdk_tasks(

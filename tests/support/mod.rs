@@ -202,7 +202,12 @@ pub fn e2e(test: &str, require: Option<&str>) -> Option<E2e> {
 /// As [`e2e`], with the official "everything" server (`FAILCORE_E2E_EVERYTHING_SERVER`, its
 /// …/server-everything/dist/index.js) as `server_js`.
 pub fn everything(test: &str, require: Option<&str>) -> Option<E2e> {
-    programs(test, require, "FAILCORE_E2E_EVERYTHING_SERVER", "everything")
+    programs(
+        test,
+        require,
+        "FAILCORE_E2E_EVERYTHING_SERVER",
+        "everything",
+    )
 }
 
 fn programs(test: &str, require: Option<&str>, server_var: &str, server: &str) -> Option<E2e> {

@@ -110,7 +110,10 @@ fn own_id() -> Value {
 }
 
 /// Follows a task to its end: its final result as the server sent it, or why it did not complete.
-pub(super) async fn follow(upstream: &Upstream, receipt: &Receipt) -> Result<Box<RawValue>, String> {
+pub(super) async fn follow(
+    upstream: &Upstream,
+    receipt: &Receipt,
+) -> Result<Box<RawValue>, String> {
     let params = json!({ "taskId": receipt.task_id });
     let mut poll = receipt.poll;
     loop {
@@ -267,9 +270,7 @@ impl Tasks {
             return Some(rpc_error(id, -32602, &why).to_string());
         };
         Some(match method {
-            "tasks/get" => {
-                rpc_result(id, served.state(task_id)).to_string()
-            }
+            "tasks/get" => rpc_result(id, served.state(task_id)).to_string(),
             "tasks/result" => spliced_result(id, served.result.get()),
             // A completed task cannot be cancelled (2025-11-25: -32602).
             "tasks/cancel" => rpc_error(
@@ -340,27 +341,53 @@ mod tests {
             r#"{"content":[{"type":"text","text":"done"}],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"kept"}}}"#.to_owned(),
         )
         .unwrap();
-        let receipt: Value = serde_json::from_str(&Tasks::serve(&tasks, &json!(4), result)).unwrap();
+        let receipt: Value =
+            serde_json::from_str(&Tasks::serve(&tasks, &json!(4), result)).unwrap();
         assert_eq!(receipt["id"], 4);
         assert_eq!(receipt["result"]["task"]["taskId"], "kept");
         assert_eq!(receipt["result"]["task"]["status"], "completed");
-        let get = Tasks::answer(&tasks, &json!(5), "tasks/get", Some(&json!({"taskId": "kept"})), false).unwrap();
+        let get = Tasks::answer(
+            &tasks,
+            &json!(5),
+            "tasks/get",
+            Some(&json!({"taskId": "kept"})),
+            false,
+        )
+        .unwrap();
         let get: Value = serde_json::from_str(&get).unwrap();
         assert_eq!(get["result"]["status"], "completed");
-        let got = Tasks::answer(&tasks, &json!(6), "tasks/result", Some(&json!({"taskId": "kept"})), false).unwrap();
+        let got = Tasks::answer(
+            &tasks,
+            &json!(6),
+            "tasks/result",
+            Some(&json!({"taskId": "kept"})),
+            false,
+        )
+        .unwrap();
         assert_eq!(
             got,
             r#"{"jsonrpc":"2.0","id":6,"result":{"content":[{"type":"text","text":"done"}],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"kept"}}}}"#
         );
-        let cancel = Tasks::answer(&tasks, &json!(7), "tasks/cancel", Some(&json!({"taskId": "kept"})), false).unwrap();
+        let cancel = Tasks::answer(
+            &tasks,
+            &json!(7),
+            "tasks/cancel",
+            Some(&json!({"taskId": "kept"})),
+            false,
+        )
+        .unwrap();
         assert!(cancel.contains("-32602"), "{cancel}");
         // Other tasks are the server's, live; offline they are unknown.
         let other = Some(json!({"taskId": "other"}));
-        assert_eq!(Tasks::answer(&tasks, &json!(8), "tasks/get", other.as_ref(), false), None);
+        assert_eq!(
+            Tasks::answer(&tasks, &json!(8), "tasks/get", other.as_ref(), false),
+            None
+        );
         let unknown = Tasks::answer(&tasks, &json!(8), "tasks/get", other.as_ref(), true).unwrap();
         assert!(unknown.contains("-32602"), "{unknown}");
         let made_up = RawValue::from_string(r#"{"content":[]}"#.to_owned()).unwrap();
-        let receipt: Value = serde_json::from_str(&Tasks::serve(&tasks, &json!(9), made_up)).unwrap();
+        let receipt: Value =
+            serde_json::from_str(&Tasks::serve(&tasks, &json!(9), made_up)).unwrap();
         assert_eq!(receipt["result"]["task"]["taskId"], "failcore-served-1");
         let list = Tasks::answer(&tasks, &json!(10), "tasks/list", None, true).unwrap();
         let list: Value = serde_json::from_str(&list).unwrap();
