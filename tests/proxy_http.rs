@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use support::{e2e, failcore_bin, E2e, McpClient};
+use support::{e2e, failcore_bin, mcp_clients, E2e, McpClient};
 
 /// A data directory with a file, and a policy confining the server's paths to it.
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
@@ -137,20 +137,8 @@ impl Drop for Listening {
 
 /// The Python SDK's client over HTTP (tests/e2e/mcp_clients.py `http`); its JSON result.
 fn http_client(e: &E2e, url: &str, headers: Value, calls: Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
     let config = json!({"url": url, "headers": headers, "calls": calls});
-    let out = Command::new(&e.python)
-        .args([script, "http", &config.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    mcp_clients(e, "http", &config, None)
 }
 
 /// One raw HTTP/1.0 POST to the proxy (its body ends with the connection); its status code and body.

@@ -20,7 +20,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::{everything, E2e};
+use support::{everything, mcp_clients, E2e};
 
 /// How long any one answer may take before the test fails (a bound on "it came at all").
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -693,7 +693,6 @@ fn answer_to(session: &mut Session, id: &Value) -> Value {
 
 /// Runs tests/e2e/mcp_clients.py `tasks` against `failcore <proxy args>`; its JSON result.
 fn sdk_tasks(e: &E2e, dir: &Path, proxy: &[&str], ask: Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
     let mut args = vec![
         "--store".to_owned(),
         format!("jsonl:{}", dir.join("trace").display()),
@@ -705,19 +704,7 @@ fn sdk_tasks(e: &E2e, dir: &Path, proxy: &[&str], ask: Value) -> Value {
         .as_object_mut()
         .unwrap()
         .extend(ask.as_object().unwrap().clone());
-    let out = Command::new(&e.python)
-        .args([script, "tasks", &config.to_string()])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the SDK client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    mcp_clients(e, "tasks", &config, None)
 }
 
 #[test]

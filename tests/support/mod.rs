@@ -193,6 +193,26 @@ pub struct E2e {
     pub python: String,
 }
 
+/// Runs the official SDK clients of tests/e2e/mcp_clients.py in `mode` with `config` (with `HOME` set to
+/// `home`, when given); the JSON object it prints last.
+pub fn mcp_clients(e: &E2e, mode: &str, config: &Value, home: Option<&Path>) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
+    let mut command = Command::new(&e.python);
+    command.args([script, mode, &config.to_string()]);
+    if let Some(home) = home {
+        command.env("HOME", home);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "the {mode} client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 /// The end-to-end programs, or `None` after saying that `test` skipped; with `require` (a variable such
 /// as `FAILCORE_REQUIRE_FRAMEWORKS`) set to `1`, a missing program fails the test instead.
 pub fn e2e(test: &str, require: Option<&str>) -> Option<E2e> {

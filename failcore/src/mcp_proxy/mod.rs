@@ -45,8 +45,9 @@
 //! policy file's `[proxy]` table, then the environment); the client's side, one JSON-RPC message a line
 //! (`framing.rs`) and what each message is (`message.rs`); the server process, its requests in flight and
 //! its end (`upstream.rs`); what the proxy learns of the server (`catalog.rs`); the relay and the recording
-//! of calls (`relay.rs`); tasks (`tasks.rs`); the answers given offline without a server (`offline.rs`). Run names, signals
-//! and the client's liveness are shared with the LLM proxy, in [`crate::proxy_common`].
+//! of calls (`relay.rs`); tasks (`tasks.rs`); the answers given offline without a server (`offline.rs`).
+//! Run names, signals and the client's liveness are shared with the LLM proxy, in
+//! [`crate::proxy_common`].
 
 mod catalog;
 mod config;

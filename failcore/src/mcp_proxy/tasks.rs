@@ -337,6 +337,15 @@ mod tests {
     #[test]
     fn a_served_task_is_completed_and_answered_from_its_result() {
         let tasks = SharedTasks::default();
+        let ask = |n: u64, method: &str, task: &str, offline: bool| {
+            Tasks::answer(
+                &tasks,
+                &json!(n),
+                method,
+                Some(&json!({ "taskId": task })),
+                offline,
+            )
+        };
         let result = RawValue::from_string(
             r#"{"content":[{"type":"text","text":"done"}],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"kept"}}}"#.to_owned(),
         )
@@ -346,44 +355,19 @@ mod tests {
         assert_eq!(receipt["id"], 4);
         assert_eq!(receipt["result"]["task"]["taskId"], "kept");
         assert_eq!(receipt["result"]["task"]["status"], "completed");
-        let get = Tasks::answer(
-            &tasks,
-            &json!(5),
-            "tasks/get",
-            Some(&json!({"taskId": "kept"})),
-            false,
-        )
-        .unwrap();
+        let get = ask(5, "tasks/get", "kept", false).unwrap();
         let get: Value = serde_json::from_str(&get).unwrap();
         assert_eq!(get["result"]["status"], "completed");
-        let got = Tasks::answer(
-            &tasks,
-            &json!(6),
-            "tasks/result",
-            Some(&json!({"taskId": "kept"})),
-            false,
-        )
-        .unwrap();
+        let got = ask(6, "tasks/result", "kept", false).unwrap();
         assert_eq!(
             got,
             r#"{"jsonrpc":"2.0","id":6,"result":{"content":[{"type":"text","text":"done"}],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"kept"}}}}"#
         );
-        let cancel = Tasks::answer(
-            &tasks,
-            &json!(7),
-            "tasks/cancel",
-            Some(&json!({"taskId": "kept"})),
-            false,
-        )
-        .unwrap();
+        let cancel = ask(7, "tasks/cancel", "kept", false).unwrap();
         assert!(cancel.contains("-32602"), "{cancel}");
         // Other tasks are the server's, live; offline they are unknown.
-        let other = Some(json!({"taskId": "other"}));
-        assert_eq!(
-            Tasks::answer(&tasks, &json!(8), "tasks/get", other.as_ref(), false),
-            None
-        );
-        let unknown = Tasks::answer(&tasks, &json!(8), "tasks/get", other.as_ref(), true).unwrap();
+        assert_eq!(ask(8, "tasks/get", "other", false), None);
+        let unknown = ask(8, "tasks/get", "other", true).unwrap();
         assert!(unknown.contains("-32602"), "{unknown}");
         let made_up = RawValue::from_string(r#"{"content":[]}"#.to_owned()).unwrap();
         let receipt: Value =
