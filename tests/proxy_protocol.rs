@@ -827,10 +827,9 @@ fn a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task() {
 }
 
 #[test]
-fn the_official_python_client_sees_the_everything_server_alike_directly_through_the_proxy_and_offline(
-) {
+fn the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline() {
     let Some(e) = everything(
-        "the_official_python_client_sees_the_everything_server_alike_directly_through_the_proxy_and_offline",
+        "the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline",
         Some("FAILCORE_REQUIRE_FRAMEWORKS"),
     ) else {
         return;
