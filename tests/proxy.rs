@@ -8,7 +8,7 @@ use failcore::store::{JsonlStore, RunReader, TraceStore};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-use support::{e2e, example, failcore_bin, text, E2e, McpClient};
+use support::{e2e, example, failcore_bin, mcp_clients, text, E2e, McpClient};
 
 /// The session policy file, as for any FailCore session: a guard for every call, and a policy attached to
 /// one proxied tool by name.
@@ -635,20 +635,7 @@ fn the_example_writes_where_its_policy_checks() {
 
 /// Runs tests/e2e/mcp_clients.py in `mode` with `config`; its JSON result.
 fn python_client(e: &E2e, home: &Path, mode: &str, config: &Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
-    let out = Command::new(&e.python)
-        .args([script, mode, &config.to_string()])
-        .env("HOME", home)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{mode} client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    mcp_clients(e, mode, config, Some(home))
 }
 
 /// A data root, a home with a secret beside it, a policy for the server's path arguments.

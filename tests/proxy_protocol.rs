@@ -5,7 +5,10 @@
 //! shutdown end calls in flight as cancelled, and an `input_required` result is never served as final.
 //!
 //! The server is `test_mcp` (tests/support/test_mcp.rs), which writes its answers from fixed text and logs
-//! each line it sends and receives.
+//! each line it sends and receives; for tasks (SEP-1686) and for a survey of every kind of request compared
+//! directly, through the proxy and offline, the official "everything" server, driven by the official
+//! Python SDK's client (both pinned, found through `FAILCORE_E2E_EVERYTHING_SERVER` and
+//! `FAILCORE_E2E_PYTHON`, which `.ci/run` sets).
 
 mod support;
 
@@ -17,7 +20,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-use support::users_failcore;
+use support::{everything, mcp_clients, users_failcore, E2e};
 
 /// How long any one answer may take before the test fails (a bound on "it came at all").
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -521,36 +524,331 @@ fn an_input_required_result_is_never_served_as_the_answer_and_retries_differ_by_
     );
 }
 
+/// The `_meta` a client of the 2026-07-28 revision puts on every request.
+fn meta_2026() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
 #[test]
-fn a_session_that_starts_with_server_discover_replays_offline() {
+fn a_session_of_the_2026_revision_is_recorded_and_replayed_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut live = Session::start(dir, &[], plain_server(), &server_env(dir));
-    let discover = live.request(
-        json!(1),
-        "server/discover",
-        json!({"_meta": {"protocolVersion": "2026-07-28"}}),
-    );
+    let mut live = Session::start(dir, &["--timeout", "0.5"], plain_server(), &server_env(dir));
+    let discover = live.request(json!(1), "server/discover", json!({"_meta": meta_2026()}));
     assert_eq!(discover, lines_of(&dir.join("sent.log"))[0]);
+    // A subscription stream: relayed, acknowledged by the server, and never timed out by the proxy.
+    live.send(&json!({"jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen", "params": {"notifications": {"toolsListChanged": true}, "_meta": meta_2026()}}).to_string());
+    let ack = live.recv();
+    assert!(
+        ack.contains("notifications/subscriptions/acknowledged"),
+        "{ack}"
+    );
     let numbers = live.request(
         json!(2),
         "tools/call",
-        json!({"name": "numbers", "arguments": {}, "_meta": {"protocolVersion": "2026-07-28"}}),
+        json!({"name": "numbers", "arguments": {}, "_meta": meta_2026()}),
     );
-    assert!(live.close().1.success());
+    assert!(numbers.contains("structuredContent"), "{numbers}");
+    // The proxy's own tools/list (to record the server's description) says the revision, as required.
+    let own = lines_of(&dir.join("received.log"))
+        .into_iter()
+        .find(|l| l.contains("failcore-proxy-list-0"))
+        .expect("the proxy's own tools/list");
+    let own: Value = serde_json::from_str(&own).unwrap();
+    assert_eq!(own["params"]["_meta"], meta_2026(), "{own}");
+    // A task of the tasks extension: the client gets the receipt; the step is the task's result, which
+    // the proxy polled for itself (with the revision's `_meta`).
+    let job = live.request(
+        json!(4),
+        "tools/call",
+        json!({"name": "job", "arguments": {}, "_meta": meta_2026()}),
+    );
+    assert!(job.contains(r#""resultType":"task""#), "{job}");
+    let started = Instant::now();
+    while trace(dir).0.len() < 2 {
+        assert!(started.elapsed() < PATIENCE, "the task was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pairs(&trace(dir).0), [("numbers", "ok"), ("job", "ok")]);
+    let polls: Vec<Value> = lines_of(&dir.join("received.log"))
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|m| m["method"] == "tasks/get")
+        .collect();
+    assert!(!polls.is_empty());
+    assert!(
+        polls.iter().all(|p| p["params"]["_meta"] == meta_2026()),
+        "{polls:?}"
+    );
+    // A request that waits longer than the timeout is answered with an error; the subscription, open
+    // since before it, is not.
+    live.send(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 3}, "_meta": meta_2026()}}).to_string());
+    let timed_out = live.recv();
+    assert!(timed_out.contains(r#""id":3"#), "{timed_out}");
+    // (The server's end, when the input closes, ends the subscription: that answer may come.)
+    let (rest, status) = live.close();
+    assert!(status.success(), "{status}");
+    assert!(
+        rest.iter().all(|l| !l.contains("did not answer within")),
+        "{rest:?}"
+    );
+    // The run recorded the server's description, its tools included.
+    let store = JsonlStore::new(dir.join("trace"));
+    let run = store.resolve("last").unwrap();
+    let first = RunReader::open(&store, &run)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let failcore::store::Body::RunStart(start) = first.record.body else {
+        panic!("no run_start")
+    };
+    let tools = &start.versions["mcp_server"]["tools"];
+    assert_eq!(tools.as_array().map(Vec::len), Some(3), "{tools}");
 
     let mut offline = Session::start(dir, &["--offline", "last"], None, &[]);
-    let again = offline.request(
-        json!("d"),
-        "server/discover",
-        json!({"_meta": {"protocolVersion": "2026-07-28"}}),
-    );
+    let again = offline.request(json!("d"), "server/discover", json!({"_meta": meta_2026()}));
     assert_eq!(raw_result(&again), raw_result(&discover));
+    let list = offline.request(json!("l"), "tools/list", json!({"_meta": meta_2026()}));
+    let listed: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(listed["result"]["tools"], *tools, "{list}");
     let numbers_off = offline.request(
         json!(3),
         "tools/call",
-        json!({"name": "numbers", "arguments": {}, "_meta": {"protocolVersion": "2026-07-28"}}),
+        json!({"name": "numbers", "arguments": {}, "_meta": meta_2026()}),
     );
     assert_eq!(raw_result(&numbers_off), raw_result(&numbers));
+    // The task's result itself, as the server sent it within the task.
+    let job_off = offline.request(
+        json!(5),
+        "tools/call",
+        json!({"name": "job", "arguments": {}, "_meta": meta_2026()}),
+    );
+    assert_eq!(
+        raw_result(&job_off),
+        r#"{"content":[{"type":"text","text":"job done"}],"structuredContent":{"big":123456789012345678901234567890}}"#
+    );
+    offline.send(&json!({"jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen", "params": {"notifications": {}, "_meta": meta_2026()}}).to_string());
+    let ack = offline.recv();
+    assert!(
+        ack.contains("notifications/subscriptions/acknowledged"),
+        "{ack}"
+    );
     assert!(offline.close().1.success());
+}
+
+/// A message line that answers request `id` (notifications in between skipped).
+fn answer_to(session: &mut Session, id: &Value) -> Value {
+    loop {
+        let line = session.recv();
+        let message: Value = serde_json::from_str(&line).unwrap();
+        if message.get("method").is_none() && message["id"] == *id {
+            return message;
+        }
+    }
+}
+
+/// Runs tests/e2e/mcp_clients.py `tasks` against `failcore <proxy args>`; its JSON result.
+fn sdk_tasks(e: &E2e, dir: &Path, proxy: &[&str], ask: Value) -> Value {
+    let mut args = vec![
+        "--store".to_owned(),
+        format!("jsonl:{}", dir.join("trace").display()),
+        "proxy".to_owned(),
+    ];
+    args.extend(proxy.iter().map(|a| a.to_string()));
+    let mut config = json!({"command": users_failcore(), "args": args});
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(ask.as_object().unwrap().clone());
+    mcp_clients(e, "tasks", &config, None)
+}
+
+#[test]
+fn a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task() {
+    let Some(e) = everything(
+        "a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task",
+        Some("FAILCORE_REQUIRE_FRAMEWORKS"),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = vec!["node".to_owned(), e.server_js.clone(), "stdio".to_owned()];
+    let research = json!({"name": "simulate-research-query", "arguments": {"topic": "tasks"}, "task": {"ttl": 60000}});
+
+    // Recorded: the client gets the receipt at once, follows the task itself; the step is the result.
+    let mut live = Session::start(dir, &[], Some(server.clone()), &[]);
+    live.request(
+        json!(0),
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}),
+    );
+    live.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
+    live.send(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": research}).to_string(),
+    );
+    let receipt = answer_to(&mut live, &json!(1));
+    assert_eq!(receipt["result"]["task"]["status"], "working", "{receipt}");
+    let task_id = receipt["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut n = 2;
+    loop {
+        live.send(&json!({"jsonrpc": "2.0", "id": n, "method": "tasks/get", "params": {"taskId": task_id}}).to_string());
+        let state = answer_to(&mut live, &json!(n));
+        n += 1;
+        if state["result"]["status"] == "completed" {
+            break;
+        }
+        assert_eq!(state["result"]["status"], "working", "{state}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    live.send(&json!({"jsonrpc": "2.0", "id": n, "method": "tasks/result", "params": {"taskId": task_id}}).to_string());
+    let result = answer_to(&mut live, &json!(n));
+    let report = result["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(report.starts_with("# Research Report: tasks"), "{result}");
+    // The step is written once the proxy has followed the task to its end; then the proxy is killed.
+    let started = Instant::now();
+    while trace(dir).0.is_empty() {
+        assert!(started.elapsed() < PATIENCE, "the task was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    live.child.kill().unwrap();
+    live.child.wait().unwrap();
+    let (steps, last) = trace(dir);
+    assert_eq!(pairs(&steps), [("simulate-research-query", "ok")]);
+    assert_ne!(last, "run_end", "killed: the run has no end");
+    let store = JsonlStore::new(dir.join("trace"));
+    let run = store.resolve("last").unwrap();
+    let output = RunReader::open(&store, &run)
+        .unwrap()
+        .filter_map(|r| r.unwrap().record.body.end().and_then(|e| e.output.clone()))
+        .next()
+        .expect("the step's output");
+    let output = output.to_string();
+    assert!(output.contains("Research Report: tasks"), "{output}");
+    assert!(
+        !output.contains("\"working\""),
+        "the receipt was recorded: {output}"
+    );
+
+    // Resumed, through the official SDK client: the task is served completed, with the recorded task id
+    // and result; the server never runs it again (a run would be a new task, working).
+    let resumed = sdk_tasks(
+        &e,
+        dir,
+        &["--resume", "last", "--", "node", &e.server_js, "stdio"],
+        json!({"tool": "simulate-research-query", "arguments": {"topic": "tasks"}}),
+    );
+    assert_eq!(resumed["created"], "completed", "{resumed}");
+    assert_eq!(resumed["task_id"], task_id.as_str(), "{resumed}");
+    assert_eq!(resumed["statuses"], json!(["completed"]), "{resumed}");
+    assert_eq!(resumed["result"]["text"], report.as_str());
+    assert_eq!(
+        pairs(&trace(dir).0),
+        [("simulate-research-query", "replayed")]
+    );
+
+    // Offline, no server: the same, and tasks/list names the served task.
+    let offline = sdk_tasks(
+        &e,
+        dir,
+        &["--offline", "last"],
+        json!({"tool": "simulate-research-query", "arguments": {"topic": "tasks"}}),
+    );
+    assert_eq!(offline["created"], "completed", "{offline}");
+    assert_eq!(offline["task_id"], task_id.as_str(), "{offline}");
+    assert_eq!(offline["result"]["text"], report.as_str());
+    assert_eq!(offline["listed"], json!([task_id]), "{offline}");
+
+    // Live, a task cancelled by the client: the server is asked, and the step is recorded as cancelled.
+    let cancelled = sdk_tasks(
+        &e,
+        dir,
+        &["--", "node", &e.server_js, "stdio"],
+        json!({"tool": "simulate-research-query", "arguments": {"topic": "stop"}, "cancel": true}),
+    );
+    assert_eq!(cancelled["created"], "working", "{cancelled}");
+    assert_eq!(cancelled["cancelled"], "cancelled", "{cancelled}");
+    assert_eq!(
+        pairs(&trace(dir).0),
+        [("simulate-research-query", "cancelled")]
+    );
+}
+
+#[test]
+fn the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline() {
+    let Some(e) = everything(
+        "the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline",
+        Some("FAILCORE_REQUIRE_FRAMEWORKS"),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = format!("jsonl:{}", dir.join("trace").display());
+    // Every tool that ends of itself: progress, sampling, elicitation and roots among them.
+    let calls = json!([
+        ["echo", {"message": "hi"}],
+        ["get-sum", {"a": 1, "b": 2}],
+        ["get-annotated-message", {"messageType": "error", "includeImage": true}],
+        ["get-tiny-image", {}],
+        ["get-structured-content", {"location": "New York"}],
+        ["get-resource-links", {"count": 2}],
+        ["get-resource-reference", {"resourceType": "Text", "resourceId": 2}],
+        ["trigger-long-running-operation", {"duration": 0.2, "steps": 2}],
+        ["trigger-sampling-request", {"prompt": "hello", "maxTokens": 10}],
+        ["trigger-elicitation-request", {}],
+        ["get-roots-list", {}],
+    ]);
+    let survey = |command: Value, args: Vec<String>, tools_only: bool| {
+        let config =
+            json!({"command": command, "args": args, "calls": calls, "tools_only": tools_only});
+        mcp_clients(&e, "survey", &config, None)
+    };
+    let node = |mut args: Vec<String>| {
+        args.extend(["node".to_owned(), e.server_js.clone(), "stdio".to_owned()]);
+        args
+    };
+    let proxy = |extra: &[&str]| {
+        let mut args = vec!["--store".to_owned(), store.clone(), "proxy".to_owned()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let direct = survey(
+        json!("node"),
+        vec![e.server_js.clone(), "stdio".to_owned()],
+        false,
+    );
+    let through = survey(json!(users_failcore()), node(proxy(&["--"])), false);
+    assert_eq!(through, direct, "through the proxy");
+    let progress = &direct["calls"][7]["progress"];
+    assert_eq!(progress, &json!([[1.0, 2.0], [2.0, 2.0]]), "{direct}");
+    let (steps, last) = trace(dir);
+    assert_eq!(steps.len(), 11, "{steps:?}");
+    assert!(steps.iter().all(|(_, s)| s == "ok"), "{steps:?}");
+    assert_eq!(last, "run_end");
+
+    // Offline, no server: the same tools and results (progress, sampling, elicitation and roots are not
+    // asked again: the results are the recorded ones).
+    let offline = survey(json!(users_failcore()), proxy(&["--offline", "last"]), true);
+    assert_eq!(offline["tools"], direct["tools"]);
+    let results = |s: &Value| -> Vec<Value> {
+        s["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["result"].clone())
+            .collect()
+    };
+    assert_eq!(results(&offline), results(&direct), "offline");
 }

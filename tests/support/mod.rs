@@ -235,16 +235,52 @@ pub struct E2e {
     pub python: String,
 }
 
+/// Runs the official SDK clients of tests/e2e/mcp_clients.py in `mode` with `config` (with `HOME` set to
+/// `home`, when given); the JSON object it prints last.
+pub fn mcp_clients(e: &E2e, mode: &str, config: &Value, home: Option<&Path>) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
+    let mut command = Command::new(&e.python);
+    command.args([script, mode, &config.to_string()]);
+    if let Some(home) = home {
+        command.env("HOME", home);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "the {mode} client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 /// The end-to-end programs, or `None` after saying that `test` skipped; with `require` (a variable such
 /// as `FAILCORE_REQUIRE_FRAMEWORKS`) set to `1`, a missing program fails the test instead.
 pub fn e2e(test: &str, require: Option<&str>) -> Option<E2e> {
+    programs(test, require, "FAILCORE_E2E_FS_SERVER", "filesystem")
+}
+
+/// As [`e2e`], with the official "everything" server (`FAILCORE_E2E_EVERYTHING_SERVER`, its
+/// …/server-everything/dist/index.js) as `server_js`.
+pub fn everything(test: &str, require: Option<&str>) -> Option<E2e> {
+    programs(
+        test,
+        require,
+        "FAILCORE_E2E_EVERYTHING_SERVER",
+        "everything",
+    )
+}
+
+fn programs(test: &str, require: Option<&str>, server_var: &str, server: &str) -> Option<E2e> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (var("FAILCORE_E2E_FS_SERVER"), var("FAILCORE_E2E_PYTHON")) {
+    match (var(server_var), var("FAILCORE_E2E_PYTHON")) {
         (Some(server_js), Some(python)) => Some(E2e { server_js, python }),
         _ => {
-            let why =
-                "set FAILCORE_E2E_FS_SERVER and FAILCORE_E2E_PYTHON (bash .ci/run installs the \
-                       pinned filesystem server and the Python clients and sets them)";
+            let why = format!(
+                "set {server_var} and FAILCORE_E2E_PYTHON (bash .ci/run installs the pinned {server} \
+                 server and the Python clients and sets them)"
+            );
             if let Some(require) = require {
                 assert!(
                     var(require).as_deref() != Some("1"),
@@ -363,18 +399,6 @@ impl Drop for Listening {
 
 /// The official Python SDK's client by URL (tests/e2e/mcp_clients.py `http`): its JSON result.
 pub fn python_http_client(e: &E2e, url: &str, headers: Value, calls: Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mcp_clients.py");
     let config = json!({"url": url, "headers": headers, "calls": calls});
-    let out = Command::new(&e.python)
-        .args([script, "http", &config.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    mcp_clients(e, "http", &config, None)
 }

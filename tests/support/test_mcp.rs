@@ -5,6 +5,11 @@
 //! (answers after `seconds`, from a thread: the server keeps reading meanwhile), `ask` (asks for input
 //! with an `input_required` result until it is retried with `inputResponses`), and `tool_1`...`tool_N`
 //! (N = `TEST_MCP_TOOLS`, default 0). `tools/list` gives pages of `TEST_MCP_PAGE` tools (default: all).
+//! A session that starts with `server/discover` is one of the 2026-07-28 revision: every later request
+//! without the protocol version in its `_meta` is refused (-32602), as that revision says, and
+//! `subscriptions/listen` is acknowledged and left open. The unlisted tool `job` answers with a task of
+//! the 2026-07-28 tasks extension (`resultType: "task"`), which `tasks/get` gives completed, its result
+//! inline.
 //!
 //! Files named by the environment, when set: `TEST_MCP_SENT` gets each line written, `TEST_MCP_LOG` each
 //! line received, `TEST_MCP_PID` the process id. `TEST_MCP_LINGER=1` keeps running after the input ends. (A server that ignores SIGTERM: start it from a shell that
@@ -18,6 +23,9 @@ use std::time::Duration;
 /// The `numbers` tool's result, exactly.
 const NUMBERS: &str = r#"{"structuredContent":{"zeta":123456789012345678901234567890,"alpha":1e2,"mid":-0.0,"small":1.0E-7},"content":[{"type":"text","text":"caf\u00e9 \ud83d\ude00 \"quoted\""}],"isError":false}"#;
 const INITIALIZE: &str = r#"{"serverInfo":{"version":"1.0.0","name":"test-mcp"},"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":false}}}"#;
+/// The `job` tool's task, created and completed.
+const JOB_CREATED: &str = r#"{"resultType":"task","taskId":"job-1","status":"working","createdAt":"2026-07-28T00:00:00Z","lastUpdatedAt":"2026-07-28T00:00:00Z","ttlMs":null,"pollIntervalMs":50}"#;
+const JOB_DONE: &str = r#"{"resultType":"complete","taskId":"job-1","status":"completed","createdAt":"2026-07-28T00:00:00Z","lastUpdatedAt":"2026-07-28T00:00:01Z","ttlMs":null,"result":{"content":[{"type":"text","text":"job done"}],"structuredContent":{"big":123456789012345678901234567890}}}"#;
 const DISCOVER: &str = r#"{"supportedVersions":["2026-07-28"],"serverInfo":{"version":"1.0.0","name":"test-mcp"},"capabilities":{"tools":{}},"resultType":"complete"}"#;
 
 fn append(var: &str, line: &str) {
@@ -91,6 +99,7 @@ fn main() {
     }
     let out: Out = Arc::new(Mutex::new(std::io::stdout()));
     let stdin = std::io::stdin();
+    let mut discovered = false;
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         append("TEST_MCP_LOG", &line);
@@ -100,16 +109,35 @@ fn main() {
         let Some(id) = msg.get("id").cloned() else {
             continue; // a notification
         };
-        let answer = match msg.get("method").and_then(Value::as_str) {
+        let method = msg.get("method").and_then(Value::as_str);
+        discovered |= method == Some("server/discover");
+        let version = msg.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion");
+        if discovered && version.is_none() && method.is_some() {
+            send(
+                &out,
+                &format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32602,"message":"_meta must name the protocol version"}}}}"#
+                ),
+            );
+            continue;
+        }
+        let answer = match method {
             Some("initialize") => result(&id, INITIALIZE),
             Some("server/discover") => result(&id, DISCOVER),
+            Some("subscriptions/listen") => format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{{"notifications":{{}},"_meta":{{"io.modelcontextprotocol/subscriptionId":{id}}}}}}}"#
+            ),
             Some("tools/list") => result(
                 &id,
                 &list_page(msg.pointer("/params/cursor").and_then(Value::as_str)),
             ),
             Some("ping") => result(&id, "{}"),
+            Some("tasks/get") if msg.pointer("/params/taskId") == Some(&Value::from("job-1")) => {
+                result(&id, JOB_DONE)
+            }
             Some("tools/call") => match msg.pointer("/params/name").and_then(Value::as_str) {
                 Some("numbers") => result(&id, NUMBERS),
+                Some("job") => result(&id, JOB_CREATED),
                 Some("sleep") => {
                     let seconds = msg
                         .pointer("/params/arguments/seconds")

@@ -30,6 +30,13 @@
 //! run ends, and the server has 1 s to exit after its stdin closes, then 1 s after SIGTERM, then it is
 //! killed: the proxy is gone within about 4 s plus the time its store takes.
 //!
+//! Tasks: a `tools/call` the server turns into a task (SEP-1686, or the tasks extension of 2026-07-28) is
+//! one step whose output is the task's final result; the client gets the receipt at once and the proxy
+//! follows the task itself. Served from the trace, such a call is a task already completed, whose
+//! `tasks/get`, `tasks/result` and `tasks/cancel` the proxy answers (`tasks.rs`). In a session of the
+//! 2026-07-28 revision the proxy's own requests carry the client's `_meta`, and `subscriptions/listen` is
+//! relayed without a timeout.
+//!
 //! The run is opened at the first `tools/call`, so a session that only lists tools creates no run. It
 //! records the server's description (its `initialize` answer and tool list) in the run_start, so an
 //! offline replay answers `initialize` and `tools/list` itself and starts no server at all.
@@ -38,8 +45,9 @@
 //! policy file's `[proxy]` table, then the environment); the client's side, one JSON-RPC message a line
 //! (`framing.rs`) and what each message is (`message.rs`); the server process, its requests in flight and
 //! its end (`upstream.rs`); what the proxy learns of the server (`catalog.rs`); the relay and the recording
-//! of calls (`relay.rs`); the answers given offline without a server (`offline.rs`). Run names, signals
-//! and the client's liveness are shared with the LLM proxy, in [`crate::proxy_common`].
+//! of calls (`relay.rs`); tasks (`tasks.rs`); the answers given offline without a server (`offline.rs`).
+//! Run names, signals and the client's liveness are shared with the LLM proxy, in
+//! [`crate::proxy_common`].
 
 mod catalog;
 mod config;
@@ -49,6 +57,7 @@ mod http_upstream;
 mod message;
 mod offline;
 mod relay;
+mod tasks;
 mod upstream;
 
 use crate::{Durability, Error, RunSummary};

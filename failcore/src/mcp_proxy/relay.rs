@@ -8,7 +8,8 @@ use super::message::{
     classify, cut, rpc_error, rpc_result, spliced_result, tool_error, FromClient,
 };
 use super::offline::{offline_answer, recorded_description};
-use super::upstream::{cursor_of, start_server, Upstream};
+use super::tasks::{follow, outcome, receipt, SharedTasks, Tasks};
+use super::upstream::{cursor_of, start_server, Upstream, LISTEN};
 use super::{Diagnostics, CALLS_GRACE, DESCRIPTION, ORIGIN};
 use crate::proxy_common::{parent_died, parent_id, Signals};
 use crate::store::Mode;
@@ -95,9 +96,8 @@ impl LazyRun {
                 Some(c) => json!({ "cursor": c }),
                 None => json!({}),
             };
-            let request =
-                json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params});
-            let Ok(answer) = upstream.request(&id, request.to_string()).await else {
+            let request = upstream.own_request(&id, "tools/list", params);
+            let Ok(answer) = upstream.request(&id, request).await else {
                 return;
             };
             let (Some(result), Some(raw)) = (answer.message.get("result"), answer.raw_result())
@@ -229,6 +229,7 @@ pub(super) async fn serve(
     let mut signals = if signals { Some(Signals::new()?) } else { None };
     let mut calls = tokio::task::JoinSet::new();
     let in_flight = InFlight::default();
+    let tasks = SharedTasks::default();
     let mut buf = Vec::new();
     let mut gone = upstream.as_ref().map(|u| u.gone.clone());
     let mut signalled = None;
@@ -262,17 +263,23 @@ pub(super) async fn serve(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        if let Some(up) = upstream.as_ref() {
+            if line.windows(ERA_MARK.len()).any(|w| w == ERA_MARK) {
+                if let Ok(message) = serde_json::from_slice::<Value>(&line) {
+                    up.learn_era(&message);
+                }
+            }
+        }
         let action = classify(&line);
-        handle(
-            action,
-            line,
-            &run,
-            &catalog,
-            upstream.as_ref(),
-            &to_client,
-            &mut calls,
-            &in_flight,
-        );
+        let session = SessionParts {
+            run: &run,
+            catalog: &catalog,
+            upstream: upstream.as_ref(),
+            to_client: &to_client,
+            in_flight: &in_flight,
+            tasks: &tasks,
+        };
+        handle(action, line, &session, &mut calls);
     };
 
     // Calls in flight get a bounded time to end (answered, recorded); those still running then are
@@ -356,17 +363,41 @@ fn cancelled_request(line: &[u8]) -> Option<Value> {
         .cloned()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What handling a client's message needs of its session.
+struct SessionParts<'a> {
+    run: &'a Arc<LazyRun>,
+    catalog: &'a SharedCatalog,
+    /// `None` offline: no server.
+    upstream: Option<&'a Upstream>,
+    to_client: &'a mpsc::UnboundedSender<String>,
+    in_flight: &'a InFlight,
+    tasks: &'a SharedTasks,
+}
+
+/// Bytes a message of the 2026-07-28 revision holds (its protocol version in `_meta`).
+const ERA_MARK: &[u8] = b"io.modelcontextprotocol/protocolVersion";
+
+/// Ends the call in flight for the client's request `key`, if there is one: it is recorded as cancelled.
+fn abort_call(in_flight: &InFlight, key: &str) {
+    if let Some(call) = in_flight.lock().ok().and_then(|mut f| f.remove(key)) {
+        call.abort();
+    }
+}
+
 fn handle(
     action: FromClient,
     line: Vec<u8>,
-    run: &Arc<LazyRun>,
-    catalog: &SharedCatalog,
-    upstream: Option<&Upstream>,
-    to_client: &mpsc::UnboundedSender<String>,
+    s: &SessionParts<'_>,
     calls: &mut tokio::task::JoinSet<()>,
-    in_flight: &InFlight,
 ) {
+    let SessionParts {
+        run,
+        catalog,
+        upstream,
+        to_client,
+        in_flight,
+        tasks,
+    } = *s;
     match action {
         FromClient::Forward(None, Some(method)) if method == "notifications/cancelled" => {
             // The server is told; the proxy stops waiting for the request, its call (if it is one) is
@@ -374,11 +405,8 @@ fn handle(
             let cancelled = cancelled_request(&line);
             // The call is aborted before its wait for the server is dropped: woken by the dropped wait
             // first, it would end as failed and answer the client.
-            let call = cancelled
-                .as_ref()
-                .and_then(|id| in_flight.lock().ok()?.remove(&id.to_string()));
-            if let Some(call) = call {
-                call.abort();
+            if let Some(id) = &cancelled {
+                abort_call(in_flight, &id.to_string());
             }
             if let Some(up) = upstream {
                 let _ = up
@@ -389,45 +417,45 @@ fn handle(
                 }
             }
         }
-        FromClient::Forward(id, method) => {
-            let text = String::from_utf8(line).unwrap_or_default();
-            match upstream {
-                Some(up) => match id {
-                    Some(id) => up.forward_request(id, method, text),
-                    None => {
-                        let _ = up.to_server.send(text);
-                    }
-                },
-                // Offline, no server: answered from the recorded description.
-                None => {
-                    if let Some(id) = id {
-                        let cursor = serde_json::from_str::<Value>(&text)
-                            .ok()
-                            .as_ref()
-                            .and_then(cursor_of);
-                        let answer =
-                            offline_answer(catalog, &id, method.as_deref(), cursor.as_ref());
-                        let _ = to_client.send(answer);
-                    }
+        FromClient::Forward(Some(id), Some(method)) if method.starts_with("tasks/") => {
+            let message = serde_json::from_slice::<Value>(&line).ok();
+            let params = message.as_ref().and_then(|m| m.get("params"));
+            // A task the proxy serves (or, offline, any task) is answered here.
+            if let Some(answer) = Tasks::answer(tasks, &id, &method, params, upstream.is_none()) {
+                let _ = to_client.send(answer);
+                return;
+            }
+            // A task the proxy follows, cancelled by the client: the server is asked (and answers the
+            // client), and the call's step ends as cancelled.
+            if method == "tasks/cancel" {
+                let task_id = params.and_then(|p| p.get("taskId")).and_then(Value::as_str);
+                if let Some(key) = task_id.and_then(|t| Tasks::follower(tasks, t)) {
+                    abort_call(in_flight, &key);
                 }
             }
+            forward(Some(id), Some(method), line, s);
         }
+        FromClient::Forward(Some(id), Some(method)) if method == LISTEN && upstream.is_none() => {
+            // Offline nothing changes: the subscription is acknowledged with nothing to send, and stays
+            // open until the session ends.
+            let ack = json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/subscriptions/acknowledged",
+                "params": {
+                    "notifications": {},
+                    "_meta": {"io.modelcontextprotocol/subscriptionId": id},
+                },
+            });
+            let _ = to_client.send(ack.to_string());
+        }
+        FromClient::Forward(id, method) => forward(id, method, line, s),
         FromClient::Answer(Some(answer)) => {
             let _ = to_client.send(answer.to_string());
         }
         FromClient::Answer(None) => {}
         FromClient::Batch(parts) => {
             for part in parts {
-                handle(
-                    part,
-                    Vec::new(),
-                    run,
-                    catalog,
-                    upstream,
-                    to_client,
-                    calls,
-                    in_flight,
-                );
+                handle(part, Vec::new(), s, calls);
             }
         }
         FromClient::BadCall {
@@ -460,6 +488,7 @@ fn handle(
             name,
             arguments,
         } => {
+            let key = id.to_string();
             let call = ProxiedCall {
                 effect: Catalog::effect(catalog, &name),
                 id,
@@ -467,28 +496,57 @@ fn handle(
                 arguments,
                 raw: String::from_utf8(line).unwrap_or_default(),
                 upstream: upstream.cloned(),
+                to_client: to_client.clone(),
+                tasks: tasks.clone(),
+                key: key.clone(),
             };
             let run = run.clone();
             let to_client = to_client.clone();
-            let key = call.id.to_string();
             // Held while the task starts, so that it cannot remove itself before it is entered.
             let mut entered = in_flight.lock().ok();
             let call_key = key.clone();
             let in_flight_now = in_flight.clone();
             let task = calls.spawn(async move {
+                let id = call.id.clone();
                 let answer = match run.session().await {
                     Ok(session) => session.scope(call.run()).await,
                     Err(why) => {
-                        rpc_error(&call.id, -32002, &format!("failcore proxy: {why}")).to_string()
+                        Some(rpc_error(&id, -32002, &format!("failcore proxy: {why}")).to_string())
                     }
                 };
                 if let Ok(mut f) = in_flight_now.lock() {
                     f.remove(&key);
                 }
-                let _ = to_client.send(answer);
+                if let Some(answer) = answer {
+                    let _ = to_client.send(answer);
+                }
             });
             if let Some(f) = entered.as_mut() {
                 f.insert(call_key, task);
+            }
+        }
+    }
+}
+
+/// Forwards a message to the server; offline, answers a request from the recorded description.
+fn forward(id: Option<Value>, method: Option<String>, line: Vec<u8>, s: &SessionParts<'_>) {
+    let text = String::from_utf8(line).unwrap_or_default();
+    match s.upstream {
+        Some(up) => match id {
+            Some(id) => up.forward_request(id, method, text),
+            None => {
+                let _ = up.to_server.send(text);
+            }
+        },
+        // Offline, no server: answered from the recorded description.
+        None => {
+            if let Some(id) = id {
+                let cursor = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .as_ref()
+                    .and_then(cursor_of);
+                let answer = offline_answer(s.catalog, &id, method.as_deref(), cursor.as_ref());
+                let _ = s.to_client.send(answer);
             }
         }
     }
@@ -503,12 +561,18 @@ struct ProxiedCall {
     raw: String,
     /// `None` offline: no server.
     upstream: Option<Upstream>,
+    /// Where a task's receipt goes at once, before the task ends.
+    to_client: mpsc::UnboundedSender<String>,
+    tasks: SharedTasks,
+    /// The client's request id, as the table of calls in flight keys it.
+    key: String,
 }
 
 impl ProxiedCall {
     /// The JSON-RPC response to give the client: the server's own text when it answered, else the
-    /// recorded result (as the server sent it) with this client's id, else the proxy's error.
-    async fn run(self) -> String {
+    /// recorded result (as the server sent it) with this client's id, else the proxy's error. `None`
+    /// when the client already has its answer: the receipt of the task the call became.
+    async fn run(self) -> Option<String> {
         let ProxiedCall {
             effect,
             id,
@@ -516,44 +580,48 @@ impl ProxiedCall {
             arguments,
             raw,
             upstream,
+            to_client,
+            tasks,
+            key,
         } = self;
         let tool = match DynamicTool::new(&name, ORIGIN, effect) {
             Ok(tool) => tool,
-            Err(e) => return rpc_result(&id, tool_error(&e)).to_string(),
+            Err(e) => return Some(rpc_result(&id, tool_error(&e)).to_string()),
         };
-        // The server's own answer, given to the client as it was.
-        let answered: Arc<Mutex<Option<String>>> = Arc::default();
+        // A client of 2025-11-25 asking for a task gets one, even when the call is served.
+        let wants_task = serde_json::from_str::<Value>(&raw)
+            .ok()
+            .and_then(|m| m.pointer("/params/task").cloned())
+            .is_some_and(|t| t.is_object());
+        // The server's own answer, given to the client as it was (or already given: a task's receipt).
+        let answered: Arc<Mutex<Option<Option<String>>>> = Arc::default();
         let body: DynamicRawBody = {
             let answered = answered.clone();
             let id = id.clone();
+            let tasks = tasks.clone();
             Box::pin(async move {
                 let Some(upstream) = upstream else {
                     return Err("offline: no MCP server to run the tool".to_owned());
                 };
                 let response = upstream.request(&id, raw).await?;
-                let outcome = match (
-                    response.message.get("result"),
-                    response.message.get("error"),
-                ) {
-                    (Some(result), None) => match unfinished(result) {
-                        Some(why) => Err(why),
-                        None if result.get("isError") == Some(&Value::Bool(true)) => {
-                            Err(text_of(result))
-                        }
-                        None => response
-                            .raw_result()
-                            .ok_or_else(|| "the MCP server's result cannot be read".to_owned()),
-                    },
-                    (Some(result), _) => Err(text_of(result)),
-                    (None, Some(error)) => Err(format!(
-                        "MCP error {}: {}",
-                        error.get("code").unwrap_or(&Value::Null),
-                        error.get("message").and_then(Value::as_str).unwrap_or("")
-                    )),
-                    (None, None) => Err("the MCP server sent a response with no result".to_owned()),
+                let result = response.message.get("result");
+                // A task: the client has its receipt now; the step's output is the task's result.
+                if let Some(task) = result.and_then(receipt) {
+                    if let Ok(mut a) = answered.lock() {
+                        *a = Some(None);
+                    }
+                    let _ = to_client.send(response.text);
+                    Tasks::following(&tasks, &task.task_id, &key);
+                    let ended = follow(&upstream, &task).await;
+                    Tasks::followed(&tasks, &task.task_id);
+                    return ended;
+                }
+                let outcome = match result.and_then(unfinished) {
+                    Some(why) => Err(why),
+                    None => outcome(&response),
                 };
                 if let Ok(mut a) = answered.lock() {
-                    *a = Some(response.text);
+                    *a = Some(Some(response.text));
                 }
                 outcome
             })
@@ -562,48 +630,22 @@ impl ProxiedCall {
         let live = answered.lock().ok().and_then(|mut a| a.take());
         match (outcome, live) {
             (_, Some(text)) => text,
-            (Ok(result), None) => spliced_result(&id, result.get()),
-            (Err(e), None) => rpc_result(&id, tool_error(&e)).to_string(),
+            (Ok(result), None) if wants_task => Some(Tasks::serve(&tasks, &id, result)),
+            (Ok(result), None) => Some(spliced_result(&id, result.get())),
+            (Err(e), None) => Some(rpc_result(&id, tool_error(&e)).to_string()),
         }
     }
 }
 
 /// Why a result is not the call's final answer, when it is not: the server asks the client for input
-/// first (`resultType: "input_required"`), or it answered with a task to poll. Such a result is given to
-/// the client but never recorded as the call's outcome, so that a resume asks the server again.
+/// first (`resultType: "input_required"`), or answers with a result type the proxy does not know. Such
+/// a result is given to the client but never recorded as the call's outcome, so that a resume asks the
+/// server again. (A task's receipt is followed to the task's result instead.)
 fn unfinished(result: &Value) -> Option<String> {
     match result.get("resultType").and_then(Value::as_str) {
-        Some("complete") | None => {}
-        Some(other) => {
-            return Some(format!(
-                "the MCP server answered `{other}`, not a final result: not served again"
-            ))
-        }
-    }
-    let task = result.get("task").filter(|t| t.is_object());
-    if let (Some(task), None) = (task, result.get("content")) {
-        return Some(format!(
-            "the MCP server answered with task {}, not the result: not served again",
-            task.get("taskId").unwrap_or(&Value::Null)
-        ));
-    }
-    None
-}
-
-/// The text of a tool result's content, for the trace.
-fn text_of(result: &Value) -> String {
-    let texts: Vec<&str> = result
-        .get("content")
-        .and_then(Value::as_array)
-        .map(|c| {
-            c.iter()
-                .filter_map(|b| b.get("text").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
-    if texts.is_empty() {
-        "the tool reported an error".to_owned()
-    } else {
-        texts.join("\n")
+        Some("complete") | None => None,
+        Some(other) => Some(format!(
+            "the MCP server answered `{other}`, not a final result: not served again"
+        )),
     }
 }

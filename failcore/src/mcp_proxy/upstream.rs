@@ -64,6 +64,17 @@ pub(super) fn recorded_method(method: &str) -> bool {
     )
 }
 
+/// The request that opens a stream of notifications (2026-07-28), answered only when it ends.
+pub(super) const LISTEN: &str = "subscriptions/listen";
+/// The `_meta` key naming a request's protocol version (2026-07-28).
+const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// The `_meta` keys of a 2026-07-28 request that the proxy's own requests carry as the client's did.
+const ERA_META: [&str; 3] = [
+    PROTOCOL_VERSION,
+    "io.modelcontextprotocol/clientInfo",
+    "io.modelcontextprotocol/clientCapabilities",
+];
+
 /// The cursor a list request asks for (`params.cursor`), if any.
 pub(super) fn cursor_of(message: &Value) -> Option<Value> {
     message
@@ -82,6 +93,9 @@ pub(super) struct Upstream {
     cancelled: Arc<Mutex<HashSet<String>>>,
     /// `Some(why)` once the server is gone.
     pub(super) gone: watch::Receiver<Option<String>>,
+    /// The client's `_meta` of the 2026-07-28 revision, once it sent one: the proxy's own requests carry
+    /// it too.
+    era: Arc<Mutex<Option<Value>>>,
     timeout: Duration,
     diagnostics: Diagnostics,
 }
@@ -130,6 +144,37 @@ impl Upstream {
         }
     }
 
+    /// Learns the revision the client speaks from one of its requests: in 2026-07-28 every request says
+    /// its protocol version, the client and its capabilities in `params._meta`.
+    pub(super) fn learn_era(&self, message: &Value) {
+        let Some(meta) = message.pointer("/params/_meta").and_then(Value::as_object) else {
+            return;
+        };
+        if !meta.contains_key(PROTOCOL_VERSION) {
+            return;
+        }
+        let kept: serde_json::Map<String, Value> = meta
+            .iter()
+            .filter(|(k, _)| ERA_META.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Ok(mut era) = self.era.lock() {
+            *era = Some(Value::Object(kept));
+        }
+    }
+
+    /// A request of the proxy's own (`id`, `method`, `params`, an object): in a session of the
+    /// 2026-07-28 revision, with the `_meta` that revision requires (the client's version, info and
+    /// capabilities).
+    pub(super) fn own_request(&self, id: &Value, method: &str, mut params: Value) -> String {
+        let era = self.era.lock().ok().and_then(|e| e.clone());
+        if let (Some(meta), Some(p)) = (era, params.as_object_mut()) {
+            p.insert("_meta".to_owned(), meta);
+        }
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+            .to_string()
+    }
+
     fn forget(&self, key: &str) {
         if let Ok(mut p) = self.pending.lock() {
             p.remove(key);
@@ -160,6 +205,7 @@ impl Upstream {
     /// Forwards a client request; its answer goes straight back to the client (or an error, in time).
     pub(super) fn forward_request(&self, id: Value, method: Option<String>, line: String) {
         let key = id.to_string();
+        let listening;
         {
             let Ok(mut pending) = self.pending.lock() else {
                 return;
@@ -190,9 +236,14 @@ impl Upstream {
                     .and_then(cursor_of),
                 _ => None,
             };
+            // A subscription stream (2026-07-28) is answered only when the server ends it: no timeout.
+            listening = method.as_deref() == Some(LISTEN);
             pending.insert(key.clone(), Waiter::Client { method, cursor });
         }
         let _ = self.to_server.send(line);
+        if listening {
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(this.timeout).await;
@@ -315,6 +366,7 @@ impl Upstream {
             pending: Arc::default(),
             cancelled: Arc::default(),
             gone,
+            era: Arc::default(),
             timeout,
             diagnostics,
         };
