@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 static RAN: AtomicUsize = AtomicUsize::new(0);
 
+/// Held by each test that runs the counted tools: the test that counts them sees only its own calls.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[failcore::tool(effect = "pure")]
 async fn or_add(a: i64, b: i64) -> Result<i64, Error> {
     RAN.fetch_add(1, Ordering::SeqCst);
@@ -76,6 +79,7 @@ fn shape(store: &dyn TraceStore, run: &str) -> Vec<(&'static str, String, u64, O
 
 #[tokio::test]
 async fn nested_calls_find_their_callers_intents_written_first() {
+    let _serial = SERIAL.lock().await;
     let store = Arc::new(MemoryStore::new());
     let s = Session::builder().store(store.clone()).open().unwrap();
     s.scope(workload()).await;
@@ -131,6 +135,7 @@ async fn nested_calls_find_their_callers_intents_written_first() {
 
 #[tokio::test]
 async fn a_pure_call_cut_off_leaves_nothing_and_a_cancelled_one_is_one_record() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(JsonlStore::new(dir.path()));
     let s = Session::builder().store(store.clone()).open().unwrap();
@@ -207,6 +212,7 @@ impl failcore::Approver for Never {
 
 #[tokio::test]
 async fn a_call_dropped_while_its_approval_is_pending_is_recorded_and_the_run_verifies() {
+    let _serial = SERIAL.lock().await;
     let store = Arc::new(MemoryStore::new());
     let s = Session::builder()
         .store(store.clone())
@@ -242,6 +248,7 @@ async fn or_fan_out(n: i64) -> Result<i64, Error> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_nested_calls_write_their_callers_intent_once_and_first() {
+    let _serial = SERIAL.lock().await;
     let store = Arc::new(MemoryStore::new());
     let s = Session::builder().store(store.clone()).open().unwrap();
     let sum = s.scope(or_fan_out(1)).await.unwrap();
