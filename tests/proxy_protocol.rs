@@ -785,19 +785,10 @@ fn a_task_is_one_step_recorded_as_its_result_and_served_as_a_completed_task() {
     );
 }
 
-#[test]
-fn the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline() {
-    let Some(e) = everything(
-        "the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline",
-        Some("FAILCORE_REQUIRE_FRAMEWORKS"),
-    ) else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let store = format!("jsonl:{}", dir.join("trace").display());
-    // Every tool that ends of itself: progress, sampling, elicitation and roots among them.
-    let calls = json!([
+/// Every tool of the everything server that ends of itself: progress, sampling, elicitation and roots
+/// among them.
+fn survey_calls() -> Value {
+    json!([
         ["echo", {"message": "hi"}],
         ["get-sum", {"a": 1, "b": 2}],
         ["get-annotated-message", {"messageType": "error", "includeImage": true}],
@@ -809,12 +800,15 @@ fn the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline
         ["trigger-sampling-request", {"prompt": "hello", "maxTokens": 10}],
         ["trigger-elicitation-request", {}],
         ["get-roots-list", {}],
-    ]);
-    let survey = |command: Value, args: Vec<String>, tools_only: bool| {
-        let config =
-            json!({"command": command, "args": args, "calls": calls, "tools_only": tools_only});
-        mcp_clients(&e, "survey", &config, None)
-    };
+    ])
+}
+
+/// An SDK client's survey of the everything server (`survey(command, args, tools_only)`, see
+/// tests/e2e): directly, through the proxy (recording), and offline from that recording, compared.
+fn surveys_compare(e: &E2e, survey: impl Fn(Value, Vec<String>, bool) -> Value) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = format!("jsonl:{}", dir.join("trace").display());
     let node = |mut args: Vec<String>| {
         args.extend(["node".to_owned(), e.server_js.clone(), "stdio".to_owned()]);
         args
@@ -831,8 +825,6 @@ fn the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline
     );
     let through = survey(json!(users_failcore()), node(proxy(&["--"])), false);
     assert_eq!(through, direct, "through the proxy");
-    let progress = &direct["calls"][7]["progress"];
-    assert_eq!(progress, &json!([[1.0, 2.0], [2.0, 2.0]]), "{direct}");
     let (steps, last) = trace(dir);
     assert_eq!(steps.len(), 11, "{steps:?}");
     assert!(steps.iter().all(|(_, s)| s == "ok"), "{steps:?}");
@@ -851,4 +843,76 @@ fn the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline
             .collect()
     };
     assert_eq!(results(&offline), results(&direct), "offline");
+}
+
+#[test]
+fn the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline() {
+    let Some(e) = everything(
+        "the_python_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline",
+        Some("FAILCORE_REQUIRE_FRAMEWORKS"),
+    ) else {
+        return;
+    };
+    let calls = survey_calls();
+    surveys_compare(&e, |command, args, tools_only| {
+        let config =
+            json!({"command": command, "args": args, "calls": calls, "tools_only": tools_only});
+        let out = mcp_clients(&e, "survey", &config, None);
+        if !tools_only {
+            let progress = &out["calls"][7]["progress"];
+            assert_eq!(progress, &json!([[1.0, 2.0], [2.0, 2.0]]), "{out}");
+        }
+        out
+    });
+}
+
+/// The same survey with the official TypeScript SDK's client (tests/e2e/ts_survey.cjs), which needs the
+/// SDK `.ci/run` installs for the conformance suite (`FAILCORE_E2E_CONFORMANCE`).
+#[test]
+fn the_typescript_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline() {
+    let test = "the_typescript_sdk_sees_the_everything_server_alike_through_the_proxy_and_offline";
+    let Some(e) = everything(test, Some("FAILCORE_REQUIRE_CONFORMANCE")) else {
+        return;
+    };
+    let Some(modules) = std::env::var_os("FAILCORE_E2E_CONFORMANCE")
+        .map(|p| Path::new(&p).join("node_modules"))
+        .filter(|m| m.join("@modelcontextprotocol/sdk").is_dir())
+    else {
+        assert!(
+            std::env::var("FAILCORE_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
+            "{test}: FAILCORE_E2E_CONFORMANCE holds no @modelcontextprotocol/sdk"
+        );
+        eprintln!(
+            "skipping {test}: set FAILCORE_E2E_CONFORMANCE to an npm prefix holding \
+             @modelcontextprotocol/sdk (bash .ci/run installs it)"
+        );
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/ts_survey.cjs");
+    let calls = survey_calls();
+    surveys_compare(&e, |command, args, tools_only| {
+        let config =
+            json!({"command": command, "args": args, "calls": calls, "tools_only": tools_only});
+        let out = Command::new("node")
+            .arg(script)
+            .arg(&modules)
+            .arg(config.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the TypeScript client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut survey: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        // This client drops a progress notification it handles after the call's response (the last
+        // one of the long operation, now and then, talking to the server directly): whether progress
+        // came is compared, not how many notifications.
+        for call in survey["calls"].as_array_mut().into_iter().flatten() {
+            let came = call["progress"].as_array().is_some_and(|p| !p.is_empty());
+            call["progress"] = json!(came);
+        }
+        survey
+    });
 }
