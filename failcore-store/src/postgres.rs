@@ -98,7 +98,6 @@ fn create_blobs_table(c: &mut Client) -> Result<(), postgres::Error> {
 }
 
 /// Runs `f` where blocking on the client's own runtime is allowed: off any tokio runtime.
-
 fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if tokio::runtime::Handle::try_current().is_ok() {
         std::thread::scope(|s| match s.spawn(f).join() {
