@@ -21,6 +21,8 @@ mod cli;
 #[allow(unused_imports)]
 use cli::*;
 
+mod llm;
+
 use failcore::{Carried, DynamicSpec, DynamicTool, Effect, Error, Session};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -75,6 +77,10 @@ fn block_here<F: Future>(fut: F) -> F::Output {
 #[pyclass(module = "failcore._native", name = "Session", frozen)]
 struct PySession {
     session: Session,
+    /// The model table of `models=`: its guard is the session's, and its LLM proxy uses it.
+    models: llm::ModelTable,
+    /// Whether this is the process default session (its LLM proxy is stopped by `finish_default`).
+    default: bool,
 }
 
 #[pymethods]
@@ -82,7 +88,7 @@ impl PySession {
     /// Opens a session. Unset arguments come from the environment as the Rust side reads it
     /// (`FAILCORE_DIR`, `FAILCORE_STORE`, `FAILCORE_RESUME`, `FAILCORE_OFFLINE`, `FAILCORE_POLICY`, ...).
     #[new]
-    #[pyo3(signature = (*, dir=None, store=None, resume=None, offline=None, policy=None, run_key=None, sandbox=None))]
+    #[pyo3(signature = (*, dir=None, store=None, resume=None, offline=None, policy=None, run_key=None, sandbox=None, models=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -93,16 +99,18 @@ impl PySession {
         policy: Option<String>,
         run_key: Option<String>,
         sandbox: Option<String>,
+        models: Option<String>,
     ) -> PyResult<Self> {
         if resume.is_some() && offline.is_some() {
             return Err(PyValueError::new_err(
                 "give resume or offline, not both: offline replays a run with nothing executed",
             ));
         }
-        let session = py
+        let (session, models) = py
             .detach(move || {
                 let _context = runtime().enter();
-                let mut b = Session::from_env()?;
+                let models = llm::ModelTable::load(models.as_deref())?;
+                let mut b = Session::from_env()?.guard(models.models.policy());
                 if let Some(dir) = dir {
                     b = b.dir(dir);
                 }
@@ -124,10 +132,14 @@ impl PySession {
                 if let Some(root) = sandbox {
                     b = b.sandbox_root(root);
                 }
-                b.open()
+                Ok::<_, Error>((b.open()?, models))
             })
             .map_err(|e| to_pyerr(py, e, None))?;
-        Ok(PySession { session })
+        Ok(PySession {
+            session,
+            models,
+            default: false,
+        })
     }
 
     /// The default session of the process, opened from the environment on first use.
@@ -139,7 +151,11 @@ impl PySession {
                 failcore::default_session()
             })
             .map_err(|e| to_pyerr(py, e, None))?;
-        Ok(PySession { session })
+        Ok(PySession {
+            session,
+            models: llm::ModelTable::default(),
+            default: true,
+        })
     }
 
     #[getter]
@@ -158,11 +174,23 @@ impl PySession {
         self.session.resume_report().map(|r| r.source.clone())
     }
 
-    /// Writes the run_end record and waits until it is durable; returns the run's summary.
+    /// Serves the LLM proxy in process for this run (see [`llm`]); returns its base URL.
+    #[pyo3(signature = (upstream=None))]
+    fn llm_proxy(&self, py: Python<'_>, upstream: Option<String>) -> PyResult<String> {
+        let (session, models, default) = (self.session.clone(), self.models.clone(), self.default);
+        py.detach(move || llm::serve(session, models, upstream, default))
+            .map_err(|e| to_pyerr(py, e, None))
+    }
+
+    /// Writes the run_end record and waits until it is durable; returns the run's summary. The run's
+    /// LLM proxy, if it serves one, is stopped first.
     fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let session = self.session.clone();
         let summary = py
-            .detach(move || block_here(session.finish()))
+            .detach(move || {
+                llm::stop(|s| s.run_id == session.run_id());
+                block_here(session.finish())
+            })
             .map_err(|e| to_pyerr(py, e, None))?;
         let d = PyDict::new(py);
         d.set_item("run", summary.run)?;
@@ -546,9 +574,12 @@ fn cli_main(py: Python<'_>, argv: Vec<String>, self_command: Vec<String>) -> PyR
 /// Writes the run_end of the default session, if one was opened.
 #[pyfunction]
 fn finish_default(py: Python<'_>) -> PyResult<bool> {
-    py.detach(|| block_here(failcore::finish()))
-        .map(|s| s.is_some())
-        .map_err(|e| to_pyerr(py, e, None))
+    py.detach(|| {
+        llm::stop(|s| s.default);
+        block_here(failcore::finish())
+    })
+    .map(|s| s.is_some())
+    .map_err(|e| to_pyerr(py, e, None))
 }
 
 /// The version of the Rust crate this module was built from.

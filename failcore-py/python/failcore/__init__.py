@@ -41,6 +41,7 @@ __all__ = [
     "OutsideSession",
     "ReplayMiss",
     "current_session",
+    "llm_proxy",
     "session",
     "tool",
 ]
@@ -447,7 +448,9 @@ class session:
       success raises :class:`ReplayMiss`.
     - ``policy``: a policy file (``failcore.toml``); ``store``: a store spec (``jsonl:<dir>``, ...);
       ``dir``: the trace directory (default ``.failcore``); ``run_key``: a run key (see the Rust
-      ``SessionBuilder::run_key``); ``sandbox``: the root of the ``fs_safe`` policy.
+      ``SessionBuilder::run_key``); ``sandbox``: the root of the ``fs_safe`` policy; ``models``: a model
+      configuration (TOML, as ``failcore llm-proxy --models``) whose allow-list and budgets guard the
+      run's model calls, for :meth:`llm_proxy`.
 
     What is not given comes from the environment as the Rust side reads it (``FAILCORE_DIR``,
     ``FAILCORE_STORE``, ``FAILCORE_RESUME``, ``FAILCORE_OFFLINE``, ``FAILCORE_POLICY``,
@@ -464,6 +467,7 @@ class session:
         dir=None,
         run_key=None,
         sandbox=None,
+        models=None,
     ):
         self._options = dict(
             resume=_run_spec(resume),
@@ -473,6 +477,7 @@ class session:
             dir=None if dir is None else str(dir),
             run_key=run_key,
             sandbox=None if sandbox is None else str(sandbox),
+            models=None if models is None else str(models),
         )
         self._native = None
         self._tokens = []
@@ -492,6 +497,15 @@ class session:
     def resumed_from(self):
         """The run this one resumes or replays, or None."""
         return self.open()._native.resumed_from
+
+    def llm_proxy(self, upstream=None):
+        """Serves the LLM proxy in this process for this run and returns its base URL
+        (``http://127.0.0.1:PORT/v1``), for the agent's OpenAI or Anthropic client (``base_url=``): its
+        model calls are steps of this run, served on resume and offline like its tools. ``upstream`` is
+        the API's base URL (``https://api.openai.com/v1``, ``https://api.anthropic.com/v1``); an offline
+        session needs none (every call is served from the trace). Called again, returns the same URL.
+        The proxy stops when the session finishes."""
+        return self.open()._native.llm_proxy(upstream)
 
     def finish(self):
         """Writes the run's end and returns its summary (done by ``with`` on exit)."""
@@ -537,6 +551,20 @@ def current_session():
     """The run id calls made here would be recorded in, or None for the default session not yet opened."""
     scope = _current_scope()
     return scope.run_id if scope is not None else None
+
+
+def llm_proxy(upstream=None):
+    """:meth:`session.llm_proxy` of the current session: the one of the enclosing ``with
+    failcore.session()``, else the process default session (stopped when the interpreter exits)."""
+    scope = _current_scope()
+    if scope is None:
+        scope = _native.Session.default()
+    if not isinstance(scope, _native.Session):
+        raise OutsideSession(
+            "failcore.llm_proxy() is called from a session, not from inside a tool's body: start the "
+            "proxy before the agent runs"
+        )
+    return scope.llm_proxy(upstream)
 
 
 @atexit.register

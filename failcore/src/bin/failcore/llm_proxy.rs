@@ -60,6 +60,28 @@ pub struct Args {
     read_timeout: u64,
 }
 
+/// The model configuration in `path` (the default table without one), with the paths of the CAs it
+/// names for the upstream (relative to its folder).
+pub fn load_models(path: Option<&std::path::Path>) -> Result<(Models, Vec<PathBuf>)> {
+    let Some(path) = path else {
+        return Ok((Models::new(), Vec::new()));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read the model configuration {}: {e}",
+            path.display()
+        ))
+    })?;
+    let models = Models::from_toml(&text)?;
+    let base = path.parent().unwrap_or(std::path::Path::new(""));
+    let cas = models
+        .upstream_ca()
+        .iter()
+        .map(|ca| base.join(ca))
+        .collect();
+    Ok((models, cas))
+}
+
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let seconds = std::time::Duration::from_secs;
     let limits = args.limits.limits();
@@ -73,23 +95,10 @@ pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     if let Some(n) = limits.max_connections {
         options = options.max_connections(n);
     }
-    let models = match &args.models {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!(
-                    "cannot read the model configuration {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let models = Models::from_toml(&text)?;
-            let base = path.parent().unwrap_or(std::path::Path::new(""));
-            for ca in models.upstream_ca() {
-                options = options.upstream_ca(base.join(ca));
-            }
-            models
-        }
-        None => Models::new(),
-    };
+    let (models, cas) = load_models(args.models.as_deref())?;
+    for ca in cas {
+        options = options.upstream_ca(ca);
+    }
     for ca in &args.upstream_ca {
         options = options.upstream_ca(ca);
     }
