@@ -18,13 +18,17 @@ def test_the_sample_runs_from_the_installed_command(tmp_path):
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["schema"] == "failcore.sample/1"
-    # Run 1 died at step 9; run 2 resumed it: steps served from the trace, the rest executed.
+    # Run 1 died at step 9; run 2 resumed it: steps served from the trace, the rest executed. Run 3
+    # replayed run 2 offline and strictly: nothing executed.
     assert summary["first_run"] and summary["replayed"] >= 1 and summary["executed"] >= 1
+    assert summary["offline_replayed"] >= 1 and summary["offline_executed"] == 0
     runs = json.loads(cli(store, "list", "--json").stdout)["runs"]
-    assert len(runs) == 2
-    assert runs[0]["resumed_from"] == runs[1]["run"]
+    assert len(runs) == 3
+    assert runs[0]["run"] == summary["offline_run"]
+    assert runs[1]["run"] == summary["run"]
+    assert runs[1]["resumed_from"] == runs[2]["run"] == summary["first_run"]
     assert cli(store, "verify", summary["run"]).returncode == 0
-    shown = cli(store, "show", "--last").stdout
+    shown = cli(store, "show", summary["run"]).stdout
     assert summary["run"] in shown and "replayed" in shown
 
 
