@@ -250,8 +250,8 @@ pub fn large_payloads(b: &dyn Backend) {
     assert_eq!(load(b.reopen(&store).as_ref(), "run-large"), whole(&lines));
 }
 
-/// Payloads stored apart are kept once by content, read back through another handle, and refused when
-/// missing, cut short or changed.
+/// Payloads stored apart are kept once by content, read back through another handle, refused when
+/// missing, cut short or changed, and healed when stored again.
 pub fn blobs(b: &dyn Backend) {
     let store = b.fresh();
     let payload: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
@@ -285,12 +285,23 @@ pub fn blobs(b: &dyn Backend) {
     if b.damage_blob(&store, &blob.blake3, &changed) {
         let err = other.blob(&blob).expect_err("a changed payload");
         assert!(err.to_string().contains("was changed"), "{err}");
+        // Storing the payload again heals it.
+        assert_eq!(
+            store.put_blob(&payload).expect("put over a changed one"),
+            blob
+        );
+        assert_eq!(other.blob(&blob).expect("healed"), payload);
         assert!(b.damage_blob(&store, &blob.blake3, &payload[..1000]));
         let err = other.blob(&blob).expect_err("a payload cut short");
         assert!(
             err.to_string().contains("1000 bytes where its record says"),
             "{err}"
         );
+        assert_eq!(
+            store.put_blob(&payload).expect("put over a short one"),
+            blob
+        );
+        assert_eq!(other.blob(&blob).expect("healed"), payload);
     }
 }
 

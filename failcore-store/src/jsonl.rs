@@ -386,8 +386,11 @@ impl TraceStore for JsonlStore {
         crate::BlobRef::check_len(bytes.len() as u64, &self.location())?;
         let blob = crate::BlobRef::of(bytes);
         let path = self.blob_path(&blob.blake3);
-        // Held already: payloads are named by their content, and a file only ever appears whole (below).
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == blob.len) {
+        // Held already, and intact: payloads are named by their content, and a file only ever appears
+        // whole (below). One that was changed behind the store's back is written again.
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == blob.len)
+            && self.blob(&blob).is_ok()
+        {
             return Ok(blob);
         }
         let dir = path.parent().unwrap_or(&self.dir).to_path_buf();

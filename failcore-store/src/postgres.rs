@@ -819,7 +819,10 @@ impl TraceStore for PgStore {
         self.inner.with_conn(|c| {
             create_blobs_table(c)?;
             c.execute(
-                "INSERT INTO failcore_blobs (hash, data) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+                // A row changed behind the store's back is written again.
+                "INSERT INTO failcore_blobs (hash, data) VALUES ($1, $2)
+                 ON CONFLICT (hash) DO UPDATE SET data = EXCLUDED.data
+                 WHERE failcore_blobs.data IS DISTINCT FROM EXCLUDED.data",
                 &[&hex, &bytes],
             )
         })?;

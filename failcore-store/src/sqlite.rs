@@ -475,7 +475,10 @@ impl TraceStore for SqliteStore {
         // Committed before the record that names it, in the same write-ahead log: a durable record
         // implies a durable payload.
         conn.execute(
-            "INSERT INTO failcore_blobs (hash, data) VALUES (?1, ?2) ON CONFLICT (hash) DO NOTHING",
+            // A row changed behind the store's back is written again.
+            "INSERT INTO failcore_blobs (hash, data) VALUES (?1, ?2)
+             ON CONFLICT (hash) DO UPDATE SET data = excluded.data
+             WHERE failcore_blobs.data IS NOT excluded.data",
             params![blob.blake3.to_hex(), bytes],
         )
         .map_err(|e| self.err(e))?;
