@@ -61,6 +61,7 @@ use upstream::{Credentials, Piece, Upstream, UpstreamFailure};
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 
 use crate::proxy_common::http::{self, Body};
+use crate::proxy_common::ListenLimits;
 
 /// The proxy's bounds and its way to the upstream. Every field has a default fit for a local proxy in
 /// front of a hosted provider; change them with the setters.
@@ -69,15 +70,10 @@ use crate::proxy_common::http::{self, Body};
 pub struct Options {
     /// PEM files of CAs trusted for the upstream, beside the platform's roots.
     pub upstream_ca: Vec<PathBuf>,
-    /// Connections served at once; more wait in the kernel's backlog. Default: half the process's file
-    /// descriptor limit (each connection may hold one to the upstream), within 16 to 4096.
-    pub max_connections: usize,
-    /// How long a client may take to send a request's headers.
-    pub header_timeout: Duration,
-    /// How long a client may take to send a request's body.
-    pub body_timeout: Duration,
-    /// How long a connection with no request in progress stays open with nothing sent or received.
-    pub idle_timeout: Duration,
+    /// The listener's bounds: connections at once (by default half the process's file descriptor
+    /// limit, each connection may hold one to the upstream, within 16 to 4096) and how long a client may
+    /// take; the same as the MCP proxy's listener.
+    pub listen: ListenLimits,
     /// How long connecting to the upstream may take (TCP, a proxy, TLS).
     pub connect_timeout: Duration,
     /// The longest wait for the next bytes of the upstream's reply (a model may think for minutes
@@ -92,10 +88,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             upstream_ca: Vec::new(),
-            max_connections: http::default_max_connections(),
-            header_timeout: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(120),
+            listen: ListenLimits::default(),
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(600),
             max_reply_bytes: 64 * 1024 * 1024,
@@ -110,27 +103,27 @@ impl Options {
         self
     }
 
-    /// See [`Options::max_connections`].
+    /// See [`ListenLimits::max_connections`].
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.max(1);
+        self.listen.max_connections = Some(n.max(1));
         self
     }
 
-    /// See [`Options::header_timeout`].
+    /// See [`ListenLimits::header_timeout`].
     pub fn header_timeout(mut self, d: Duration) -> Self {
-        self.header_timeout = d;
+        self.listen.header_timeout = d;
         self
     }
 
-    /// See [`Options::body_timeout`].
+    /// See [`ListenLimits::body_timeout`].
     pub fn body_timeout(mut self, d: Duration) -> Self {
-        self.body_timeout = d;
+        self.listen.body_timeout = d;
         self
     }
 
-    /// See [`Options::idle_timeout`].
+    /// See [`ListenLimits::idle_timeout`].
     pub fn idle_timeout(mut self, d: Duration) -> Self {
-        self.idle_timeout = d;
+        self.listen.idle_timeout = d;
         self
     }
 
@@ -242,11 +235,7 @@ impl LlmProxy {
     /// after this returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let LlmProxy { listener, state } = self;
-        let limits = http::Limits {
-            max_connections: state.options.max_connections,
-            header_timeout: state.options.header_timeout,
-            idle_timeout: state.options.idle_timeout,
-        };
+        let limits = state.options.listen.http();
         let handler = move |req| {
             let state = state.clone();
             async move { handle(&state, req).await }
@@ -280,29 +269,33 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         );
     };
     let headers = forwarded(&req);
-    let body =
-        match tokio::time::timeout(state.options.body_timeout, read_body(req.into_body())).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(message)) => {
-                return api.error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    None,
-                    &message,
-                )
-            }
-            Err(_) => {
-                return api.error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "invalid_request_error",
-                    None,
-                    &format!(
-                        "the request body took longer than {} s to arrive",
-                        state.options.body_timeout.as_secs()
-                    ),
-                )
-            }
-        };
+    let body = match tokio::time::timeout(
+        state.options.listen.body_timeout,
+        read_body(req.into_body()),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(message)) => {
+            return api.error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                &message,
+            )
+        }
+        Err(_) => {
+            return api.error(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                None,
+                &format!(
+                    "the request body took longer than {} s to arrive",
+                    state.options.listen.body_timeout.as_secs()
+                ),
+            )
+        }
+    };
     let request = match parse_request(&body) {
         Ok(r) => r,
         Err(e) => return failcore_error(api, &e),

@@ -84,17 +84,11 @@ pub fn load_models(path: Option<&std::path::Path>) -> Result<(Models, Vec<PathBu
 
 pub fn run(store: Option<&str>, args: Args) -> Result<ExitCode> {
     let seconds = std::time::Duration::from_secs;
-    let limits = args.limits.limits();
     let mut options = Options::default()
         .max_reply_bytes(args.max_reply_bytes)
-        .header_timeout(limits.header_timeout)
-        .body_timeout(limits.body_timeout)
-        .idle_timeout(limits.idle_timeout)
         .connect_timeout(seconds(args.connect_timeout))
         .read_timeout(seconds(args.read_timeout));
-    if let Some(n) = limits.max_connections {
-        options = options.max_connections(n);
-    }
+    options.listen = args.limits.limits();
     let (models, cas) = load_models(args.models.as_deref())?;
     for ca in cas {
         options = options.upstream_ca(ca);
