@@ -25,6 +25,7 @@ fn fields() -> Vec<u8> {
         redacted: Vec::new(),
         exact: None,
         recovered: None,
+        landed: None,
     })
     .encode_fields()
     .unwrap()

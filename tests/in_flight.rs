@@ -147,3 +147,135 @@ async fn intents_are_written_ahead_and_in_flight_steps_rerun_or_are_blocked_on_r
         assert!(crashed.runs().unwrap().len() == 3);
     }
 }
+
+static SENT: AtomicUsize = AtomicUsize::new(0);
+
+/// A write whose provider answers as `how` says: `unknown` (sent, no verdict), `refused` (refused before
+/// acting), `ok_after_doubt` (a doubt reported, then a verdict: it succeeded).
+#[failcore::tool(effect = "write")]
+async fn send_payment(how: String) -> Result<String, Error> {
+    SENT.fetch_add(1, Ordering::SeqCst);
+    match how.as_str() {
+        "unknown" => {
+            failcore::report_landed(failcore::Landed::Unknown)?;
+            Err(Error::Config("the provider did not answer".into()))
+        }
+        "refused" => {
+            failcore::report_landed(failcore::Landed::No)?;
+            Err(Error::Config("the provider refused the request".into()))
+        }
+        _ => {
+            failcore::report_landed(failcore::Landed::Unknown)?;
+            Ok("paid".into())
+        }
+    }
+}
+
+/// `(status, landed, recovered, rule)` of a call.
+type Outcome = (String, Option<String>, Option<String>, Option<String>);
+
+/// The outcome of each call of `run`, in order.
+fn outcomes(store: &JsonlStore, run: &str) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    let mut rules = std::collections::HashMap::new();
+    for r in RunReader::open(store, run).unwrap() {
+        let body = r.unwrap().record.body;
+        if let Some(s) = body.start() {
+            rules.insert(s.step, s.decision.rule.clone());
+        }
+        if let Some(e) = body.end() {
+            let rule = rules.get(&e.step).cloned().flatten();
+            out.push((
+                e.status.as_str().to_owned(),
+                e.landed.map(|l| l.as_str().to_owned()),
+                e.recovered.map(|r| r.as_str().to_owned()),
+                rule,
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_failed_with_its_effect_unknown_is_recovered_on_resume_as_one_in_flight() {
+    let _outside = failcore::report_landed(failcore::Landed::No)
+        .expect_err("outside a tool body there is no call to report on");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(JsonlStore::new(dir.path()));
+    let session = Session::builder().store(store.clone()).open().unwrap();
+    let first = session.run_id().to_owned();
+    session
+        .scope(async {
+            assert!(send_payment("unknown".into()).await.is_err());
+            assert!(send_payment("refused".into()).await.is_err());
+            assert_eq!(send_payment("ok_after_doubt".into()).await.unwrap(), "paid");
+        })
+        .await;
+    session.finish().await.unwrap();
+    let recorded = outcomes(&store, &first);
+    let landed: Vec<_> = recorded
+        .iter()
+        .map(|o| (o.0.as_str(), o.1.as_deref()))
+        .collect();
+    assert_eq!(
+        landed,
+        [
+            ("failed", Some("unknown")),
+            ("failed", Some("no")),
+            ("ok", None)
+        ],
+        "a doubt is recorded on failures only"
+    );
+
+    // Under `block`, the call whose effect is unknown is held back; the refused one runs again; the
+    // success is served.
+    SENT.store(0, Ordering::SeqCst);
+    let blocked = resume(&store, &first, InFlight::Block);
+    let doubts = blocked.resume_report().unwrap().in_flight.clone();
+    assert_eq!(doubts.len(), 1, "{doubts:?}");
+    assert!(doubts[0].effect_unknown);
+    assert_eq!(doubts[0].tool, "send_payment");
+    let second = blocked.run_id().to_owned();
+    blocked
+        .scope(async {
+            let err = send_payment("unknown".into()).await.unwrap_err();
+            assert!(err.to_string().contains("effect"), "{err}");
+            assert!(send_payment("refused".into()).await.is_err());
+            assert_eq!(send_payment("ok_after_doubt".into()).await.unwrap(), "paid");
+        })
+        .await;
+    blocked.finish().await.unwrap();
+    assert_eq!(
+        SENT.load(Ordering::SeqCst),
+        1,
+        "only the refused call ran again"
+    );
+    let rules: Vec<_> = outcomes(&store, &second)
+        .into_iter()
+        .map(|o| (o.0, o.3))
+        .collect();
+    assert_eq!(
+        rules[0],
+        ("blocked".to_owned(), Some("resume.in_flight".to_owned()))
+    );
+    assert_eq!(rules[2].0, "replayed");
+
+    // Under `rerun` (the default), it runs again and says it was recovered so.
+    SENT.store(0, Ordering::SeqCst);
+    let rerun = resume(&store, &first, InFlight::Rerun);
+    let third = rerun.run_id().to_owned();
+    rerun
+        .scope(async {
+            assert!(send_payment("unknown".into()).await.is_err());
+        })
+        .await;
+    rerun.finish().await.unwrap();
+    assert_eq!(SENT.load(Ordering::SeqCst), 1);
+    let again = outcomes(&store, &third);
+    assert_eq!(again[0].2.as_deref(), Some("retried"), "{again:?}");
+    assert_eq!(
+        again[0].1.as_deref(),
+        Some("unknown"),
+        "still unknown: {again:?}"
+    );
+}

@@ -916,3 +916,84 @@ fn the_typescript_sdk_sees_the_everything_server_alike_through_the_proxy_and_off
         survey
     });
 }
+
+/// `(status, landed)` of each step of the last run.
+fn landed(dir: &Path) -> Vec<(String, Option<&'static str>)> {
+    let store = JsonlStore::new(dir.join("trace"));
+    let last = store.resolve("last").unwrap();
+    RunReader::open(&store, &last)
+        .unwrap()
+        .filter_map(|r| {
+            let body = r.unwrap().record.body;
+            body.end()
+                .map(|e| (e.status.as_str().to_owned(), e.landed.map(|l| l.as_str())))
+        })
+        .collect()
+}
+
+/// How many `charge` calls with `how` the server received.
+fn charges(dir: &Path, how: &str) -> usize {
+    lines_of(&dir.join("received.log"))
+        .iter()
+        .filter(|l| l.contains("\"charge\"") && l.contains(&format!("\"how\":\"{how}\"")))
+        .count()
+}
+
+#[test]
+fn a_call_the_server_refused_runs_again_on_resume_and_one_it_may_have_applied_is_held_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut env = server_env(dir);
+    env.push(("TEST_MCP_CHARGE", "1".into()));
+    let charge = |how: &str| json!({"name": "charge", "arguments": {"how": how}});
+
+    let mut live = Session::start(dir, &[], plain_server(), &env);
+    live.request(json!(1), "initialize", initialize_params());
+    live.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
+    live.request(json!(2), "tools/list", json!({}));
+    // Refused before acting (-32602), failed mid-way (-32603), and the server dying with the call sent.
+    for (id, how) in [(3, "refuse"), (4, "internal"), (5, "die")] {
+        let answer = live.request(json!(id), "tools/call", charge(how));
+        assert!(
+            answer.contains("\"error\"") || answer.contains("\"isError\":true"),
+            "{how}: {answer}"
+        );
+    }
+    live.close();
+    assert_eq!(
+        landed(dir),
+        [
+            ("failed".to_owned(), Some("no")),
+            ("failed".to_owned(), Some("unknown")),
+            ("failed".to_owned(), Some("unknown")),
+        ],
+        "each failure says whether the server could have acted on it"
+    );
+
+    // Resumed with `--on-in-flight block`: the refused call reaches the server again; the two whose
+    // effect is unknown are refused by the proxy and never reach it.
+    std::fs::remove_file(dir.join("received.log")).unwrap();
+    let mut resumed = Session::start(
+        dir,
+        &["--resume", "last", "--on-in-flight", "block"],
+        plain_server(),
+        &env,
+    );
+    resumed.request(json!(1), "initialize", initialize_params());
+    resumed.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
+    let again = resumed.request(json!(3), "tools/call", charge("refuse"));
+    assert!(again.contains("no such account"), "{again}");
+    for (id, how) in [(4, "internal"), (5, "die")] {
+        let held = resumed.request(json!(id), "tools/call", charge(how));
+        assert!(
+            held.contains("\"isError\":true") && held.contains("resume.in_flight"),
+            "{how} is held back: {held}"
+        );
+    }
+    resumed.close();
+    assert_eq!(charges(dir, "refuse"), 1, "the refused call ran again");
+    assert_eq!(charges(dir, "internal"), 0, "held back");
+    assert_eq!(charges(dir, "die"), 0, "held back");
+    let statuses: Vec<String> = landed(dir).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(statuses, ["failed", "blocked", "blocked"]);
+}

@@ -74,8 +74,8 @@ pub use reader::{
 };
 pub use record::{
     call_fields, encode_line, Body, Call, Checkpoint, Counts, Decision, DecisionOutcome, Drift,
-    Mode, Record, Recovered, Redaction, RunEnd, RunStart, RunStatus, Source, Status, StepEnd,
-    StepStart, CALL_SINCE, FORMAT_VERSION,
+    Landed, Mode, Record, Recovered, Redaction, RunEnd, RunStart, RunStatus, Source, Status,
+    StepEnd, StepStart, CALL_SINCE, FORMAT_VERSION,
 };
 pub use recover::Recovery;
 #[cfg(feature = "sqlite")]

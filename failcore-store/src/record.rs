@@ -380,6 +380,33 @@ pub struct StepEnd {
     /// every other call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<Recovered>,
+    /// For a call that failed or was cancelled: whether its effect could have taken place, as its body
+    /// reported it (`failcore::report_landed`; the MCP proxy maps the server's errors). Omitted when
+    /// nothing was reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landed: Option<Landed>,
+}
+
+/// Whether the effect of a call that did not succeed could have taken place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Landed {
+    /// It did not: the provider refused the call before acting on it (a malformed request, an unknown
+    /// tool, a connection never made). Safe to run again.
+    No,
+    /// It may have: the request was sent and no verdict came back (a timeout, a dropped connection, a
+    /// server that died or failed internally). A resume treats the call as in flight at a crash.
+    Unknown,
+}
+
+impl Landed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Landed::No => "no",
+            Landed::Unknown => "unknown",
+        }
+    }
 }
 
 /// How a call in flight at a crash was recovered on resume.

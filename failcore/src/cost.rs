@@ -18,10 +18,54 @@ pub(crate) struct Ledger {
     /// The total cost, as `f64` bits.
     cost: AtomicU64,
     tokens: AtomicU64,
-    /// (step, cost) of calls whose body reported a cost and whose `step_end` is not written yet.
-    pending: Mutex<Vec<(u64, f64)>>,
-    /// Whether `pending` may hold anything: the common call reads this flag and nothing else.
-    any_pending: AtomicBool,
+    /// The costs of calls whose body reported one and whose `step_end` is not written yet.
+    pending: StepNotes<f64>,
+}
+
+/// What tool bodies still running noted about their own step, for its `step_end`: kept by step number
+/// until the outcome is written. Cheap when empty: the common call reads one flag and nothing else.
+#[derive(Debug)]
+pub(crate) struct StepNotes<T> {
+    notes: Mutex<Vec<(u64, T)>>,
+    any: AtomicBool,
+}
+
+impl<T> Default for StepNotes<T> {
+    fn default() -> Self {
+        StepNotes {
+            notes: Mutex::new(Vec::new()),
+            any: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<T> StepNotes<T> {
+    /// Notes `step`'s value: `update` is given what was noted before, if anything.
+    pub(crate) fn note(&self, step: u64, update: impl FnOnce(Option<T>) -> T) {
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        match notes.iter().position(|(s, _)| *s == step) {
+            Some(at) => {
+                let (_, old) = notes.swap_remove(at);
+                notes.push((step, update(Some(old))));
+            }
+            None => notes.push((step, update(None))),
+        }
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// What `step` noted, removed: it goes on the step's `step_end`.
+    pub(crate) fn take(&self, step: u64) -> Option<T> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        let at = notes.iter().position(|(s, _)| *s == step)?;
+        let (_, value) = notes.swap_remove(at);
+        if notes.is_empty() {
+            self.any.store(false, Ordering::Release);
+        }
+        Some(value)
+    }
 }
 
 impl Ledger {
@@ -55,28 +99,14 @@ impl Ledger {
 
     /// Attaches `amount` to `step` (summed with what it reported before) and adds it to the total.
     fn attach(&self, step: u64, amount: f64) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.iter_mut().find(|(s, _)| *s == step) {
-            Some((_, c)) => *c += amount,
-            None => pending.push((step, amount)),
-        }
-        self.any_pending.store(true, Ordering::Release);
-        drop(pending);
+        self.pending
+            .note(step, |before| before.unwrap_or(0.0) + amount);
         self.spend(amount, 0);
     }
 
     /// The cost attached to `step`, removed: it goes on the step's `step_end`.
     pub fn take(&self, step: u64) -> Option<f64> {
-        if !self.any_pending.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let at = pending.iter().position(|(s, _)| *s == step)?;
-        let (_, cost) = pending.swap_remove(at);
-        if pending.is_empty() {
-            self.any_pending.store(false, Ordering::Release);
-        }
-        Some(cost)
+        self.pending.take(step)
     }
 }
 
@@ -131,7 +161,7 @@ mod tests {
         assert_eq!(ledger.take(3), Some(0.75));
         assert_eq!(ledger.take(3), None);
         assert_eq!(ledger.take(4), Some(1.0));
-        assert!(!ledger.any_pending.load(Ordering::Acquire));
+        assert!(!ledger.pending.any.load(Ordering::Acquire));
         ledger.spend(0.25, 10);
         assert_eq!(ledger.cost(), 2.0);
         assert_eq!(ledger.tokens(), 10);

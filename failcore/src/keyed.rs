@@ -266,6 +266,7 @@ pub(crate) fn reopen(
             redacted: Vec::new(),
             exact: None,
             recovered: None,
+            landed: None,
         }));
         prior.counts.cancelled += 1;
     }

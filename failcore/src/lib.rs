@@ -94,7 +94,7 @@ pub use keyed::{
     find_run_by_key, find_run_by_key_of, recorder_of, run_key_of, run_start_of, KeyedRun,
 };
 pub use policy::{CallView, Policy, PolicyError, Verdict};
-pub use recorded::{idempotency_key, now, random, sleep, uuid};
+pub use recorded::{idempotency_key, now, random, report_landed, sleep, uuid, Landed};
 pub use tool_error::ToolError;
 
 pub use registry::{

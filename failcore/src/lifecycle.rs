@@ -544,8 +544,8 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
                 policy: Some("resume".into()),
                 rule: Some("resume.in_flight".into()),
                 reason: Some(format!(
-                    "this `{}` call was in flight when run {} died and may have taken effect; \
-                     check it by hand ({remedy})",
+                    "this `{}` call was in flight when run {} died (or failed there with its effect \
+                     unknown) and may have taken effect; check it by hand ({remedy})",
                     tool.effect, index.source
                 )),
             };
@@ -898,6 +898,15 @@ struct StepGuard {
 }
 
 impl StepGuard {
+    /// `end` (an encoded `step_end` of `status`) with whether its effect could have landed, as the body
+    /// reported it (`report_landed`): kept only on a call that did not succeed.
+    fn with_landed(&self, end: Vec<u8>, status: Status) -> Vec<u8> {
+        match self.session.inner.landed.take(self.step) {
+            Some(landed) if status != Status::Ok => with_field(end, "landed", landed.as_str()),
+            _ => end,
+        }
+    }
+
     /// The record of this call's outcome `end` (an encoded `step_end`): the `step_end` itself, or, when the
     /// intent was deferred and no nested call wrote it, one `call` record holding both.
     fn outcome_record(&self, end: Vec<u8>) -> (&'static str, Vec<u8>) {
@@ -939,6 +948,7 @@ impl StepGuard {
         if let Some(seal) = seal {
             seal.keep().await;
         }
+        let end = self.with_landed(end, status);
         let (kind, record) = self.outcome_record(end);
         self.session
             .inner
@@ -1014,6 +1024,7 @@ impl StepGuard {
             // Never served: nothing to keep.
             inexact(end)
         };
+        let end = self.with_landed(end, Status::Ok);
         let (kind, record) = self.outcome_record(end);
         self.session
             .inner
@@ -1030,6 +1041,7 @@ impl Drop for StepGuard {
             // The future was dropped mid-call: nothing can be awaited here, so the record is queued.
             let inner = &self.session.inner;
             let end = cancelled(inner, self.tool, self.step, inner.ledger.take(self.step));
+            let end = self.with_landed(end, Status::Cancelled);
             let (kind, record) = self.outcome_record(end);
             self.session.inner.journal.enqueue_encoded(kind, record);
         }

@@ -28,6 +28,7 @@
 //! ```
 
 use crate::{DynamicTool, Effect, Error};
+pub use failcore_store::Landed;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -220,6 +221,43 @@ pub fn idempotency_key() -> Result<String, Error> {
     h.update(&key.to_le_bytes());
     h.update(&occurrence.to_le_bytes());
     Ok(h.finalize().to_hex().to_string())
+}
+
+/// Reports, from inside a tool body that is about to fail, whether the effect it asked for could have
+/// taken place: [`Landed::No`] when the provider refused the request before acting on it (safe to run
+/// again), [`Landed::Unknown`] when the request was sent and no verdict came back (a timeout, a dropped
+/// connection, a provider that failed mid-way). The last report wins; it is recorded on the failed (or
+/// cancelled) call as `"landed"` and ignored if the call succeeds.
+///
+/// On resume, a call that failed with its effect unknown is recovered as a call in flight at a crash is:
+/// as its tool declares (`recovery = "retry" | "reconcile" | "block"`), else as the session says
+/// (`on_in_flight`: run again, or refuse a `write` or `exec` call so that a person can check it).
+///
+/// ```no_run
+/// #[failcore::tool(effect = "write")]
+/// async fn charge(cents: u64) -> Result<String, failcore::ToolError> {
+///     // ... the request was sent; the connection dropped before the answer:
+///     failcore::report_landed(failcore::Landed::Unknown)?;
+///     Err("the payment provider did not answer".into())
+/// }
+/// ```
+///
+/// # Errors
+/// [`Error::Config`] outside a tool body: there is no call to report on.
+pub fn report_landed(landed: Landed) -> Result<(), Error> {
+    let noted = crate::session::CONTEXT.try_with(|ctx| match ctx.parent {
+        Some(step) => {
+            ctx.session.inner.landed.note(step, |_| landed);
+            true
+        }
+        None => false,
+    });
+    match noted {
+        Ok(true) => Ok(()),
+        _ => Err(Error::Config(
+            "report_landed() is called outside a tool body: there is no call to report on".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

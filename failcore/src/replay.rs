@@ -8,7 +8,7 @@
 use crate::fingerprint::fp_key_hex;
 use crate::session::PrehashedKey;
 use crate::Error;
-use failcore_store::{field_diff, Divergence, TraceStore, VerifiedLines};
+use failcore_store::{field_diff, Divergence, Landed, TraceStore, VerifiedLines};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -71,14 +71,18 @@ pub(crate) enum Recorded {
     Blob(failcore_store::BlobRef),
 }
 
-/// A step that had started and not ended when the resumed run stopped.
+/// A step that had started and not ended when the resumed run stopped, or that ended failing with its
+/// effect unknown (`landed: "unknown"`): either may have taken effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InFlightStep {
     /// The run it was in flight in (the source run, or an earlier run of its ancestry).
     pub run: String,
     pub step: u64,
     pub tool: String,
     pub fingerprint: String,
+    /// It ended, failing, with its effect unknown (rather than never ending).
+    pub effect_unknown: bool,
 }
 
 /// What was found in the run being resumed.
@@ -149,6 +153,8 @@ struct Lean<'a> {
     #[serde(default)]
     exact: Option<bool>,
     #[serde(default, borrow)]
+    landed: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     replayed_from: Option<LeanSource<'a>>,
     #[serde(default, borrow)]
     resumed_from: Option<Cow<'a, str>>,
@@ -179,6 +185,8 @@ struct LeanEnd<'a> {
     #[serde(default)]
     exact: Option<bool>,
     #[serde(default, borrow)]
+    landed: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     replayed_from: Option<LeanSource<'a>>,
     #[serde(default, borrow)]
     redacted: Option<&'a RawValue>,
@@ -195,6 +203,7 @@ impl<'a> Lean<'a> {
             saved_ns: self.saved_ns,
             cost: self.cost,
             exact: self.exact,
+            landed: self.landed.take(),
             replayed_from: self.replayed_from.take(),
             redacted: self.redacted,
         }
@@ -655,7 +664,10 @@ fn ended(
     if !replayed && !start.refused {
         loaded.misses.push(start.key);
     }
-    if start.in_flight_block {
+    // Failed with its effect unknown (the request went out, no verdict came back): as in flight.
+    let unknown = rec.landed.as_deref() == Some(Landed::Unknown.as_str())
+        && !matches!(rec.status, Some("ok" | "replayed"));
+    if start.in_flight_block || unknown {
         loaded.doubts.push((
             start.key,
             InFlightStep {
@@ -663,6 +675,7 @@ fn ended(
                 step,
                 tool: start.tool,
                 fingerprint: start.fp,
+                effect_unknown: unknown,
             },
         ));
         return Ok(());
@@ -806,6 +819,7 @@ fn load_one(store: &dyn TraceStore, run: &str, serve_prefix: bool) -> Result<Loa
                 step,
                 tool: start.tool,
                 fingerprint: start.fp,
+                effect_unknown: false,
             },
         ));
     }

@@ -54,6 +54,19 @@ pub enum InFlight {
     Block,
 }
 
+impl std::str::FromStr for InFlight {
+    type Err = String;
+
+    /// `rerun` or `block`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rerun" => Ok(InFlight::Rerun),
+            "block" => Ok(InFlight::Block),
+            other => Err(format!("expected `rerun` or `block`, got {other:?}")),
+        }
+    }
+}
+
 /// A person's answer to a policy that asked.
 pub trait Approver: Send + Sync {
     fn approve<'a>(
@@ -139,6 +152,8 @@ pub(crate) struct Inner {
     pub blob_threshold: usize,
     /// What the run's executed calls have spent, and the costs of bodies still running.
     pub ledger: crate::cost::Ledger,
+    /// Whether the effect of a failing call could have landed, as its body reported it.
+    pub landed: crate::cost::StepNotes<failcore_store::Landed>,
     next_step: AtomicU64,
     counts: [AtomicU64; 6],
     saved_ns: AtomicU64,
@@ -258,6 +273,12 @@ impl Session {
         }
         if let Some(v) = var("FAILCORE_OFFLINE_STRICT") {
             b = b.strict(matches!(v.as_str(), "1" | "true" | "yes" | "on"));
+        }
+        if let Some(v) = var("FAILCORE_ON_IN_FLIGHT") {
+            b = b.on_in_flight(
+                v.parse()
+                    .map_err(|e: String| Error::Config(format!("FAILCORE_ON_IN_FLIGHT: {e}")))?,
+            );
         }
         if let Some(d) = var("FAILCORE_DURABILITY") {
             b = b.durability(
@@ -852,7 +873,12 @@ impl SessionBuilder {
                 let (index, report) =
                     ReplayIndex::load(store.as_ref(), &source, self.resume_prefix)?;
                 for step in &report.in_flight {
-                    tracing::warn!(run = %source, step = step.step, tool = %step.tool, "step was in flight when the run died");
+                    let what = if step.effect_unknown {
+                        "step failed with its effect unknown"
+                    } else {
+                        "step was in flight when the run died"
+                    };
+                    tracing::warn!(run = %step.run, step = step.step, tool = %step.tool, "{what}");
                 }
                 if let Some(bytes) = report.torn_tail {
                     tracing::warn!(run = %source, bytes, "dropped a torn last line");
@@ -971,6 +997,7 @@ impl SessionBuilder {
                 scrubber,
                 blob_threshold: self.blob_threshold.unwrap_or(DEFAULT_BLOB_THRESHOLD),
                 ledger: Default::default(),
+                landed: Default::default(),
                 next_step: AtomicU64::new(prior.as_ref().map_or(0, |p| p.next_step)),
                 counts,
                 saved_ns: AtomicU64::new(prior.as_ref().map_or(0, |p| p.saved_ns)),

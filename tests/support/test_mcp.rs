@@ -4,7 +4,9 @@
 //! Tools: `numbers` (a result with big integers, `1e2`, unicode escapes and unsorted keys), `sleep`
 //! (answers after `seconds`, from a thread: the server keeps reading meanwhile), `ask` (asks for input
 //! with an `input_required` result until it is retried with `inputResponses`), and `tool_1`...`tool_N`
-//! (N = `TEST_MCP_TOOLS`, default 0). `tools/list` gives pages of `TEST_MCP_PAGE` tools (default: all).
+//! (N = `TEST_MCP_TOOLS`, default 0); with `TEST_MCP_CHARGE=1`, the `destructiveHint` tool `charge`, which
+//! refuses (`how: "refuse"`, -32602), fails internally (`"internal"`, -32603), dies before answering
+//! (`"die"`) or succeeds. `tools/list` gives pages of `TEST_MCP_PAGE` tools (default: all).
 //! A session that starts with `server/discover` is one of the 2026-07-28 revision: every later request
 //! without the protocol version in its `_meta` is refused (-32602), as that revision says, and
 //! `subscriptions/listen` is acknowledged and left open. The unlisted tool `job` answers with a task of
@@ -46,6 +48,9 @@ fn tools() -> Vec<String> {
         r#"{"name":"sleep","inputSchema":{"type":"object","properties":{"seconds":{"type":"number"}}}}"#.to_owned(),
         r#"{"name":"ask","inputSchema":{"type":"object","properties":{}}}"#.to_owned(),
     ];
+    if std::env::var("TEST_MCP_CHARGE").as_deref() == Ok("1") {
+        tools.push(r#"{"name":"charge","inputSchema":{"type":"object","properties":{"how":{"type":"string"}}},"annotations":{"destructiveHint":true}}"#.to_owned());
+    }
     let extra: usize = std::env::var("TEST_MCP_TOOLS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -138,6 +143,20 @@ fn main() {
             Some("tools/call") => match msg.pointer("/params/name").and_then(Value::as_str) {
                 Some("numbers") => result(&id, NUMBERS),
                 Some("job") => result(&id, JOB_CREATED),
+                // A write whose fate the proxy must judge from how the server answers.
+                Some("charge") => {
+                    match msg.pointer("/params/arguments/how").and_then(Value::as_str) {
+                        Some("refuse") => format!(
+                            r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32602,"message":"no such account"}}}}"#
+                        ),
+                        Some("internal") => format!(
+                            r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32603,"message":"the ledger failed mid-way"}}}}"#
+                        ),
+                        // Dies mid-call, before answering.
+                        Some("die") => std::process::exit(9),
+                        _ => result(&id, r#"{"content":[{"type":"text","text":"charged"}]}"#),
+                    }
+                }
                 Some("sleep") => {
                     let seconds = msg
                         .pointer("/params/arguments/seconds")

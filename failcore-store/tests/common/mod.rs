@@ -48,6 +48,7 @@ pub fn step_end(step: u64) -> Body {
         redacted: Vec::new(),
         exact: None,
         recovered: None,
+        landed: None,
     })
 }
 

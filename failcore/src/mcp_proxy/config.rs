@@ -138,6 +138,9 @@ pub(super) fn configure(options: Options, ending: bool) -> Result<Config, Error>
     if let Some(d) = args.durability.or(file.durability) {
         builder = builder.durability(d);
     }
+    if let Some(what) = args.on_in_flight.or(file.on_in_flight) {
+        builder = builder.on_in_flight(what);
+    }
     if let Some(dir) = args.vault.or(file.vault) {
         builder = builder.vault(dir);
     }

@@ -9,11 +9,11 @@
 use super::catalog::SharedCatalog;
 use super::framing::MAX_LINE;
 use super::message::{cut, rpc_error};
-use super::upstream::{Server, Upstream};
+use super::upstream::{Failure, Server, Upstream};
 use super::{Diagnostics, GRACE};
 use crate::model::SseSplitter;
 use crate::proxy_common::http::{self, describe};
-use crate::Error;
+use crate::{Error, Landed};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -179,9 +179,12 @@ impl Link {
     }
 
     /// Answers the request `id` (if it is one) with an error naming why it failed.
-    fn fail(&self, id: &Option<Value>, why: &str) {
+    fn fail(&self, id: &Option<Value>, why: &str, landed: Landed) {
         match id {
             Some(id) => {
+                if self.upstream.fail_proxied(id, Failure::new(why, landed)) {
+                    return;
+                }
                 let answer = rpc_error(id, -32000, &format!("failcore proxy: {why}"));
                 self.upstream
                     .route_from_server(&self.catalog, answer.to_string().into_bytes());
@@ -226,7 +229,17 @@ impl Link {
         let mut response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
-                return self.fail(&id, &format!("the MCP server at {url}: {}", describe(&e)));
+                // Never connected: the server did not get it.
+                let landed = if e.is_connect() {
+                    Landed::No
+                } else {
+                    Landed::Unknown
+                };
+                return self.fail(
+                    &id,
+                    &format!("the MCP server at {url}: {}", describe(&e)),
+                    landed,
+                );
             }
         };
         if initialize {
@@ -246,12 +259,19 @@ impl Link {
                 404 if !initialize => " (its session may have ended)",
                 _ => "",
             };
+            // A client error (4xx) is a refusal; a server error may come after the server acted.
+            let landed = if status.is_client_error() {
+                Landed::No
+            } else {
+                Landed::Unknown
+            };
             return self.fail(
                 &id,
                 &format!(
                     "the MCP server at {url} answered HTTP {status}{hint}: {}",
                     cut(body.trim())
                 ),
+                landed,
             );
         }
         if id.is_none() {
@@ -272,7 +292,11 @@ impl Link {
                     Ok(None) => break,
                     Err(e) => {
                         if !answered {
-                            self.fail(&id, &format!("the MCP server's stream: {}", describe(&e)));
+                            self.fail(
+                                &id,
+                                &format!("the MCP server's stream: {}", describe(&e)),
+                                Landed::Unknown,
+                            );
                         }
                         return;
                     }
@@ -295,6 +319,7 @@ impl Link {
                     return self.fail(
                         &id,
                         &format!("the MCP server's answer is over {MAX_LINE} bytes"),
+                        Landed::Unknown,
                     );
                 }
                 Ok(body) => {
@@ -313,15 +338,20 @@ impl Link {
                                     "the MCP server's answer is not JSON: {}",
                                     cut(text.trim())
                                 ),
+                                Landed::Unknown,
                             )
                         }
                     }
                 }
-                Err(e) => return self.fail(&id, &e),
+                Err(e) => return self.fail(&id, &e, Landed::Unknown),
             }
         }
         if !answered {
-            self.fail(&id, "the MCP server's reply held no answer to the request");
+            self.fail(
+                &id,
+                "the MCP server's reply held no answer to the request",
+                Landed::Unknown,
+            );
         }
     }
 

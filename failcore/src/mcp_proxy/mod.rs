@@ -130,6 +130,10 @@ pub struct Options {
     pub run_key: Option<String>,
     /// How durable each record is before the call returns.
     pub durability: Option<Durability>,
+    /// What a resume does with a `write` or `exec` call that was in flight when the run died, or that
+    /// failed with its effect unknown (the server died, timed out or failed internally after the call
+    /// was sent): run it again (the default) or refuse it, so that a person can check it first.
+    pub on_in_flight: Option<crate::InFlight>,
     /// Where redacted outputs are sealed, so that a resume serves them exactly.
     pub vault: Option<PathBuf>,
     /// The redaction key file (kept out of the store).
@@ -163,6 +167,7 @@ impl fmt::Debug for Options {
             .field("timeout_seconds", &self.timeout_seconds)
             .field("run_key", &self.run_key)
             .field("durability", &self.durability)
+            .field("on_in_flight", &self.on_in_flight)
             .field("vault", &self.vault)
             .field("redact_key_file", &self.redact_key_file)
             .field("command", &self.command)
@@ -259,6 +264,13 @@ impl Options {
     /// See [`Options::durability`].
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = Some(durability);
+        self
+    }
+
+    /// What a resume does with a `write` or `exec` call in flight at a crash, or failed with its effect
+    /// unknown (see [`Options::on_in_flight`]).
+    pub fn on_in_flight(mut self, what: crate::InFlight) -> Self {
+        self.on_in_flight = Some(what);
         self
     }
 

@@ -603,7 +603,13 @@ impl ProxiedCall {
                 let Some(upstream) = upstream else {
                     return Err("offline: no MCP server to run the tool".to_owned());
                 };
-                let response = upstream.request(&id, raw).await?;
+                let response = match upstream.request(&id, raw).await {
+                    Ok(response) => response,
+                    Err(failure) => {
+                        let _ = crate::report_landed(failure.landed);
+                        return Err(failure.why);
+                    }
+                };
                 let result = response.message.get("result");
                 // A task: the client has its receipt now; the step's output is the task's result.
                 if let Some(task) = result.and_then(receipt) {

@@ -9,6 +9,7 @@
 
 use super::message::{rpc_error, rpc_result, spliced_result};
 use super::upstream::{raw_result, Reply, Upstream};
+use crate::Landed;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -72,13 +73,34 @@ pub(super) fn outcome(reply: &Reply) -> Result<Box<RawValue>, String> {
             .raw_result()
             .ok_or_else(|| "the MCP server's result cannot be read".to_owned()),
         (Some(result), _) => Err(text_of(result)),
-        (None, Some(error)) => Err(format!(
-            "MCP error {}: {}",
-            error.get("code").unwrap_or(&Value::Null),
-            error.get("message").and_then(Value::as_str).unwrap_or("")
-        )),
+        (None, Some(error)) => {
+            // Inside a proxied call's body: whether the server could have acted on it.
+            let _ = crate::report_landed(landed_of(error));
+            Err(format!(
+                "MCP error {}: {}",
+                error.get("code").unwrap_or(&Value::Null),
+                error.get("message").and_then(Value::as_str).unwrap_or("")
+            ))
+        }
         (None, None) => Err("the MCP server sent a response with no result".to_owned()),
     }
+}
+
+/// Whether the server could have acted on a request it answered with the JSON-RPC error `error`: not when
+/// it refused the request as unparsable, invalid, of an unknown method or with invalid parameters (an
+/// unknown tool, bad arguments: the codes JSON-RPC reserves for refusals), maybe otherwise (an internal
+/// error, or a code of the server's own, may come after it acted).
+pub(super) fn landed_of(error: &Value) -> Landed {
+    match error.get("code").and_then(Value::as_i64) {
+        Some(-32700 | -32600 | -32601 | -32602) => Landed::No,
+        _ => Landed::Unknown,
+    }
+}
+
+/// A failure while a task the server started is followed: the task's effect is unknown.
+fn unknown(why: impl Into<String>) -> String {
+    let _ = crate::report_landed(Landed::Unknown);
+    why.into()
 }
 
 /// The text of a tool result's content, for the trace.
@@ -120,10 +142,11 @@ pub(super) async fn follow(
         let id = own_id();
         let reply = upstream
             .request(&id, upstream.own_request(&id, "tasks/get", params.clone()))
-            .await?;
-        let task = outcome(&reply)?;
+            .await
+            .map_err(|f| unknown(f.why))?;
+        let task = outcome(&reply).map_err(unknown)?;
         let state: Value = serde_json::from_str(task.get())
-            .map_err(|e| format!("the MCP server's task cannot be read: {e}"))?;
+            .map_err(|e| unknown(format!("the MCP server's task cannot be read: {e}")))?;
         let said = |what: &str| match state.get("statusMessage").and_then(Value::as_str) {
             Some(m) => format!("the task {what}: {m}"),
             None => format!("the task {what}"),
@@ -141,8 +164,13 @@ pub(super) async fn follow(
                 let id = own_id();
                 let reply = upstream
                     .request(&id, upstream.own_request(&id, "tasks/result", params))
-                    .await?;
-                return outcome(&reply);
+                    .await
+                    .map_err(|f| unknown(f.why))?;
+                return match (outcome(&reply), reply.message.get("error")) {
+                    // The completed task's result could not be had: what it did is unknown.
+                    (Err(why), Some(_)) => Err(unknown(why)),
+                    (answer, _) => answer,
+                };
             }
             Some("failed") => {
                 let error = state.pointer("/error/message").and_then(Value::as_str);

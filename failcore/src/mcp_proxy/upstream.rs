@@ -5,6 +5,7 @@ use super::catalog::{Catalog, SharedCatalog};
 use super::framing::{read_frame, Frame, MAX_LINE};
 use super::message::{cut, rpc_error};
 use super::{Diagnostics, GRACE};
+use crate::Landed;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -23,7 +24,31 @@ pub(super) enum Waiter {
         cursor: Option<Value>,
     },
     /// A proxied call, or the proxy's own request.
-    Proxy(oneshot::Sender<std::result::Result<Reply, String>>),
+    Proxy(oneshot::Sender<std::result::Result<Reply, Failure>>),
+}
+
+/// Why a request got no answer from the server, and whether the server could have acted on it.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub(super) why: String,
+    /// `No` when the request never reached the server (it was gone, or could not be reached);
+    /// `Unknown` once it was sent.
+    pub(super) landed: Landed,
+}
+
+impl Failure {
+    pub(super) fn new(why: impl Into<String>, landed: Landed) -> Failure {
+        Failure {
+            why: why.into(),
+            landed,
+        }
+    }
+}
+
+impl From<Failure> for String {
+    fn from(f: Failure) -> String {
+        f.why
+    }
 }
 
 /// A server's answer: what it holds, and its text as the server sent it.
@@ -110,38 +135,60 @@ impl Upstream {
         &self,
         id: &Value,
         line: String,
-    ) -> std::result::Result<Reply, String> {
+    ) -> std::result::Result<Reply, Failure> {
         if let Some(why) = self.gone() {
-            return Err(why);
+            return Err(Failure::new(why, Landed::No));
         }
         let (tx, rx) = oneshot::channel();
         let key = id.to_string();
         self.pending
             .lock()
-            .map_err(|_| "the proxy's table of requests is poisoned".to_owned())?
+            .map_err(|_| Failure::new("the proxy's table of requests is poisoned", Landed::No))?
             .insert(key.clone(), Waiter::Proxy(tx));
         // Registered before the check, so that a server that dies now fails it either way.
         if let Some(why) = self.gone() {
             self.forget(&key);
-            return Err(why);
+            return Err(Failure::new(why, Landed::No));
         }
         if self.to_server.send(line).is_err() {
             self.forget(&key);
-            return Err("the MCP server's input is closed".into());
+            return Err(Failure::new("the MCP server's input is closed", Landed::No));
         }
+        // Sent: from here on the server may have acted on it.
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(self
-                .gone()
-                .unwrap_or_else(|| "the MCP server did not answer".into())),
+            Ok(Err(_)) => Err(Failure::new(
+                self.gone()
+                    .unwrap_or_else(|| "the MCP server did not answer".into()),
+                Landed::Unknown,
+            )),
             Err(_) => {
                 self.forget(&key);
-                Err(format!(
-                    "the MCP server did not answer within {} s",
-                    self.timeout.as_secs_f64()
+                Err(Failure::new(
+                    format!(
+                        "the MCP server did not answer within {} s",
+                        self.timeout.as_secs_f64()
+                    ),
+                    Landed::Unknown,
                 ))
             }
         }
+    }
+
+    /// Fails the proxy's own request or proxied call `id` (not a client's request: those get the
+    /// server's answer or an error from the caller); false when `id` is not one.
+    pub(super) fn fail_proxied(&self, id: &Value, failure: Failure) -> bool {
+        let key = id.to_string();
+        let Ok(mut pending) = self.pending.lock() else {
+            return false;
+        };
+        if !matches!(pending.get(&key), Some(Waiter::Proxy(_))) {
+            return false;
+        }
+        if let Some(Waiter::Proxy(tx)) = pending.remove(&key) {
+            let _ = tx.send(Err(failure));
+        }
+        true
     }
 
     /// Learns the revision the client speaks from one of its requests: in 2026-07-28 every request says
@@ -321,8 +368,9 @@ impl Upstream {
         };
         for (key, waiter) in drained {
             match waiter {
+                // Sent before the server went: it may have acted on it.
                 Waiter::Proxy(tx) => {
-                    let _ = tx.send(Err(why.to_owned()));
+                    let _ = tx.send(Err(Failure::new(why, Landed::Unknown)));
                 }
                 Waiter::Client { .. } => {
                     let id: Value = serde_json::from_str(&key).unwrap_or(Value::Null);

@@ -156,6 +156,7 @@ pub struct ProxySettings {
     pub durability: Option<crate::Durability>,
     pub vault: Option<PathBuf>,
     pub redact_key_file: Option<PathBuf>,
+    pub on_in_flight: Option<crate::session::InFlight>,
 }
 
 /// Reads the `[proxy]` table of a policy file (all settings absent when it has none).
@@ -177,6 +178,7 @@ pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
         "durability",
         "vault",
         "redact_key_file",
+        "on_in_flight",
     ];
     only_keys("proxy", table, KEYS).map_err(&err)?;
     let text = |key: &str| string("proxy", table, key).map_err(&err);
@@ -193,6 +195,12 @@ pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
             .map(|d| {
                 d.parse()
                     .map_err(|e: String| err(format!("`proxy.durability`: {e}")))
+            })
+            .transpose()?,
+        on_in_flight: text("on_in_flight")?
+            .map(|d| {
+                d.parse()
+                    .map_err(|e: String| err(format!("`proxy.on_in_flight`: {e}")))
             })
             .transpose()?,
         timeout_seconds: match table.get("timeout_seconds") {

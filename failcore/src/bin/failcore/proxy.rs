@@ -21,8 +21,8 @@ Examples:
   failcore proxy --listen 127.0.0.1:8931 --listen-token-env PROXY_TOKEN --url https://mcp.example.com/mcp")]
 pub struct Args {
     /// The policy file for the proxied tools (TOML; JSON when it ends in `.json`). Its `[proxy]` table may
-    /// also set `store`, `resume`, `offline`, `run_key`, `timeout_seconds`, `durability`, `vault` and
-    /// `redact_key_file`, for clients that start the proxy with a bare environment.
+    /// also set `store`, `resume`, `offline`, `run_key`, `timeout_seconds`, `durability`, `on_in_flight`,
+    /// `vault` and `redact_key_file`, for clients that start the proxy with a bare environment.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// Resume an earlier run (`last` or a run id): calls it recorded are answered from its trace.
@@ -41,6 +41,11 @@ pub struct Args {
     /// How durable each record is before the call returns: buffered, flushed (default) or synced.
     #[arg(long, value_name = "LEVEL")]
     durability: Option<failcore::Durability>,
+    /// On resume, a `write` or `exec` call that was in flight when the run died, or that failed with its
+    /// effect unknown (the server died, timed out or failed internally after the call was sent): `rerun`
+    /// (the default) or `block` (refused, so that a person can check whether it took effect).
+    #[arg(long, value_name = "WHAT")]
+    on_in_flight: Option<failcore::InFlight>,
     /// Where redacted outputs are sealed (a directory), so that a resume serves them exactly; without one,
     /// such a call reaches the server again.
     #[arg(long, value_name = "DIR")]
@@ -173,6 +178,7 @@ fn options(store: Option<&str>, args: Args) -> Result<Options> {
     options.timeout_seconds = args.timeout;
     options.run_key = args.run_key;
     options.durability = args.durability;
+    options.on_in_flight = args.on_in_flight;
     options.vault = args.vault;
     options.redact_key_file = args.redact_key_file;
     if let Some(run) = args.resume {

@@ -364,6 +364,19 @@ fn cells(start_ts: &str, s: &Step, sources: &mut Sources, resumed_from: Option<&
                 }
             });
         }
+        match e.landed {
+            Some(failcore::store::Landed::Unknown) => {
+                notes.push(
+                    "EFFECT UNKNOWN: sent, no verdict came back; a resume treats it as in flight"
+                        .into(),
+                );
+                style = term::WARN;
+            }
+            Some(failcore::store::Landed::No) => {
+                notes.push("did not land: refused before it could act".into());
+            }
+            _ => {}
+        }
     } else {
         notes.push("started, never ended".into());
     }
