@@ -24,6 +24,7 @@
 //! let records: Vec<_> = RunReader::open(store.as_ref(), "run-1").unwrap().collect();
 //! assert_eq!(records.len(), 1);
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod batch;

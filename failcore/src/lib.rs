@@ -46,6 +46,7 @@
 //! Tools register at link time: [`tools()`] lists them and [`call_json`] calls one by name with the
 //! arguments an LLM emits. A crate whose items are never referenced is not linked, and its tools are
 //! missing: add `use my_tools as _;` where the binary starts, and check with [`expect_tools`].
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cost;
 mod dynamic;

@@ -1382,3 +1382,32 @@ async fn show_names_an_inexact_output() {
     );
     assert!(step.contains("a resume never serves it"), "{step}");
 }
+
+/// `failcore show | head`: a closed stdout ends the command by SIGPIPE, as other tools end, with nothing
+/// on stderr (no panic message, no error).
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = store();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    // Closed before the command starts: its first write finds no reader.
+    drop(reader);
+    let out = command(dir.path(), &["list"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run failcore");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

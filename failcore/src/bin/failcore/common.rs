@@ -118,22 +118,17 @@ pub fn schema(command: &str) -> String {
     format!("failcore.{command}/{JSON_VERSION}")
 }
 
-/// Makes a closed stdout (`failcore show | head`) end the command quietly instead of with a panic
-/// message, as other command-line tools do.
-pub fn quiet_on_closed_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.starts_with("failed printing to stdout") {
-            std::process::exit(141);
-        }
-        default(info);
-    }));
+/// Makes a closed stdout (`failcore show | head`) end the command quietly, as other command-line tools do:
+/// the next write kills it with SIGPIPE (the signal's default action, which Rust programs start with
+/// ignored) instead of failing, so nothing is printed about it. Only for commands that print: the proxies
+/// must see a closed connection as an error on that connection, never die of it.
+pub fn end_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any other thread exists; SIG_DFL is a valid disposition
+    // for SIGPIPE, and no signal handler of this program is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// How a recorder is named in messages.

@@ -89,8 +89,13 @@ where
     if sample::is_child() {
         return sample::run();
     }
-    common::quiet_on_closed_pipe();
     let cli = Cli::parse_from(args);
+    if !matches!(
+        cli.command,
+        Command::Proxy(_) | Command::LlmProxy(_) | Command::Resume(_)
+    ) {
+        common::end_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Sample { json } => return sample::run_with(json),
         Command::List(args) => list::run(cli.store.as_deref(), args),
