@@ -64,6 +64,26 @@ async fn g_maybe() -> Result<Option<Option<u8>>, ToolError> {
     Ok(Some(None))
 }
 
+/// Reports a cost and answers more than the session's blob threshold: its output is stored apart.
+#[failcore::tool(effect = "pure")]
+async fn g_costly(n: u32) -> Result<String, ToolError> {
+    failcore::report_cost(0.25)?;
+    Ok("x".repeat(n as usize))
+}
+
+/// Sent, and no verdict came back: failed with its effect unknown, retried on resume.
+#[failcore::tool(effect = "write")]
+async fn g_unanswered() -> Result<(), ToolError> {
+    failcore::report_landed(failcore::Landed::Unknown)?;
+    Err(ToolError("no answer".into()))
+}
+
+/// Answers with a credential: the secret scanner masks it before the outcome is recorded.
+#[failcore::tool(effect = "read")]
+async fn g_leaky() -> Result<String, ToolError> {
+    Ok("id=AKIAIOSFODNN7EXAMPLQ".into())
+}
+
 async fn scenario(session: &Session) {
     session
         .scope(async {
@@ -121,6 +141,8 @@ fn normalise(line: &[u8]) -> String {
         "saved_ns",
         // The digest of the session's policy set (docs/POLICY.md) hashes the tools linked into the test.
         "digest",
+        // A checkpoint's signature signs the chain head, which hashes the timestamps.
+        "sig",
     ] {
         let pat = format!("\"{key}\":");
         let mut from = 0;
@@ -235,6 +257,127 @@ async fn the_trace_format_is_pinned_and_both_encoders_agree() {
         ["call", "run_end", "run_start", "step_end", "step_start"]
     );
     assert!(all.iter().any(|l| matches!(RunReader::decode("g", 1, l).unwrap().body, Body::Call(ref c) if c.end.replayed_from.is_some())));
+}
+
+/// The fields the other golden scenario leaves out: a cost, an output stored apart, a failure with its
+/// effect unknown and its recovery on resume, a masked output, and a signed checkpoint. With every field of a step's
+/// outcome named below (a struct literal: a field added to the model does not compile until it is named
+/// here), each must appear in a golden file, so a new field cannot go unpinned.
+#[tokio::test]
+async fn every_field_of_a_steps_outcome_and_every_record_kind_is_pinned() {
+    let store = Arc::new(MemoryStore::new());
+    let open = |resume: Option<&str>| {
+        let mut b = Session::builder()
+            .store(store.clone())
+            .blob_threshold(Some(64))
+            .signing_key(failcore::store::seal::SealKey::from_seed([9; 32]));
+        if let Some(run) = resume {
+            b = b.resume(run);
+        }
+        b.open().unwrap()
+    };
+    let fields = |session: &Session| {
+        let session = session.clone();
+        async move {
+            session
+                .scope(async {
+                    assert_eq!(g_costly(100).await.unwrap().len(), 100);
+                    g_unanswered().await.unwrap_err();
+                    assert_eq!(g_leaky().await.unwrap(), "id=AKIAIOSFODNN7EXAMPLQ");
+                })
+                .await
+        }
+    };
+    let record = open(None);
+    fields(&record).await;
+    record.finish().await.unwrap();
+    let resume = open(Some(record.run_id()));
+    fields(&resume).await;
+    resume.finish().await.unwrap();
+    let mut written = Vec::new();
+    for (run, golden) in [
+        (record.run_id(), "v2_fields_record.jsonl"),
+        (resume.run_id(), "v2_fields_resume.jsonl"),
+    ] {
+        let raw = lines(&store, run);
+        for line in &raw {
+            assert_eq!(
+                String::from_utf8_lossy(&reencode(line)),
+                String::from_utf8_lossy(line),
+                "the runtime's encoding differs from the record model's"
+            );
+        }
+        let normalised: String = raw.iter().map(|l| normalise(l) + "\n").collect();
+        check_golden(golden, &normalised);
+        written.extend(raw);
+    }
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for name in [
+        "v2_record.jsonl",
+        "v2_resume.jsonl",
+        "v2_fields_record.jsonl",
+        "v2_fields_resume.jsonl",
+    ] {
+        for line in std::fs::read_to_string(dir.join(name)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            kinds.insert(v["kind"].as_str().unwrap().to_owned());
+            let end = match v["kind"].as_str() {
+                Some("step_end") => &v,
+                Some("call") => &v["end"],
+                _ => continue,
+            };
+            keys.extend(end.as_object().unwrap().keys().cloned());
+        }
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "call",
+            "checkpoint",
+            "run_end",
+            "run_start",
+            "step_end",
+            "step_start"
+        ]
+    );
+    let every = failcore::store::StepEnd {
+        step: 0,
+        status: failcore::store::Status::Ok,
+        output: Some(serde_json::Value::Null),
+        output_blob: Some(failcore::store::BlobRef::of(b"")),
+        error: Some(String::new()),
+        latency_ns: 0,
+        replayed_from: Some(failcore::store::Source {
+            run: String::new(),
+            seq: 0,
+        }),
+        saved_ns: Some(0),
+        cost: Some(0.0),
+        drift: vec![failcore::store::Drift {
+            contract: String::new(),
+            detail: String::new(),
+        }],
+        redacted: vec![failcore::store::Redaction {
+            at: String::new(),
+            rule: String::new(),
+        }],
+        exact: Some(false),
+        recovered: Some(failcore::store::Recovered::Retried),
+        landed: Some(failcore::store::Landed::Unknown),
+    };
+    let model = serde_json::to_value(&every).unwrap();
+    for key in model.as_object().unwrap().keys() {
+        assert!(
+            keys.contains(key),
+            "no golden file has a step outcome with `{key}`: add it to a scenario"
+        );
+    }
+    assert!(written
+        .iter()
+        .any(|l| String::from_utf8_lossy(l).contains("\"recovered\":\"retried\"")));
 }
 
 #[test]

@@ -909,11 +909,12 @@ impl StepGuard {
 
     /// The record of this call's outcome `end` (an encoded `step_end`): the `step_end` itself, or, when the
     /// intent was deferred and no nested call wrote it, one `call` record holding both.
-    fn outcome_record(&self, end: Vec<u8>) -> (&'static str, Vec<u8>) {
+    fn outcome_record(&self, end: Vec<u8>, status: Status) -> (&'static str, Vec<u8>) {
         let end = match &self.recovering {
             Some(r) => with_field(end, "recovered", r.recovered().as_str()),
             None => end,
         };
+        let end = self.with_landed(end, status);
         let Some(intent) = &self.intent else {
             return ("step_end", end);
         };
@@ -948,8 +949,7 @@ impl StepGuard {
         if let Some(seal) = seal {
             seal.keep().await;
         }
-        let end = self.with_landed(end, status);
-        let (kind, record) = self.outcome_record(end);
+        let (kind, record) = self.outcome_record(end, status);
         self.session
             .inner
             .journal
@@ -1024,8 +1024,7 @@ impl StepGuard {
             // Never served: nothing to keep.
             inexact(end)
         };
-        let end = self.with_landed(end, Status::Ok);
-        let (kind, record) = self.outcome_record(end);
+        let (kind, record) = self.outcome_record(end, Status::Ok);
         self.session
             .inner
             .journal
@@ -1041,8 +1040,7 @@ impl Drop for StepGuard {
             // The future was dropped mid-call: nothing can be awaited here, so the record is queued.
             let inner = &self.session.inner;
             let end = cancelled(inner, self.tool, self.step, inner.ledger.take(self.step));
-            let end = self.with_landed(end, Status::Cancelled);
-            let (kind, record) = self.outcome_record(end);
+            let (kind, record) = self.outcome_record(end, Status::Cancelled);
             self.session.inner.journal.enqueue_encoded(kind, record);
         }
     }
