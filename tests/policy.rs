@@ -842,6 +842,11 @@ fn a_bad_policy_file_stops_the_session() {
             "not valid TOML",
         ),
         ("malformed.json", "{\"policy\": ", "not valid JSON"),
+        (
+            "type.json",
+            "{\"policy\": {\n  \"x\": {\"preset\": \"net\", \"ports\": \"80\"}}}",
+            "expected a sequence at line 2 column 38",
+        ),
         ("empty.toml", "", "defines no policy"),
         (
             "preset.toml",
@@ -851,12 +856,19 @@ fn a_bad_policy_file_stops_the_session() {
         (
             "key.toml",
             "[policy.x]\npreset = \"fs\"\nroot = \"work\"\nhost = \"a\"",
-            "unknown key `host`",
+            "unknown key `host` (allowed here: preset, root, paths, read_only, decodes_percent, \
+             allow_hidden, base, expand_home) (line 4, column 1)",
+        ),
+        (
+            "other_preset.toml",
+            "[policy.x]\npreset = \"fs\"\nroot = \"work\"\n\nhosts = [\"a\"]",
+            "unknown key `hosts` (allowed here: preset, root, paths, read_only, decodes_percent, \
+             allow_hidden, base, expand_home) (line 5, column 1)",
         ),
         (
             "root.toml",
             "[policy.x]\npreset = \"fs\"\nroot = \"missing\"",
-            "not a directory",
+            "not a directory (line 1, column 9)",
         ),
         (
             "ref.toml",
@@ -876,17 +888,17 @@ fn a_bad_policy_file_stops_the_session() {
         (
             "port.toml",
             "[policy.x]\npreset = \"net\"\nports = [70000]",
-            "out of range",
+            "line 3, column 10",
         ),
         (
             "type.toml",
             "[policy.x]\npreset = \"net\"\nhosts = \"a\"",
-            "list of strings",
+            "line 3, column 9",
         ),
         (
             "top.toml",
             "[policies.x]\npreset = \"fs\"",
-            "unknown top-level key",
+            "unknown field `policies`, expected one of `policy`, `guard`, `tools`, `proxy`, `redact`",
         ),
     ];
     for (name, text, expected) in cases {
@@ -1098,13 +1110,10 @@ tools = ["pt_write"]
             format!("{base}\n[tools]\npt_write = \"missing\"\n"),
             "`tools.pt_write` names `missing`",
         ),
-        (
-            format!("guard = \"no_exec\"\n{base}"),
-            "`guard` must be a list",
-        ),
+        (format!("guard = \"no_exec\"\n{base}"), "line 1, column 9"),
         (
             format!("guards = [\"no_exec\"]\n{base}"),
-            "unknown top-level key `guards`",
+            "unknown field `guards`",
         ),
     ] {
         write(&bad);

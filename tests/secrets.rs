@@ -807,7 +807,7 @@ async fn the_session_redacts_paths_of_tools_it_does_not_own() {
             "[redact.t]\nargs = [\"token\"]\n",
             "`redact.t`: `token` is not a JSON pointer",
         ),
-        ("[redact.t]\ninput = [\"/token\"]\n", "unknown key `input`"),
+        ("[redact.t]\ninput = [\"/token\"]\n", "line 5, column 1"),
         ("[redact.t]\n", "names no path"),
     ] {
         std::fs::write(

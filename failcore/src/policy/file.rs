@@ -6,6 +6,7 @@ use super::{
 };
 use crate::secrets::{NoSecrets, RedactPaths};
 use crate::Error;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -30,75 +31,65 @@ pub(crate) struct PolicyFile {
 
 /// Reads a policy file and builds its named policies. Composite policies may refer to each other and to the
 /// session's policies in `existing`; `guard` and `[tools]` may name either. Any problem is an error: the
-/// session does not start.
+/// session does not start. The file is read into typed tables (serde, each table closed to unknown keys),
+/// so that an error in a TOML file names the line and column to change.
 pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<PolicyFile, Error> {
+    let source = Source::read(path)?;
     let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
-    let doc = read_document(path)?;
-    let top = doc
-        .as_object()
-        .ok_or_else(|| err("must be a table with a `policy` table".into()))?;
-    if let Some(k) = top.keys().find(|k| {
-        !matches!(
-            k.as_str(),
-            "policy" | "guard" | "tools" | "proxy" | "redact"
-        )
-    }) {
-        return Err(err(format!(
-            "unknown top-level key `{k}`; policies go under `policy.<name>`, and only `guard` and \
-             `[tools]` may refer to them (`[proxy]` configures `failcore proxy`, `[redact.<tool>]` \
-             names paths to redact)"
-        )));
+    let file = source.typed()?;
+    let redact =
+        redactions(&file.redact).map_err(|(tool, why)| err(source.at(&["redact", &tool], why)))?;
+    if file.policy.is_empty() {
+        return Err(err("defines no policy (`[policy.<name>]`)".into()));
     }
-    let redact = redactions(top.get("redact")).map_err(&err)?;
-    let specs = match top.get("policy") {
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(err("`policy` must be a table of named policies".into())),
-        None => return Err(err("defines no policy (`[policy.<name>]`)".into())),
-    };
     let base = path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let mut builder = Builder {
-        specs,
+        specs: &file.policy,
         existing,
         base,
         built: BTreeMap::new(),
         visiting: HashSet::new(),
     };
-    for name in specs.keys() {
-        builder.build(name).map_err(&err)?;
+    for name in file.policy.keys() {
+        builder.build(name).map_err(|(at, why)| {
+            let path: Vec<&str> = std::iter::once("policy")
+                .chain(at.iter().map(String::as_str))
+                .collect();
+            err(source.at(&path, why))
+        })?;
     }
     let defined = |name: &str| builder.built.contains_key(name) || existing.get(name).is_some();
-    let guards = match top.get("guard") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| match v.as_str() {
-                Some(name) if defined(name) => Ok(name.to_owned()),
-                Some(name) => Err(err(format!("`guard` names `{name}`, which is not defined"))),
-                None => Err(err("`guard` must be a list of policy names".into())),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(err("`guard` must be a list of policy names".into())),
-    };
-    let tools = match top.get("tools") {
-        None => Vec::new(),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(tool, v)| match v.as_str() {
-                Some(name) if defined(name) => Ok((tool.clone(), name.to_owned())),
-                Some(name) => Err(err(format!(
-                    "`tools.{tool}` names `{name}`, which is not defined"
-                ))),
-                None => Err(err(format!("`tools.{tool}` must be a policy name"))),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(err("`tools` must be a table of `tool = \"policy\"`".into())),
-    };
+    let guards = file
+        .guard
+        .iter()
+        .map(|name| {
+            if defined(name) {
+                Ok(name.clone())
+            } else {
+                let why = format!("`guard` names `{name}`, which is not defined");
+                Err(err(source.at(&["guard"], why)))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let tools = file
+        .tools
+        .iter()
+        .map(|(tool, name)| {
+            if defined(name) {
+                Ok((tool.clone(), name.clone()))
+            } else {
+                let why = format!("`tools.{tool}` names `{name}`, which is not defined");
+                Err(err(source.at(&["tools", tool], why)))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let top = source.document.as_object();
     let document = ["policy", "guard", "tools"]
         .into_iter()
-        .filter_map(|k| Some((k.to_owned(), top.get(k)?.clone())))
+        .filter_map(|k| Some((k.to_owned(), top?.get(k)?.clone())))
         .collect::<Map<String, Value>>();
     Ok(PolicyFile {
         policies: builder.built.into_iter().collect(),
@@ -109,20 +100,83 @@ pub(crate) fn load_policy_file(path: &Path, existing: &PolicySet) -> Result<Poli
     })
 }
 
-/// A policy file as a JSON document (TOML, or JSON when the name ends in `.json`).
-fn read_document(path: &Path) -> Result<Value, Error> {
-    let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?;
-    let is_json = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    if is_json {
-        serde_json::from_str(&text).map_err(|e| err(format!("is not valid JSON: {e}")))
-    } else {
-        let t: toml::Table =
-            toml::from_str(&text).map_err(|e| err(format!("is not valid TOML: {e}")))?;
-        serde_json::to_value(t).map_err(|e| err(format!("cannot be read: {e}")))
+/// A policy file's text, as read.
+struct Source {
+    path: PathBuf,
+    text: String,
+    toml: bool,
+    /// The file as a JSON document: what decides calls is hashed from it (the digest of the policy set).
+    document: Value,
+}
+
+impl Source {
+    /// Reads a policy file: TOML, or JSON when the name ends in `.json`.
+    fn read(path: &Path) -> Result<Source, Error> {
+        let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?;
+        let toml = !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let document = if toml {
+            let t: toml::Table =
+                toml::from_str(&text).map_err(|e| err(format!("is not valid TOML: {e}")))?;
+            serde_json::to_value(t).map_err(|e| err(format!("cannot be read: {e}")))?
+        } else {
+            serde_json::from_str(&text).map_err(|e| err(format!("is not valid JSON: {e}")))?
+        };
+        Ok(Source {
+            path: path.to_owned(),
+            text,
+            toml,
+            document,
+        })
     }
+
+    /// The file's typed tables. A key that is not known, or a value of the wrong kind, is an error that
+    /// names where it is (TOML: line and column, and the line itself; JSON: line and column).
+    fn typed(&self) -> Result<FileTables, Error> {
+        let err =
+            |why: String| Error::Config(format!("policy file {}: {why}", self.path.display()));
+        if !self.document.is_object() {
+            return Err(err("must be a table with a `policy` table".into()));
+        }
+        let parsed = if self.toml {
+            toml::from_str::<FileTables>(&self.text).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_str::<FileTables>(&self.text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| err(e.trim_end().to_owned()))
+    }
+
+    /// `why`, with the line and column of the table or key at `path` when the file is TOML.
+    fn at(&self, path: &[&str], why: String) -> String {
+        match self.toml.then(|| locate(&self.text, path)).flatten() {
+            Some((line, column)) => format!("{why} (line {line}, column {column})"),
+            None => why,
+        }
+    }
+}
+
+/// The line and column (from 1) of the key that defines the TOML table or value at `path`.
+fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut at = None;
+    for (i, part) in path.iter().enumerate() {
+        let (key, value) = table.iter().find(|(k, _)| k.get_ref() == part)?;
+        at = Some(key.span().start);
+        if i + 1 < path.len() {
+            table = value.get_ref().as_table()?;
+        }
+    }
+    let before = text.get(..at?)?;
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |n| n + 1)..]
+        .chars()
+        .count()
+        + 1;
+    Some((line, column))
 }
 
 /// Checks a policy file as a session would load it (every policy built, every name defined), without
@@ -162,60 +216,38 @@ pub struct ProxySettings {
 /// Reads the `[proxy]` table of a policy file (all settings absent when it has none).
 pub fn proxy_settings(path: &Path) -> Result<ProxySettings, Error> {
     let err = |why: String| Error::Config(format!("policy file {}: {why}", path.display()));
-    let doc = read_document(path)?;
-    let Some(table) = doc.get("proxy") else {
+    let source = Source::read(path)?;
+    let Some(table) = source.typed()?.proxy else {
         return Ok(ProxySettings::default());
     };
-    let table = table
-        .as_object()
-        .ok_or_else(|| err("`proxy` must be a table".into()))?;
-    const KEYS: &[&str] = &[
-        "store",
-        "resume",
-        "offline",
-        "run_key",
-        "timeout_seconds",
-        "durability",
-        "vault",
-        "redact_key_file",
-        "on_in_flight",
-    ];
-    only_keys("proxy", table, KEYS).map_err(&err)?;
-    let text = |key: &str| string("proxy", table, key).map_err(&err);
+    let at = |key: &str, why: String| err(source.at(&["proxy", key], why));
     let base = path.parent().unwrap_or(Path::new("."));
-    let store = text("store")?.map(|spec| relative_store(base, &spec));
-    let settings = ProxySettings {
-        store,
-        resume: text("resume")?,
-        offline: text("offline")?,
-        run_key: text("run_key")?,
-        vault: text("vault")?.map(|p| base.join(p)),
-        redact_key_file: text("redact_key_file")?.map(|p| base.join(p)),
-        durability: text("durability")?
-            .map(|d| {
-                d.parse()
-                    .map_err(|e: String| err(format!("`proxy.durability`: {e}")))
-            })
-            .transpose()?,
-        on_in_flight: text("on_in_flight")?
-            .map(|d| {
-                d.parse()
-                    .map_err(|e: String| err(format!("`proxy.on_in_flight`: {e}")))
-            })
-            .transpose()?,
-        timeout_seconds: match table.get("timeout_seconds") {
-            None => None,
-            Some(v) => Some(
-                v.as_f64()
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .ok_or_else(|| err("`proxy.timeout_seconds` must be a number > 0".into()))?,
-            ),
-        },
-    };
-    if settings.resume.is_some() && settings.offline.is_some() {
-        return Err(err("`proxy` sets both `resume` and `offline`".into()));
+    if let Some(s) = table
+        .timeout_seconds
+        .filter(|s| !(s.is_finite() && *s > 0.0))
+    {
+        return Err(at(
+            "timeout_seconds",
+            format!("`proxy.timeout_seconds` must be a number > 0, not {s}"),
+        ));
     }
-    Ok(settings)
+    if table.resume.is_some() && table.offline.is_some() {
+        return Err(at(
+            "offline",
+            "`proxy` sets both `resume` and `offline`".into(),
+        ));
+    }
+    Ok(ProxySettings {
+        store: table.store.map(|spec| relative_store(base, &spec)),
+        resume: table.resume,
+        offline: table.offline,
+        run_key: table.run_key,
+        timeout_seconds: table.timeout_seconds,
+        durability: table.durability.map(|d| d.0),
+        vault: table.vault.map(|p| base.join(p)),
+        redact_key_file: table.redact_key_file.map(|p| base.join(p)),
+        on_in_flight: table.on_in_flight.map(|w| w.0),
+    })
 }
 
 /// A store spec whose directory or file is relative to the policy file.
@@ -232,34 +264,249 @@ fn relative_store(base: &Path, spec: &str) -> String {
     }
 }
 
-/// `[redact.<tool>]` tables: `args` and `output`, lists of JSON pointers.
-fn redactions(v: Option<&Value>) -> Result<HashMap<String, RedactPaths>, String> {
+/// `[redact.<tool>]` tables as paths to redact; an error names its tool.
+fn redactions(
+    tables: &BTreeMap<String, RedactTable>,
+) -> Result<HashMap<String, RedactPaths>, (String, String)> {
     let mut out = HashMap::new();
-    let Some(v) = v else { return Ok(out) };
-    let tools = v
-        .as_object()
-        .ok_or("`redact` must be a table of `[redact.<tool>]` tables")?;
-    for (tool, spec) in tools {
-        let spec = spec.as_object().ok_or_else(|| {
-            format!("`redact.{tool}` must be a table with `args` and/or `output`")
-        })?;
-        let at = format!("redact.{tool}");
-        only_keys(&at, spec, &["args", "output"])?;
-        let args = strings(&at, spec, "args")?.unwrap_or_default();
-        let output = strings(&at, spec, "output")?.unwrap_or_default();
-        if args.is_empty() && output.is_empty() {
-            return Err(format!(
-                "`{at}` names no path (`args = [..]`, `output = [..]`)"
-            ));
+    for (tool, spec) in tables {
+        let fail = |why: String| (tool.clone(), why);
+        if spec.args.is_empty() && spec.output.is_empty() {
+            return Err(fail(format!(
+                "`redact.{tool}` names no path (`args = [..]`, `output = [..]`)"
+            )));
         }
-        let paths = RedactPaths::parse(&args, &output).map_err(|e| format!("`{at}`: {e}"))?;
+        let paths = RedactPaths::parse(&spec.args, &spec.output)
+            .map_err(|e| fail(format!("`redact.{tool}`: {e}")))?;
         out.insert(tool.clone(), paths);
     }
     Ok(out)
 }
 
+/// The tables of a policy file, as serde reads them: no key goes unnoticed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTables {
+    /// `[policy.<name>]`.
+    #[serde(default)]
+    policy: BTreeMap<String, PolicySpec>,
+    #[serde(default)]
+    guard: Vec<String>,
+    #[serde(default)]
+    tools: BTreeMap<String, String>,
+    #[serde(default)]
+    proxy: Option<ProxyTable>,
+    #[serde(default)]
+    redact: BTreeMap<String, RedactTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxyTable {
+    store: Option<String>,
+    resume: Option<String>,
+    offline: Option<String>,
+    run_key: Option<String>,
+    timeout_seconds: Option<f64>,
+    durability: Option<Parsed<crate::Durability>>,
+    vault: Option<String>,
+    redact_key_file: Option<String>,
+    on_in_flight: Option<Parsed<crate::session::InFlight>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedactTable {
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    output: Vec<String>,
+}
+
+/// A value written as a string and parsed with `FromStr`: a bad one is an error where it is written.
+struct Parsed<T>(T);
+
+impl<'de, T: std::str::FromStr<Err = String>> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Parsed).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A number of seconds ≥ 0 (whole or not).
+#[derive(Clone, Copy)]
+struct Seconds(Duration);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(s)
+            .map(Seconds)
+            .map_err(|_| serde::de::Error::custom(format!("{s} is not a number of seconds ≥ 0")))
+    }
+}
+
+/// `expand_home`: true, false, or the directory to expand `~` to.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "true, false or a directory")]
+enum ExpandHome {
+    Yes(bool),
+    Dir(String),
+}
+
+/// The `network` of an exec sandbox: "none", "all" or a list of TCP ports.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "\"none\", \"all\" or a list of TCP ports")]
+enum NetworkSpec {
+    Named(String),
+    Ports(Vec<u16>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rate {
+    calls: u32,
+    per_seconds: Seconds,
+}
+
+/// One `[policy.<name>]` table: every key any kind of policy takes. Which kind it is (`preset`, `all`,
+/// `any`, `not`) decides which of them it may set, checked when it is built, so that a key that is not
+/// known is reported with the keys allowed there.
+#[derive(Deserialize, Default)]
+struct PolicySpec {
+    preset: Option<String>,
+    all: Option<Vec<String>>,
+    any: Option<Vec<String>>,
+    not: Option<String>,
+    // fs (and exec: root)
+    root: Option<String>,
+    paths: Option<Vec<String>>,
+    read_only: Option<bool>,
+    decodes_percent: Option<bool>,
+    allow_hidden: Option<bool>,
+    base: Option<String>,
+    expand_home: Option<ExpandHome>,
+    // net
+    urls: Option<Vec<String>>,
+    schemes: Option<Vec<String>>,
+    hosts: Option<Vec<String>>,
+    ports: Option<Vec<u16>>,
+    resolve: Option<bool>,
+    // exec
+    allow: Option<Vec<String>>,
+    program_arg: Option<String>,
+    argv_arg: Option<String>,
+    deny_args: Option<Vec<String>>,
+    writable: Option<Vec<String>>,
+    readable: Option<Vec<String>>,
+    network: Option<NetworkSpec>,
+    cpu_seconds: Option<u64>,
+    address_space_mib: Option<u64>,
+    file_size_mib: Option<u64>,
+    max_processes: Option<u64>,
+    timeout_seconds: Option<Seconds>,
+    env: Option<Vec<String>>,
+    max_output_bytes: Option<u64>,
+    unix_sockets: Option<Vec<String>>,
+    accept_weaker: Option<bool>,
+    // limits
+    max_arg_bytes: Option<u64>,
+    max_calls_per_tool: Option<u64>,
+    rate: Option<Rate>,
+    max_calls: Option<u64>,
+    max_seconds: Option<Seconds>,
+    max_cost: Option<f64>,
+    // deny_tools
+    tools: Option<Vec<String>>,
+    /// Keys no kind of policy takes.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl PolicySpec {
+    /// The keys this table sets, by name.
+    fn keys(&self) -> Vec<&'static str> {
+        macro_rules! set {
+            ($($field:ident),* $(,)?) => {{
+                let mut keys = Vec::new();
+                $(if self.$field.is_some() { keys.push(stringify!($field)); })*
+                keys
+            }};
+        }
+        set!(
+            preset,
+            all,
+            any,
+            not,
+            root,
+            paths,
+            read_only,
+            decodes_percent,
+            allow_hidden,
+            base,
+            expand_home,
+            urls,
+            schemes,
+            hosts,
+            ports,
+            resolve,
+            allow,
+            program_arg,
+            argv_arg,
+            deny_args,
+            writable,
+            readable,
+            network,
+            cpu_seconds,
+            address_space_mib,
+            file_size_mib,
+            max_processes,
+            timeout_seconds,
+            env,
+            max_output_bytes,
+            unix_sockets,
+            accept_weaker,
+            max_arg_bytes,
+            max_calls_per_tool,
+            rate,
+            max_calls,
+            max_seconds,
+            max_cost,
+            tools,
+        )
+    }
+
+    /// The keys a policy of this kind may set: `None` for an unknown preset (an error of its own).
+    fn allowed(&self) -> Option<&'static [&'static str]> {
+        Some(match (self.preset.as_deref(), &self.all, &self.any) {
+            (Some(preset), ..) => match preset {
+                "fs" => FS_KEYS,
+                "net" => NET_KEYS,
+                "exec" => EXEC_KEYS,
+                "limits" => LIMITS_KEYS,
+                "deny_tools" => DENY_KEYS,
+                "no_secrets" => NO_SECRETS_KEYS,
+                _ => return None,
+            },
+            (None, Some(_), _) => &["all"],
+            (None, None, Some(_)) => &["any"],
+            (None, None, None) => &["not"],
+        })
+    }
+
+    /// The first key the table sets that its kind does not take.
+    fn stray(&self) -> Option<(&str, &'static [&'static str])> {
+        let allowed = self.allowed()?;
+        self.keys()
+            .into_iter()
+            .find(|k| !allowed.contains(k))
+            .or_else(|| self.unknown.keys().next().map(String::as_str))
+            .map(|k| (k, allowed))
+    }
+}
+
 struct Builder<'a> {
-    specs: &'a Map<String, Value>,
+    specs: &'a BTreeMap<String, PolicySpec>,
     existing: &'a PolicySet,
     base: PathBuf,
     built: BTreeMap<String, PolicyRef>,
@@ -309,80 +556,94 @@ const LIMITS_KEYS: &[&str] = &[
 const DENY_KEYS: &[&str] = &["preset", "tools"];
 const NO_SECRETS_KEYS: &[&str] = &["preset"];
 
+/// A policy's error, with where it is: the policy's name, and the key at fault when there is one.
+type BuildError = (Vec<String>, String);
+
 impl Builder<'_> {
-    fn resolve(&mut self, from: &str, name: &str) -> Result<PolicyRef, String> {
+    fn resolve(&mut self, from: &str, name: &str) -> Result<PolicyRef, BuildError> {
         if self.specs.contains_key(name) {
             return self.build(name);
         }
-        self.existing
-            .get(name)
-            .cloned()
-            .ok_or_else(|| format!("policy `{from}` refers to `{name}`, which is not defined"))
+        self.existing.get(name).cloned().ok_or_else(|| {
+            (
+                vec![from.to_owned()],
+                format!("policy `{from}` refers to `{name}`, which is not defined"),
+            )
+        })
     }
 
-    fn build(&mut self, name: &str) -> Result<PolicyRef, String> {
+    fn build(&mut self, name: &str) -> Result<PolicyRef, BuildError> {
         if let Some(p) = self.built.get(name) {
             return Ok(p.clone());
         }
+        let fail = |why: String| (vec![name.to_owned()], why);
         if !self.visiting.insert(name.to_owned()) {
-            return Err(format!("policy `{name}` refers to itself"));
+            return Err(fail(format!("policy `{name}` refers to itself")));
         }
-        let spec = self
-            .specs
-            .get(name)
-            .and_then(Value::as_object)
-            .ok_or_else(|| format!("policy `{name}` must be a table"))?;
-        let kinds: Vec<&str> = ["preset", "all", "any", "not"]
-            .into_iter()
-            .filter(|k| spec.contains_key(*k))
-            .collect();
-        if kinds.len() != 1 {
-            return Err(format!(
+        let specs = self.specs;
+        let Some(spec) = specs.get(name) else {
+            return Err(fail(format!("policy `{name}` is not defined")));
+        };
+        let kinds = [
+            spec.preset.is_some(),
+            spec.all.is_some(),
+            spec.any.is_some(),
+            spec.not.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(fail(format!(
                 "policy `{name}` must have exactly one of `preset`, `all`, `any`, `not`"
+            )));
+        }
+        if let Some((key, allowed)) = spec.stray() {
+            return Err((
+                vec![name.to_owned(), key.to_owned()],
+                format!(
+                    "policy `{name}`: unknown key `{key}` (allowed here: {})",
+                    allowed.join(", ")
+                ),
             ));
         }
-        let policy: PolicyRef = match kinds[0] {
-            "all" | "any" => {
-                only_keys(name, spec, &[kinds[0]])?;
-                let parts = strings(name, spec, kinds[0])?.unwrap_or_default();
+        let policy: PolicyRef = match (&spec.preset, &spec.all, &spec.any, &spec.not) {
+            (None, Some(parts), None, None) | (None, None, Some(parts), None) => {
+                let all = spec.all.is_some();
+                let kind = if all { "all" } else { "any" };
                 if parts.is_empty() {
-                    return Err(format!("policy `{name}`: `{}` lists no policy", kinds[0]));
+                    return Err(fail(format!("policy `{name}`: `{kind}` lists no policy")));
                 }
                 let mut refs = Vec::new();
-                for part in &parts {
+                for part in parts {
                     refs.push(self.resolve(name, part)?);
                 }
-                if kinds[0] == "all" {
+                if all {
                     Arc::new(All::new(name, refs))
                 } else {
                     Arc::new(Any::new(name, refs))
                 }
             }
-            "not" => {
-                only_keys(name, spec, &["not"])?;
-                let inner = spec
-                    .get("not")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("policy `{name}`: `not` must name one policy"))?;
+            (None, None, None, Some(inner)) => {
                 let inner = self.resolve(name, inner)?;
                 Arc::new(Not::new(name, inner))
             }
-            _ => self.preset(name, spec)?,
+            (Some(preset), None, None, None) => self.preset(name, preset, spec).map_err(fail)?,
+            _ => {
+                return Err(fail(format!(
+                    "policy `{name}` must have exactly one of `preset`, `all`, `any`, `not`"
+                )))
+            }
         };
         self.visiting.remove(name);
         self.built.insert(name.to_owned(), policy.clone());
         Ok(policy)
     }
 
-    fn preset(&self, name: &str, spec: &Map<String, Value>) -> Result<PolicyRef, String> {
-        let preset = spec
-            .get("preset")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("policy `{name}`: `preset` must be a string"))?;
+    fn preset(&self, name: &str, preset: &str, spec: &PolicySpec) -> Result<PolicyRef, String> {
+        let strings = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
         Ok(match preset {
             "fs" => {
-                only_keys(name, spec, FS_KEYS)?;
-                let root = string(name, spec, "root")?
+                let root = spec
+                    .root
+                    .as_ref()
                     .ok_or_else(|| format!("policy `{name}`: preset `fs` needs `root`"))?;
                 let root = self.base.join(root);
                 if !root.is_dir() {
@@ -393,124 +654,87 @@ impl Builder<'_> {
                 }
                 let mut p = FsPolicy::new(root)
                     .named(name)
-                    .paths(strings(name, spec, "paths")?.unwrap_or_default())
-                    .read_only(boolean(name, spec, "read_only")?.unwrap_or(false))
-                    .decodes_percent(boolean(name, spec, "decodes_percent")?.unwrap_or(false))
-                    .allow_hidden(boolean(name, spec, "allow_hidden")?.unwrap_or(false));
+                    .paths(strings(&spec.paths))
+                    .read_only(spec.read_only.unwrap_or(false))
+                    .decodes_percent(spec.decodes_percent.unwrap_or(false))
+                    .allow_hidden(spec.allow_hidden.unwrap_or(false));
                 // The file describes tools FailCore cannot see: where they resolve a relative path is
                 // not known unless declared, so by default such a path is refused.
-                p = match string(name, spec, "base")? {
+                p = match &spec.base {
                     Some(base) => p.base(self.base.join(base)),
                     None => p.refuse_relative(),
                 };
-                p = match spec.get("expand_home") {
-                    None | Some(Value::Bool(false)) => p,
-                    Some(Value::Bool(true)) => match std::env::var_os("HOME") {
+                p = match &spec.expand_home {
+                    None | Some(ExpandHome::Yes(false)) => p,
+                    Some(ExpandHome::Yes(true)) => match std::env::var_os("HOME") {
                         Some(home) if !home.is_empty() => p.expands_home(PathBuf::from(home)),
                         _ => {
                             return Err(format!(
-                            "policy `{name}`: `expand_home = true` but HOME is not set; give the \
-                                 directory instead (`expand_home = \"/home/me\"`)"
-                        ))
+                                "policy `{name}`: `expand_home = true` but HOME is not set; give \
+                                 the directory instead (`expand_home = \"/home/me\"`)"
+                            ))
                         }
                     },
-                    Some(Value::String(dir)) => p.expands_home(self.base.join(dir)),
-                    Some(_) => {
-                        return Err(format!(
-                            "policy `{name}`: `expand_home` must be true, false or a directory"
-                        ))
-                    }
+                    Some(ExpandHome::Dir(dir)) => p.expands_home(self.base.join(dir)),
                 };
                 Arc::new(p)
             }
             "net" => {
-                only_keys(name, spec, NET_KEYS)?;
-                let mut p = NetPolicy::new()
-                    .named(name)
-                    .urls(strings(name, spec, "urls")?.unwrap_or_default());
-                if let Some(s) = strings(name, spec, "schemes")? {
-                    p = p.schemes(s);
+                let mut p = NetPolicy::new().named(name).urls(strings(&spec.urls));
+                if let Some(s) = &spec.schemes {
+                    p = p.schemes(s.clone());
                 }
-                if let Some(h) = strings(name, spec, "hosts")? {
-                    p = p.hosts(h);
+                if let Some(h) = &spec.hosts {
+                    p = p.hosts(h.clone());
                 }
-                if let Some(ports) = numbers(name, spec, "ports")? {
-                    let ports = ports
-                        .into_iter()
-                        .map(|n| {
-                            u16::try_from(n)
-                                .map_err(|_| format!("policy `{name}`: port {n} is out of range"))
-                        })
-                        .collect::<Result<Vec<u16>, String>>()?;
-                    p = p.ports(ports);
+                if let Some(ports) = &spec.ports {
+                    p = p.ports(ports.clone());
                 }
-                if boolean(name, spec, "resolve")? == Some(false) {
+                if spec.resolve == Some(false) {
                     p = p.no_resolve();
                 }
                 Arc::new(p)
             }
             "exec" => {
-                only_keys(name, spec, EXEC_KEYS)?;
-                let mut p = ExecPolicy::allow(strings(name, spec, "allow")?.unwrap_or_default())
-                    .named(name);
-                if let Some(a) = string(name, spec, "program_arg")? {
-                    p = p.program_arg(a);
+                let mut p = ExecPolicy::allow(strings(&spec.allow)).named(name);
+                if let Some(a) = &spec.program_arg {
+                    p = p.program_arg(a.clone());
                 }
-                if let Some(a) = string(name, spec, "argv_arg")? {
-                    p = p.argv_arg(Some(a));
+                if let Some(a) = &spec.argv_arg {
+                    p = p.argv_arg(Some(a.clone()));
                 }
-                if let Some(d) = strings(name, spec, "deny_args")? {
-                    p = p.deny_args(d);
+                if let Some(d) = &spec.deny_args {
+                    p = p.deny_args(d.clone());
                 }
                 Arc::new(self.exec_sandbox(name, spec, p)?)
             }
             "limits" => {
-                only_keys(name, spec, LIMITS_KEYS)?;
                 let mut p = Limits::new().named(name);
-                if let Some(n) = number(name, spec, "max_arg_bytes")? {
+                if let Some(n) = spec.max_arg_bytes {
                     p = p.max_arg_bytes(usize::try_from(n).unwrap_or(usize::MAX));
                 }
-                if let Some(n) = number(name, spec, "max_calls_per_tool")? {
+                if let Some(n) = spec.max_calls_per_tool {
                     p = p.max_calls_per_tool(n);
                 }
-                if let Some(n) = number(name, spec, "max_calls")? {
+                if let Some(n) = spec.max_calls {
                     p = p.max_calls(n);
                 }
-                if let Some(s) = seconds(name, spec.get("max_seconds"), "max_seconds")? {
+                if let Some(Seconds(s)) = spec.max_seconds {
                     p = p.max_duration(s);
                 }
-                if let Some(v) = spec.get("max_cost") {
-                    let c = v
-                        .as_f64()
-                        .filter(|c| c.is_finite() && *c >= 0.0)
-                        .ok_or_else(|| {
-                            format!("policy `{name}`: `max_cost` must be a number ≥ 0")
-                        })?;
+                if let Some(c) = spec.max_cost {
+                    if !(c.is_finite() && c >= 0.0) {
+                        return Err(format!("policy `{name}`: `max_cost` must be a number ≥ 0"));
+                    }
                     p = p.max_cost(c);
                 }
-                if let Some(rate) = spec.get("rate") {
-                    let r = rate.as_object().ok_or_else(|| {
-                        format!("policy `{name}`: `rate` must be {{ calls = N, per_seconds = S }}")
-                    })?;
-                    only_keys(name, r, &["calls", "per_seconds"])?;
-                    let calls = number(name, r, "calls")?
-                        .ok_or_else(|| format!("policy `{name}`: `rate` needs `calls`"))?;
-                    let per = seconds(name, r.get("per_seconds"), "per_seconds")?
-                        .ok_or_else(|| format!("policy `{name}`: `rate` needs `per_seconds`"))?;
-                    p = p.rate(u32::try_from(calls).unwrap_or(u32::MAX), per);
+                if let Some(rate) = &spec.rate {
+                    p = p.rate(rate.calls, rate.per_seconds.0);
                 }
                 Arc::new(p)
             }
-            "deny_tools" => {
-                only_keys(name, spec, DENY_KEYS)?;
-                Arc::new(
-                    DenyTools::new(strings(name, spec, "tools")?.unwrap_or_default()).named(name),
-                )
-            }
-            "no_secrets" => {
-                only_keys(name, spec, NO_SECRETS_KEYS)?;
-                Arc::new(NoSecrets::new().named(name))
-            }
+            "deny_tools" => Arc::new(DenyTools::new(strings(&spec.tools)).named(name)),
+            "no_secrets" => Arc::new(NoSecrets::new().named(name)),
             other => {
                 return Err(format!(
                     "policy `{name}`: unknown preset `{other}` (fs, net, exec, limits, deny_tools, \
@@ -519,17 +743,15 @@ impl Builder<'_> {
             }
         })
     }
-}
 
-impl Builder<'_> {
     /// The sandbox settings of an `exec` preset. Paths are relative to the policy file and must exist now.
     fn exec_sandbox(
         &self,
         name: &str,
-        spec: &Map<String, Value>,
+        spec: &PolicySpec,
         mut p: ExecPolicy,
     ) -> Result<ExecPolicy, String> {
-        let existing = |key: &str, path: String| -> Result<PathBuf, String> {
+        let existing = |key: &str, path: &String| -> Result<PathBuf, String> {
             let path = self.base.join(path);
             if path.exists() {
                 Ok(path)
@@ -540,7 +762,10 @@ impl Builder<'_> {
                 ))
             }
         };
-        if let Some(root) = string(name, spec, "root")? {
+        let all_existing = |key: &str, paths: &[String]| -> Result<Vec<PathBuf>, String> {
+            paths.iter().map(|p| existing(key, p)).collect()
+        };
+        if let Some(root) = &spec.root {
             let root = existing("root", root)?;
             if !root.is_dir() {
                 return Err(format!(
@@ -550,59 +775,40 @@ impl Builder<'_> {
             }
             p = p.root(root);
         }
-        if let Some(paths) = strings(name, spec, "writable")? {
-            let paths = paths
-                .into_iter()
-                .map(|w| existing("writable", w))
-                .collect::<Result<Vec<_>, _>>()?;
-            p = p.writable(paths);
+        if let Some(paths) = &spec.writable {
+            p = p.writable(all_existing("writable", paths)?);
         }
-        if let Some(paths) = strings(name, spec, "readable")? {
-            let paths = paths
-                .into_iter()
-                .map(|r| existing("readable", r))
-                .collect::<Result<Vec<_>, _>>()?;
-            p = p.readable(paths);
+        if let Some(paths) = &spec.readable {
+            p = p.readable(all_existing("readable", paths)?);
         }
-        match spec.get("network") {
+        match &spec.network {
             None => {}
-            Some(Value::String(s)) if s == "none" => p = p.network(Network::None),
-            Some(Value::String(s)) if s == "all" => p = p.network(Network::All),
-            Some(Value::Array(_)) => {
-                let ports = numbers(name, spec, "network")?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|n| {
-                        u16::try_from(n)
-                            .map_err(|_| format!("policy `{name}`: port {n} is out of range"))
-                    })
-                    .collect::<Result<Vec<u16>, String>>()?;
-                p = p.network(Network::ConnectPorts(ports));
-            }
-            Some(_) => {
+            Some(NetworkSpec::Named(s)) if s == "none" => p = p.network(Network::None),
+            Some(NetworkSpec::Named(s)) if s == "all" => p = p.network(Network::All),
+            Some(NetworkSpec::Ports(ports)) => p = p.network(Network::ConnectPorts(ports.clone())),
+            Some(NetworkSpec::Named(_)) => {
                 return Err(format!(
                     "policy `{name}`: `network` must be \"none\", \"all\" or a list of TCP ports"
                 ))
             }
         }
-        if let Some(n) = number(name, spec, "cpu_seconds")? {
+        if let Some(n) = spec.cpu_seconds {
             p = p.cpu_seconds(n);
         }
-        let mib = |key: &str| -> Result<Option<u64>, String> {
-            number(name, spec, key)?
-                .map(|n| {
-                    n.checked_mul(1 << 20)
-                        .ok_or_else(|| format!("policy `{name}`: `{key}` is too large"))
-                })
-                .transpose()
+        let mib = |key: &str, n: Option<u64>| -> Result<Option<u64>, String> {
+            n.map(|n| {
+                n.checked_mul(1 << 20)
+                    .ok_or_else(|| format!("policy `{name}`: `{key}` is too large"))
+            })
+            .transpose()
         };
-        if let Some(bytes) = mib("address_space_mib")? {
+        if let Some(bytes) = mib("address_space_mib", spec.address_space_mib)? {
             p = p.address_space(bytes);
         }
-        if let Some(bytes) = mib("file_size_mib")? {
+        if let Some(bytes) = mib("file_size_mib", spec.file_size_mib)? {
             p = p.file_size(bytes);
         }
-        if let Some(n) = number(name, spec, "max_processes")? {
+        if let Some(n) = spec.max_processes {
             if n == 0 {
                 return Err(format!(
                     "policy `{name}`: `max_processes` must be at least 1 (the command itself)"
@@ -610,108 +816,21 @@ impl Builder<'_> {
             }
             p = p.processes(n);
         }
-        if let Some(t) = seconds(name, spec.get("timeout_seconds"), "timeout_seconds")? {
+        if let Some(Seconds(t)) = spec.timeout_seconds {
             p = p.timeout(t);
         }
-        if let Some(env) = strings(name, spec, "env")? {
-            p = p.env(env);
+        if let Some(env) = &spec.env {
+            p = p.env(env.clone());
         }
-        if let Some(n) = number(name, spec, "max_output_bytes")? {
+        if let Some(n) = spec.max_output_bytes {
             p = p.max_output(usize::try_from(n).unwrap_or(usize::MAX));
         }
-        if let Some(paths) = strings(name, spec, "unix_sockets")? {
-            p = p.unix_sockets(paths.into_iter().map(std::path::PathBuf::from));
+        if let Some(paths) = &spec.unix_sockets {
+            p = p.unix_sockets(paths.iter().map(PathBuf::from));
         }
-        if let Some(yes) = boolean(name, spec, "accept_weaker")? {
+        if let Some(yes) = spec.accept_weaker {
             p = p.accept_weaker(yes);
         }
         Ok(p)
-    }
-}
-
-fn only_keys(name: &str, spec: &Map<String, Value>, allowed: &[&str]) -> Result<(), String> {
-    match spec.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(format!(
-            "policy `{name}`: unknown key `{k}` (allowed here: {})",
-            allowed.join(", ")
-        )),
-        None => Ok(()),
-    }
-}
-
-fn string(name: &str, spec: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
-    match spec.get(key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("policy `{name}`: `{key}` must be a string")),
-    }
-}
-
-fn strings(
-    name: &str,
-    spec: &Map<String, Value>,
-    key: &str,
-) -> Result<Option<Vec<String>>, String> {
-    match spec.get(key) {
-        None => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("policy `{name}`: `{key}` must be a list of strings"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(format!(
-            "policy `{name}`: `{key}` must be a list of strings"
-        )),
-    }
-}
-
-fn boolean(name: &str, spec: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
-    match spec.get(key) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(format!("policy `{name}`: `{key}` must be true or false")),
-    }
-}
-
-fn number(name: &str, spec: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
-    match spec.get(key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("policy `{name}`: `{key}` must be a whole number ≥ 0")),
-    }
-}
-
-fn numbers(name: &str, spec: &Map<String, Value>, key: &str) -> Result<Option<Vec<u64>>, String> {
-    match spec.get(key) {
-        None => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_u64().ok_or_else(|| {
-                    format!("policy `{name}`: `{key}` must be a list of whole numbers")
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(format!(
-            "policy `{name}`: `{key}` must be a list of whole numbers"
-        )),
-    }
-}
-
-fn seconds(name: &str, v: Option<&Value>, key: &str) -> Result<Option<Duration>, String> {
-    match v {
-        None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .map(Some)
-            .ok_or_else(|| format!("policy `{name}`: `{key}` must be a number of seconds ≥ 0")),
     }
 }
