@@ -96,6 +96,14 @@ pub enum StoreError {
     /// The store keeps no payloads apart from their records: large outputs are written inline.
     #[error("{store} keeps no payloads apart from their records")]
     NoBlobs { store: String },
+    /// SQLite failed an operation on the store's database file.
+    #[cfg(feature = "sqlite")]
+    #[error("sqlite:{file}: {source}")]
+    Sqlite {
+        file: String,
+        #[source]
+        source: rusqlite::Error,
+    },
     /// The backend refused the operation for another reason.
     #[error("{0}")]
     Backend(String),

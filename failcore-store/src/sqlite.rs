@@ -64,7 +64,10 @@ pub struct SqliteStore {
 }
 
 fn db_err(path: &Path, e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(format!("sqlite:{}: {e}", path.display()))
+    StoreError::Sqlite {
+        file: path.display().to_string(),
+        source: e,
+    }
 }
 
 /// The payloads stored apart from their records, by hash (see [`crate::blob`]).
@@ -415,6 +418,7 @@ impl TraceStore for SqliteStore {
             drop(db);
             let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (renew_conn, renew_run) = (conn.clone(), run.to_owned());
+            let renew_path = self.path.clone();
             let renewer = Renewer::start(run, options.lease, lost.clone(), move || {
                 let db = renew_conn.lock().unwrap_or_else(|e| e.into_inner());
                 let n = db
@@ -423,7 +427,7 @@ impl TraceStore for SqliteStore {
                          WHERE run = ?1 AND token = ?2 AND holder IS NOT NULL",
                         params![renew_run, token, now_ns().saturating_add(lease_ns)],
                     )
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    .map_err(|e| db_err(&renew_path, e))?;
                 Ok(n == 1)
             })?;
             Ok(Claim::new(

@@ -73,6 +73,22 @@ mod jsonl {
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
+
+    /// A SQLite failure keeps SQLite's own error as its source, for callers that look at it.
+    #[test]
+    fn a_sqlite_error_keeps_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the database file should be: SQLite cannot open it.
+        let Err(err) = failcore_store::SqliteStore::open(dir.path()) else {
+            panic!("a directory is not a database");
+        };
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(
+            source.downcast_ref::<rusqlite::Error>().is_some(),
+            "{source:?}"
+        );
+        assert!(err.to_string().starts_with("sqlite:"), "{err}");
+    }
     use failcore_store::conformance::Backend;
     use failcore_store::{BlobHash, SqliteStore, TraceStore};
     use std::path::PathBuf;
