@@ -1,14 +1,12 @@
 //! What a run spends: costs that tool bodies attach to their own step, and the usage of model steps.
 //!
 //! A tool that pays for what it does (a paid API, a model it calls itself) reports the amount from inside
-//! its body with [`report_cost`]. The amount is recorded on the call's outcome (`"cost"` in its `step_end`,
-//! or in its `call` record's `end`), counted by `failcore stats` and the report (spent, or saved when a
-//! resume serves the step from the trace), and added at once to the run's total, which every
-//! [`Limits`](crate::policy::Limits) of the run counts against its `max_cost`. Model steps add their cost
-//! and tokens to the same total.
+//! its body with [`report_cost`](crate::report_cost). The amount is recorded on the call's outcome
+//! (`"cost"` in its `step_end`, or in its `call` record's `end`), counted by `failcore stats` and the
+//! report (spent, or saved when a resume serves the step from the trace), and added at once to the run's
+//! total, which every [`Limits`](crate::policy::Limits) of the run counts against its `max_cost`. Model
+//! steps add their cost and tokens to the same total.
 
-use crate::session::CONTEXT;
-use crate::Error;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -98,7 +96,7 @@ impl Ledger {
     }
 
     /// Attaches `amount` to `step` (summed with what it reported before) and adds it to the total.
-    fn attach(&self, step: u64, amount: f64) {
+    pub(crate) fn attach(&self, step: u64, amount: f64) {
         self.pending
             .note(step, |before| before.unwrap_or(0.0) + amount);
         self.spend(amount, 0);
@@ -107,43 +105,6 @@ impl Ledger {
     /// The cost attached to `step`, removed: it goes on the step's `step_end`.
     pub fn take(&self, step: u64) -> Option<f64> {
         self.pending.take(step)
-    }
-}
-
-/// Reports what the running tool call costs: the amount goes on the call's `step_end` (several reports
-/// add up) and counts at once against the run's budgets (`Limits::max_cost`). Call it from inside a tool's
-/// body (a `#[failcore::tool]` function, or a dynamic tool), in the unit of the run's price table.
-///
-/// ```no_run
-/// #[failcore::tool(effect = "network")]
-/// async fn geocode(address: String) -> Result<(f64, f64), failcore::ToolError> {
-///     let place = (48.85, 2.35); // a paid API call
-///     failcore::report_cost(0.005)?;
-///     Ok(place)
-/// }
-/// ```
-///
-/// # Errors
-/// [`Error::Cost`] if no tool body is running on this task, or if `amount` is negative or not finite.
-pub fn report_cost(amount: f64) -> Result<(), Error> {
-    if !(amount.is_finite() && amount >= 0.0) {
-        return Err(Error::Cost(format!(
-            "a cost must be a finite number ≥ 0, not {amount}"
-        )));
-    }
-    let attached = CONTEXT.try_with(|ctx| match ctx.parent {
-        Some(step) => {
-            ctx.session.inner.ledger.attach(step, amount);
-            true
-        }
-        None => false,
-    });
-    match attached {
-        Ok(true) => Ok(()),
-        _ => Err(Error::Cost(
-            "`failcore::report_cost` was called outside a tool's body: there is no step to attach the cost to"
-                .into(),
-        )),
     }
 }
 

@@ -713,6 +713,24 @@ impl ser::Serializer for MapKey {
     }
 }
 
+/// A hasher for keys that are already hashes: it passes their low bits through.
+#[derive(Default)]
+pub(crate) struct PrehashedKey(u64);
+
+impl std::hash::Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,8 @@
 //! counts carry on, and its replay source is consumed exactly as far as the earlier sessions consumed it.
 //! Steps that an earlier session left in flight are ended as cancelled.
 
-use crate::fingerprint::fp_key_hex;
+use crate::fingerprint::{fp_key_hex, PrehashedKey};
 use crate::replay::{instance_key, scoped_key, ReplayIndex};
-use crate::session::PrehashedKey;
 use crate::Error;
 use failcore_store::{
     Body, Counts, DecisionOutcome, Durability, Journal, Mode, RunReader, RunStart, Status, StepEnd,

@@ -48,6 +48,7 @@
 //! missing: add `use my_tools as _;` where the binary starts, and check with [`expect_tools`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod by_name;
 mod cost;
 mod dynamic;
 mod error;
@@ -86,7 +87,7 @@ mod session;
 mod tool_error;
 mod unique_json;
 
-pub use cost::report_cost;
+pub use by_name::call_json;
 pub use dynamic::{DynamicBody, DynamicRawBody, DynamicSpec, DynamicTool, MAX_DYNAMIC_TOOLS};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
@@ -99,13 +100,12 @@ pub use recorded::{idempotency_key, now, random, report_landed, sleep, uuid, Lan
 pub use tool_error::ToolError;
 
 pub use registry::{
-    call_json, expect_tools, tool as find_tool, tools, Effect, InFlightRecovery, OutputContract,
-    ToolInfo,
+    expect_tools, tool as find_tool, tools, Effect, InFlightRecovery, OutputContract, ToolInfo,
 };
 pub use replay::{InFlightStep, ResumeReport};
 pub use session::{
-    carry, current, default_session, finish, replay_strictly, spawn, ApprovalRequest, Approver,
-    Carried, InFlight, RunSummary, Session, SessionBuilder, DEFAULT_BLOB_THRESHOLD,
+    carry, current, default_session, finish, replay_strictly, report_cost, spawn, ApprovalRequest,
+    Approver, Carried, InFlight, RunSummary, Session, SessionBuilder, DEFAULT_BLOB_THRESHOLD,
 };
 
 /// Trace format and stores (re-exported from `failcore-store`).

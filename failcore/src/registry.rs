@@ -1,4 +1,5 @@
-//! Tool descriptors, link-time registration (inventory), and calls by name.
+//! Tool descriptors, link-time registration (inventory), and the lookup of a tool by name (the call itself
+//! is `by_name.rs`).
 
 use crate::policy::PolicyRef;
 use crate::Error;
@@ -9,6 +10,29 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// What to do on resume with a step that was in flight (started, never ended) when the run died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InFlight {
+    /// Run it again (at-least-once).
+    #[default]
+    Rerun,
+    /// Refuse it if its tool's effect is `write` or `exec` (it may have happened already).
+    Block,
+}
+
+impl std::str::FromStr for InFlight {
+    type Err = String;
+
+    /// `rerun` or `block`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rerun" => Ok(InFlight::Rerun),
+            "block" => Ok(InFlight::Block),
+            other => Err(format!("expected `rerun` or `block`, got {other:?}")),
+        }
+    }
+}
 
 /// What a resume does with a call of this tool that was in flight (started, never ended) when its run
 /// died: `#[failcore::tool(recovery = "retry" | "block")]`, or `reconcile = f`.
@@ -322,73 +346,10 @@ pub(crate) fn report(slot: &Option<Arc<Mutex<Option<Error>>>>, e: &Error) {
     }
 }
 
-/// Calls a tool by name with the `arguments` object an LLM emits, through the full lifecycle (policy,
-/// replay, trace), in the current session.
-///
-/// Accepts the arguments as a JSON object, or as a string holding one (as some providers send them).
-pub async fn call_json(name: &str, arguments: Value) -> Result<Value, Error> {
-    let tool = tool(name)?;
-    let Invoker::Callable(invoke) = tool.0.invoker else {
-        return Err(Error::NotCallable {
-            tool: name.to_owned(),
-            reason: tool.callable().err().unwrap_or("").into(),
-        });
-    };
-    let arguments = match arguments {
-        Value::String(s) => serde_json::from_str(&s).map_err(|e| Error::InvalidArguments {
-            tool: name.to_owned(),
-            reason: format!("not JSON: {e}"),
-        })?,
-        other => other,
-    };
-    let args = match arguments {
-        Value::Object(map) => JsonArgs { map },
-        Value::Null => JsonArgs { map: Map::new() },
-        other => {
-            return Err(Error::InvalidArguments {
-                tool: name.to_owned(),
-                reason: format!("arguments must be a JSON object, not {}", json_type(&other)),
-            })
-        }
-    };
-    let slot = Arc::new(Mutex::new(None));
-    let mut ctx = crate::session::context()?;
-    ctx.by_name = Some(slot.clone());
-    let outcome = crate::session::in_context(ctx, invoke(args)).await;
-    let reported = slot.lock().ok().and_then(|mut s| s.take());
-    match outcome {
-        Ok(v) => Ok(v),
-        Err(InvokeError::Arguments(reason)) => Err(Error::InvalidArguments {
-            tool: name.to_owned(),
-            reason,
-        }),
-        // Blocked, replay miss, ...: the error itself rather than the tool's rendering of it.
-        Err(InvokeError::Tool(message)) => Err(reported.unwrap_or(Error::Tool {
-            tool: name.to_owned(),
-            message,
-        })),
-        Err(InvokeError::NotSend) => Err(Error::NotCallable {
-            tool: name.to_owned(),
-            reason: "its future is not Send, and calls by name run on any thread".into(),
-        }),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// The arguments of a by-name call, taken one parameter at a time by the generated code.
 #[doc(hidden)]
 pub struct JsonArgs {
-    map: Map<String, Value>,
+    pub(crate) map: Map<String, Value>,
 }
 
 impl JsonArgs {

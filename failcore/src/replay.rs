@@ -5,8 +5,7 @@
 //! nested call by its fingerprint mixed with the identity of the parent call it was made from (the parent's
 //! key and occurrence). Occurrences count per identity. docs/REPLAY.md states the rules for users.
 
-use crate::fingerprint::fp_key_hex;
-use crate::session::PrehashedKey;
+use crate::fingerprint::{fp_key_hex, PrehashedKey};
 use crate::Error;
 use failcore_store::{field_diff, Divergence, Landed, TraceStore, VerifiedLines};
 use serde::Deserialize;

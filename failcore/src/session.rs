@@ -1,5 +1,6 @@
 //! Sessions: one run each, with its store, mode, replay index and policies.
 
+use crate::fingerprint::PrehashedKey;
 use crate::policy::{PolicyRef, PolicySet};
 use crate::registry::{self, PolicySource};
 use crate::replay::{ReplayIndex, ResumeReport};
@@ -10,7 +11,7 @@ use failcore_store::{
 };
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -44,28 +45,7 @@ pub(crate) struct Context {
 /// Where a by-name call's FailCore error is reported.
 pub(crate) type ErrorSlot = Option<Arc<Mutex<Option<Error>>>>;
 
-/// What to do on resume with a step that was in flight (started, never ended) when the run died.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum InFlight {
-    /// Run it again (at-least-once).
-    #[default]
-    Rerun,
-    /// Refuse it if its tool's effect is `write` or `exec` (it may have happened already).
-    Block,
-}
-
-impl std::str::FromStr for InFlight {
-    type Err = String;
-
-    /// `rerun` or `block`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "rerun" => Ok(InFlight::Rerun),
-            "block" => Ok(InFlight::Block),
-            other => Err(format!("expected `rerun` or `block`, got {other:?}")),
-        }
-    }
-}
+pub use crate::registry::InFlight;
 
 /// A person's answer to a policy that asked.
 pub trait Approver: Send + Sync {
@@ -208,24 +188,6 @@ impl Inner {
             }
         }
         c
-    }
-}
-
-/// A hasher for keys that are already hashes: it passes their low bits through.
-#[derive(Default)]
-pub(crate) struct PrehashedKey(u64);
-
-impl Hasher for PrehashedKey {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
     }
 }
 
@@ -1187,5 +1149,42 @@ where
     match CONTEXT.try_with(Clone::clone) {
         Ok(ctx) => tokio::spawn(CONTEXT.scope(ctx, fut)),
         Err(_) => tokio::spawn(fut),
+    }
+}
+
+/// Reports what the running tool call costs: the amount goes on the call's `step_end` (several reports
+/// add up) and counts at once against the run's budgets (`Limits::max_cost`). Call it from inside a tool's
+/// body (a `#[failcore::tool]` function, or a dynamic tool), in the unit of the run's price table.
+///
+/// ```no_run
+/// #[failcore::tool(effect = "network")]
+/// async fn geocode(address: String) -> Result<(f64, f64), failcore::ToolError> {
+///     let place = (48.85, 2.35); // a paid API call
+///     failcore::report_cost(0.005)?;
+///     Ok(place)
+/// }
+/// ```
+///
+/// # Errors
+/// [`Error::Cost`] if no tool body is running on this task, or if `amount` is negative or not finite.
+pub fn report_cost(amount: f64) -> Result<(), Error> {
+    if !(amount.is_finite() && amount >= 0.0) {
+        return Err(Error::Cost(format!(
+            "a cost must be a finite number ≥ 0, not {amount}"
+        )));
+    }
+    let attached = CONTEXT.try_with(|ctx| match ctx.parent {
+        Some(step) => {
+            ctx.session.inner.ledger.attach(step, amount);
+            true
+        }
+        None => false,
+    });
+    match attached {
+        Ok(true) => Ok(()),
+        _ => Err(Error::Cost(
+            "`failcore::report_cost` was called outside a tool's body: there is no step to attach the cost to"
+                .into(),
+        )),
     }
 }

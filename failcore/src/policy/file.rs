@@ -210,7 +210,7 @@ pub struct ProxySettings {
     pub durability: Option<crate::Durability>,
     pub vault: Option<PathBuf>,
     pub redact_key_file: Option<PathBuf>,
-    pub on_in_flight: Option<crate::session::InFlight>,
+    pub on_in_flight: Option<crate::registry::InFlight>,
 }
 
 /// Reads the `[proxy]` table of a policy file (all settings absent when it has none).
@@ -311,7 +311,7 @@ struct ProxyTable {
     durability: Option<Parsed<crate::Durability>>,
     vault: Option<String>,
     redact_key_file: Option<String>,
-    on_in_flight: Option<Parsed<crate::session::InFlight>>,
+    on_in_flight: Option<Parsed<crate::registry::InFlight>>,
 }
 
 #[derive(Deserialize)]
