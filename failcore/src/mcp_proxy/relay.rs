@@ -56,7 +56,7 @@ pub(super) enum RunOf {
     /// The proxy's own, opened at the first call (the server's description in its run_start) and ended
     /// with the session, or left open for the next session of its run key (`keyed`).
     Own {
-        builder: SessionBuilder,
+        builder: Box<SessionBuilder>,
         keyed: bool,
     },
     /// A session the proxy did not open, shared by every client session and ended by its owner.
@@ -86,7 +86,7 @@ impl Relay {
         };
         Ok(Relay {
             run: RunOf::Own {
-                builder: config.builder,
+                builder: Box::new(config.builder),
                 keyed: config.keyed,
             },
             timeout: config.timeout,
@@ -101,7 +101,7 @@ impl Relay {
 /// How the run is come by at the first call.
 enum Opening {
     /// Opened then, from this builder.
-    Own(Mutex<Option<SessionBuilder>>),
+    Own(Mutex<Option<Box<SessionBuilder>>>),
     /// A session's, given.
     Bound(Arc<Bound>),
 }
@@ -134,7 +134,7 @@ impl LazyRun {
                     .ok()
                     .and_then(|mut b| b.take())
                     .ok_or_else(|| "the run could not be opened".to_owned())?;
-                let builder = builder.run_fact(DESCRIPTION, Catalog::description(&self.catalog));
+                let builder = (*builder).run_fact(DESCRIPTION, Catalog::description(&self.catalog));
                 tokio::task::spawn_blocking(move || builder.open())
                     .await
                     .map_err(|e| format!("opening the run failed: {e}"))?
