@@ -22,6 +22,8 @@ mod cli;
 use cli::*;
 
 mod llm;
+mod mcp;
+mod serving;
 
 use failcore::{Carried, DynamicSpec, DynamicTool, Effect, Error, Session};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -182,13 +184,34 @@ impl PySession {
             .map_err(|e| to_pyerr(py, e, None))
     }
 
+    /// Serves the MCP proxy in process for this run (see [`mcp`]); returns its URL.
+    #[pyo3(signature = (command=None, url=None, headers=None, timeout=None))]
+    fn mcp_proxy(
+        &self,
+        py: Python<'_>,
+        command: Option<Vec<String>>,
+        url: Option<String>,
+        headers: Option<Vec<(String, String)>>,
+        timeout: Option<f64>,
+    ) -> PyResult<String> {
+        let server = mcp::Server {
+            command: command.unwrap_or_default(),
+            url,
+            headers: headers.unwrap_or_default(),
+            timeout,
+        };
+        let (session, default) = (self.session.clone(), self.default);
+        py.detach(move || mcp::serve(session, server, default))
+            .map_err(|e| to_pyerr(py, e, None))
+    }
+
     /// Writes the run_end record and waits until it is durable; returns the run's summary. The run's
-    /// LLM proxy, if it serves one, is stopped first.
+    /// proxies (LLM, MCP), if it serves any, are stopped first.
     fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let session = self.session.clone();
         let summary = py
             .detach(move || {
-                llm::stop(|s| s.run_id == session.run_id());
+                serving::stop(|s| s.run_id == session.run_id());
                 block_here(session.finish())
             })
             .map_err(|e| to_pyerr(py, e, None))?;
@@ -575,7 +598,7 @@ fn cli_main(py: Python<'_>, argv: Vec<String>, self_command: Vec<String>) -> PyR
 #[pyfunction]
 fn finish_default(py: Python<'_>) -> PyResult<bool> {
     py.detach(|| {
-        llm::stop(|s| s.default);
+        serving::stop(|s| s.default);
         block_here(failcore::finish())
     })
     .map(|s| s.is_some())

@@ -45,6 +45,15 @@ def show(store, run):
     return lines[0], [l for l in lines if l.get("type") == "step"], [l for l in lines if l.get("type") == "end"]
 
 
+def resumed_run(store):
+    """The store holds two runs, the second resuming the first and ended ok: its id and its steps."""
+    listing = json.loads(cli(store, "list", "--json").stdout)["runs"]
+    assert len(listing) == 2
+    resumed, crashed = listing
+    assert resumed["resumed_from"] == crashed["run"] and resumed["status"] == "ok"
+    return resumed["run"], show(store, resumed["run"])[1]
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """A fresh trace directory; FAILCORE_* variables of the environment do not leak into the test."""

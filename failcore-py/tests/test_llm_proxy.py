@@ -23,7 +23,7 @@ import threading
 import pytest
 
 import failcore
-from conftest import clean_env, cli, executions, run_script, show
+from conftest import clean_env, cli, executions, resumed_run, run_script, show
 
 ROUNDS = 6
 KILL_AT = 5
@@ -163,15 +163,11 @@ def test_a_killed_agent_resumes_with_model_calls_and_tools_served_in_one_run(tmp
         upstream.stop()
 
     # One run holds the model steps and the tool steps, alternating.
-    listing = json.loads(cli(store, "list", "--json").stdout)["runs"]
-    assert len(listing) == 2
-    resumed, crashed = listing
-    assert resumed["resumed_from"] == crashed["run"] and resumed["status"] == "ok"
-    _, steps, _ = show(store, resumed["run"])
+    resumed, steps = resumed_run(store)
     assert [s["tool"] for s in steps] == ["model:gpt-test", "act"] * ROUNDS
     served = 2 * KILL_AT - 1
     assert [s["status"] for s in steps] == ["replayed"] * served + ["ok"] * (2 * ROUNDS - served)
-    assert cli(store, "verify", resumed["run"]).returncode == 0
+    assert cli(store, "verify", resumed).returncode == 0
 
     # Offline, the upstream stopped: nothing executed, nothing asked, the same results.
     before = executions(effects)

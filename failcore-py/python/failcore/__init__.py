@@ -42,6 +42,7 @@ __all__ = [
     "ReplayMiss",
     "current_session",
     "llm_proxy",
+    "mcp_proxy",
     "session",
     "tool",
 ]
@@ -507,6 +508,19 @@ class session:
         The proxy stops when the session finishes."""
         return self.open()._native.llm_proxy(upstream)
 
+    def mcp_proxy(self, command=None, url=None, *, headers=None, timeout=None):
+        """Serves the MCP proxy in this process for this run and returns its URL
+        (``http://127.0.0.1:PORT/mcp``), for the agent's MCP client (Streamable HTTP): its ``tools/call``
+        requests are steps of this run, checked by its policy and served on resume and offline like its
+        tools. ``command`` is the MCP server to start for each client session (``["npx", "-y",
+        "@modelcontextprotocol/server-filesystem", "/data"]``); ``url`` a remote MCP server's, instead;
+        ``headers`` (a dict) are sent to the remote server and never recorded; ``timeout`` is how long a
+        request may wait for the server, in seconds (default 300). Offline, the server is not started
+        when the run recorded its description (at its first MCP call): ``command`` or ``url`` still names
+        it. Called again for the same server, returns the same URL. The proxy stops when the session
+        finishes, before its end is written."""
+        return self.open()._native.mcp_proxy(*_mcp_server(command, url, headers, timeout))
+
     def finish(self):
         """Writes the run's end and returns its summary (done by ``with`` on exit)."""
         if self.summary is None:
@@ -556,15 +570,38 @@ def current_session():
 def llm_proxy(upstream=None):
     """:meth:`session.llm_proxy` of the current session: the one of the enclosing ``with
     failcore.session()``, else the process default session (stopped when the interpreter exits)."""
+    return _proxy_session("llm_proxy").llm_proxy(upstream)
+
+
+def _proxy_session(what):
+    """The native session a proxy started here serves: the current one, else the default one."""
     scope = _current_scope()
     if scope is None:
         scope = _native.Session.default()
     if not isinstance(scope, _native.Session):
         raise OutsideSession(
-            "failcore.llm_proxy() is called from a session, not from inside a tool's body: start the "
-            "proxy before the agent runs"
+            "failcore.%s() is called from a session, not from inside a tool's body: start the "
+            "proxy before the agent runs" % what
         )
-    return scope.llm_proxy(upstream)
+    return scope
+
+
+def mcp_proxy(command=None, url=None, *, headers=None, timeout=None):
+    """:meth:`session.mcp_proxy` of the current session: the one of the enclosing ``with
+    failcore.session()``, else the process default session (stopped when the interpreter exits)."""
+    return _proxy_session("mcp_proxy").mcp_proxy(*_mcp_server(command, url, headers, timeout))
+
+
+def _mcp_server(command, url, headers, timeout):
+    """The arguments of ``mcp_proxy``, as the native side takes them."""
+    if isinstance(command, (str, bytes)):
+        raise TypeError("mcp_proxy: command is a list (the program and its arguments), not a string")
+    return (
+        None if command is None else [str(c) for c in command],
+        url,
+        None if headers is None else [(str(k), str(v)) for k, v in dict(headers).items()],
+        None if timeout is None else float(timeout),
+    )
 
 
 @atexit.register

@@ -55,47 +55,11 @@ pub(super) fn configure(options: Options, ending: bool) -> Result<Config, Error>
         .clone()
         .or(file.run_key.clone())
         .or_else(|| env("FAILCORE_RUN_KEY"));
-    if !args.command.is_empty() && args.url.is_some() {
-        return Err(Error::Config(
-            "give either --url or a server command after `--`, not both".into(),
-        ));
-    }
-    let timeout = args
-        .timeout_seconds
-        .or(file.timeout_seconds)
-        .map(|s| {
-            Duration::try_from_secs_f64(s)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    Error::Config(format!("--timeout {s}: give a number of seconds > 0"))
-                })
-        })
-        .transpose()?
-        .unwrap_or(DEFAULT_TIMEOUT);
-    let remote = match &args.url {
-        Some(url) => Some(Arc::new(Remote::new(
-            url,
-            &args.headers,
-            &args.upstream_ca,
-            timeout,
-        )?)),
-        None => None,
-    };
-    // The server proxied, known by its command line or its URL (kept as a hash: its arguments may hold
-    // secrets).
-    let identity: Vec<String> = match &remote {
-        Some(r) => vec!["url".into(), r.identity()],
-        None => args.command.clone(),
-    };
-    let server = (!identity.is_empty()).then(|| {
-        let mut h = blake3::Hasher::new();
-        for part in &identity {
-            h.update(part.as_bytes());
-            h.update(b"\0");
-        }
-        h.finalize().to_hex()[..32].to_owned()
-    });
+    let Server {
+        timeout,
+        remote,
+        id: server,
+    } = server(&args, file.timeout_seconds)?;
     let me = Recorder {
         name: RECORDER,
         server: server.as_deref(),
@@ -164,6 +128,66 @@ pub(super) fn configure(options: Options, ending: bool) -> Result<Config, Error>
         keyed: run_key.is_some(),
         run_key,
         remote,
+    })
+}
+
+/// The server proxied, as [`Options`] name it.
+pub(super) struct Server {
+    pub(super) timeout: Duration,
+    /// The remote server of `--url`, instead of a command.
+    pub(super) remote: Option<Arc<Remote>>,
+    /// Its identity: a hash of its command line or its URL (its arguments may hold secrets), if given.
+    pub(super) id: Option<String>,
+}
+
+/// The server of `args` (`timeout_seconds` the policy file's, under the flag's): a command or a URL, not
+/// both, and the request timeout.
+pub(super) fn server(args: &Options, timeout_seconds: Option<f64>) -> Result<Server, Error> {
+    if !args.command.is_empty() && args.url.is_some() {
+        return Err(Error::Config(
+            "give either --url or a server command after `--`, not both".into(),
+        ));
+    }
+    let timeout = args
+        .timeout_seconds
+        .or(timeout_seconds)
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Error::Config(format!("--timeout {s}: give a number of seconds > 0"))
+                })
+        })
+        .transpose()?
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let remote = match &args.url {
+        Some(url) => Some(Arc::new(Remote::new(
+            url,
+            &args.headers,
+            &args.upstream_ca,
+            timeout,
+        )?)),
+        None => None,
+    };
+    // The server proxied, known by its command line or its URL (kept as a hash: its arguments may hold
+    // secrets).
+    let identity: Vec<String> = match &remote {
+        Some(r) => vec!["url".into(), r.identity()],
+        None => args.command.clone(),
+    };
+    let id = (!identity.is_empty()).then(|| {
+        let mut h = blake3::Hasher::new();
+        for part in &identity {
+            h.update(part.as_bytes());
+            h.update(b"\0");
+        }
+        h.finalize().to_hex()[..32].to_owned()
+    });
+    Ok(Server {
+        timeout,
+        remote,
+        id,
     })
 }
 

@@ -1,12 +1,13 @@
 //! `failcore proxy --listen`: the MCP Streamable HTTP transport towards clients (`crate::mcp_http`, which
 //! has the protocol, the DNS-rebinding protection, the bearer token and the bounds), each client session a
 //! session of the stdio proxy: its own server (a child, or a session with the `--url` server) and its own
-//! run (or the run of `--run-key`). `DELETE` ends the session's calls in flight, its run and its server.
+//! run (or the run of `--run-key`), or, for [`McpProxy`](super::McpProxy), steps of a session's run.
+//! `DELETE` ends the session's calls in flight, its run (when it is the proxy's own) and its server.
 //! Without a token of the proxy's own, the client's `Authorization` is passed on to a `--url` server
 //! (never recorded).
 
 use super::config::configure;
-use super::relay::{serve, ClientSide};
+use super::relay::{serve, ClientSide, Relay};
 use super::{Diagnostics, Options, Replay};
 use crate::mcp_http::{self, Guard, Opened, Sessions};
 use crate::proxy_common::Signals;
@@ -19,17 +20,25 @@ use tokio::io::{BufReader, DuplexStream};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// Each session a session of the stdio proxy: its own configuration (and server, and run).
-struct ProxySessions {
-    options: Options,
+/// How each client session's relay is made: its configuration (and server, and run).
+type MakeRelay = Box<dyn Fn() -> Result<Relay, Error> + Send + Sync>;
+
+/// Each client session a session of the stdio proxy, with the relay `relay` makes for it.
+pub(super) struct ProxySessions {
+    relay: MakeRelay,
     diagnostics: Diagnostics,
+}
+
+impl ProxySessions {
+    pub(super) fn new(relay: MakeRelay, diagnostics: Diagnostics) -> Arc<ProxySessions> {
+        Arc::new(ProxySessions { relay, diagnostics })
+    }
 }
 
 impl Sessions for ProxySessions {
     fn open(&self, input: BufReader<DuplexStream>, output: DuplexStream) -> Result<Opened, String> {
-        let config = configure(self.options.clone(), false)
-            .map_err(|e| format!("failcore proxy could not start: {e}"))?;
-        let remote = config.remote.clone();
+        let relay = (self.relay)().map_err(|e| format!("failcore proxy could not start: {e}"))?;
+        let remote = relay.remote.clone();
         let client = ClientSide {
             input: Box::new(input),
             output: Box::new(output),
@@ -38,7 +47,7 @@ impl Sessions for ProxySessions {
         };
         let diagnostics = self.diagnostics.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = serve(config, diagnostics.clone(), client).await {
+            if let Err(e) = serve(relay, diagnostics.clone(), client).await {
                 diagnostics.report(&format!("the session's run could not end: {e}"));
             }
         });
@@ -61,6 +70,22 @@ impl Sessions for ProxySessions {
     }
 }
 
+/// Binds `addr`; returns the listener and who may reach it.
+pub(super) async fn bind(
+    options: &Options,
+    addr: SocketAddr,
+) -> Result<(TcpListener, Guard), Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+    let guard = Guard {
+        token: options.listen_token.clone(),
+        allowed_hosts: options.allowed_hosts.clone(),
+        limits: options.listen_limits,
+    };
+    Ok((listener, guard))
+}
+
 pub(super) async fn listen(
     mut options: Options,
     addr: SocketAddr,
@@ -76,21 +101,14 @@ pub(super) async fn listen(
             _ => Replay::Resume(run),
         });
     }
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+    let (listener, guard) = bind(&options, addr).await?;
     let local = listener
         .local_addr()
         .map_err(|e| Error::Config(format!("no local address: {e}")))?;
-    let guard = Guard {
-        token: options.listen_token.clone(),
-        allowed_hosts: options.allowed_hosts.clone(),
-        limits: options.listen_limits,
-    };
-    let sessions = Arc::new(ProxySessions {
-        options,
+    let sessions = ProxySessions::new(
+        Box::new(move || Relay::own(configure(options.clone(), false)?)),
         diagnostics,
-    });
+    );
     let mut signals = Signals::new()?;
     let (signalled_tx, signalled_rx) = oneshot::channel::<u8>();
     let shutdown = async move {

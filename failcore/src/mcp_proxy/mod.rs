@@ -40,6 +40,9 @@
 //! The run is opened at the first `tools/call`, so a session that only lists tools creates no run. It
 //! records the server's description (its `initialize` answer and tool list) in the run_start, so an
 //! offline replay answers `initialize` and `tools/list` itself and starts no server at all.
+//! [`McpProxy`] serves the proxy for a [`Session`](crate::Session) it did not open instead (every client
+//! session's calls steps of that session's run); the description is then a step of the run
+//! (`bound.rs`).
 //!
 //! The module's parts: [`Options`] and the configuration they resolve to (`config.rs`: flags, then the
 //! policy file's `[proxy]` table, then the environment); the client's side, one JSON-RPC message a line
@@ -49,6 +52,7 @@
 //! Run names, signals and the client's liveness are shared with the LLM proxy, in
 //! [`crate::proxy_common`].
 
+mod bound;
 mod catalog;
 mod config;
 use crate::mcp_framing as framing;
@@ -59,6 +63,8 @@ mod offline;
 mod relay;
 mod tasks;
 mod upstream;
+
+pub use bound::McpProxy;
 
 use crate::{Durability, Error, RunSummary};
 use std::fmt;
@@ -308,7 +314,10 @@ impl Options {
 pub async fn run(options: Options) -> Result<ExitCode, Error> {
     let diagnostics = options.diagnostics.clone();
     match config::configure(options, false) {
-        Ok(config) => relay::serve(config, diagnostics, relay::ClientSide::stdio()).await,
+        Ok(config) => {
+            let relay = relay::Relay::own(config)?;
+            relay::serve(relay, diagnostics, relay::ClientSide::stdio()).await
+        }
         // The client still gets an answer that says why, instead of a closed connection.
         Err(e) => Ok(relay::refuse_everything(&e.to_string(), &diagnostics).await),
     }

@@ -1,9 +1,11 @@
 //! The relay: reads the client's messages, forwards what is not a call, makes each `tools/call` a step of
 //! the run (opened at the first one), and ends the session when the client goes or a signal comes.
 
+use super::bound::Bound;
 use super::catalog::{Catalog, SharedCatalog};
 use super::config::Config;
 use super::framing::{read_frame, Frame, MAX_LINE};
+use super::http_upstream::Remote;
 use super::message::{
     classify, cut, rpc_error, rpc_result, spliced_result, tool_error, FromClient,
 };
@@ -18,6 +20,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
@@ -48,9 +51,64 @@ pub(super) async fn refuse_everything(why: &str, diagnostics: &Diagnostics) -> E
     ExitCode::from(2)
 }
 
-/// The run, opened at the first call.
+/// Whose run a session's calls are steps of.
+pub(super) enum RunOf {
+    /// The proxy's own, opened at the first call (the server's description in its run_start) and ended
+    /// with the session, or left open for the next session of its run key (`keyed`).
+    Own {
+        builder: Box<SessionBuilder>,
+        keyed: bool,
+    },
+    /// A session the proxy did not open, shared by every client session and ended by its owner.
+    Bound(Arc<Bound>),
+}
+
+/// What a client session is relayed with.
+pub(super) struct Relay {
+    pub(super) run: RunOf,
+    pub(super) timeout: Duration,
+    pub(super) command: Vec<String>,
+    /// The remote server of `--url`, instead of a command.
+    pub(super) remote: Option<Arc<Remote>>,
+    /// Offline: the server's description recorded in the run replayed, if it has one; then no server
+    /// is started.
+    pub(super) description: Option<Value>,
+    /// The run replayed, if any (named in errors).
+    pub(super) source: Option<String>,
+}
+
+impl Relay {
+    /// A session of the proxy's own run, as `config` has it.
+    pub(super) fn own(config: Config) -> Result<Relay, Error> {
+        let description = match &config.source {
+            Some((Mode::Offline, run)) => recorded_description(config.store.as_ref(), run)?,
+            _ => None,
+        };
+        Ok(Relay {
+            run: RunOf::Own {
+                builder: Box::new(config.builder),
+                keyed: config.keyed,
+            },
+            timeout: config.timeout,
+            command: config.command,
+            remote: config.remote,
+            description,
+            source: config.source.map(|(_, run)| run),
+        })
+    }
+}
+
+/// How the run is come by at the first call.
+enum Opening {
+    /// Opened then, from this builder.
+    Own(Mutex<Option<Box<SessionBuilder>>>),
+    /// A session's, given.
+    Bound(Arc<Bound>),
+}
+
+/// The run, opened (or, bound, described) at the first call.
 struct LazyRun {
-    builder: Mutex<Option<SessionBuilder>>,
+    opening: Opening,
     session: OnceCell<std::result::Result<Session, String>>,
     catalog: SharedCatalog,
     upstream: Option<Upstream>,
@@ -60,14 +118,23 @@ impl LazyRun {
     async fn session(&self) -> std::result::Result<Session, String> {
         self.session
             .get_or_init(|| async {
+                let builder = match &self.opening {
+                    Opening::Bound(bound) => {
+                        if !bound.described() {
+                            self.describe_server().await;
+                        }
+                        bound.describe(&self.catalog).await;
+                        return Ok(bound.session.clone());
+                    }
+                    Opening::Own(builder) => builder,
+                };
                 self.describe_server().await;
-                let builder = self
-                    .builder
+                let builder = builder
                     .lock()
                     .ok()
                     .and_then(|mut b| b.take())
                     .ok_or_else(|| "the run could not be opened".to_owned())?;
-                let builder = builder.run_fact(DESCRIPTION, Catalog::description(&self.catalog));
+                let builder = (*builder).run_fact(DESCRIPTION, Catalog::description(&self.catalog));
                 tokio::task::spawn_blocking(move || builder.open())
                     .await
                     .map_err(|e| format!("opening the run failed: {e}"))?
@@ -137,20 +204,18 @@ impl ClientSide {
 }
 
 pub(super) async fn serve(
-    config: Config,
+    relay: Relay,
     diagnostics: Diagnostics,
     client: ClientSide,
 ) -> Result<ExitCode, Error> {
-    let Config {
-        builder,
-        store,
-        source,
+    let Relay {
+        run,
         timeout,
         command,
-        keyed,
         remote,
-        ..
-    } = config;
+        description: offline_description,
+        source,
+    } = relay;
     let ClientSide {
         mut input,
         output: mut out,
@@ -181,10 +246,6 @@ pub(super) async fn serve(
 
     let catalog = SharedCatalog::default();
     // Offline with a recorded description: no server at all.
-    let offline_description = match &source {
-        Some((Mode::Offline, run)) => recorded_description(store.as_ref(), run)?,
-        _ => None,
-    };
     if let Some(d) = &offline_description {
         Catalog::learn_description(&catalog, d);
         if let Some(tools) = d.get("tools").filter(|t| t.is_array()) {
@@ -194,7 +255,7 @@ pub(super) async fn serve(
         return Err(Error::Config(format!(
             "run {} has no recorded server description (it was recorded without one): start the \
              server, after `--`",
-            source.as_ref().map(|(_, r)| r.as_str()).unwrap_or("?")
+            source.as_deref().unwrap_or("?")
         )));
     }
 
@@ -219,8 +280,12 @@ pub(super) async fn serve(
         None
     };
     let upstream = server.as_ref().map(|s| s.upstream.clone());
+    let (opening, keyed) = match run {
+        RunOf::Own { builder, keyed } => (Opening::Own(Mutex::new(Some(builder))), keyed),
+        RunOf::Bound(bound) => (Opening::Bound(bound), false),
+    };
     let run = Arc::new(LazyRun {
-        builder: Mutex::new(Some(builder)),
+        opening,
         session: OnceCell::new(),
         catalog: catalog.clone(),
         upstream: upstream.clone(),
@@ -299,7 +364,9 @@ pub(super) async fn serve(
     // A client whose process died closed nothing on purpose: the run is left as a crash leaves it.
     let crashed = matches!(ended, Ended::ClientClosed) && parent_died(parent).await;
     let mut finish_error = None;
-    if let Some(Ok(session)) = run.session.get() {
+    let own = matches!(run.opening, Opening::Own(_));
+    // A session's run is its owner's to end.
+    if let Some(Ok(session)) = run.session.get().filter(|_| own) {
         if crashed {
             diagnostics.report(&format!(
                 "the client's process ended without closing the session; run {} is left without a \
