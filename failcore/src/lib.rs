@@ -88,7 +88,7 @@ mod tool_error;
 mod unique_json;
 
 pub use by_name::call_json;
-pub use dynamic::{DynamicBody, DynamicRawBody, DynamicSpec, DynamicTool, MAX_DYNAMIC_TOOLS};
+pub use dynamic::{DynamicBody, DynamicRawBody, DynamicTool};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
@@ -100,7 +100,8 @@ pub use recorded::{idempotency_key, now, random, report_landed, sleep, uuid, Lan
 pub use tool_error::ToolError;
 
 pub use registry::{
-    expect_tools, tool as find_tool, tools, Effect, InFlightRecovery, OutputContract, ToolInfo,
+    expect_tools, tool as find_tool, tools, DynamicSpec, Effect, InFlightRecovery, OutputContract,
+    ToolInfo, MAX_DYNAMIC_TOOLS,
 };
 pub use replay::{InFlightStep, ResumeReport};
 pub use session::{

@@ -54,7 +54,6 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("registry", "secrets", "the descriptor caches a tool's `RedactPaths`"),
     ("policy", "exec", "the exec preset's gate calls `exec::assess`"),
     ("policy", "secrets", "the policy file builds `NoSecrets` and `RedactPaths`"),
-    ("policy", "dynamic", "a recorded call of an unknown tool gets a dynamic descriptor"),
     ("exec", "session", "`exec::policy(name)` reads the session's named policies"),
     ("session", "lifecycle", "the task-local context holds the lifecycle's `Intent` and `Recovering`"),
 ];
