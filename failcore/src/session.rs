@@ -1054,6 +1054,23 @@ pub(crate) fn context() -> Result<Context, Error> {
     })
 }
 
+/// `failcore::exec::policy`: the exec policy named `name` in the current session (built in code or in
+/// the policy file), to run commands in its sandbox. A name that is undefined, or names a policy that is not an `exec` preset, is
+/// an error.
+pub fn exec_policy(name: &str) -> Result<crate::policy::ExecPolicy, Error> {
+    let ctx = context()?;
+    let found = ctx.session.inner.policies.get(name).ok_or_else(|| {
+        Error::Config(format!(
+            "no policy named `{name}` is defined in this session"
+        ))
+    })?;
+    found.as_exec().cloned().ok_or_else(|| {
+        Error::Config(format!(
+            "policy `{name}` is not an exec policy (`preset = \"exec\"`), so it describes no sandbox"
+        ))
+    })
+}
+
 /// The error slot of the by-name call being entered, if any.
 pub(crate) fn by_name_slot() -> ErrorSlot {
     CONTEXT.try_with(|c| c.by_name.clone()).ok().flatten()

@@ -23,8 +23,8 @@ const LAYERS: &[&[&str]] = &[
     &["registry"],
     // Policies.
     &["policy"],
-    // Enforcement at the effect.
-    &["fs", "net", "exec"],
+    // Enforcement at the effect (`sandbox` is public as `failcore::exec`, with `exec::policy` from session).
+    &["fs", "net", "sandbox"],
     // What never lands in a trace.
     &["secrets"],
     // The replay index; the keyed runs of a store.
@@ -52,9 +52,8 @@ const LAYERS: &[&[&str]] = &[
 const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("registry", "policy", "the descriptor caches a tool's `PolicyRef`"),
     ("registry", "secrets", "the descriptor caches a tool's `RedactPaths`"),
-    ("policy", "exec", "the exec preset's gate calls `exec::assess`"),
+    ("policy", "sandbox", "the exec preset's gate calls `sandbox::assess`"),
     ("policy", "secrets", "the policy file builds `NoSecrets` and `RedactPaths`"),
-    ("exec", "session", "`exec::policy(name)` reads the session's named policies"),
     ("session", "lifecycle", "the task-local context holds the lifecycle's `Intent` and `Recovering`"),
 ];
 
