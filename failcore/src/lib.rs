@@ -82,6 +82,7 @@ mod runid;
 mod sandbox;
 #[cfg(feature = "schema")]
 pub mod schema;
+mod scope;
 pub mod secrets;
 mod session;
 mod tool_error;

@@ -32,10 +32,10 @@ pub(crate) struct Context {
     pub scope: Option<(u128, u32)>,
     /// The deferred intent of the call this one is made from (a pure or read tool's), which must be
     /// written before any record of this call.
-    pub intent: Option<Arc<crate::lifecycle::Intent>>,
+    pub intent: Option<Arc<crate::scope::Intent>>,
     /// Inside the body of a call being recovered after a crash: where its `reconcile` function's answer
     /// is reported (see [`crate::lifecycle::reconciling`]).
-    pub recovering: Option<Arc<crate::lifecycle::Recovering>>,
+    pub recovering: Option<Arc<crate::scope::Recovering>>,
     /// Set by a by-name call (`call_json`): where the lifecycle reports a FailCore error of that call,
     /// which the tool's own error type would otherwise reduce to text. Tool bodies run without it, so the
     /// calls they make report nothing to the outer by-name call.

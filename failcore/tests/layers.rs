@@ -30,6 +30,8 @@ const LAYERS: &[&[&str]] = &[
     // The replay index; the keyed runs of a store.
     &["replay"],
     &["keyed"],
+    // What the task-local context of a call carries for the lifecycle.
+    &["scope"],
     // The session, its task-local scope and the process default session.
     &["session"],
     // The lifecycle of one call; calls by name.
@@ -54,7 +56,6 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("registry", "secrets", "the descriptor caches a tool's `RedactPaths`"),
     ("policy", "sandbox", "the exec preset's gate calls `sandbox::assess`"),
     ("policy", "secrets", "the policy file builds `NoSecrets` and `RedactPaths`"),
-    ("session", "lifecycle", "the task-local context holds the lifecycle's `Intent` and `Recovering`"),
 ];
 
 #[test]
