@@ -52,7 +52,6 @@ mod by_name;
 mod cost;
 mod dynamic;
 mod error;
-pub mod exec;
 mod fingerprint;
 pub mod fs;
 mod keyed;
@@ -80,15 +79,66 @@ mod replay;
 #[cfg(feature = "rig")]
 pub mod rig;
 mod runid;
+mod sandbox;
 #[cfg(feature = "schema")]
 pub mod schema;
+mod scope;
 pub mod secrets;
 mod session;
 mod tool_error;
 mod unique_json;
 
+pub mod exec {
+    //! Enforcement at the effect for commands: run a program (an argument vector, never a shell string)
+    //! inside a kernel sandbox built from the tool's exec policy, and return what happened as the tool's
+    //! output.
+    //!
+    //! The policy that gated the call describes the walls ([`SandboxSpec`](crate::policy::SandboxSpec)):
+    //! Landlock filesystem rules (the filesystem read-only except the writable roots and `/dev/null`,
+    //! optionally readable only beneath declared paths), no network unless allowed (Landlock TCP rules, and a
+    //! seccomp filter refusing every socket but Unix ones), rlimits on CPU time, address space and file size,
+    //! a process limit (a pids cgroup, or `RLIMIT_NPROC`), a clean environment from an allow-list, and a
+    //! wall-clock timeout that kills the whole process group. The result, [`ExecOutput`], carries the sandbox
+    //! that was applied, the exit status and the bounded output; returned by the tool, it is recorded on the
+    //! step and served on replay like any output.
+    //!
+    //! Where the kernel lacks a mechanism the policy asks for, the command is refused with a rule that names
+    //! it (`exec.sandbox.no_landlock`, `exec.sandbox.landlock_abi`, `exec.sandbox.no_tcp_rules`,
+    //! `exec.sandbox.no_seccomp`, `exec.sandbox.no_process_limit`), unless the policy accepts a weaker
+    //! sandbox; then what was left out is recorded in [`SandboxApplied::missing`].
+    //!
+    //! ```no_run
+    //! use failcore::policy::ExecPolicy;
+    //!
+    //! # #[derive(Debug)] struct ToolError(String);
+    //! # impl std::fmt::Display for ToolError {
+    //! #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.0) }
+    //! # }
+    //! # impl From<failcore::Error> for ToolError {
+    //! #     fn from(e: failcore::Error) -> Self { ToolError(e.to_string()) }
+    //! # }
+    //! fn git_policy() -> ExecPolicy {
+    //!     ExecPolicy::allow(["git"]).deny_args(["-c", "--upload-pack"]).root("workspace")
+    //! }
+    //!
+    //! /// Runs git in the workspace.
+    //! #[failcore::tool(policy = git_policy(), effect = "exec")]
+    //! async fn git(program: String, args: Vec<String>) -> Result<failcore::exec::ExecOutput, ToolError> {
+    //!     Ok(failcore::exec::run(&git_policy(), &program, &args).await?)
+    //! }
+    //! ```
+    //!
+    //! A policy defined in the policy file is found by name with [`policy()`]:
+    //! `failcore::exec::run(&failcore::exec::policy("git")?, &program, &args)`.
+
+    pub use crate::sandbox::{
+        landlock_abi, run, Captured, Command, ExecOutput, Exit, SandboxApplied,
+    };
+    pub use crate::session::exec_policy as policy;
+}
+
 pub use by_name::call_json;
-pub use dynamic::{DynamicBody, DynamicRawBody, DynamicSpec, DynamicTool, MAX_DYNAMIC_TOOLS};
+pub use dynamic::{DynamicBody, DynamicRawBody, DynamicTool};
 pub use error::Error;
 pub use failcore_store::{Durability, Mode, RunStatus, Status};
 pub use fingerprint::{canonical_json, fingerprint, CanonicalError};
@@ -100,7 +150,8 @@ pub use recorded::{idempotency_key, now, random, report_landed, sleep, uuid, Lan
 pub use tool_error::ToolError;
 
 pub use registry::{
-    expect_tools, tool as find_tool, tools, Effect, InFlightRecovery, OutputContract, ToolInfo,
+    expect_tools, tool as find_tool, tools, DynamicSpec, Effect, InFlightRecovery, OutputContract,
+    ToolInfo, MAX_DYNAMIC_TOOLS,
 };
 pub use replay::{InFlightStep, ResumeReport};
 pub use session::{

@@ -13,12 +13,11 @@ use crate::registry::{
     Effect, InFlightRecovery, OutputContract, ParamRole, ToolDescriptor, ToolInfo,
 };
 use crate::replay::{instance_key, scoped_key, Recorded};
+use crate::scope::{Intent, Recovering};
 use crate::secrets::{Masked, Scrubber, Seal};
 use crate::session::{in_context, ApprovalRequest, Context, InFlight, Session};
 use crate::Error;
-use failcore_store::{
-    BlobRef, Decision, DecisionOutcome, Drift, Durability, Mode, Recovered, Status,
-};
+use failcore_store::{BlobRef, Decision, DecisionOutcome, Drift, Durability, Mode, Status};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -589,42 +588,12 @@ async fn enter_untraced(tool: &'static ToolDescriptor, prepared: Prepared) -> En
     }))
 }
 
-/// How a call that was in flight at a crash is being recovered, reported by its body (`reconcile`).
-pub(crate) struct Recovering {
-    recovery: InFlightRecovery,
-    /// 0: not asked yet; 1: the effect landed (the reconcile's answer is the output); 2: it did not.
-    reconciled: std::sync::atomic::AtomicU8,
-}
-
-impl Recovering {
-    fn new(recovery: InFlightRecovery) -> Recovering {
-        Recovering {
-            recovery,
-            reconciled: std::sync::atomic::AtomicU8::new(0),
-        }
-    }
-
-    /// What the step's record says of it.
-    fn recovered(&self) -> Recovered {
-        match self.reconciled.load(std::sync::atomic::Ordering::Acquire) {
-            1 => Recovered::Reconciled,
-            2 => Recovered::NotLanded,
-            _ => Recovered::Retried,
-        }
-    }
-}
-
 /// Inside a tool body: whether the tool's `reconcile` function must be asked first (the call was in flight
 /// when the resumed run died, and has not been reconciled yet). Called by the code `#[failcore::tool]`
 /// generates.
 pub fn reconciling() -> bool {
     crate::session::CONTEXT
-        .try_with(|ctx| {
-            ctx.recovering.as_ref().is_some_and(|r| {
-                r.recovery == InFlightRecovery::Reconcile
-                    && r.reconciled.load(std::sync::atomic::Ordering::Acquire) == 0
-            })
-        })
+        .try_with(|ctx| ctx.recovering.as_ref().is_some_and(|r| r.must_reconcile()))
         .unwrap_or(false)
 }
 
@@ -632,8 +601,7 @@ pub fn reconciling() -> bool {
 pub fn reconciled(landed: bool) {
     let _ = crate::session::CONTEXT.try_with(|ctx| {
         if let Some(r) = &ctx.recovering {
-            let v = if landed { 1 } else { 2 };
-            r.reconciled.store(v, std::sync::atomic::Ordering::Release);
+            r.answer(landed);
         }
     });
 }
@@ -695,22 +663,6 @@ impl Drop for Unrecorded<'_> {
         flush(up, &inner.journal);
         let call = failcore_store::call_fields((self.start)(&decision), &end);
         inner.journal.enqueue_encoded("call", call);
-    }
-}
-
-/// The intent of a call whose `step_start` is deferred (pure and read tools): written with the call's
-/// outcome as one `call` record, unless a call made inside it writes a record first, which needs its
-/// parent's `step_start` before it.
-pub(crate) struct Intent {
-    start: Mutex<Option<Vec<u8>>>,
-    /// The deferred intent of the call this one was made from, if any.
-    up: Option<Arc<Intent>>,
-}
-
-impl Intent {
-    /// Takes the deferred `step_start`, if no nested call wrote it yet.
-    fn take(&self) -> Option<Vec<u8>> {
-        self.start.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 

@@ -425,3 +425,105 @@ impl<F> InvokeLocal for InvokeWrap<F> {
         Box::pin(async { Err(InvokeError::NotSend) })
     }
 }
+
+// The descriptors of dynamic tools (`DynamicTool`), kept here so that a module below `dynamic` (policy
+// history, which knows a recorded tool by its name) can have one.
+
+/// How many distinct dynamic tools a process may define: each keeps a descriptor for the life of the
+/// process, so that a stream of made-up names cannot grow memory without bound.
+pub const MAX_DYNAMIC_TOOLS: usize = 4096;
+
+type Key = (String, &'static str, Effect, DynamicSpec);
+
+/// What a dynamic tool declares beyond its name, origin and effect, as the attribute of a
+/// `#[failcore::tool]` does: the Python package's `@failcore.tool` gives all of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct DynamicSpec {
+    /// The tool's contract version, part of the fingerprint.
+    pub version: String,
+    /// A named policy (a preset, or one defined in the session's policy file), checked before the body
+    /// runs, after the session's guards.
+    pub policy: Option<String>,
+    /// The tool's description (shown by `failcore::tools()`-style listings).
+    pub description: String,
+    /// JSON pointers into the arguments (`/password`) stored in the trace only as a keyed hash.
+    pub redact_args: Vec<String>,
+    /// `true`: always execute live, even when resuming (clock reads, random).
+    pub never_replay: bool,
+    /// Arguments (by name) that are paths, for fs policies: what a parameter typed `PathBuf` declares.
+    pub path_args: Vec<String>,
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+fn interned() -> &'static Mutex<HashMap<Key, &'static ToolDescriptor>> {
+    static TOOLS: OnceLock<Mutex<HashMap<Key, &'static ToolDescriptor>>> = OnceLock::new();
+    TOOLS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The descriptor of the dynamic tool `name` from `origin`, made once for the same arguments and kept for
+/// the life of the process (at most [`MAX_DYNAMIC_TOOLS`] of them).
+pub(crate) fn dynamic_descriptor(
+    name: &str,
+    origin: &'static str,
+    effect: Effect,
+    spec: &DynamicSpec,
+) -> Result<&'static ToolDescriptor, Error> {
+    crate::secrets::RedactPaths::parse(&spec.redact_args, &[] as &[&str])
+        .map_err(|e| Error::Config(format!("tool `{name}`: redact: {e}")))?;
+    let mut tools = interned()
+        .lock()
+        .map_err(|_| Error::Config("the dynamic tool table is poisoned".into()))?;
+    let key = (name.to_owned(), origin, effect, spec.clone());
+    if let Some(d) = tools.get(&key) {
+        return Ok(d);
+    }
+    if tools.len() >= MAX_DYNAMIC_TOOLS {
+        return Err(Error::Config(format!(
+            "more than {MAX_DYNAMIC_TOOLS} distinct dynamic tools: refusing `{name}`"
+        )));
+    }
+    let descriptor: &'static ToolDescriptor = Box::leak(Box::new(ToolDescriptor {
+        name: leak(name),
+        version: leak(&spec.version),
+        module: origin,
+        description: leak(&spec.description),
+        effect,
+        policy: spec
+            .policy
+            .as_deref()
+            .map_or(PolicySource::None, |p| PolicySource::Named(leak(p))),
+        params: Box::leak(
+            spec.path_args
+                .iter()
+                .map(|p| Param {
+                    name: leak(p),
+                    role: ParamRole::Fingerprinted,
+                    path: true,
+                })
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        ),
+        // Proxied tools get theirs from the session (`[redact.<tool>]` in the policy file).
+        redact_args: Box::leak(
+            spec.redact_args
+                .iter()
+                .map(|p| leak(p))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        ),
+        redact_output: &[],
+        replay: !spec.never_replay,
+        output: OutputContract::Any,
+        recovery: InFlightRecovery::Session,
+        invoker: Invoker::NotCallable("it is a dynamic tool: call it with DynamicTool::call"),
+        schema: None,
+        file: "",
+        line: 0,
+        cache: DescriptorCache::new(),
+    }));
+    tools.insert(key, descriptor);
+    Ok(descriptor)
+}

@@ -32,10 +32,10 @@ pub(crate) struct Context {
     pub scope: Option<(u128, u32)>,
     /// The deferred intent of the call this one is made from (a pure or read tool's), which must be
     /// written before any record of this call.
-    pub intent: Option<Arc<crate::lifecycle::Intent>>,
+    pub intent: Option<Arc<crate::scope::Intent>>,
     /// Inside the body of a call being recovered after a crash: where its `reconcile` function's answer
     /// is reported (see [`crate::lifecycle::reconciling`]).
-    pub recovering: Option<Arc<crate::lifecycle::Recovering>>,
+    pub recovering: Option<Arc<crate::scope::Recovering>>,
     /// Set by a by-name call (`call_json`): where the lifecycle reports a FailCore error of that call,
     /// which the tool's own error type would otherwise reduce to text. Tool bodies run without it, so the
     /// calls they make report nothing to the outer by-name call.
@@ -1051,6 +1051,23 @@ pub(crate) fn context() -> Result<Context, Error> {
         intent: None,
         recovering: None,
         by_name: None,
+    })
+}
+
+/// `failcore::exec::policy`: the exec policy named `name` in the current session (built in code or in
+/// the policy file), to run commands in its sandbox. A name that is undefined, or names a policy that is not an `exec` preset, is
+/// an error.
+pub fn exec_policy(name: &str) -> Result<crate::policy::ExecPolicy, Error> {
+    let ctx = context()?;
+    let found = ctx.session.inner.policies.get(name).ok_or_else(|| {
+        Error::Config(format!(
+            "no policy named `{name}` is defined in this session"
+        ))
+    })?;
+    found.as_exec().cloned().ok_or_else(|| {
+        Error::Config(format!(
+            "policy `{name}` is not an exec policy (`preset = \"exec\"`), so it describes no sandbox"
+        ))
     })
 }
 

@@ -23,13 +23,15 @@ const LAYERS: &[&[&str]] = &[
     &["registry"],
     // Policies.
     &["policy"],
-    // Enforcement at the effect.
-    &["fs", "net", "exec"],
+    // Enforcement at the effect (`sandbox` is public as `failcore::exec`, with `exec::policy` from session).
+    &["fs", "net", "sandbox"],
     // What never lands in a trace.
     &["secrets"],
     // The replay index; the keyed runs of a store.
     &["replay"],
     &["keyed"],
+    // What the task-local context of a call carries for the lifecycle.
+    &["scope"],
     // The session, its task-local scope and the process default session.
     &["session"],
     // The lifecycle of one call; calls by name.
@@ -52,11 +54,8 @@ const LAYERS: &[&[&str]] = &[
 const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("registry", "policy", "the descriptor caches a tool's `PolicyRef`"),
     ("registry", "secrets", "the descriptor caches a tool's `RedactPaths`"),
-    ("policy", "exec", "the exec preset's gate calls `exec::assess`"),
+    ("policy", "sandbox", "the exec preset's gate calls `sandbox::assess`"),
     ("policy", "secrets", "the policy file builds `NoSecrets` and `RedactPaths`"),
-    ("policy", "dynamic", "a recorded call of an unknown tool gets a dynamic descriptor"),
-    ("exec", "session", "`exec::policy(name)` reads the session's named policies"),
-    ("session", "lifecycle", "the task-local context holds the lifecycle's `Intent` and `Recovering`"),
 ];
 
 #[test]

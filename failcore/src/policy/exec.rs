@@ -481,7 +481,7 @@ impl Policy for ExecPolicy {
         }
         // The command is allowed; refuse it here, before anything runs, if this kernel cannot build the
         // sandbox it would run in.
-        Ok(match crate::exec::assess(&self.sandbox) {
+        Ok(match crate::sandbox::assess(&self.sandbox) {
             Ok(_) => Verdict::Allow,
             Err(refused) => Verdict::deny(refused.rule, refused.reason),
         })

@@ -312,9 +312,10 @@ fn descriptor(name: &str) -> Result<&'static ToolDescriptor, Error> {
     {
         return Ok(t.0);
     }
-    Ok(
-        crate::DynamicTool::new(name, "recorded call", Effect::Unspecified)?
-            .info()
-            .0,
+    crate::registry::dynamic_descriptor(
+        name,
+        "recorded call",
+        Effect::Unspecified,
+        &crate::registry::DynamicSpec::default(),
     )
 }

@@ -1,42 +1,7 @@
-//! Enforcement at the effect for commands: run a program (an argument vector, never a shell string) inside a
-//! kernel sandbox built from the tool's exec policy, and return what happened as the tool's output.
-//!
-//! The policy that gated the call describes the walls ([`SandboxSpec`]): Landlock filesystem rules (the
-//! filesystem read-only except the writable roots and `/dev/null`, optionally readable only beneath declared
-//! paths), no network unless allowed (Landlock TCP rules, and a seccomp filter refusing every socket but
-//! Unix ones), rlimits on CPU time, address space and file size, a process limit (a pids cgroup, or
-//! `RLIMIT_NPROC`), a clean environment from an allow-list, and a wall-clock timeout that kills the whole
-//! process group. The result, [`ExecOutput`], carries the sandbox that was applied, the exit status and the
-//! bounded output; returned by the tool, it is recorded on the step and served on replay like any output.
-//!
-//! Where the kernel lacks a mechanism the policy asks for, the command is refused with a rule that names
-//! it (`exec.sandbox.no_landlock`, `exec.sandbox.landlock_abi`, `exec.sandbox.no_tcp_rules`,
-//! `exec.sandbox.no_seccomp`, `exec.sandbox.no_process_limit`), unless the policy accepts a weaker
-//! sandbox; then what was left out is recorded in [`SandboxApplied::missing`].
-//!
-//! ```no_run
-//! use failcore::policy::ExecPolicy;
-//!
-//! # #[derive(Debug)] struct ToolError(String);
-//! # impl std::fmt::Display for ToolError {
-//! #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.0) }
-//! # }
-//! # impl From<failcore::Error> for ToolError {
-//! #     fn from(e: failcore::Error) -> Self { ToolError(e.to_string()) }
-//! # }
-//! fn git_policy() -> ExecPolicy {
-//!     ExecPolicy::allow(["git"]).deny_args(["-c", "--upload-pack"]).root("workspace")
-//! }
-//!
-//! /// Runs git in the workspace.
-//! #[failcore::tool(policy = git_policy(), effect = "exec")]
-//! async fn git(program: String, args: Vec<String>) -> Result<failcore::exec::ExecOutput, ToolError> {
-//!     Ok(failcore::exec::run(&git_policy(), &program, &args).await?)
-//! }
-//! ```
-//!
-//! A policy defined in the policy file is found by name with [`policy`]:
-//! `failcore::exec::run(&failcore::exec::policy("git")?, &program, &args)`.
+//! The command sandbox behind the public [`crate::exec`] module (which documents it): the command, its
+//! recorded output, the kernel check of a policy's sandbox (`assess`, also called at the exec preset's
+//! gate) and, on Linux, the sandbox itself (`linux.rs`). `exec::policy`, which reads the current session,
+//! lives in `session.rs`.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -217,23 +182,6 @@ pub async fn run(policy: &ExecPolicy, program: &str, args: &[String]) -> Result<
         .args(args.iter().cloned())
         .run(policy)
         .await
-}
-
-/// The exec policy named `name` in the current session (built in code or in the policy file), to run
-/// commands in its sandbox. A name that is undefined, or names a policy that is not an `exec` preset, is
-/// an error.
-pub fn policy(name: &str) -> Result<ExecPolicy, Error> {
-    let ctx = crate::session::context()?;
-    let found = ctx.session.inner.policies.get(name).ok_or_else(|| {
-        Error::Config(format!(
-            "no policy named `{name}` is defined in this session"
-        ))
-    })?;
-    found.as_exec().cloned().ok_or_else(|| {
-        Error::Config(format!(
-            "policy `{name}` is not an exec policy (`preset = \"exec\"`), so it describes no sandbox"
-        ))
-    })
 }
 
 /// The Landlock ABI of this kernel as the sandbox uses it (0: no Landlock, or not Linux).
