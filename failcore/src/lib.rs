@@ -74,6 +74,7 @@ pub mod policy;
 #[cfg(any(feature = "llm-proxy", feature = "mcp-proxy", feature = "mcp"))]
 pub mod proxy_common;
 mod recorded;
+mod redact_paths;
 mod registry;
 mod replay;
 #[cfg(feature = "rig")]

@@ -143,7 +143,7 @@ pub enum Invoker {
 #[doc(hidden)]
 pub struct DescriptorCache {
     pub(crate) policy: OnceLock<PolicyRef>,
-    pub(crate) redact: OnceLock<crate::secrets::RedactPaths>,
+    pub(crate) redact: OnceLock<crate::redact_paths::RedactPaths>,
 }
 
 impl DescriptorCache {
@@ -471,7 +471,7 @@ pub(crate) fn dynamic_descriptor(
     effect: Effect,
     spec: &DynamicSpec,
 ) -> Result<&'static ToolDescriptor, Error> {
-    crate::secrets::RedactPaths::parse(&spec.redact_args, &[] as &[&str])
+    crate::redact_paths::RedactPaths::parse(&spec.redact_args, &[] as &[&str])
         .map_err(|e| Error::Config(format!("tool `{name}`: redact: {e}")))?;
     let mut tools = interned()
         .lock()

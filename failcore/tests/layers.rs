@@ -19,6 +19,8 @@ const LAYERS: &[&[&str]] = &[
     &["unique_json", "runid", "tool_error", "fingerprint"],
     // What a run spends.
     &["cost"],
+    // The declared redaction paths of a tool (JSON pointers).
+    &["redact_paths"],
     // Tool descriptors (and, for now, registration and calls by name).
     &["registry"],
     // Policies.
@@ -53,9 +55,8 @@ const LAYERS: &[&[&str]] = &[
 #[rustfmt::skip]
 const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("registry", "policy", "the descriptor caches a tool's `PolicyRef`"),
-    ("registry", "secrets", "the descriptor caches a tool's `RedactPaths`"),
     ("policy", "sandbox", "the exec preset's gate calls `sandbox::assess`"),
-    ("policy", "secrets", "the policy file builds `NoSecrets` and `RedactPaths`"),
+    ("policy", "secrets", "the policy file builds `NoSecrets`"),
 ];
 
 #[test]

@@ -4,7 +4,8 @@ use super::{
     All, Any, DenyTools, ExecPolicy, FsPolicy, Limits, NetPolicy, Network, Not, PolicyRef,
     PolicySet,
 };
-use crate::secrets::{NoSecrets, RedactPaths};
+use crate::redact_paths::RedactPaths;
+use crate::secrets::NoSecrets;
 use crate::Error;
 use serde::Deserialize;
 use serde_json::{Map, Value};

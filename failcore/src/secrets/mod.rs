@@ -19,7 +19,8 @@ mod key;
 mod rules;
 mod vault;
 
-pub use json::{Masked, Pointer};
+pub use crate::redact_paths::{Pointer, RedactPaths};
+pub use json::Masked;
 pub use key::{default_key_file, KEY_FILE};
 
 /// The name of the default vault directory, beside the redaction key file.
@@ -33,33 +34,6 @@ use crate::policy::{CallView, Policy, PolicyError, Verdict};
 use crate::registry::ToolDescriptor;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Paths to redact in one tool's arguments and output.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RedactPaths {
-    pub args: Vec<Pointer>,
-    pub output: Vec<Pointer>,
-}
-
-impl RedactPaths {
-    /// Parses JSON pointers (`/config/password`, `*` for any key or index).
-    pub fn parse<A: AsRef<str>, O: AsRef<str>>(
-        args: &[A],
-        output: &[O],
-    ) -> Result<RedactPaths, String> {
-        let parse = |list: &[&str]| {
-            list.iter()
-                .map(|p| Pointer::parse(p))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let a: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-        let o: Vec<&str> = output.iter().map(AsRef::as_ref).collect();
-        Ok(RedactPaths {
-            args: parse(&a)?,
-            output: parse(&o)?,
-        })
-    }
-}
 
 /// The tool's own paths (from its attribute), parsed once.
 pub(crate) fn descriptor_paths(tool: &'static ToolDescriptor) -> &'static RedactPaths {
