@@ -1,7 +1,7 @@
 //! Secrets never land in a trace in clear.
 //!
 //! Every recorded string (arguments, outputs, error texts, policy reasons, proxied traffic) goes through
-//! the session's [`Scrubber`] before it is written:
+//! the session's scrubber before it is written:
 //!
 //! - values at declared paths (`#[failcore::tool(redact(args = "/config/password", output = "/token"))]`,
 //!   `[redact.<tool>]` in the policy file) are replaced by a keyed hash, `"redacted:<32 hex>"`;
