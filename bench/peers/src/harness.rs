@@ -88,6 +88,9 @@ pub trait Bench {
     fn close(self: Box<Self>, env: &Env) -> Res<Option<u64>>;
 }
 
+/// Measures the bytes a store holds once it is closed (`None`: a store in memory).
+pub type Size = Box<dyn FnOnce() -> Res<Option<u64>>>;
+
 pub type Make = fn(&Env, &str) -> Res<Box<dyn Bench>>;
 
 pub struct Case {
@@ -277,7 +280,7 @@ fn all(others: &[&str]) -> Res<()> {
             ));
         }
     }
-    println!("| case | instructions/call live | replay | wall/call live, median (p10 to p90) | replay | whole run/call live | replay | bytes/call |");
+    println!("| case | instructions/call live | replay | wall/call live, median (p10 to p90) | replay | whole run/N live (mean) | replay | bytes/call |");
     println!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: |");
     let mut line_bytes = None;
     for (exe, name, calls, label) in rows {

@@ -17,7 +17,7 @@ mod harness;
 
 use failcore::store::{JsonlStore, MemoryStore, PgStore, SqliteStore, TraceStore};
 use failcore::{Durability, Session, ToolError};
-use harness::{dir_size, pg_schema, pg_size, timed, Bench, Case, Env, Res, Samples, Timings};
+use harness::{dir_size, pg_schema, pg_size, timed, Bench, Case, Env, Res, Samples, Size, Timings};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -140,7 +140,7 @@ struct FailCore {
     samples: Samples,
     run: Option<String>,
     calls: usize,
-    size: Box<dyn FnOnce() -> Res<Option<u64>>>,
+    size: Size,
 }
 
 impl FailCore {
@@ -151,8 +151,7 @@ impl FailCore {
         durability: Durability,
         ahead: bool,
     ) -> Res<Box<dyn Bench>> {
-        let (store, size): (Arc<dyn TraceStore>, Box<dyn FnOnce() -> Res<Option<u64>>>) = match kind
-        {
+        let (store, size): (Arc<dyn TraceStore>, Size) = match kind {
             Store::Memory => (Arc::new(MemoryStore::new()), Box::new(|| Ok(None))),
             Store::Jsonl | Store::Sqlite => {
                 let dir = env.store_dir(&format!("failcore-{tag}"))?;

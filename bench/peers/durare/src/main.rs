@@ -6,7 +6,7 @@
 mod harness;
 
 use durare::{DurableContext, DurableEngine, StateProvider, WorkflowOptions};
-use harness::{dir_size, pg_schema, pg_size, timed, Bench, Case, Env, Res, Samples, Timings};
+use harness::{dir_size, pg_schema, pg_size, timed, Bench, Case, Env, Res, Samples, Size, Timings};
 use std::sync::Arc;
 
 const CASES: &[Case] = &[
@@ -66,15 +66,11 @@ pub struct Durare {
     workflow: Option<String>,
     calls: usize,
     /// The bytes the store holds once closed.
-    size: Box<dyn FnOnce() -> Res<Option<u64>>>,
+    size: Size,
 }
 
 impl Durare {
-    pub fn open(
-        env: &Env,
-        provider: Arc<dyn StateProvider>,
-        size: Box<dyn FnOnce() -> Res<Option<u64>>>,
-    ) -> Res<Box<dyn Bench>> {
+    pub fn open(env: &Env, provider: Arc<dyn StateProvider>, size: Size) -> Res<Box<dyn Bench>> {
         let samples = Samples::default();
         let recorded = samples.clone();
         let mut builder = DurableEngine::builder(provider);
