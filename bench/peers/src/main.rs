@@ -153,13 +153,25 @@ impl FailCore {
     ) -> Res<Box<dyn Bench>> {
         let (store, size): (Arc<dyn TraceStore>, Size) = match kind {
             Store::Memory => (Arc::new(MemoryStore::new()), Box::new(|| Ok(None))),
-            Store::Jsonl | Store::Sqlite => {
+            Store::Jsonl => {
                 let dir = env.store_dir(&format!("failcore-{tag}"))?;
-                let store: Arc<dyn TraceStore> = match kind {
-                    Store::Jsonl => Arc::new(JsonlStore::new(&dir)),
-                    _ => Arc::new(SqliteStore::open(dir.join("trace.db"))?),
-                };
+                let store = Arc::new(JsonlStore::new(&dir));
                 (store, Box::new(move || dir_size(&dir).map(Some)))
+            }
+            Store::Sqlite => {
+                let dir = env.store_dir(&format!("failcore-{tag}"))?;
+                let db = dir.join("trace.db");
+                let store = Arc::new(SqliteStore::open(&db)?);
+                let size = move || {
+                    // The WAL's pages into the database, so that the file holds what was stored.
+                    rusqlite::Connection::open(&db)?.query_row(
+                        "PRAGMA wal_checkpoint(TRUNCATE)",
+                        [],
+                        |_| Ok(()),
+                    )?;
+                    dir_size(&dir).map(Some)
+                };
+                (store, Box::new(size))
             }
             Store::Postgres => {
                 let url = env.pg_url()?.to_owned();

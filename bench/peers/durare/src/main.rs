@@ -30,11 +30,11 @@ const CASES: &[Case] = &[
             let dir = env.store_dir(&format!("durare-{tag}"))?;
             let url = format!("sqlite://{}", dir.join("durare.db").display());
             let provider = env.rt.block_on(durare::SqliteProvider::connect(&url))?;
-            Durare::open(
-                env,
-                Arc::new(provider),
-                Box::new(move || dir_size(&dir).map(Some)),
-            )
+            let size = move || {
+                checkpoint(&url)?;
+                dir_size(&dir).map(Some)
+            };
+            Durare::open(env, Arc::new(provider), Box::new(size))
         },
     },
     Case {
@@ -58,6 +58,20 @@ const CASES: &[Case] = &[
 
 fn main() {
     harness::main(CASES);
+}
+
+/// The WAL's pages into the database, so that the file holds what was stored.
+fn checkpoint(url: &str) -> Res<()> {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    rt.block_on(async {
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut conn)
+            .await?;
+        conn.close().await
+    })?;
+    Ok(())
 }
 
 pub struct Durare {
